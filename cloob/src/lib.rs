@@ -1,0 +1,5 @@
+//! CLOOB (Fürst et al., "CLOOB: Modern Hopfield Networks with InfoLOOB Outperform CLIP").
+//!
+//! This crate will hold the tokenizer, the image and text encoders built from [`hopfield`] layers,
+//! the InfoLOOB loss with Hopfield retrieval, the training loop and the evaluation. It is empty
+//! until those land; see the issue tracker.

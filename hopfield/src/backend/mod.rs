@@ -1,0 +1,193 @@
+//! The tensor operations the layers are written against.
+//!
+//! A [`Backend`] owns a device and a tensor type. Every layer of this crate is written once against this
+//! trait; [`Cpu`] implements it with ndarray and is the readable reference and the oracle for every other
+//! backend. Tensors are dense and row-major; shapes are given outermost first.
+//!
+//! Operations take shapes that the layer code has already validated: a backend checks them with
+//! `debug_assert!` only. Public, user-facing functions validate and return
+//! [`HopfieldError`](crate::HopfieldError).
+
+mod cpu;
+
+pub use cpu::Cpu;
+
+use crate::activation::Activation;
+use crate::element::Element;
+use std::fmt::Debug;
+
+/// Additive biases added to the association scores before the softmax.
+///
+/// `padding` is `[B, S]` and `association` is `[B or 1, H or 1, L, S]` (broadcast over the axes of size
+/// one). Masked positions hold `-inf`; a row whose every entry is `-inf` yields an all-zero association row.
+#[derive(Clone, Debug)]
+pub struct ScoreBias<'a, T> {
+    /// Per-sample stored-pattern padding, `[B, S]`.
+    pub padding: Option<&'a T>,
+    /// Association bias, `[B|1, H|1, L, S]`.
+    pub association: Option<&'a T>,
+}
+
+impl<T> Default for ScoreBias<'_, T> {
+    fn default() -> Self {
+        ScoreBias { padding: None, association: None }
+    }
+}
+
+/// Hyper-parameters of one fused Adam/AdamW update (see [`Backend::adam_step`]).
+#[derive(Clone, Copy, Debug)]
+pub struct AdamStep {
+    /// Learning rate of this step.
+    pub lr: f64,
+    /// First-moment decay β₁.
+    pub beta1: f64,
+    /// Second-moment decay β₂.
+    pub beta2: f64,
+    /// Denominator offset ε.
+    pub eps: f64,
+    /// L2 penalty added to the gradient (Adam's `weight_decay`).
+    pub l2: f64,
+    /// Decoupled decay: the parameter is multiplied by `1 − lr·decoupled` first (AdamW).
+    pub decoupled: f64,
+    /// 1-based step count, for the bias corrections.
+    pub step: u64,
+}
+
+/// The tensor operations the Hopfield layers need, forward and backward.
+///
+/// # Shapes
+/// Each method states its shapes. `[.., m, k]` means any number of leading batch axes.
+pub trait Backend: Clone + Debug + Send + Sync + 'static {
+    /// Scalar type.
+    type Elem: Element;
+    /// A tensor living on this backend's device.
+    type Tensor: Clone + Debug + Send + Sync;
+
+    /// Short name (`cpu`, `wgpu`, `cuda`).
+    fn name(&self) -> &'static str;
+
+    // ---- host edge -------------------------------------------------------------------------------------
+
+    /// Upload row-major `data` of `shape` (`data.len()` must equal the product of `shape`).
+    fn from_vec(&self, data: Vec<Self::Elem>, shape: &[usize]) -> Self::Tensor;
+    /// Download to row-major host memory.
+    fn to_vec(&self, t: &Self::Tensor) -> Vec<Self::Elem>;
+    /// The shape of `t`.
+    fn shape(&self, t: &Self::Tensor) -> Vec<usize>;
+    /// A tensor of `shape` filled with `value`.
+    fn full(&self, shape: &[usize], value: Self::Elem) -> Self::Tensor;
+    /// A tensor of zeros.
+    fn zeros(&self, shape: &[usize]) -> Self::Tensor {
+        self.full(shape, <Self::Elem as num_traits::Zero>::zero())
+    }
+    /// Zeros of the same shape as `t`.
+    fn zeros_like(&self, t: &Self::Tensor) -> Self::Tensor {
+        self.zeros(&self.shape(t))
+    }
+
+    // ---- layout ----------------------------------------------------------------------------------------
+
+    /// Same elements, new shape of the same size.
+    fn reshape(&self, t: &Self::Tensor, shape: &[usize]) -> Self::Tensor;
+    /// Materialised permutation of the axes: output axis `i` is input axis `axes[i]`.
+    fn permute(&self, t: &Self::Tensor, axes: &[usize]) -> Self::Tensor;
+    /// Concatenate along `axis` (other axes equal).
+    fn concat(&self, a: &Self::Tensor, b: &Self::Tensor, axis: usize) -> Self::Tensor;
+    /// `len` entries of `axis` starting at `start`.
+    fn slice(&self, t: &Self::Tensor, axis: usize, start: usize, len: usize) -> Self::Tensor;
+    /// Repeat an axis of size 1 `n` times.
+    fn expand(&self, t: &Self::Tensor, axis: usize, n: usize) -> Self::Tensor;
+    /// Sum over `axis`, keeping it with size 1 (the backward of [`Backend::expand`]).
+    fn sum_axis(&self, t: &Self::Tensor, axis: usize) -> Self::Tensor;
+
+    // ---- element-wise ----------------------------------------------------------------------------------
+
+    /// `a + b` (same shape).
+    fn add(&self, a: &Self::Tensor, b: &Self::Tensor) -> Self::Tensor;
+    /// `a − b` (same shape).
+    fn sub(&self, a: &Self::Tensor, b: &Self::Tensor) -> Self::Tensor;
+    /// `a ⊙ b` (same shape).
+    fn mul(&self, a: &Self::Tensor, b: &Self::Tensor) -> Self::Tensor;
+    /// `s · a`.
+    fn scale(&self, a: &Self::Tensor, s: Self::Elem) -> Self::Tensor;
+    /// `y += α x` in place.
+    fn axpy(&self, y: &mut Self::Tensor, alpha: Self::Elem, x: &Self::Tensor);
+    /// `act(x)`.
+    fn activation(&self, x: &Self::Tensor, act: Activation) -> Self::Tensor;
+    /// `dy ⊙ act'(x)`.
+    fn activation_backward(&self, x: &Self::Tensor, dy: &Self::Tensor, act: Activation) -> Self::Tensor;
+
+    // ---- reductions ------------------------------------------------------------------------------------
+
+    /// Sum of all elements.
+    fn sum(&self, t: &Self::Tensor) -> Self::Elem;
+    /// Sum of squares of all elements.
+    fn sum_squares(&self, t: &Self::Tensor) -> Self::Elem;
+    /// Whether every element is finite.
+    fn all_finite(&self, t: &Self::Tensor) -> bool;
+
+    // ---- linear algebra --------------------------------------------------------------------------------
+
+    /// Batched `op(a) · op(b)` with `op` an optional transpose of the last two axes.
+    ///
+    /// # Shapes
+    /// `a: [.., m, k]` (or `[.., k, m]` with `ta`), `b: [.., k, n]` (or `[.., n, k]` with `tb`) with equal
+    /// batch axes, or `b` of rank 2 shared by every batch entry. Output `[.., m, n]`.
+    fn matmul(&self, a: &Self::Tensor, b: &Self::Tensor, ta: bool, tb: bool) -> Self::Tensor;
+    /// `x + bias` broadcast over all but the last axis. `x: [.., n]`, `bias: [n]`.
+    fn add_bias(&self, x: &Self::Tensor, bias: &Self::Tensor) -> Self::Tensor;
+    /// Sum over all but the last axis: `[.., n] → [n]` (the backward of [`Backend::add_bias`]).
+    fn sum_rows(&self, x: &Self::Tensor) -> Self::Tensor;
+
+    // ---- normalisation ---------------------------------------------------------------------------------
+
+    /// Layer norm over the last axis, with optional affine weight and bias `[n]`.
+    /// Returns the output and the per-row statistics `[rows, 2]` (mean, 1/σ) that backward needs.
+    fn layer_norm(
+        &self,
+        x: &Self::Tensor,
+        weight: Option<&Self::Tensor>,
+        bias: Option<&Self::Tensor>,
+        eps: Self::Elem,
+    ) -> (Self::Tensor, Self::Tensor);
+    /// Backward of [`Backend::layer_norm`]: returns `dx`, and `(dweight, dbias)` when `weight` is given.
+    fn layer_norm_backward(
+        &self,
+        x: &Self::Tensor,
+        stats: &Self::Tensor,
+        weight: Option<&Self::Tensor>,
+        dy: &Self::Tensor,
+    ) -> (Self::Tensor, Option<(Self::Tensor, Self::Tensor)>);
+
+    // ---- association -----------------------------------------------------------------------------------
+
+    /// `softmax(β_h · scores + bias)` over the last axis, per head `h`.
+    ///
+    /// # Shapes
+    /// `scores: [B, H, L, S]`, `beta: [H]` (host), bias as in [`ScoreBias`]. A fully masked row gives zeros.
+    fn masked_softmax(&self, scores: &Self::Tensor, beta: &[Self::Elem], bias: &ScoreBias<'_, Self::Tensor>)
+        -> Self::Tensor;
+    /// Gradient w.r.t. the unscaled `scores` of [`Backend::masked_softmax`], from its output `probs` and
+    /// the upstream `d_probs`: `β_h · probs ⊙ (d_probs − rowsum(d_probs ⊙ probs))`.
+    fn masked_softmax_backward(&self, probs: &Self::Tensor, d_probs: &Self::Tensor, beta: &[Self::Elem])
+        -> Self::Tensor;
+    /// Per head `h`: `max_b ‖a[b,h] − b[b,h]‖_F` over the trailing axes. `a, b: [B, H, ..]`. Host result `[H]`.
+    fn head_distance(&self, a: &Self::Tensor, b: &Self::Tensor) -> Vec<Self::Elem>;
+    /// Per head: `new[:, h]` where `take_new[h]`, else `old[:, h]`. `new, old: [B, H, ..]`.
+    fn select_heads(&self, new: &Self::Tensor, old: &Self::Tensor, take_new: &[bool]) -> Self::Tensor;
+    /// An inverted-dropout multiplier: each element `1/(1−p)` with probability `1−p`, else 0, drawn from a
+    /// generator seeded with `seed` (the same seed gives the same mask on every backend).
+    fn dropout_mask(&self, shape: &[usize], p: f64, seed: u64) -> Self::Tensor;
+
+    // ---- optimiser updates -----------------------------------------------------------------------------
+
+    /// One fused Adam/AdamW update of `param` from `grad`, updating the moments `m` and `v` in place.
+    fn adam_step(
+        &self,
+        param: &mut Self::Tensor,
+        grad: &Self::Tensor,
+        m: &mut Self::Tensor,
+        v: &mut Self::Tensor,
+        hp: AdamStep,
+    );
+}

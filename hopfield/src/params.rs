@@ -1,0 +1,80 @@
+//! Named parameters: every module's parameter struct (and its gradient struct, which is the same type)
+//! implements [`Parameters`], visiting each tensor under its PyTorch `state_dict` name.
+
+use crate::backend::Backend;
+use crate::error::{HopfieldError, Result};
+
+/// A set of named tensors: a module's parameters or their gradients (the same type mirrors both).
+///
+/// Names are hflayers' PyTorch `state_dict` keys (`association_core.in_proj_weight`, ...), so files and
+/// optimiser state use the names PyTorch users know.
+pub trait Parameters<B: Backend> {
+    /// Visit each tensor with its name and whether it is trainable.
+    fn visit<'a>(&'a self, f: &mut dyn FnMut(&str, &'a B::Tensor, bool));
+    /// Visit each tensor mutably with its name and whether it is trainable.
+    fn visit_mut(&mut self, f: &mut dyn FnMut(&str, &mut B::Tensor, bool));
+
+    /// Names in visiting order.
+    fn names(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        self.visit(&mut |n, _, _| out.push(n.to_string()));
+        out
+    }
+    /// Total number of scalars.
+    fn num_scalars(&self, backend: &B) -> usize {
+        let mut n = 0;
+        self.visit(&mut |_, t, _| n += backend.shape(t).iter().product::<usize>());
+        n
+    }
+    /// Set every tensor to zero (used on gradient structs before accumulating).
+    fn zero(&mut self, backend: &B) {
+        self.visit_mut(&mut |_, t, _| *t = backend.zeros_like(t));
+    }
+}
+
+/// Visit a child module's tensors under `prefix.` (helper for nested `Parameters` impls).
+pub fn visit_child<'a, B: Backend, P: Parameters<B> + ?Sized>(
+    child: &'a P,
+    prefix: &str,
+    f: &mut dyn FnMut(&str, &'a B::Tensor, bool),
+) {
+    child.visit(&mut |n, t, tr| f(&format!("{prefix}.{n}"), t, tr));
+}
+
+/// Mutable counterpart of [`visit_child`].
+pub fn visit_child_mut<B: Backend, P: Parameters<B> + ?Sized>(
+    child: &mut P,
+    prefix: &str,
+    f: &mut dyn FnMut(&str, &mut B::Tensor, bool),
+) {
+    child.visit_mut(&mut |n, t, tr| f(&format!("{prefix}.{n}"), t, tr));
+}
+
+/// Collect `(name, tensor)` pairs, in visiting order.
+pub fn named_tensors<'a, B: Backend, P: Parameters<B> + ?Sized>(p: &'a P) -> Vec<(String, &'a B::Tensor)> {
+    let mut out = Vec::new();
+    p.visit(&mut |n, t, _| out.push((n.to_string(), t)));
+    out
+}
+
+/// `dst += alpha · src` for every tensor of the same name (e.g. summing gradients of two passes).
+pub fn axpy_params<B: Backend, P: Parameters<B>>(backend: &B, dst: &mut P, alpha: B::Elem, src: &P) -> Result<()> {
+    let src = named_tensors(src);
+    let mut missing = None;
+    dst.visit_mut(&mut |n, t, _| match src.iter().find(|(sn, _)| sn == n) {
+        Some((_, s)) => backend.axpy(t, alpha, s),
+        None => missing = Some(n.to_string()),
+    });
+    match missing {
+        Some(name) => Err(HopfieldError::Missing { op: "axpy_params", name }),
+        None => Ok(()),
+    }
+}
+
+/// The global L2 norm of all trainable tensors (for gradient clipping and logging).
+pub fn global_norm<B: Backend, P: Parameters<B> + ?Sized>(backend: &B, p: &P) -> f64 {
+    use crate::element::Element;
+    let mut sq = 0.0;
+    p.visit(&mut |_, t, tr| if tr { sq += backend.sum_squares(t).f64() });
+    sq.sqrt()
+}
