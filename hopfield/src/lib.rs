@@ -14,3 +14,5 @@ pub use backend::{Backend, Cpu};
 pub use element::Element;
 pub use error::{HopfieldError, Result};
 pub use params::Parameters;
+pub mod init;
+pub mod layers;
