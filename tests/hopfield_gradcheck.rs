@@ -226,3 +226,66 @@ fn pooling_and_lookup_backward_match_finite_differences() {
         checked += 1;
     }
 }
+
+#[test]
+fn encoder_and_decoder_layers_match_finite_differences() {
+    use hopfield::layers::{DecoderMasks, HopfieldEncoderLayerConfig};
+    let backend = B::new();
+    let mut rng = StdRng::seed_from_u64(13);
+    for (norm_first, batch_first, dropout, steps) in [(false, true, 0.0, 0), (true, true, 0.2, 1), (false, false, 0.2, 2), (true, false, 0.0, 0)] {
+        let hcfg = HopfieldConfig::new(6).num_heads(2).batch_first(batch_first).update_steps_max(Some(steps)).update_steps_eps(1e-12);
+        let cfg = HopfieldEncoderLayerConfig::new(hcfg.clone()).dim_feedforward(5).dropout(dropout).activation("gelu").norm_first(norm_first);
+        let lay = |n: usize| if batch_first { vec![2, n, 6] } else { vec![n, 2, 6] };
+        let seed = Some(rng.gen());
+        let causal = Mask::bool((0..16).map(|i| i % 4 > i / 4).collect(), &[4, 4]);
+        // Encoder.
+        let mut enc = cfg.init(&backend, &mut rng).unwrap();
+        randomise(&mut enc.params, &mut rng);
+        let src = rand_tensor(&mut rng, &lay(4));
+        let (y, cache) = enc.forward(&backend, &src, Some(causal.clone()), None, seed).unwrap();
+        let g = rand_tensor(&mut rng, &backend.shape(&y));
+        let mut grads = enc.zero_grads(&backend);
+        let dsrc = enc.backward(&backend, &cache, &g, &mut grads).unwrap();
+        let ctx = format!("encoder norm_first={norm_first} batch_first={batch_first}");
+        check_entries(&format!("{ctx} d_src"), &mut src.clone(), &dsrc, 6, &mut rng, &mut |x| {
+            dot(&enc.forward(&backend, x, Some(causal.clone()), None, seed).unwrap().0, &g)
+        });
+        for name in enc.params.names() {
+            let (mut t, mut an) = (None, None);
+            enc.params.visit(&mut |n, v, _| if n == name { t = Some(v.clone()) });
+            grads.visit(&mut |n, v, _| if n == name { an = Some(v.clone()) });
+            let mut probe = enc.clone();
+            check_entries(&format!("{ctx} {name}"), &mut t.unwrap(), &an.unwrap(), 2, &mut rng, &mut |x| {
+                probe.params.visit_mut(&mut |n, v, _| if n == name { *v = x.clone() });
+                dot(&probe.forward(&backend, &src, Some(causal.clone()), None, seed).unwrap().0, &g)
+            });
+        }
+        // Decoder.
+        let mut dec = cfg.init_decoder(&hcfg, &backend, &mut rng).unwrap();
+        randomise(&mut dec.params, &mut rng);
+        let masks = DecoderMasks { tgt_mask: Some(causal.clone()), ..Default::default() };
+        let tgt = rand_tensor(&mut rng, &lay(4));
+        let memory = rand_tensor(&mut rng, &lay(3));
+        let (y, cache) = dec.forward(&backend, &tgt, &memory, &masks, seed).unwrap();
+        let g = rand_tensor(&mut rng, &backend.shape(&y));
+        let mut grads = dec.zero_grads(&backend);
+        let (dtgt, dmem) = dec.backward(&backend, &cache, &g, &mut grads).unwrap();
+        let ctx = format!("decoder norm_first={norm_first} batch_first={batch_first}");
+        check_entries(&format!("{ctx} d_tgt"), &mut tgt.clone(), &dtgt, 6, &mut rng, &mut |x| {
+            dot(&dec.forward(&backend, x, &memory, &masks, seed).unwrap().0, &g)
+        });
+        check_entries(&format!("{ctx} d_memory"), &mut memory.clone(), &dmem, 6, &mut rng, &mut |x| {
+            dot(&dec.forward(&backend, &tgt, x, &masks, seed).unwrap().0, &g)
+        });
+        for name in dec.params.names() {
+            let (mut t, mut an) = (None, None);
+            dec.params.visit(&mut |n, v, _| if n == name { t = Some(v.clone()) });
+            grads.visit(&mut |n, v, _| if n == name { an = Some(v.clone()) });
+            let mut probe = dec.clone();
+            check_entries(&format!("{ctx} {name}"), &mut t.unwrap(), &an.unwrap(), 2, &mut rng, &mut |x| {
+                probe.params.visit_mut(&mut |n, v, _| if n == name { *v = x.clone() });
+                dot(&probe.forward(&backend, &tgt, &memory, &masks, seed).unwrap().0, &g)
+            });
+        }
+    }
+}
