@@ -17,3 +17,4 @@ pub use params::Parameters;
 pub mod init;
 pub mod layers;
 pub mod loss;
+pub mod optim;
