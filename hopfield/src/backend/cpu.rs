@@ -4,7 +4,11 @@
 use super::{AdamStep, Backend, ScoreBias};
 use crate::activation::Activation;
 use crate::element::Element;
-use ndarray::{linalg::general_mat_mul, s, ArrayD, ArrayView2, Axis, IxDyn, Zip};
+use ndarray::{linalg::general_mat_mul, ArcArray, ArrayD, ArrayView2, Axis, IxDyn, Zip};
+
+/// The CPU tensor: a reference-counted n-dimensional array, so clones (caches, reshapes) are free and
+/// writes copy only when shared.
+pub type CpuTensor<E> = ArcArray<E, IxDyn>;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use std::marker::PhantomData;
 
@@ -19,8 +23,14 @@ impl<E: Element> Cpu<E> {
     }
 }
 
-fn std_layout<E: Element>(t: &ArrayD<E>) -> ArrayD<E> {
-    if t.is_standard_layout() { t.clone() } else { t.as_standard_layout().into_owned() }
+/// A standard-layout view (borrowed when already contiguous, copied otherwise).
+fn std_layout<E: Element>(t: &CpuTensor<E>) -> ndarray::CowArray<'_, E, IxDyn> {
+    t.as_standard_layout()
+}
+
+/// The contiguous data of a 1-D parameter such as a norm weight.
+fn flat<E: Element>(t: &CpuTensor<E>) -> &[E] {
+    t.as_slice().expect("parameters are contiguous")
 }
 
 /// View a standard-layout tensor `[.., r, c]` as `n` matrices `[r, c]`.
@@ -32,91 +42,95 @@ fn batch_dims(shape: &[usize]) -> (usize, usize, usize) {
 
 impl<E: Element> Backend for Cpu<E> {
     type Elem = E;
-    type Tensor = ArrayD<E>;
+    type Tensor = CpuTensor<E>;
 
     fn name(&self) -> &'static str {
         "cpu"
     }
 
-    fn from_vec(&self, data: Vec<E>, shape: &[usize]) -> ArrayD<E> {
-        ArrayD::from_shape_vec(IxDyn(shape), data).expect("from_vec: data length equals the shape's size")
+    fn from_vec(&self, data: Vec<E>, shape: &[usize]) -> CpuTensor<E> {
+        ArrayD::from_shape_vec(IxDyn(shape), data).expect("from_vec: data length equals the shape's size").into_shared()
     }
-    fn to_vec(&self, t: &ArrayD<E>) -> Vec<E> {
+    fn to_vec(&self, t: &CpuTensor<E>) -> Vec<E> {
         t.iter().copied().collect()
     }
-    fn shape(&self, t: &ArrayD<E>) -> Vec<usize> {
+    fn shape(&self, t: &CpuTensor<E>) -> Vec<usize> {
         t.shape().to_vec()
     }
-    fn full(&self, shape: &[usize], value: E) -> ArrayD<E> {
-        ArrayD::from_elem(IxDyn(shape), value)
+    fn full(&self, shape: &[usize], value: E) -> CpuTensor<E> {
+        ArrayD::from_elem(IxDyn(shape), value).into_shared()
     }
 
-    fn reshape(&self, t: &ArrayD<E>, shape: &[usize]) -> ArrayD<E> {
-        std_layout(t).into_shape_with_order(IxDyn(shape)).expect("reshape: sizes agree")
+    fn reshape(&self, t: &CpuTensor<E>, shape: &[usize]) -> CpuTensor<E> {
+        if t.is_standard_layout() {
+            t.clone().into_shape_with_order(IxDyn(shape)).expect("reshape: sizes agree")
+        } else {
+            t.as_standard_layout().into_owned().into_shared().into_shape_with_order(IxDyn(shape)).expect("reshape: sizes agree")
+        }
     }
-    fn permute(&self, t: &ArrayD<E>, axes: &[usize]) -> ArrayD<E> {
-        t.view().permuted_axes(IxDyn(axes)).as_standard_layout().into_owned()
+    fn permute(&self, t: &CpuTensor<E>, axes: &[usize]) -> CpuTensor<E> {
+        t.view().permuted_axes(IxDyn(axes)).as_standard_layout().into_owned().into_shared()
     }
-    fn concat(&self, a: &ArrayD<E>, b: &ArrayD<E>, axis: usize) -> ArrayD<E> {
-        ndarray::concatenate(Axis(axis), &[a.view(), b.view()]).expect("concat: other axes agree")
+    fn concat(&self, a: &CpuTensor<E>, b: &CpuTensor<E>, axis: usize) -> CpuTensor<E> {
+        ndarray::concatenate(Axis(axis), &[a.view(), b.view()]).expect("concat: other axes agree").into_shared()
     }
-    fn slice(&self, t: &ArrayD<E>, axis: usize, start: usize, len: usize) -> ArrayD<E> {
-        t.slice_axis(Axis(axis), ndarray::Slice::from(start..start + len)).to_owned()
+    fn slice(&self, t: &CpuTensor<E>, axis: usize, start: usize, len: usize) -> CpuTensor<E> {
+        t.slice_axis(Axis(axis), ndarray::Slice::from(start..start + len)).to_owned().into_shared()
     }
-    fn slice_add(&self, dst: &mut ArrayD<E>, axis: usize, start: usize, src: &ArrayD<E>) {
+    fn slice_add(&self, dst: &mut CpuTensor<E>, axis: usize, start: usize, src: &CpuTensor<E>) {
         let len = src.shape()[axis];
         let mut view = dst.slice_axis_mut(Axis(axis), ndarray::Slice::from(start..start + len));
         view += src;
     }
-    fn expand(&self, t: &ArrayD<E>, axis: usize, n: usize) -> ArrayD<E> {
+    fn expand(&self, t: &CpuTensor<E>, axis: usize, n: usize) -> CpuTensor<E> {
         let mut shape = t.shape().to_vec();
         debug_assert_eq!(shape[axis], 1);
         shape[axis] = n;
-        t.broadcast(IxDyn(&shape)).expect("expand: axis has size 1").to_owned()
+        t.broadcast(IxDyn(&shape)).expect("expand: axis has size 1").to_owned().into_shared()
     }
-    fn sum_axis(&self, t: &ArrayD<E>, axis: usize) -> ArrayD<E> {
-        t.sum_axis(Axis(axis)).insert_axis(Axis(axis))
+    fn sum_axis(&self, t: &CpuTensor<E>, axis: usize) -> CpuTensor<E> {
+        t.sum_axis(Axis(axis)).insert_axis(Axis(axis)).into_shared()
     }
 
-    fn add(&self, a: &ArrayD<E>, b: &ArrayD<E>) -> ArrayD<E> {
+    fn add(&self, a: &CpuTensor<E>, b: &CpuTensor<E>) -> CpuTensor<E> {
         debug_assert_eq!(a.shape(), b.shape());
-        a + b
+        (a + b).into_shared()
     }
-    fn sub(&self, a: &ArrayD<E>, b: &ArrayD<E>) -> ArrayD<E> {
+    fn sub(&self, a: &CpuTensor<E>, b: &CpuTensor<E>) -> CpuTensor<E> {
         debug_assert_eq!(a.shape(), b.shape());
-        a - b
+        (a - b).into_shared()
     }
-    fn mul(&self, a: &ArrayD<E>, b: &ArrayD<E>) -> ArrayD<E> {
+    fn mul(&self, a: &CpuTensor<E>, b: &CpuTensor<E>) -> CpuTensor<E> {
         debug_assert_eq!(a.shape(), b.shape());
-        a * b
+        (a * b).into_shared()
     }
-    fn scale(&self, a: &ArrayD<E>, s: E) -> ArrayD<E> {
-        a * s
+    fn scale(&self, a: &CpuTensor<E>, s: E) -> CpuTensor<E> {
+        (a * s).into_shared()
     }
-    fn axpy(&self, y: &mut ArrayD<E>, alpha: E, x: &ArrayD<E>) {
+    fn axpy(&self, y: &mut CpuTensor<E>, alpha: E, x: &CpuTensor<E>) {
         debug_assert_eq!(y.shape(), x.shape());
         y.scaled_add(alpha, x);
     }
-    fn activation(&self, x: &ArrayD<E>, act: Activation) -> ArrayD<E> {
-        x.mapv(|v| act.forward(v))
+    fn activation(&self, x: &CpuTensor<E>, act: Activation) -> CpuTensor<E> {
+        x.mapv(|v| act.forward(v)).into_shared()
     }
-    fn activation_backward(&self, x: &ArrayD<E>, dy: &ArrayD<E>, act: Activation) -> ArrayD<E> {
+    fn activation_backward(&self, x: &CpuTensor<E>, dy: &CpuTensor<E>, act: Activation) -> CpuTensor<E> {
         let mut out = dy.clone();
         Zip::from(&mut out).and(x).for_each(|o, &v| *o *= act.derivative(v));
         out
     }
 
-    fn sum(&self, t: &ArrayD<E>) -> E {
+    fn sum(&self, t: &CpuTensor<E>) -> E {
         t.iter().copied().sum()
     }
-    fn sum_squares(&self, t: &ArrayD<E>) -> E {
+    fn sum_squares(&self, t: &CpuTensor<E>) -> E {
         t.iter().map(|&v| v * v).sum()
     }
-    fn all_finite(&self, t: &ArrayD<E>) -> bool {
+    fn all_finite(&self, t: &CpuTensor<E>) -> bool {
         t.iter().all(|v| v.is_finite())
     }
 
-    fn matmul(&self, a: &ArrayD<E>, b: &ArrayD<E>, ta: bool, tb: bool) -> ArrayD<E> {
+    fn matmul(&self, a: &CpuTensor<E>, b: &CpuTensor<E>, ta: bool, tb: bool) -> CpuTensor<E> {
         let a = std_layout(a);
         let b = std_layout(b);
         let (na, ar, ac) = batch_dims(a.shape());
@@ -135,7 +149,7 @@ impl<E: Element> Backend for Cpu<E> {
             let b2 = if tb { b2.t() } else { b2 };
             let mut out = ndarray::Array2::<E>::zeros((na * m, n));
             general_mat_mul(E::one(), &a2, &b2, E::zero(), &mut out);
-            return out.into_shape_with_order(IxDyn(&out_shape)).unwrap();
+            return out.into_shape_with_order(IxDyn(&out_shape)).unwrap().into_shared();
         }
         debug_assert!(nb == na || nb == 1, "matmul: batch {:?} vs {:?}", a.shape(), b.shape());
         let mut out = ArrayD::<E>::zeros(IxDyn(&out_shape));
@@ -149,22 +163,26 @@ impl<E: Element> Backend for Cpu<E> {
             let mut o2 = ndarray::ArrayViewMut2::from_shape((m, n), o).unwrap();
             general_mat_mul(E::one(), &a2, &b2, E::zero(), &mut o2);
         }
-        out
+        out.into_shared()
     }
-    fn add_bias(&self, x: &ArrayD<E>, bias: &ArrayD<E>) -> ArrayD<E> {
+    fn add_bias(&self, x: &CpuTensor<E>, bias: &CpuTensor<E>) -> CpuTensor<E> {
         debug_assert_eq!(x.shape()[x.ndim() - 1], bias.len());
-        x + bias
+        (x + bias).into_shared()
     }
-    fn sum_rows(&self, x: &ArrayD<E>) -> ArrayD<E> {
+    fn sum_rows(&self, x: &CpuTensor<E>) -> CpuTensor<E> {
         let n = x.shape()[x.ndim() - 1];
         let x = std_layout(x);
-        let rows = x.len() / n.max(1);
-        let x2 = x.into_shape_with_order((rows, n)).expect("sum_rows: standard layout");
-        x2.sum_axis(Axis(0)).into_dyn()
+        let mut out = vec![E::zero(); n];
+        for row in x.as_slice().unwrap().chunks_exact(n.max(1)) {
+            for (o, &v) in out.iter_mut().zip(row) {
+                *o += v;
+            }
+        }
+        ArrayD::from_shape_vec(IxDyn(&[n]), out).unwrap().into_shared()
     }
 
-    fn layer_norm(&self, x: &ArrayD<E>, weight: Option<&ArrayD<E>>, bias: Option<&ArrayD<E>>, eps: E)
-        -> (ArrayD<E>, ArrayD<E>) {
+    fn layer_norm(&self, x: &CpuTensor<E>, weight: Option<&CpuTensor<E>>, bias: Option<&CpuTensor<E>>, eps: E)
+        -> (CpuTensor<E>, CpuTensor<E>) {
         let n = x.shape()[x.ndim() - 1];
         let x = std_layout(x);
         let rows = x.len() / n;
@@ -172,6 +190,7 @@ impl<E: Element> Backend for Cpu<E> {
         let mut y = vec![E::zero(); x.len()];
         let mut stats = vec![E::zero(); rows * 2];
         let nf = E::of(n as f64);
+        let (w, b) = (weight.map(flat), bias.map(flat));
         for r in 0..rows {
             let row = &xs[r * n..(r + 1) * n];
             let mean = row.iter().copied().sum::<E>() / nf;
@@ -179,22 +198,22 @@ impl<E: Element> Backend for Cpu<E> {
             let rstd = E::one() / (var + eps).sqrt();
             stats[2 * r] = mean;
             stats[2 * r + 1] = rstd;
-            for (i, (&v, o)) in row.iter().zip(&mut y[r * n..(r + 1) * n]).enumerate() {
-                let mut z = (v - mean) * rstd;
-                if let Some(w) = weight {
-                    z = z * w[i];
-                }
-                if let Some(b) = bias {
-                    z += b[i];
-                }
-                *o = z;
+            let out = &mut y[r * n..(r + 1) * n];
+            for (o, &v) in out.iter_mut().zip(row) {
+                *o = (v - mean) * rstd;
+            }
+            if let Some(w) = w {
+                out.iter_mut().zip(w).for_each(|(o, &w)| *o *= w);
+            }
+            if let Some(b) = b {
+                out.iter_mut().zip(b).for_each(|(o, &b)| *o += b);
             }
         }
-        (ArrayD::from_shape_vec(x.raw_dim(), y).unwrap(), ArrayD::from_shape_vec(IxDyn(&[rows, 2]), stats).unwrap())
+        (ArrayD::from_shape_vec(x.raw_dim(), y).unwrap().into_shared(), ArrayD::from_shape_vec(IxDyn(&[rows, 2]), stats).unwrap().into_shared())
     }
 
-    fn layer_norm_backward(&self, x: &ArrayD<E>, stats: &ArrayD<E>, weight: Option<&ArrayD<E>>, dy: &ArrayD<E>)
-        -> (ArrayD<E>, Option<(ArrayD<E>, ArrayD<E>)>) {
+    fn layer_norm_backward(&self, x: &CpuTensor<E>, stats: &CpuTensor<E>, weight: Option<&CpuTensor<E>>, dy: &CpuTensor<E>)
+        -> (CpuTensor<E>, Option<(CpuTensor<E>, CpuTensor<E>)>) {
         let n = x.shape()[x.ndim() - 1];
         let x = std_layout(x);
         let dy = std_layout(dy);
@@ -204,6 +223,7 @@ impl<E: Element> Backend for Cpu<E> {
         let mut dw = vec![E::zero(); n];
         let mut db = vec![E::zero(); n];
         let nf = E::of(n as f64);
+        let w = weight.map(flat);
         let mut dxhat = vec![E::zero(); n];
         for r in 0..rows {
             let (mean, rstd) = (st[2 * r], st[2 * r + 1]);
@@ -213,7 +233,7 @@ impl<E: Element> Backend for Cpu<E> {
             let (mut sum_d, mut sum_dx) = (E::zero(), E::zero());
             for i in 0..n {
                 let xhat = (row[i] - mean) * rstd;
-                let d = match weight { Some(w) => drow[i] * w[i], None => drow[i] };
+                let d = match w { Some(w) => drow[i] * w[i], None => drow[i] };
                 dxhat[i] = d;
                 sum_d += d;
                 sum_dx += d * xhat;
@@ -226,56 +246,49 @@ impl<E: Element> Backend for Cpu<E> {
                 dx[r * n + i] = rstd * (dxhat[i] - mean_d - xhat * mean_dx);
             }
         }
-        let dx = ArrayD::from_shape_vec(x.raw_dim(), dx).unwrap();
-        let affine = weight.map(|_| (ArrayD::from_shape_vec(IxDyn(&[n]), dw).unwrap(),
-                                     ArrayD::from_shape_vec(IxDyn(&[n]), db).unwrap()));
+        let dx = ArrayD::from_shape_vec(x.raw_dim(), dx).unwrap().into_shared();
+        let affine = weight.map(|_| (ArrayD::from_shape_vec(IxDyn(&[n]), dw).unwrap().into_shared(),
+                                     ArrayD::from_shape_vec(IxDyn(&[n]), db).unwrap().into_shared()));
         (dx, affine)
     }
 
-    fn masked_softmax(&self, scores: &ArrayD<E>, beta: &[E], bias: &ScoreBias<'_, ArrayD<E>>) -> ArrayD<E> {
+    fn masked_softmax(&self, scores: &CpuTensor<E>, beta: &[E], bias: &ScoreBias<'_, CpuTensor<E>>) -> CpuTensor<E> {
         let sh = scores.shape();
-        let (b_n, h_n, l_n, s_n) = (sh[0], sh[1], sh[2], sh[3]);
-        let mut out = std_layout(scores);
-        let assoc = bias.association;
-        for b in 0..b_n {
-            for h in 0..h_n {
-                for l in 0..l_n {
-                    let mut row = out.slice_mut(s![b, h, l, ..]);
-                    let mut max = E::neg_infinity();
-                    for s_i in 0..s_n {
-                        let mut v = row[s_i] * beta[h];
-                        if let Some(p) = bias.padding {
-                            v += p[[b, s_i]];
-                        }
-                        if let Some(a) = assoc {
-                            let ab = if a.shape()[0] == 1 { 0 } else { b };
-                            let ah = if a.shape()[1] == 1 { 0 } else { h };
-                            v += a[[ab, ah, l, s_i]];
-                        }
-                        row[s_i] = v;
-                        if v > max {
-                            max = v;
-                        }
-                    }
-                    if max == E::neg_infinity() || max.is_nan() {
-                        // Fully masked row: no pattern to retrieve, the association is zero (not NaN).
-                        row.fill(E::zero());
-                        continue;
-                    }
-                    let mut sum = E::zero();
-                    for v in row.iter_mut() {
-                        *v = (*v - max).exp();
-                        sum += *v;
-                    }
-                    let inv = E::one() / sum;
-                    row.mapv_inplace(|v| v * inv);
-                }
+        let (h_n, l_n, s_n) = (sh[1], sh[2], sh[3]);
+        let mut out = std_layout(scores).into_owned();
+        let pad = bias.padding.map(|p| std_layout(p));
+        let assoc = bias.association.map(|a| (std_layout(a), a.shape()[0] == 1, a.shape()[1] == 1));
+        let data = out.as_slice_mut().unwrap();
+        for (row_i, row) in data.chunks_exact_mut(s_n).enumerate() {
+            let (l, h, b) = (row_i % l_n, (row_i / l_n) % h_n, row_i / (l_n * h_n));
+            row.iter_mut().for_each(|v| *v = *v * beta[h]);
+            if let Some(p) = &pad {
+                row.iter_mut().zip(&p.as_slice().unwrap()[b * s_n..(b + 1) * s_n]).for_each(|(v, &m)| *v += m);
             }
+            if let Some((a, one_b, one_h)) = &assoc {
+                let (ab, ah) = (if *one_b { 0 } else { b }, if *one_h { 0 } else { h });
+                let a_h = if *one_h { 1 } else { h_n };
+                let start = ((ab * a_h + ah) * l_n + l) * s_n;
+                row.iter_mut().zip(&a.as_slice().unwrap()[start..start + s_n]).for_each(|(v, &m)| *v += m);
+            }
+            let max = row.iter().fold(E::neg_infinity(), |m, &v| if v > m { v } else { m });
+            if max == E::neg_infinity() || max.is_nan() {
+                // Fully masked row: no pattern to retrieve, the association is zero (not NaN).
+                row.fill(E::zero());
+                continue;
+            }
+            let mut sum = E::zero();
+            for v in row.iter_mut() {
+                *v = (*v - max).exp();
+                sum += *v;
+            }
+            let inv = E::one() / sum;
+            row.iter_mut().for_each(|v| *v = *v * inv);
         }
-        out
+        out.into_shared()
     }
 
-    fn masked_softmax_backward(&self, probs: &ArrayD<E>, d_probs: &ArrayD<E>, beta: &[E]) -> ArrayD<E> {
+    fn masked_softmax_backward(&self, probs: &CpuTensor<E>, d_probs: &CpuTensor<E>, beta: &[E]) -> CpuTensor<E> {
         let sh = probs.shape();
         let (h_n, s_n) = (sh[1], sh[3]);
         let l_n = sh[2];
@@ -290,10 +303,10 @@ impl<E: Element> Backend for Cpu<E> {
                 o[i] = beta[h] * pr[i] * (dr[i] - dot);
             }
         }
-        ArrayD::from_shape_vec(p.raw_dim(), out).unwrap()
+        ArrayD::from_shape_vec(p.raw_dim(), out).unwrap().into_shared()
     }
 
-    fn head_distance(&self, a: &ArrayD<E>, b: &ArrayD<E>) -> Vec<E> {
+    fn head_distance(&self, a: &CpuTensor<E>, b: &CpuTensor<E>) -> Vec<E> {
         let (b_n, h_n) = (a.shape()[0], a.shape()[1]);
         let mut out = vec![E::zero(); h_n];
         for bi in 0..b_n {
@@ -311,7 +324,7 @@ impl<E: Element> Backend for Cpu<E> {
         out
     }
 
-    fn select_heads(&self, new: &ArrayD<E>, old: &ArrayD<E>, take_new: &[bool]) -> ArrayD<E> {
+    fn select_heads(&self, new: &CpuTensor<E>, old: &CpuTensor<E>, take_new: &[bool]) -> CpuTensor<E> {
         let mut out = old.clone();
         for (h, &t) in take_new.iter().enumerate() {
             if t {
@@ -321,13 +334,13 @@ impl<E: Element> Backend for Cpu<E> {
         out
     }
 
-    fn dropout_mask(&self, shape: &[usize], p: f64, seed: u64) -> ArrayD<E> {
+    fn dropout_mask(&self, shape: &[usize], p: f64, seed: u64) -> CpuTensor<E> {
         let mut rng = StdRng::seed_from_u64(seed);
         let keep = E::of(1.0 / (1.0 - p));
-        ArrayD::from_shape_simple_fn(IxDyn(shape), || if rng.gen::<f64>() < p { E::zero() } else { keep })
+        ArrayD::from_shape_simple_fn(IxDyn(shape), || if rng.gen::<f64>() < p { E::zero() } else { keep }).into_shared()
     }
 
-    fn adam_step(&self, param: &mut ArrayD<E>, grad: &ArrayD<E>, m: &mut ArrayD<E>, v: &mut ArrayD<E>, hp: AdamStep) {
+    fn adam_step(&self, param: &mut CpuTensor<E>, grad: &CpuTensor<E>, m: &mut CpuTensor<E>, v: &mut CpuTensor<E>, hp: AdamStep) {
         let (b1, b2) = (E::of(hp.beta1), E::of(hp.beta2));
         let bc1 = 1.0 - hp.beta1.powi(hp.step as i32);
         let bc2 = 1.0 - hp.beta2.powi(hp.step as i32);
