@@ -10,6 +10,10 @@ use ndarray::{linalg::general_mat_mul, ArcArray, ArrayD, ArrayView2, Axis, IxDyn
 /// writes copy only when shared.
 pub type CpuTensor<E> = ArcArray<E, IxDyn>;
 use rand::{rngs::StdRng, Rng, SeedableRng};
+use rayon::prelude::*;
+
+/// Row loops over fewer elements than this stay on the calling thread.
+const PAR_MIN: usize = 1 << 15;
 use std::marker::PhantomData;
 
 /// The ndarray backend, generic over `f32` and `f64`.
@@ -26,6 +30,29 @@ impl<E: Element> Cpu<E> {
 /// A standard-layout view (borrowed when already contiguous, copied otherwise).
 fn std_layout<E: Element>(t: &CpuTensor<E>) -> ndarray::CowArray<'_, E, IxDyn> {
     t.as_standard_layout()
+}
+
+/// Rows of length `n` handled by one parallel task: enough work to amortise scheduling, and a fixed
+/// count so that reductions do not depend on the number of threads.
+fn rows_per_task(n: usize) -> usize {
+    (PAR_MIN / n.max(1)).max(1)
+}
+
+/// Element-wise `f(a, b)` (same shapes), in parallel for large tensors.
+fn zip2<E: Element>(a: &CpuTensor<E>, b: &CpuTensor<E>, f: impl Fn(E, E) -> E + Sync + Send) -> CpuTensor<E> {
+    let z = Zip::from(a).and(b);
+    if a.len() >= PAR_MIN { z.par_map_collect(|&x, &y| f(x, y)) } else { z.map_collect(|&x, &y| f(x, y)) }.into_shared()
+}
+
+/// Element-wise `f(a)`, in parallel for large tensors.
+fn map1<E: Element>(a: &CpuTensor<E>, f: impl Fn(E) -> E + Sync + Send) -> CpuTensor<E> {
+    let z = Zip::from(a);
+    if a.len() >= PAR_MIN { z.par_map_collect(|&x| f(x)) } else { z.map_collect(|&x| f(x)) }.into_shared()
+}
+
+/// Wrap row-major data.
+fn arr<E: Element>(shape: &[usize], data: Vec<E>) -> CpuTensor<E> {
+    ArrayD::from_shape_vec(IxDyn(shape), data).expect("data length equals the shape's size").into_shared()
 }
 
 /// The contiguous data of a 1-D parameter such as a norm weight.
@@ -94,30 +121,32 @@ impl<E: Element> Backend for Cpu<E> {
 
     fn add(&self, a: &CpuTensor<E>, b: &CpuTensor<E>) -> CpuTensor<E> {
         debug_assert_eq!(a.shape(), b.shape());
-        (a + b).into_shared()
+        zip2(a, b, |x, y| x + y)
     }
     fn sub(&self, a: &CpuTensor<E>, b: &CpuTensor<E>) -> CpuTensor<E> {
         debug_assert_eq!(a.shape(), b.shape());
-        (a - b).into_shared()
+        zip2(a, b, |x, y| x - y)
     }
     fn mul(&self, a: &CpuTensor<E>, b: &CpuTensor<E>) -> CpuTensor<E> {
         debug_assert_eq!(a.shape(), b.shape());
-        (a * b).into_shared()
+        zip2(a, b, |x, y| x * y)
     }
     fn scale(&self, a: &CpuTensor<E>, s: E) -> CpuTensor<E> {
-        (a * s).into_shared()
+        map1(a, |x| x * s)
     }
     fn axpy(&self, y: &mut CpuTensor<E>, alpha: E, x: &CpuTensor<E>) {
         debug_assert_eq!(y.shape(), x.shape());
-        y.scaled_add(alpha, x);
+        if y.len() >= PAR_MIN {
+            Zip::from(y).and(x).par_for_each(|y, &x| *y += alpha * x);
+        } else {
+            y.scaled_add(alpha, x);
+        }
     }
     fn activation(&self, x: &CpuTensor<E>, act: Activation) -> CpuTensor<E> {
-        x.mapv(|v| act.forward(v)).into_shared()
+        map1(x, |v| act.forward(v))
     }
     fn activation_backward(&self, x: &CpuTensor<E>, dy: &CpuTensor<E>, act: Activation) -> CpuTensor<E> {
-        let mut out = dy.clone();
-        Zip::from(&mut out).and(x).for_each(|o, &v| *o *= act.derivative(v));
-        out
+        zip2(dy, x, |d, v| d * act.derivative(v))
     }
 
     fn sum(&self, t: &CpuTensor<E>) -> E {
@@ -154,7 +183,7 @@ impl<E: Element> Backend for Cpu<E> {
         debug_assert!(nb == na || nb == 1, "matmul: batch {:?} vs {:?}", a.shape(), b.shape());
         let mut out = ArrayD::<E>::zeros(IxDyn(&out_shape));
         let out_data = out.as_slice_mut().unwrap();
-        for (i, o) in out_data.chunks_mut(m * n).enumerate() {
+        let one = |(i, o): (usize, &mut [E])| {
             let a2 = ArrayView2::from_shape((ar, ac), &a_data[i * ar * ac..(i + 1) * ar * ac]).unwrap();
             let j = if nb == 1 { 0 } else { i };
             let b2 = ArrayView2::from_shape((br, bc), &b_data[j * br * bc..(j + 1) * br * bc]).unwrap();
@@ -162,6 +191,12 @@ impl<E: Element> Backend for Cpu<E> {
             let b2 = if tb { b2.t() } else { b2 };
             let mut o2 = ndarray::ArrayViewMut2::from_shape((m, n), o).unwrap();
             general_mat_mul(E::one(), &a2, &b2, E::zero(), &mut o2);
+        };
+        // Many small products (heads × batch) parallelise better across the batch than inside each GEMM.
+        if na > 1 && m * k + k * n < (1 << 16) && na * m * n * k >= PAR_MIN {
+            out_data.par_chunks_mut(m * n).enumerate().for_each(one);
+        } else {
+            out_data.chunks_mut(m * n).enumerate().for_each(one);
         }
         out.into_shared()
     }
@@ -191,25 +226,27 @@ impl<E: Element> Backend for Cpu<E> {
         let mut stats = vec![E::zero(); rows * 2];
         let nf = E::of(n as f64);
         let (w, b) = (weight.map(flat), bias.map(flat));
-        for r in 0..rows {
-            let row = &xs[r * n..(r + 1) * n];
-            let mean = row.iter().copied().sum::<E>() / nf;
-            let var = row.iter().map(|&v| (v - mean) * (v - mean)).sum::<E>() / nf;
-            let rstd = E::one() / (var + eps).sqrt();
-            stats[2 * r] = mean;
-            stats[2 * r + 1] = rstd;
-            let out = &mut y[r * n..(r + 1) * n];
-            for (o, &v) in out.iter_mut().zip(row) {
-                *o = (v - mean) * rstd;
+        let per = rows_per_task(n);
+        let task = |((xb, yb), sb): ((&[E], &mut [E]), &mut [E])| {
+            for ((row, out), st) in xb.chunks_exact(n).zip(yb.chunks_exact_mut(n)).zip(sb.chunks_exact_mut(2)) {
+                let mean = row.iter().copied().sum::<E>() / nf;
+                let var = row.iter().map(|&v| (v - mean) * (v - mean)).sum::<E>() / nf;
+                let rstd = E::one() / (var + eps).sqrt();
+                st[0] = mean;
+                st[1] = rstd;
+                for (o, &v) in out.iter_mut().zip(row) {
+                    *o = (v - mean) * rstd;
+                }
+                if let Some(w) = w {
+                    out.iter_mut().zip(w).for_each(|(o, &w)| *o *= w);
+                }
+                if let Some(b) = b {
+                    out.iter_mut().zip(b).for_each(|(o, &b)| *o += b);
+                }
             }
-            if let Some(w) = w {
-                out.iter_mut().zip(w).for_each(|(o, &w)| *o *= w);
-            }
-            if let Some(b) = b {
-                out.iter_mut().zip(b).for_each(|(o, &b)| *o += b);
-            }
-        }
-        (ArrayD::from_shape_vec(x.raw_dim(), y).unwrap().into_shared(), ArrayD::from_shape_vec(IxDyn(&[rows, 2]), stats).unwrap().into_shared())
+        };
+        xs.par_chunks(per * n).zip(y.par_chunks_mut(per * n)).zip(stats.par_chunks_mut(per * 2)).for_each(task);
+        (arr(x.shape(), y), arr(&[rows, 2], stats))
     }
 
     fn layer_norm_backward(&self, x: &CpuTensor<E>, stats: &CpuTensor<E>, weight: Option<&CpuTensor<E>>, dy: &CpuTensor<E>)
@@ -217,39 +254,47 @@ impl<E: Element> Backend for Cpu<E> {
         let n = x.shape()[x.ndim() - 1];
         let x = std_layout(x);
         let dy = std_layout(dy);
-        let rows = x.len() / n;
         let (xs, dys, st) = (x.as_slice().unwrap(), dy.as_slice().unwrap(), stats.as_slice().unwrap());
         let mut dx = vec![E::zero(); x.len()];
-        let mut dw = vec![E::zero(); n];
-        let mut db = vec![E::zero(); n];
         let nf = E::of(n as f64);
         let w = weight.map(flat);
-        let mut dxhat = vec![E::zero(); n];
-        for r in 0..rows {
-            let (mean, rstd) = (st[2 * r], st[2 * r + 1]);
-            let row = &xs[r * n..(r + 1) * n];
-            let drow = &dys[r * n..(r + 1) * n];
-            // y = xhat·w + b; dxhat = dy·w; dx = rstd·(dxhat − mean(dxhat) − xhat·mean(dxhat·xhat))
-            let (mut sum_d, mut sum_dx) = (E::zero(), E::zero());
-            for i in 0..n {
-                let xhat = (row[i] - mean) * rstd;
-                let d = match w { Some(w) => drow[i] * w[i], None => drow[i] };
-                dxhat[i] = d;
-                sum_d += d;
-                sum_dx += d * xhat;
-                dw[i] += drow[i] * xhat;
-                db[i] += drow[i];
+        let per = rows_per_task(n);
+        // Each task returns its partial (dw, db); partials are summed in task order, so results do not
+        // depend on the number of threads.
+        let partials: Vec<(Vec<E>, Vec<E>)> = xs.par_chunks(per * n).zip(dys.par_chunks(per * n))
+            .zip(dx.par_chunks_mut(per * n)).zip(st.par_chunks(per * 2))
+            .map(|(((xb, db_), dxb), sb)| {
+                let (mut dw, mut dbias, mut dxhat) = (vec![E::zero(); n], vec![E::zero(); n], vec![E::zero(); n]);
+                for (((row, drow), dxr), s) in xb.chunks_exact(n).zip(db_.chunks_exact(n)).zip(dxb.chunks_exact_mut(n)).zip(sb.chunks_exact(2)) {
+                    let (mean, rstd) = (s[0], s[1]);
+                    // y = xhat·w + b; dxhat = dy·w; dx = rstd·(dxhat − mean(dxhat) − xhat·mean(dxhat·xhat))
+                    let (mut sum_d, mut sum_dx) = (E::zero(), E::zero());
+                    for i in 0..n {
+                        let xhat = (row[i] - mean) * rstd;
+                        let d = match w { Some(w) => drow[i] * w[i], None => drow[i] };
+                        dxhat[i] = d;
+                        sum_d += d;
+                        sum_dx += d * xhat;
+                        dw[i] += drow[i] * xhat;
+                        dbias[i] += drow[i];
+                    }
+                    let (mean_d, mean_dx) = (sum_d / nf, sum_dx / nf);
+                    for i in 0..n {
+                        let xhat = (row[i] - mean) * rstd;
+                        dxr[i] = rstd * (dxhat[i] - mean_d - xhat * mean_dx);
+                    }
+                }
+                (dw, dbias)
+            }).collect();
+        let affine = weight.map(|_| {
+            let (mut dw, mut db) = (vec![E::zero(); n], vec![E::zero(); n]);
+            for (pw, pb) in &partials {
+                dw.iter_mut().zip(pw).for_each(|(a, &b)| *a += b);
+                db.iter_mut().zip(pb).for_each(|(a, &b)| *a += b);
             }
-            let (mean_d, mean_dx) = (sum_d / nf, sum_dx / nf);
-            for i in 0..n {
-                let xhat = (row[i] - mean) * rstd;
-                dx[r * n + i] = rstd * (dxhat[i] - mean_d - xhat * mean_dx);
-            }
-        }
-        let dx = ArrayD::from_shape_vec(x.raw_dim(), dx).unwrap().into_shared();
-        let affine = weight.map(|_| (ArrayD::from_shape_vec(IxDyn(&[n]), dw).unwrap().into_shared(),
-                                     ArrayD::from_shape_vec(IxDyn(&[n]), db).unwrap().into_shared()));
-        (dx, affine)
+            (arr(&[n], dw), arr(&[n], db))
+        });
+        (arr(x.shape(), dx), affine)
     }
 
     fn masked_softmax(&self, scores: &CpuTensor<E>, beta: &[E], bias: &ScoreBias<'_, CpuTensor<E>>) -> CpuTensor<E> {
@@ -259,7 +304,9 @@ impl<E: Element> Backend for Cpu<E> {
         let pad = bias.padding.map(|p| std_layout(p));
         let assoc = bias.association.map(|a| (std_layout(a), a.shape()[0] == 1, a.shape()[1] == 1));
         let data = out.as_slice_mut().unwrap();
-        for (row_i, row) in data.chunks_exact_mut(s_n).enumerate() {
+        data.par_chunks_mut(s_n * rows_per_task(s_n)).enumerate().for_each(|(task, block)| {
+        for (r, row) in block.chunks_exact_mut(s_n).enumerate() {
+            let row_i = task * rows_per_task(s_n) + r;
             let (l, h, b) = (row_i % l_n, (row_i / l_n) % h_n, row_i / (l_n * h_n));
             row.iter_mut().for_each(|v| *v = *v * beta[h]);
             if let Some(p) = &pad {
@@ -285,25 +332,28 @@ impl<E: Element> Backend for Cpu<E> {
             let inv = E::one() / sum;
             row.iter_mut().for_each(|v| *v = *v * inv);
         }
+        });
         out.into_shared()
     }
 
     fn masked_softmax_backward(&self, probs: &CpuTensor<E>, d_probs: &CpuTensor<E>, beta: &[E]) -> CpuTensor<E> {
         let sh = probs.shape();
-        let (h_n, s_n) = (sh[1], sh[3]);
-        let l_n = sh[2];
+        let (h_n, l_n, s_n) = (sh[1], sh[2], sh[3]);
         let p = std_layout(probs);
         let dp = std_layout(d_probs);
         let mut out = vec![E::zero(); p.len()];
-        for ((row_i, (pr, dr)), o) in p.as_slice().unwrap().chunks(s_n)
-            .zip(dp.as_slice().unwrap().chunks(s_n)).enumerate().zip(out.chunks_mut(s_n)) {
-            let h = (row_i / l_n) % h_n;
-            let dot: E = pr.iter().zip(dr).map(|(&a, &b)| a * b).sum();
-            for i in 0..s_n {
-                o[i] = beta[h] * pr[i] * (dr[i] - dot);
-            }
-        }
-        ArrayD::from_shape_vec(p.raw_dim(), out).unwrap().into_shared()
+        let per = rows_per_task(s_n);
+        p.as_slice().unwrap().par_chunks(per * s_n).zip(dp.as_slice().unwrap().par_chunks(per * s_n))
+            .zip(out.par_chunks_mut(per * s_n)).enumerate().for_each(|(task, ((pb, db), ob))| {
+                for (r, ((pr, dr), o)) in pb.chunks_exact(s_n).zip(db.chunks_exact(s_n)).zip(ob.chunks_exact_mut(s_n)).enumerate() {
+                    let h = ((task * per + r) / l_n) % h_n;
+                    let dot: E = pr.iter().zip(dr).map(|(&a, &b)| a * b).sum();
+                    for i in 0..s_n {
+                        o[i] = beta[h] * pr[i] * (dr[i] - dot);
+                    }
+                }
+            });
+        arr(p.shape(), out)
     }
 
     fn head_distance(&self, a: &CpuTensor<E>, b: &CpuTensor<E>) -> Vec<E> {
