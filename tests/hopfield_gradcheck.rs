@@ -13,16 +13,9 @@ use hopfield::{Backend, Cpu};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 type B = Cpu<f64>;
+use common::{rand_tensor, randomise};
 
-fn rand_tensor(rng: &mut StdRng, shape: &[usize]) -> hopfield::backend::CpuTensor<f64> {
-    let n = shape.iter().product();
-    B::new().from_vec((0..n).map(|_| rng.gen_range(-1.0..1.0)).collect(), shape)
-}
 
-/// Move every parameter away from its initialisation so no gradient is trivially zero.
-fn randomise<P: Parameters<B>>(p: &mut P, rng: &mut StdRng) {
-    p.visit_mut(&mut |_, t, _| t.mapv_inplace(|v| v + rng.gen_range(-0.5..0.5)));
-}
 
 fn dot(a: &hopfield::backend::CpuTensor<f64>, b: &hopfield::backend::CpuTensor<f64>) -> f64 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()

@@ -6,20 +6,13 @@ use common::{host, rel_err};
 use hopfield::energy::energy;
 use hopfield::layers::hopfield::{Convergence, PerHead};
 use hopfield::layers::{HopfieldConfig, HopfieldInput, HopfieldPoolingConfig, Mask, PoolingInput};
-use hopfield::params::Parameters;
 use hopfield::{Backend, Cpu, HopfieldError};
-use rand::{rngs::StdRng, Rng, SeedableRng};
+use rand::{rngs::StdRng, SeedableRng};
 
 type B = Cpu<f64>;
+use common::{rand_tensor, randomise};
 
-fn rand_tensor(rng: &mut StdRng, shape: &[usize]) -> hopfield::backend::CpuTensor<f64> {
-    let n = shape.iter().product();
-    B::new().from_vec((0..n).map(|_| rng.gen_range(-1.0..1.0)).collect(), shape)
-}
 
-fn randomise<P: Parameters<B>>(p: &mut P, rng: &mut StdRng) {
-    p.visit_mut(&mut |_, t, _| t.mapv_inplace(|v| v + rng.gen_range(-0.5..0.5)));
-}
 
 #[test]
 fn masked_stored_patterns_change_nothing() {
