@@ -265,3 +265,115 @@ impl<B: Backend> Parameters<B> for DemoNet<B> {
         visit_child_mut(&mut self.head.params, prefix, f);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hopfield::params::named_tensors;
+    use hopfield::Cpu;
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
+
+    const SHAPE: (usize, usize) = (4, 3);
+
+    fn patterns() -> Vec<Vec<u8>> {
+        vec![vec![0, 0, 1], vec![0, 1, 0], vec![1, 0, 1], vec![1, 1, 1], vec![0, 1, 1]]
+    }
+
+    fn net(variant: Variant) -> DemoNet<Cpu<f64>> {
+        DemoNet::new(&Cpu::new(), variant, SHAPE, &patterns(), &mut StdRng::seed_from_u64(5)).unwrap()
+    }
+
+    fn bags(cpu: &Cpu<f64>, n: usize, seed: u64) -> ndarray::ArrayD<f64> {
+        let mut rng = StdRng::seed_from_u64(seed);
+        cpu.from_vec((0..n * SHAPE.0 * SHAPE.1).map(|_| rng.gen_range(0..2) as f64).collect(), &[n, SHAPE.0, SHAPE.1])
+    }
+
+    #[test]
+    fn names_follow_the_notebooks_sequential() {
+        for variant in Variant::ALL {
+            let names = net(variant).names();
+            let head = if matches!(variant, Variant::Pooling | Variant::PoolingAdapted) { "1" } else { "2" };
+            assert_eq!(names[names.len() - 2..], [format!("{head}.weight"), format!("{head}.bias")], "{variant}");
+            assert!(names[..names.len() - 2].iter().all(|n| n.starts_with("0.")), "{variant}: {names:?}");
+        }
+        let lookup = net(Variant::LookupAdapted);
+        let mut frozen = Vec::new();
+        lookup.visit(&mut |n, _, trainable| if !trainable { frozen.push(n.to_string()) });
+        assert_eq!(frozen, ["0.target_weights"]);
+    }
+
+    #[test]
+    fn adapted_lookup_starts_from_the_given_patterns() {
+        let cpu = Cpu::<f64>::new();
+        let Body::Lookup(layer) = &net(Variant::LookupAdapted).body else { panic!("lookup body") };
+        assert_eq!(cpu.shape(&layer.params.lookup_weights), [1, 5, 3]);
+        let flat: Vec<f64> = patterns().concat().into_iter().map(f64::from).collect();
+        assert_eq!(cpu.to_vec(&layer.params.lookup_weights), flat);
+        let Body::Lookup(plain) = &net(Variant::Lookup).body else { panic!("lookup body") };
+        assert_eq!(cpu.shape(&plain.params.lookup_weights), [1, 5, 3], "quantity = number of patterns");
+        assert!(DemoNet::new(&cpu, Variant::LookupAdapted, SHAPE, &[vec![1, 0]], &mut StdRng::seed_from_u64(0)).is_err());
+    }
+
+    /// The composition (flatten, read-out, gradient routing into the body) against central differences of
+    /// `L = Σ w ⊙ logits`, in train mode with a fixed dropout seed so that the adapted variants are covered.
+    #[test]
+    fn gradients_match_finite_differences() {
+        let cpu = Cpu::<f64>::new();
+        let x = bags(&cpu, 2, 9);
+        let w = cpu.from_vec(vec![0.7, -1.3], &[2]);
+        let loss = |net: &DemoNet<Cpu<f64>>| {
+            let (z, _) = net.forward(&cpu, &x, Some(11)).unwrap();
+            cpu.sum(&cpu.mul(&z, &w))
+        };
+        for variant in Variant::ALL {
+            let net = net(variant);
+            let (_, cache) = net.forward(&cpu, &x, Some(11)).unwrap();
+            let mut grads = net.zero_grads(&cpu);
+            net.backward(&cpu, &cache, &w, &mut grads).unwrap();
+            let grads = named_tensors(&grads).into_iter().map(|(n, t)| (n, t.clone())).collect::<Vec<_>>();
+            let mut trainable = Vec::new();
+            net.visit(&mut |n, _, tr| trainable.push((n.to_string(), tr)));
+            for ((name, g), (_, tr)) in grads.iter().zip(&trainable) {
+                if !tr {
+                    continue;
+                }
+                let g = cpu.to_vec(g);
+                // A few entries per tensor keep the test fast; the layers have their own exhaustive checks.
+                for i in (0..g.len()).step_by(g.len().div_ceil(4)) {
+                    let mut probe = net.clone();
+                    let h = 1e-6;
+                    let shift = |p: &mut DemoNet<Cpu<f64>>, d: f64| {
+                        p.visit_mut(&mut |n, t, _| if n == name { t.as_slice_mut().unwrap()[i] += d });
+                    };
+                    shift(&mut probe, h);
+                    let up = loss(&probe);
+                    shift(&mut probe, -2.0 * h);
+                    let down = loss(&probe);
+                    let fd = (up - down) / (2.0 * h);
+                    assert!((fd - g[i]).abs() <= 1e-6 + 1e-5 * fd.abs(), "{variant} {name}[{i}]: fd {fd} vs {}", g[i]);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn eval_forward_is_deterministic_and_train_forward_follows_the_seed() {
+        let cpu = Cpu::<f64>::new();
+        let x = bags(&cpu, 3, 2);
+        let net = net(Variant::HopfieldAdapted);
+        let run = |seed| cpu.to_vec(&net.forward(&cpu, &x, seed).unwrap().0);
+        assert_eq!(run(None), run(None));
+        assert_eq!(run(Some(1)), run(Some(1)));
+        assert_ne!(run(Some(1)), run(Some(2)), "dropout 0.5 changes the logits");
+        assert_eq!(run(None).len(), 3);
+    }
+
+    #[test]
+    fn variants_parse_from_their_names() {
+        for v in Variant::ALL {
+            assert_eq!(v.name().parse::<Variant>(), Ok(v));
+        }
+        assert!("lstm".parse::<Variant>().unwrap_err().contains("pooling_adapted"));
+    }
+}

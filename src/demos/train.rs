@@ -109,3 +109,49 @@ pub fn fit<B: Backend, D: BagDataset + ?Sized>(
     }
     Ok(history)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::demos::data::LatchSequenceSet;
+    use crate::demos::model::Variant;
+    use hopfield::Cpu;
+    use rand::SeedableRng;
+
+    #[test]
+    fn fit_learns_a_small_latch_task_and_reports_every_epoch() {
+        let cpu = Cpu::<f32>::new();
+        let data = LatchSequenceSet::new(512, 8, 5, 3);
+        let split = Split::edges(512, 32);
+        let mut rng = StdRng::seed_from_u64(42);
+        let mut net = DemoNet::new(&cpu, Variant::Hopfield, data.bag_shape(), &[], &mut rng).unwrap();
+        let before = evaluate(&cpu, &net, &data, &split.eval, 32).unwrap();
+        let mut seen = Vec::new();
+        let history = fit(&cpu, &mut net, &data, &split, &TrainConfig::notebook(6), &mut rng, |s| {
+            seen.push(s.epoch);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen, [1, 2, 3, 4, 5, 6]);
+        let last = history.last().unwrap();
+        assert!(last.eval_accuracy >= 0.95, "{history:#?}");
+        assert!(last.eval_loss < before.loss(), "{} → {}", before.loss(), last.eval_loss);
+        let again = evaluate(&cpu, &net, &data, &split.eval, 32).unwrap();
+        assert_eq!(again.accuracy(), last.eval_accuracy);
+    }
+
+    #[test]
+    fn fit_stops_on_a_callback_error() {
+        let cpu = Cpu::<f32>::new();
+        let data = LatchSequenceSet::new(64, 4, 4, 1);
+        let mut rng = StdRng::seed_from_u64(0);
+        let mut net = DemoNet::new(&cpu, Variant::Pooling, data.bag_shape(), &[], &mut rng).unwrap();
+        let mut calls = 0;
+        let result = fit(&cpu, &mut net, &data, &Split::edges(64, 8), &TrainConfig::notebook(3), &mut rng, |_| {
+            calls += 1;
+            Err(HopfieldError::config("test", "stop"))
+        });
+        assert!(result.is_err());
+        assert_eq!(calls, 1);
+    }
+}
