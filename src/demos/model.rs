@@ -284,7 +284,7 @@ mod tests {
         DemoNet::new(&Cpu::new(), variant, SHAPE, &patterns(), &mut StdRng::seed_from_u64(5)).unwrap()
     }
 
-    fn bags(cpu: &Cpu<f64>, n: usize, seed: u64) -> ndarray::ArrayD<f64> {
+    fn bags(cpu: &Cpu<f64>, n: usize, seed: u64) -> hopfield::backend::CpuTensor<f64> {
         let mut rng = StdRng::seed_from_u64(seed);
         cpu.from_vec((0..n * SHAPE.0 * SHAPE.1).map(|_| rng.gen_range(0..2) as f64).collect(), &[n, SHAPE.0, SHAPE.1])
     }
