@@ -201,3 +201,6 @@ fn check_inputs<B: Backend>(backend: &B, x: &B::Tensor, y: &B::Tensor) -> Result
     }
     Ok((sx[0], sx[1]))
 }
+
+#[cfg(test)]
+mod tests;
