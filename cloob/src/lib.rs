@@ -1,5 +1,7 @@
 //! CLOOB (Fürst et al., "CLOOB: Modern Hopfield Networks with InfoLOOB Outperform CLIP").
 //!
-//! This crate will hold the tokenizer, the image and text encoders built from [`hopfield`] layers,
-//! the InfoLOOB loss with Hopfield retrieval, the training loop and the evaluation. It is empty
-//! until those land; see the issue tracker.
+//! - [`loss`]: CLOOB's InfoLOOB with Hopfield retrieval, CLIP's InfoNCE and the paper's ablations, with
+//!   explicit gradients on the [`hopfield::Backend`] trait.
+//! - [`eval`]: zero-shot classification, image↔text retrieval, linear probe and embedding analysis.
+pub mod eval;
+pub mod loss;
