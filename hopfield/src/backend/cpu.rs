@@ -6,6 +6,7 @@ use crate::activation::Activation;
 use crate::element::Element;
 use ndarray::{linalg::general_mat_mul, s, ArrayD, ArrayView2, Axis, IxDyn, Zip};
 use rand::{rngs::StdRng, Rng, SeedableRng};
+use std::borrow::Cow;
 use std::marker::PhantomData;
 
 /// The ndarray backend, generic over `f32` and `f64`.
@@ -19,8 +20,9 @@ impl<E: Element> Cpu<E> {
     }
 }
 
-fn std_layout<E: Element>(t: &ArrayD<E>) -> ArrayD<E> {
-    if t.is_standard_layout() { t.clone() } else { t.as_standard_layout().into_owned() }
+/// `t` itself when it is already row-major (no copy), else a row-major copy.
+fn std_layout<E: Element>(t: &ArrayD<E>) -> Cow<'_, ArrayD<E>> {
+    if t.is_standard_layout() { Cow::Borrowed(t) } else { Cow::Owned(t.as_standard_layout().into_owned()) }
 }
 
 /// View a standard-layout tensor `[.., r, c]` as `n` matrices `[r, c]`.
@@ -52,7 +54,7 @@ impl<E: Element> Backend for Cpu<E> {
     }
 
     fn reshape(&self, t: &ArrayD<E>, shape: &[usize]) -> ArrayD<E> {
-        std_layout(t).into_shape_with_order(IxDyn(shape)).expect("reshape: sizes agree")
+        std_layout(t).into_owned().into_shape_with_order(IxDyn(shape)).expect("reshape: sizes agree")
     }
     fn permute(&self, t: &ArrayD<E>, axes: &[usize]) -> ArrayD<E> {
         t.view().permuted_axes(IxDyn(axes)).as_standard_layout().into_owned()
@@ -180,7 +182,7 @@ impl<E: Element> Backend for Cpu<E> {
         let n = x.shape()[x.ndim() - 1];
         let x = std_layout(x);
         let rows = x.len() / n.max(1);
-        let x2 = x.into_shape_with_order((rows, n)).expect("sum_rows: standard layout");
+        let x2 = x.view().into_shape_with_order((rows, n)).expect("sum_rows: standard layout");
         x2.sum_axis(Axis(0)).into_dyn()
     }
 
@@ -256,7 +258,7 @@ impl<E: Element> Backend for Cpu<E> {
     fn masked_softmax(&self, scores: &ArrayD<E>, beta: &[E], bias: &ScoreBias<'_, ArrayD<E>>) -> ArrayD<E> {
         let sh = scores.shape();
         let (b_n, h_n, l_n, s_n) = (sh[0], sh[1], sh[2], sh[3]);
-        let mut out = std_layout(scores);
+        let mut out = std_layout(scores).into_owned();
         let assoc = bias.association;
         for b in 0..b_n {
             for h in 0..h_n {
