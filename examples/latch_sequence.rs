@@ -2,6 +2,7 @@
 //! character, 0 or 1; the rest is noise from characters 2..20. Trains the plain, adapted, pooling and
 //! lookup models of the notebook (BCE, AdamW lr 1e-3, clip 1.0, batch 32, 20 epochs, 18 for lookup), prints
 //! a table and writes per-epoch metrics as JSONL.
+//! Exits with status 2 when a model misses its target eval accuracy (the table marks it `MISSED`).
 //!
 //! ```text
 //! cargo run --release --example latch_sequence -- --seed 42 --out target/demos
@@ -24,9 +25,12 @@ struct Args {
     /// Epochs for every model (default: the notebook's 20, and 18 for the lookup models).
     #[arg(long)]
     epochs: Option<usize>,
-    /// Seed of model initialisation, shuffling and dropout (the data keeps hflayers' seed 43).
+    /// Seed of model initialisation, shuffling and dropout.
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Seed of the sequences (hflayers' default 43).
+    #[arg(long, default_value_t = 43)]
+    seed_data: u64,
     /// Directory for latch_sequence.jsonl.
     #[arg(long, default_value = "target/demos")]
     out: PathBuf,
@@ -41,7 +45,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let data = LatchSequenceSet::demo();
+    let data = LatchSequenceSet::new(4096, 32, 20, args.seed_data);
     let split = Split::edges(data.len(), EVAL_EDGE);
     let lookup_patterns = data.unique_instances(&split.train);
     let epochs = |v| if matches!(v, Variant::Lookup | Variant::LookupAdapted) { 18 } else { 20 };
