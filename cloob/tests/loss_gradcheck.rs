@@ -3,7 +3,7 @@
 
 use cloob::loss::{contrastive_loss, LoobScale, LossConfig, LossKind};
 use hopfield::{Backend, Cpu};
-use ndarray::ArrayD;
+use hopfield::backend::CpuTensor as ArrayD;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 type B = Cpu<f64>;

@@ -4,7 +4,7 @@
 use super::*;
 use hopfield::Cpu;
 
-fn t(cpu: &Cpu<f64>, v: &[f64], shape: &[usize]) -> ndarray::ArrayD<f64> {
+fn t(cpu: &Cpu<f64>, v: &[f64], shape: &[usize]) -> hopfield::backend::CpuTensor<f64> {
     cpu.from_vec(v.to_vec(), shape)
 }
 

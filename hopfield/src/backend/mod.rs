@@ -10,7 +10,7 @@
 
 mod cpu;
 
-pub use cpu::Cpu;
+pub use cpu::{Cpu, CpuTensor};
 
 use crate::activation::Activation;
 use crate::element::Element;
