@@ -7,12 +7,13 @@ use cloob::tokenizer::TokenBatch;
 use cloob::vit::VisionConfig;
 use hopfield::params::Parameters;
 use hopfield::{Backend, Cpu};
-use hopfield::backend::CpuTensor as ArrayD;
+use hopfield::backend::CpuTensor;
+
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 type B = Cpu<f64>;
 
-fn rand_tensor(rng: &mut StdRng, shape: &[usize]) -> ArrayD<f64> {
+fn rand_tensor(rng: &mut StdRng, shape: &[usize]) -> CpuTensor<f64> {
     let n = shape.iter().product();
     B::new().from_vec((0..n).map(|_| rng.gen_range(-1.0..1.0)).collect(), shape)
 }
@@ -23,11 +24,11 @@ fn randomise<P: Parameters<B>>(p: &mut P, rng: &mut StdRng) {
     p.visit_mut(&mut |_, t, _| t.mapv_inplace(|v| v + rng.gen_range(-0.3..0.3)));
 }
 
-fn dot(a: &ArrayD<f64>, b: &ArrayD<f64>) -> f64 {
+fn dot(a: &CpuTensor<f64>, b: &CpuTensor<f64>) -> f64 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
-fn tensor<P: Parameters<B>>(p: &P, name: &str) -> ArrayD<f64> {
+fn tensor<P: Parameters<B>>(p: &P, name: &str) -> CpuTensor<f64> {
     let mut out = None;
     p.visit(&mut |n, t, _| if n == name { out = Some(t.clone()) });
     out.unwrap_or_else(|| panic!("no tensor {name}"))

@@ -122,7 +122,7 @@ impl<E: Element> Backend for Cpu<E> {
     fn gather_rows(&self, table: &CpuTensor<E>, ids: &[usize]) -> CpuTensor<E> {
         let n = table.shape()[1];
         let t = std_layout(table);
-        let data = t.as_slice().unwrap();
+        let data = t.as_slice().expect("standard layout");
         let mut out = Vec::with_capacity(ids.len() * n);
         for &id in ids {
             out.extend_from_slice(&data[id * n..(id + 1) * n]);
@@ -133,7 +133,7 @@ impl<E: Element> Backend for Cpu<E> {
         let n = dst.shape()[1];
         debug_assert_eq!(src.shape(), [ids.len(), n], "scatter_add_rows: src {:?} for {} ids", src.shape(), ids.len());
         let src = std_layout(src);
-        for (&id, row) in ids.iter().zip(src.as_slice().unwrap().chunks(n.max(1))) {
+        for (&id, row) in ids.iter().zip(src.as_slice().expect("standard layout").chunks(n.max(1))) {
             for (d, &s) in dst.index_axis_mut(Axis(0), id).iter_mut().zip(row) {
                 *d += s;
             }
@@ -453,6 +453,11 @@ mod tests {
         let lhs: f64 = g.iter().zip(src.iter()).map(|(a, b)| a * b).sum();
         let rhs: f64 = table.iter().zip(scattered.iter()).map(|(a, b)| a * b).sum();
         assert_eq!(lhs, rhs);
+        // A shared destination is copied on write, not written through.
+        let mut shared = cpu.zeros(&[4, 3]);
+        let alias = shared.clone();
+        cpu.scatter_add_rows(&mut shared, &ids, &src);
+        assert!(alias.iter().all(|&v| v == 0.0));
         // A non-standard-layout table gathers by logical rows.
         let t = cpu.from_vec(vec![1.0, 2.0, 3.0, 4.0], &[2, 2]).reversed_axes();
         assert_eq!(cpu.to_vec(&cpu.gather_rows(&t, &[1])), vec![2.0, 4.0]);
