@@ -16,3 +16,5 @@ pub use error::{HopfieldError, Result};
 pub use params::Parameters;
 pub mod init;
 pub mod layers;
+pub mod io;
+pub mod energy;

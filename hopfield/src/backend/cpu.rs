@@ -63,6 +63,11 @@ impl<E: Element> Backend for Cpu<E> {
     fn slice(&self, t: &ArrayD<E>, axis: usize, start: usize, len: usize) -> ArrayD<E> {
         t.slice_axis(Axis(axis), ndarray::Slice::from(start..start + len)).to_owned()
     }
+    fn slice_add(&self, dst: &mut ArrayD<E>, axis: usize, start: usize, src: &ArrayD<E>) {
+        let len = src.shape()[axis];
+        let mut view = dst.slice_axis_mut(Axis(axis), ndarray::Slice::from(start..start + len));
+        view += src;
+    }
     fn expand(&self, t: &ArrayD<E>, axis: usize, n: usize) -> ArrayD<E> {
         let mut shape = t.shape().to_vec();
         debug_assert_eq!(shape[axis], 1);
@@ -293,8 +298,9 @@ impl<E: Element> Backend for Cpu<E> {
         let mut out = vec![E::zero(); h_n];
         for bi in 0..b_n {
             for (h, o) in out.iter_mut().enumerate() {
-                let d: E = Zip::from(a.slice(s![bi, h, ..]).into_dyn())
-                    .and(b.slice(s![bi, h, ..]).into_dyn())
+                let (ah, bh) = (a.index_axis(Axis(0), bi), b.index_axis(Axis(0), bi));
+                let d: E = Zip::from(ah.index_axis(Axis(0), h))
+                    .and(bh.index_axis(Axis(0), h))
                     .fold(E::zero(), |acc, &x, &y| acc + (x - y) * (x - y));
                 let d = d.sqrt();
                 if d > *o {

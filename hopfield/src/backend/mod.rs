@@ -95,6 +95,8 @@ pub trait Backend: Clone + Debug + Send + Sync + 'static {
     fn concat(&self, a: &Self::Tensor, b: &Self::Tensor, axis: usize) -> Self::Tensor;
     /// `len` entries of `axis` starting at `start`.
     fn slice(&self, t: &Self::Tensor, axis: usize, start: usize, len: usize) -> Self::Tensor;
+    /// `dst[.., start..start+len, ..] += src` along `axis` (the backward of [`Backend::slice`]).
+    fn slice_add(&self, dst: &mut Self::Tensor, axis: usize, start: usize, src: &Self::Tensor);
     /// Repeat an axis of size 1 `n` times.
     fn expand(&self, t: &Self::Tensor, axis: usize, n: usize) -> Self::Tensor;
     /// Sum over `axis`, keeping it with size 1 (the backward of [`Backend::expand`]).

@@ -1,0 +1,229 @@
+//! `HopfieldLayer`: the input (state patterns) retrieves from learned stored patterns and targets — a
+//! learned associative memory / lookup table (hflayers' `HopfieldLayer`).
+
+use super::hopfield::{HopfieldCache, HopfieldConfig, HopfieldInput, HopfieldParams, HopfieldSpec, Mask};
+use crate::backend::Backend;
+use crate::error::{HopfieldError, Result};
+use crate::init;
+use crate::params::{visit_child, visit_child_mut, Parameters};
+use num_traits::One;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+/// Configuration of a [`HopfieldLayer`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HopfieldLayerConfig {
+    /// The association.
+    #[serde(flatten)]
+    pub hopfield: HopfieldConfig,
+    /// Number of learned stored patterns.
+    pub quantity: usize,
+    /// Learn separate targets (pattern projections) instead of reusing the stored patterns.
+    pub lookup_weights_as_separated: bool,
+    /// Whether the separate targets are learned.
+    pub lookup_targets_as_trainable: bool,
+    /// Whether the stored patterns are learned.
+    pub trainable: bool,
+}
+
+impl Default for HopfieldLayerConfig {
+    fn default() -> Self {
+        HopfieldLayerConfig {
+            hopfield: HopfieldConfig::default(), quantity: 1, lookup_weights_as_separated: false,
+            lookup_targets_as_trainable: true, trainable: true,
+        }
+    }
+}
+
+impl HopfieldLayerConfig {
+    /// A lookup for `input_size`-sized queries with hflayers' defaults.
+    pub fn new(input_size: usize) -> Self {
+        HopfieldLayerConfig { hopfield: HopfieldConfig::new(input_size), ..Default::default() }
+    }
+    /// Set the embedded Hopfield options.
+    pub fn hopfield(mut self, hopfield: HopfieldConfig) -> Self {
+        self.hopfield = hopfield;
+        self
+    }
+    /// Set the number of stored patterns.
+    pub fn quantity(mut self, quantity: usize) -> Self {
+        self.quantity = quantity;
+        self
+    }
+    /// Learn separate targets.
+    pub fn lookup_weights_as_separated(mut self, on: bool) -> Self {
+        self.lookup_weights_as_separated = on;
+        self
+    }
+    /// Learn or freeze the separate targets.
+    pub fn lookup_targets_as_trainable(mut self, on: bool) -> Self {
+        self.lookup_targets_as_trainable = on;
+        self
+    }
+    /// Learn or freeze the stored patterns.
+    pub fn trainable(mut self, on: bool) -> Self {
+        self.trainable = on;
+        self
+    }
+
+    /// Validate and initialise (stored patterns and targets N(0, 0.02²) as hflayers).
+    pub fn init<B: Backend>(&self, backend: &B, rng: &mut impl Rng) -> Result<HopfieldLayer<B>> {
+        if self.quantity == 0 {
+            return Err(HopfieldError::config("quantity", "must be at least 1"));
+        }
+        let spec = self.hopfield.spec()?;
+        if !self.lookup_weights_as_separated && spec.dims.stored != spec.dims.projection {
+            return Err(HopfieldError::config("lookup_weights_as_separated",
+                format!("shared lookup weights need stored_pattern_size {} = pattern_projection_size {}",
+                        spec.dims.stored, spec.dims.projection)));
+        }
+        let hopfield = HopfieldParams::init(backend, &self.hopfield, &spec.dims, rng);
+        let lookup_weights = init::normal(backend, &[1, self.quantity, spec.dims.stored], 0.02, rng);
+        let target_weights = self.lookup_weights_as_separated
+            .then(|| init::normal(backend, &[1, self.quantity, spec.dims.projection], 0.02, rng));
+        Ok(HopfieldLayer {
+            config: self.clone(), spec,
+            params: HopfieldLayerParams {
+                lookup_weights, target_weights, hopfield, trainable: self.trainable,
+                targets_trainable: self.lookup_targets_as_trainable,
+            },
+        })
+    }
+}
+
+/// Parameters (and gradients) of a [`HopfieldLayer`].
+#[derive(Clone, Debug)]
+pub struct HopfieldLayerParams<B: Backend> {
+    /// `lookup_weights`, `[1, quantity, stored]`.
+    pub lookup_weights: B::Tensor,
+    /// `target_weights`, `[1, quantity, projection]` when separated.
+    pub target_weights: Option<B::Tensor>,
+    /// `hopfield.*`.
+    pub hopfield: HopfieldParams<B>,
+    /// Whether `lookup_weights` is trainable.
+    pub trainable: bool,
+    /// Whether `target_weights` is trainable.
+    pub targets_trainable: bool,
+}
+
+impl<B: Backend> Parameters<B> for HopfieldLayerParams<B> {
+    fn visit<'a>(&'a self, f: &mut dyn FnMut(&str, &'a B::Tensor, bool)) {
+        f("lookup_weights", &self.lookup_weights, self.trainable);
+        if let Some(t) = &self.target_weights {
+            f("target_weights", t, self.targets_trainable);
+        }
+        visit_child(&self.hopfield, "hopfield", f);
+    }
+    fn visit_mut(&mut self, f: &mut dyn FnMut(&str, &mut B::Tensor, bool)) {
+        f("lookup_weights", &mut self.lookup_weights, self.trainable);
+        if let Some(t) = &mut self.target_weights {
+            f("target_weights", t, self.targets_trainable);
+        }
+        visit_child_mut(&mut self.hopfield, "hopfield", f);
+    }
+}
+
+/// A learned associative memory queried by the input.
+///
+/// # Shapes
+/// input `[B, L, input]` (sequence-first when `batch_first` is off) → output `[B, L, output]`; padding mask
+/// `[B, quantity]`, association mask `[L, quantity]` or `[B·H, L, quantity]`.
+#[derive(Clone, Debug)]
+pub struct HopfieldLayer<B: Backend> {
+    /// Its configuration.
+    pub config: HopfieldLayerConfig,
+    /// The association's sizes.
+    pub spec: HopfieldSpec,
+    /// Learned tensors.
+    pub params: HopfieldLayerParams<B>,
+}
+
+/// What [`HopfieldLayer::backward`] needs.
+#[derive(Clone, Debug)]
+pub struct LookupCache<B: Backend> {
+    /// The inner association's cache.
+    pub hopfield: HopfieldCache<B>,
+}
+
+impl<B: Backend> HopfieldLayer<B> {
+    fn run(&self, backend: &B, x: &B::Tensor, masks: (Option<Mask>, Option<Mask>), seed: Option<u64>)
+        -> Result<(B::Tensor, LookupCache<B>)> {
+        let shape = backend.shape(x);
+        if shape.len() != 3 {
+            return Err(HopfieldError::shape("hopfield_layer.forward(input)", "rank 3", &shape));
+        }
+        let bf = self.spec.config.batch_first;
+        let batch = if bf { shape[0] } else { shape[1] };
+        let expand = |w: &B::Tensor| {
+            if bf {
+                backend.expand(w, 0, batch)
+            } else {
+                let s = backend.shape(w);
+                backend.expand(&backend.reshape(w, &[s[1], 1, s[2]]), 1, batch)
+            }
+        };
+        let stored = expand(&self.params.lookup_weights);
+        let projection = self.params.target_weights.as_ref().map_or_else(|| stored.clone(), expand);
+        let mut hin = HopfieldInput::new(stored, x.clone(), projection);
+        hin.stored_pattern_padding_mask = masks.0;
+        hin.association_mask = masks.1;
+        let (out, cache) = self.spec.forward(backend, &self.params.hopfield, &hin, seed)?;
+        Ok((out.output, LookupCache { hopfield: cache }))
+    }
+
+    /// Evaluation forward.
+    pub fn forward(&self, backend: &B, x: &B::Tensor) -> Result<(B::Tensor, LookupCache<B>)> {
+        self.run(backend, x, (None, None), None)
+    }
+
+    /// Forward with a padding mask over the stored patterns and/or an association mask.
+    pub fn forward_masked(&self, backend: &B, x: &B::Tensor, padding: Option<Mask>, association: Option<Mask>, seed: Option<u64>)
+        -> Result<(B::Tensor, LookupCache<B>)> {
+        self.run(backend, x, (padding, association), seed)
+    }
+
+    /// Training forward with association dropout drawn from `seed`.
+    pub fn forward_train(&self, backend: &B, x: &B::Tensor, seed: u64) -> Result<(B::Tensor, LookupCache<B>)> {
+        self.run(backend, x, (None, None), Some(seed))
+    }
+
+    /// The association matrix `[B, H, L, quantity']`.
+    pub fn association_matrix(&self, backend: &B, x: &B::Tensor) -> Result<B::Tensor> {
+        Ok(self.forward(backend, x)?.1.hopfield.association().clone())
+    }
+
+    /// A zeroed gradient struct.
+    pub fn zero_grads(&self, backend: &B) -> HopfieldLayerParams<B> {
+        let mut g = self.params.clone();
+        g.zero(backend);
+        g
+    }
+
+    /// Backward: accumulates into `grads` (trainable tensors only) and returns d loss / d input.
+    pub fn backward(&self, backend: &B, cache: &LookupCache<B>, d_output: &B::Tensor, grads: &mut HopfieldLayerParams<B>)
+        -> Result<B::Tensor> {
+        let g = self.spec.backward(backend, &self.params.hopfield, &cache.hopfield, d_output, &mut grads.hopfield)?;
+        let bf = self.spec.config.batch_first;
+        let batch_sum = |t: &B::Tensor| {
+            let t = if bf { t.clone() } else { backend.permute(t, &[1, 0, 2]) };
+            backend.sum_axis(&t, 0)
+        };
+        let one = B::Elem::one();
+        match grads.target_weights.as_mut() {
+            Some(gt) => {
+                if self.params.targets_trainable {
+                    backend.axpy(gt, one, &batch_sum(&g.projection));
+                }
+                if self.params.trainable {
+                    backend.axpy(&mut grads.lookup_weights, one, &batch_sum(&g.stored));
+                }
+            }
+            None if self.params.trainable => {
+                backend.axpy(&mut grads.lookup_weights, one, &batch_sum(&backend.add(&g.stored, &g.projection)));
+            }
+            None => {}
+        }
+        Ok(g.state)
+    }
+}

@@ -1,0 +1,238 @@
+//! `HopfieldPooling`: learned state patterns (queries) retrieve from the input set — attention pooling
+//! for multiple-instance learning and set summaries (hflayers' `HopfieldPooling`).
+
+use super::hopfield::{HopfieldCache, HopfieldConfig, HopfieldInput, HopfieldParams, HopfieldSpec, Mask};
+use crate::backend::Backend;
+use crate::error::{HopfieldError, Result};
+use crate::init;
+use crate::params::{visit_child, visit_child_mut, Parameters};
+use num_traits::One;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+/// Configuration of a [`HopfieldPooling`]: the embedded Hopfield options plus the learned state patterns.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HopfieldPoolingConfig {
+    /// The association (input_size is the instance size).
+    #[serde(flatten)]
+    pub hopfield: HopfieldConfig,
+    /// Number of learned state patterns.
+    pub quantity: usize,
+    /// Whether the state patterns are learned.
+    pub trainable: bool,
+}
+
+impl Default for HopfieldPoolingConfig {
+    fn default() -> Self {
+        HopfieldPoolingConfig { hopfield: HopfieldConfig::default(), quantity: 1, trainable: true }
+    }
+}
+
+impl HopfieldPoolingConfig {
+    /// Pool `input_size`-sized instances with hflayers' defaults.
+    pub fn new(input_size: usize) -> Self {
+        HopfieldPoolingConfig { hopfield: HopfieldConfig::new(input_size), ..Default::default() }
+    }
+    /// Set the embedded Hopfield options.
+    pub fn hopfield(mut self, hopfield: HopfieldConfig) -> Self {
+        self.hopfield = hopfield;
+        self
+    }
+    /// Set the number of state patterns.
+    pub fn quantity(mut self, quantity: usize) -> Self {
+        self.quantity = quantity;
+        self
+    }
+    /// Freeze or learn the state patterns.
+    pub fn trainable(mut self, trainable: bool) -> Self {
+        self.trainable = trainable;
+        self
+    }
+
+    /// Validate and initialise (state patterns N(0, 0.02²) as hflayers).
+    pub fn init<B: Backend>(&self, backend: &B, rng: &mut impl Rng) -> Result<HopfieldPooling<B>> {
+        if self.quantity == 0 {
+            return Err(HopfieldError::config("quantity", "must be at least 1"));
+        }
+        let spec = self.hopfield.spec()?;
+        let hopfield = HopfieldParams::init(backend, &self.hopfield, &spec.dims, rng);
+        let size = spec.dims.input;
+        let pooling_weights = init::normal(backend, &[1, self.quantity, size], 0.02, rng);
+        Ok(HopfieldPooling {
+            config: self.clone(), spec, params: HopfieldPoolingParams { pooling_weights, hopfield, trainable: self.trainable },
+        })
+    }
+}
+
+/// Parameters (and gradients) of a [`HopfieldPooling`].
+#[derive(Clone, Debug)]
+pub struct HopfieldPoolingParams<B: Backend> {
+    /// `pooling_weights`, `[1, quantity, input]`.
+    pub pooling_weights: B::Tensor,
+    /// `hopfield.*`.
+    pub hopfield: HopfieldParams<B>,
+    /// Whether `pooling_weights` is trainable.
+    pub trainable: bool,
+}
+
+impl<B: Backend> Parameters<B> for HopfieldPoolingParams<B> {
+    fn visit<'a>(&'a self, f: &mut dyn FnMut(&str, &'a B::Tensor, bool)) {
+        f("pooling_weights", &self.pooling_weights, self.trainable);
+        visit_child(&self.hopfield, "hopfield", f);
+    }
+    fn visit_mut(&mut self, f: &mut dyn FnMut(&str, &mut B::Tensor, bool)) {
+        f("pooling_weights", &mut self.pooling_weights, self.trainable);
+        visit_child_mut(&mut self.hopfield, "hopfield", f);
+    }
+}
+
+/// Input of a [`HopfieldPooling`]: the set to pool (as stored patterns and pattern projections) and masks.
+///
+/// # Shapes
+/// stored `[B, S, stored]`, projection `[B, S, projection]` (sequence-first when `batch_first` is off),
+/// padding mask `[B, S]`, association mask `[quantity, S]` or `[B·H, quantity, S]`.
+#[derive(Clone, Debug)]
+pub struct PoolingInput<B: Backend> {
+    /// Stored patterns.
+    pub stored: B::Tensor,
+    /// Pattern projections.
+    pub projection: B::Tensor,
+    /// Hides padded instances.
+    pub stored_pattern_padding_mask: Option<Mask>,
+    /// Hides single associations.
+    pub association_mask: Option<Mask>,
+}
+
+impl<B: Backend> PoolingInput<B> {
+    /// Pool one tensor (stored pattern = pattern projection).
+    pub fn single(x: B::Tensor) -> Self {
+        PoolingInput { stored: x.clone(), projection: x, stored_pattern_padding_mask: None, association_mask: None }
+    }
+    /// Separate stored patterns and projections.
+    pub fn new(stored: B::Tensor, projection: B::Tensor) -> Self {
+        PoolingInput { stored, projection, stored_pattern_padding_mask: None, association_mask: None }
+    }
+    /// Add a padding mask `[B, S]` (`true` = padded).
+    pub fn padding_mask(mut self, mask: Mask) -> Self {
+        self.stored_pattern_padding_mask = Some(mask);
+        self
+    }
+    /// Add an association mask.
+    pub fn association_mask(mut self, mask: Mask) -> Self {
+        self.association_mask = Some(mask);
+        self
+    }
+}
+
+/// Hopfield pooling with `quantity` learned state patterns.
+///
+/// # Shapes
+/// input as [`PoolingInput`] → output `[B, quantity · output]` (both layouts; hflayers flattens the
+/// sequence-first output `[quantity, B, out]` to `[quantity, B·out]` instead).
+#[derive(Clone, Debug)]
+pub struct HopfieldPooling<B: Backend> {
+    /// Its configuration.
+    pub config: HopfieldPoolingConfig,
+    /// The association's sizes.
+    pub spec: HopfieldSpec,
+    /// Learned tensors.
+    pub params: HopfieldPoolingParams<B>,
+}
+
+/// What [`HopfieldPooling::backward`] needs.
+#[derive(Clone, Debug)]
+pub struct PoolingCache<B: Backend> {
+    /// The inner association's cache.
+    pub hopfield: HopfieldCache<B>,
+    batch: usize,
+}
+
+/// Gradients of a pooling input.
+#[derive(Clone, Debug)]
+pub struct PoolingInputGrads<B: Backend> {
+    /// d loss / d stored.
+    pub stored: B::Tensor,
+    /// d loss / d projection.
+    pub projection: B::Tensor,
+}
+
+impl<B: Backend> PoolingInputGrads<B> {
+    /// The gradient of a single tensor used as both ([`PoolingInput::single`]).
+    pub fn single(&self, backend: &B) -> B::Tensor {
+        backend.add(&self.stored, &self.projection)
+    }
+}
+
+impl<B: Backend> HopfieldPooling<B> {
+    fn hopfield_input(&self, backend: &B, input: &PoolingInput<B>) -> Result<HopfieldInput<B>> {
+        let shape = backend.shape(&input.stored);
+        if shape.len() != 3 {
+            return Err(HopfieldError::shape("hopfield_pooling.forward(stored)", "rank 3", &shape));
+        }
+        let bf = self.spec.config.batch_first;
+        let batch = if bf { shape[0] } else { shape[1] };
+        let q = self.config.quantity;
+        let w = &self.params.pooling_weights;
+        let state = if bf {
+            backend.expand(w, 0, batch)
+        } else {
+            backend.expand(&backend.reshape(w, &[q, 1, self.spec.dims.input]), 1, batch)
+        };
+        Ok(HopfieldInput {
+            stored: input.stored.clone(), state, projection: input.projection.clone(),
+            stored_pattern_padding_mask: input.stored_pattern_padding_mask.clone(),
+            association_mask: input.association_mask.clone(), return_association: false, return_projected_patterns: false,
+        })
+    }
+
+    fn run(&self, backend: &B, input: &PoolingInput<B>, seed: Option<u64>) -> Result<(B::Tensor, PoolingCache<B>)> {
+        let hin = self.hopfield_input(backend, input)?;
+        let (out, cache) = self.spec.forward(backend, &self.params.hopfield, &hin, seed)?;
+        let bf = self.spec.config.batch_first;
+        let y = if bf { out.output } else { backend.permute(&out.output, &[1, 0, 2]) };
+        let s = backend.shape(&y);
+        Ok((backend.reshape(&y, &[s[0], s[1] * s[2]]), PoolingCache { hopfield: cache, batch: s[0] }))
+    }
+
+    /// Evaluation forward: `[B, quantity · output]` and the cache.
+    pub fn forward(&self, backend: &B, input: &PoolingInput<B>) -> Result<(B::Tensor, PoolingCache<B>)> {
+        self.run(backend, input, None)
+    }
+
+    /// Training forward with association dropout drawn from `seed`.
+    pub fn forward_train(&self, backend: &B, input: &PoolingInput<B>, seed: u64) -> Result<(B::Tensor, PoolingCache<B>)> {
+        self.run(backend, input, Some(seed))
+    }
+
+    /// The association matrix `[B, H, quantity, S']`.
+    pub fn association_matrix(&self, backend: &B, input: &PoolingInput<B>) -> Result<B::Tensor> {
+        Ok(self.forward(backend, input)?.1.hopfield.association().clone())
+    }
+
+    /// A zeroed gradient struct.
+    pub fn zero_grads(&self, backend: &B) -> HopfieldPoolingParams<B> {
+        let mut g = self.params.clone();
+        g.zero(backend);
+        g
+    }
+
+    /// Backward: accumulates into `grads` (the state patterns only when trainable) and returns the input grads.
+    pub fn backward(&self, backend: &B, cache: &PoolingCache<B>, d_output: &B::Tensor, grads: &mut HopfieldPoolingParams<B>)
+        -> Result<PoolingInputGrads<B>> {
+        let (q, out) = (self.config.quantity, self.spec.dims.output);
+        let got = backend.shape(d_output);
+        if got != [cache.batch, q * out] {
+            return Err(HopfieldError::shape("hopfield_pooling.backward(d_output)", format!("[{}, {}]", cache.batch, q * out), &got));
+        }
+        let dy = backend.reshape(d_output, &[cache.batch, q, out]);
+        let bf = self.spec.config.batch_first;
+        let dy = if bf { dy } else { backend.permute(&dy, &[1, 0, 2]) };
+        let g = self.spec.backward(backend, &self.params.hopfield, &cache.hopfield, &dy, &mut grads.hopfield)?;
+        if self.params.trainable {
+            let d_state = if bf { g.state } else { backend.permute(&g.state, &[1, 0, 2]) };
+            backend.axpy(&mut grads.pooling_weights, B::Elem::one(), &backend.sum_axis(&d_state, 0));
+        }
+        Ok(PoolingInputGrads { stored: g.stored, projection: g.projection })
+    }
+}
