@@ -18,3 +18,5 @@ pub mod init;
 pub mod layers;
 pub mod io;
 pub mod energy;
+pub mod loss;
+pub mod optim;
