@@ -6,14 +6,19 @@
 //! - [`folds`]: stratified K-fold repeated with seeds, stratified hold-out for model selection.
 //! - [`metrics`]: ROC-AUC with ties.
 //! - [`report`]: JSONL per fold, the summary table.
+//! - [`model`]: instance embedding → HopfieldPooling → logit, with its backward.
+//! - [`train`], [`cv`]: AdamW training, grid selection on a hold-out, the repeated cross-validation.
 //! - [`synthetic`], [`mnist_bags`]: generated MIL tasks.
+pub mod cv;
 pub mod data;
 pub mod error;
 pub mod folds;
 pub mod metrics;
 pub mod mnist_bags;
+pub mod model;
 pub mod report;
 pub mod synthetic;
+pub mod train;
 
 pub use data::{Bag, MilDataset, Standardizer};
 pub use error::{MilError, Result};
