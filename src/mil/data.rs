@@ -140,6 +140,11 @@ pub struct Standardizer {
 }
 
 impl Standardizer {
+    /// No scaling: mean 0, σ 1 for `features` features (for inputs already on a common scale).
+    pub fn identity(features: usize) -> Self {
+        Standardizer { mean: vec![0.0; features], std: vec![1.0; features] }
+    }
+
     /// Fit on the instances of the bags `train` (indices into `data.bags`).
     pub fn fit(data: &MilDataset, train: &[usize]) -> Self {
         let d = data.n_features;

@@ -101,6 +101,17 @@ impl<E: Element> PreparedBags<E> {
 
 /// Train a model on `bags` for `cfg.epochs` epochs.
 pub fn train<B: Backend>(backend: &B, cfg: &MilConfig, bags: &PreparedBags<B::Elem>, seed: u64) -> Result<MilModel<B>> {
+    train_with(backend, cfg, bags, seed, &mut |_, _, _| Ok(()))
+}
+
+/// [`train`], calling `on_epoch(epoch, model, mean training loss)` after each epoch (1-based).
+pub fn train_with<B: Backend>(
+    backend: &B,
+    cfg: &MilConfig,
+    bags: &PreparedBags<B::Elem>,
+    seed: u64,
+    on_epoch: &mut dyn FnMut(usize, &MilModel<B>, f64) -> Result<()>,
+) -> Result<MilModel<B>> {
     if bags.is_empty() || cfg.batch_size == 0 {
         return Err(MilError::setting("batch_size", format!("{} bags in batches of {}", bags.len(), cfg.batch_size)));
     }
@@ -113,8 +124,9 @@ pub fn train<B: Backend>(backend: &B, cfg: &MilConfig, bags: &PreparedBags<B::El
     schedule.validate()?;
     let mut order: Vec<usize> = (0..bags.len()).collect();
     let mut step = 0u64;
-    for _ in 0..cfg.epochs {
+    for epoch in 1..=cfg.epochs {
         order.shuffle(&mut rng);
+        let mut loss_sum = 0.0;
         for chunk in order.chunks(cfg.batch_size) {
             let batch = BagBatch::pack(chunk.iter().map(|&i| bags.bag(i)));
             let (logits, cache) = model.forward(backend, &batch, Some(derive_seed(seed, step)))?;
@@ -133,7 +145,9 @@ pub fn train<B: Backend>(backend: &B, cfg: &MilConfig, bags: &PreparedBags<B::El
             }
             opt.step(backend, &mut model, &grads, schedule.lr_at(step))?;
             step += 1;
+            loss_sum += loss * chunk.len() as f64;
         }
+        on_epoch(epoch, &model, loss_sum / bags.len() as f64)?;
     }
     Ok(model)
 }
