@@ -96,6 +96,16 @@ fn padding_does_not_change_a_bags_logit() {
         assert!((cpu.to_vec(&l)[0] - together[b]).abs() < 1e-12, "bag {b} changes when padded");
         start += len;
     }
+    // predict() regroups bags by length; it must hand the logits back in the given order.
+    let bags: Vec<(&[f64], usize)> = batch.lens.iter().scan(0, |start, &len| {
+        let bag = (&batch.instances[*start * 3..(*start + len) * 3], len);
+        *start += len;
+        Some(bag)
+    }).collect();
+    let predicted = model.predict(&cpu, &bags, 2).unwrap();
+    for (p, t) in predicted.iter().zip(&together) {
+        assert!((p - t).abs() < 1e-12, "predict reorders: {predicted:?} vs {together:?}");
+    }
     let empty = BagBatch { instances: vec![], lens: vec![0] };
     assert!(model.forward(&cpu, &empty, None).is_err(), "an empty bag is rejected");
 }

@@ -184,12 +184,16 @@ impl<B: Backend> MilModel<B> {
         g
     }
 
-    /// Logits of bags (evaluation mode), `chunk` bags at a time.
+    /// Logits of bags (evaluation mode), `chunk` bags of similar length at a time, in the order given.
     pub fn predict(&self, backend: &B, bags: &[(&[B::Elem], usize)], chunk: usize) -> Result<Vec<f64>> {
-        let mut out = Vec::with_capacity(bags.len());
-        for part in bags.chunks(chunk.max(1)) {
-            let (logits, _) = self.forward(backend, &BagBatch::pack(part.iter().copied()), None)?;
-            out.extend(backend.to_vec(&logits).into_iter().map(Element::f64));
+        let mut by_len: Vec<usize> = (0..bags.len()).collect();
+        by_len.sort_by_key(|&i| bags[i].1);
+        let mut out = vec![0.0; bags.len()];
+        for part in by_len.chunks(chunk.max(1)) {
+            let (logits, _) = self.forward(backend, &BagBatch::pack(part.iter().map(|&i| bags[i])), None)?;
+            for (&i, l) in part.iter().zip(backend.to_vec(&logits)) {
+                out[i] = l.f64();
+            }
         }
         Ok(out)
     }
