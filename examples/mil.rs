@@ -24,7 +24,7 @@ use std::time::Instant;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum Grid {
-    /// 4 points (β ∈ {0.1, 1} × bag dropout ∈ {0, 0.75}) around the base settings.
+    /// 4 points (β ∈ {0.1, 1} × (heads, head dim) ∈ {(8, 16), (16, 64)}) around the base settings.
     Small,
     /// `--grid-samples` points drawn from the full product of the paper's Table A.2.
     Paper,

@@ -47,7 +47,7 @@ impl Default for MilConfig {
     fn default() -> Self {
         MilConfig {
             lr: 1e-3, lr_decay: 0.98, weight_decay: 1e-3, embedding_layers: 2, width: 64, heads: 8, head_dim: 16,
-            beta: 1.0, bag_dropout: 0.0, epochs: 50, batch_size: 8, grad_clip: Some(1.0),
+            beta: 1.0, bag_dropout: 0.0, epochs: 30, batch_size: 8, grad_clip: Some(1.0),
         }
     }
 }
