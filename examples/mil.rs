@@ -131,6 +131,11 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             a.push(r.test_auc);
             bar.set_message(format!("mean AUC so far {:.3}", a.iter().sum::<f64>() / a.len() as f64));
             bar.inc(1);
+            if bar.is_hidden() {
+                // No terminal (a log file, CI): one line per fold instead of the bar.
+                eprintln!("repeat {} fold {}: test AUC {:.3} ({} of {} done, {:.0} s)", r.repeat, r.fold, r.test_auc,
+                    a.len(), settings.folds * settings.repeats, start.elapsed().as_secs_f64());
+            }
         })?;
         bar.finish();
         let wall = start.elapsed().as_secs_f64();
