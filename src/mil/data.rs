@@ -89,8 +89,8 @@ impl MilDataset {
                 Some(_) => {}
             }
             let label = match cells[0].parse::<f64>() {
-                Ok(v) if v == 0.0 => false,
-                Ok(v) if v == 1.0 => true,
+                Ok(0.0) => false,
+                Ok(1.0) => true,
                 _ => return Err(err(lineno, format!("column 1: bag label must be 0 or 1, got `{}`", cells[0]))),
             };
             let id = cells[1];

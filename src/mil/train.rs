@@ -104,13 +104,16 @@ pub fn train<B: Backend>(backend: &B, cfg: &MilConfig, bags: &PreparedBags<B::El
     train_with(backend, cfg, bags, seed, &mut |_, _, _| Ok(()))
 }
 
+/// Called after each epoch (1-based) with the model and the epoch's mean training loss; an error stops training.
+pub type EpochHook<'a, B> = dyn FnMut(usize, &MilModel<B>, f64) -> Result<()> + 'a;
+
 /// [`train`], calling `on_epoch(epoch, model, mean training loss)` after each epoch (1-based).
 pub fn train_with<B: Backend>(
     backend: &B,
     cfg: &MilConfig,
     bags: &PreparedBags<B::Elem>,
     seed: u64,
-    on_epoch: &mut dyn FnMut(usize, &MilModel<B>, f64) -> Result<()>,
+    on_epoch: &mut EpochHook<'_, B>,
 ) -> Result<MilModel<B>> {
     if bags.is_empty() || cfg.batch_size == 0 {
         return Err(MilError::setting("batch_size", format!("{} bags in batches of {}", bags.len(), cfg.batch_size)));
