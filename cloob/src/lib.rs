@@ -5,4 +5,7 @@
 //! until those land; see the issue tracker.
 //!
 //! - [`data`]: the embedded captioned-scene generator, Fashion-MNIST, open_clip CSV files, the loader.
+//! - `pretrain` (feature `pretrain`): the `cloob-pretrain` run, checkpoints, evaluation and plots.
 pub mod data;
+#[cfg(feature = "pretrain")]
+pub mod pretrain;
