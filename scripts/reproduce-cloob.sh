@@ -15,8 +15,10 @@ LOSSES=${LOSSES:-"cloob clip"}
 DATASETS=${DATASETS:-"embedded fashion-mnist"}
 LOGS=${LOGS:-logs/reproduce}
 EXTRA=${EXTRA:-}
+JOBS=${JOBS:-1}   # runs at a time
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
-cargo build --release --bin cloob-pretrain
+# Until cloob's `pretrain` feature is on by default (see cloob/Cargo.toml).
+cargo build --release -p cloob --bin cloob-pretrain ${CARGO_FLAGS---features pretrain}
 BIN="$CARGO_TARGET_DIR/release/cloob-pretrain"
 mkdir -p "$LOGS"
 for data in $DATASETS; do
@@ -25,14 +27,20 @@ for data in $DATASETS; do
     for seed in $SEEDS; do
       name="$data-$loss-s$seed"
       if [ -f "$LOGS/$name/done" ]; then echo "skip $name (done)"; continue; fi
-      start=$(date +%s)
-      "$BIN" --quiet --data "$data" --loss "$loss" --seed "$seed" --steps "$steps" \
-        --zeroshot-frequency 0 --save-frequency 0 --logs "$LOGS" --name "$name" $EXTRA > "$LOGS/$name.out" 2>&1
-      echo "$(( $(date +%s) - start ))" > "$LOGS/$name/done"
-      echo "$name: $(cat "$LOGS/$name/done") s"
+      # The paper's temperatures: CLOOB a fixed τ⁻¹ = 30, CLIP a learnable one from 1/0.07.
+      tau="--init-inv-tau 30"; [ "$loss" = clip ] && tau="--init-inv-tau 14.3 --learnable-inv-tau"
+      while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do sleep 2; done
+      (
+        start=$(date +%s)
+        "$BIN" --quiet --data "$data" --loss "$loss" --seed "$seed" --steps "$steps" $tau \
+          --zeroshot-frequency 0 --save-frequency 0 --logs "$LOGS" --name "$name" $EXTRA > "$LOGS/$name.out" 2>&1
+        echo "$(( $(date +%s) - start ))" > "$LOGS/$name/done"
+        echo "$name: $(cat "$LOGS/$name/done") s"
+      ) &
     done
   done
 done
+wait
 python3 - "$LOGS" <<'PY'
 import json, os, statistics as st, sys
 logs = sys.argv[1]

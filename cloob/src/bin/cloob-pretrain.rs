@@ -31,22 +31,22 @@ struct Args {
     #[arg(long, value_enum, default_value = "cloob")]
     loss: Loss,
     /// Pairs per optimiser step.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 64)]
     batch_size: usize,
     /// Optimiser steps (ignored with --epochs).
-    #[arg(long, default_value_t = 600)]
+    #[arg(long, default_value_t = 300)]
     steps: u64,
     /// Train for this many epochs instead.
     #[arg(long)]
     epochs: Option<f64>,
     /// Peak learning rate.
-    #[arg(long, default_value_t = 1e-3)]
+    #[arg(long, default_value_t = 2e-3)]
     lr: f64,
     /// AdamW weight decay (not on biases, norms, embeddings, τ).
     #[arg(long, default_value_t = 0.1)]
     wd: f64,
     /// Warmup steps.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 30)]
     warmup: u64,
     /// Schedule after the warmup.
     #[arg(long, value_enum, default_value = "cosine")]
@@ -97,10 +97,10 @@ struct Args {
     #[arg(long, default_value_t = 1000)]
     eval_size: usize,
     /// Evaluate (zero-shot, retrieval, embeddings) every N steps; 0: only at the end.
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 100)]
     zeroshot_frequency: u64,
     /// Save a checkpoint every N steps; 0: only at the end.
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 100)]
     save_frequency: u64,
     /// Resume from a checkpoint's JSON, or `latest` for this run's newest.
     #[arg(long)]
