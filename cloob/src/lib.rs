@@ -10,13 +10,18 @@
 //! - [`train`]: one optimisation step (AdamW, schedules, gradient accumulation, clipping).
 //! - [`eval`]: zero-shot classification, image↔text retrieval, linear probe and embedding analysis.
 //! - [`shapes`]: a generated image–caption set (coloured shapes) for tests, benches and demos.
+//! - [`data`]: the embedded captioned-scene generator, Fashion-MNIST, open_clip CSV files, the loader.
+//! - `pretrain` (feature `pretrain`, on by default): the `cloob-pretrain` run, checkpoints, evaluation, plots.
 //!
 //! Every module is config → `init` → `forward` (output + cache) → `backward`; gradients accumulate into
 //! a zeroed copy of the module (`zero_grads`), which [`hopfield::optim`] optimisers take by name.
 pub mod blocks;
+pub mod data;
 pub mod eval;
 pub mod loss;
 pub mod model;
+#[cfg(feature = "pretrain")]
+pub mod pretrain;
 pub mod shapes;
 pub mod text;
 pub mod tokenizer;
