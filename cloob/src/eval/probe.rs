@@ -9,7 +9,6 @@
 use super::zeroshot::top_k_accuracy;
 use hopfield::{Element, HopfieldError, Result};
 use ndarray::{Array1, Array2, ArrayView2, Axis};
-use std::collections::VecDeque;
 
 /// Solver settings of [`LogisticRegression::fit`].
 #[derive(Clone, Debug, PartialEq)]
@@ -67,10 +66,6 @@ fn objective(x: &Array2<f64>, labels: &[usize], classes: usize, c: f64, theta: &
     (value, dw.iter().chain(db.iter()).copied().collect())
 }
 
-fn dot(a: &[f64], b: &[f64]) -> f64 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
-}
-
 impl LogisticRegression {
     /// Fit on `features` with `labels` below `classes`.
     ///
@@ -85,64 +80,15 @@ impl LogisticRegression {
         if let Some(&l) = labels.iter().find(|&&l| l >= classes) {
             return Err(HopfieldError::config("labels", format!("logistic_regression: label {l} is not below {classes}")));
         }
-        if !(config.c > 0.0 && config.c.is_finite()) || config.history == 0 {
+        if !(config.c > 0.0 && config.c.is_finite()) {
             return Err(HopfieldError::config("c", format!("logistic_regression: C = {} must be positive", config.c)));
+        }
+        if config.history == 0 {
+            return Err(HopfieldError::config("history", "logistic_regression: L-BFGS needs at least one pair"));
         }
         let x = features.mapv(|v| v.f64());
         let f = |theta: &[f64]| objective(&x, labels, classes, config.c, theta);
-        let mut theta = vec![0.0; classes * (d + 1)];
-        let (mut value, mut grad) = f(&theta);
-        let mut pairs: VecDeque<(Vec<f64>, Vec<f64>, f64)> = VecDeque::new();
-        let mut iterations = 0;
-        while iterations < config.max_iter && grad.iter().fold(0.0f64, |m, g| m.max(g.abs())) > config.tol {
-            iterations += 1;
-            // Two-loop recursion: direction = −H·grad.
-            let mut q = grad.clone();
-            let mut alphas = Vec::with_capacity(pairs.len());
-            for (s, y, rho) in pairs.iter().rev() {
-                let a = rho * dot(s, &q);
-                q.iter_mut().zip(y).for_each(|(qi, yi)| *qi -= a * yi);
-                alphas.push(a);
-            }
-            let gamma = pairs.back().map_or(1.0 / dot(&grad, &grad).sqrt().max(1.0), |(s, y, _)| dot(s, y) / dot(y, y));
-            q.iter_mut().for_each(|v| *v *= gamma);
-            for ((s, y, rho), a) in pairs.iter().zip(alphas.iter().rev()) {
-                let beta = rho * dot(y, &q);
-                q.iter_mut().zip(s).for_each(|(qi, si)| *qi += (a - beta) * si);
-            }
-            let mut dir: Vec<f64> = q.iter().map(|v| -v).collect();
-            let mut slope = dot(&grad, &dir);
-            if slope >= 0.0 {
-                // Not a descent direction (rounding): restart from steepest descent.
-                pairs.clear();
-                dir = grad.iter().map(|g| -g).collect();
-                slope = -dot(&grad, &grad);
-            }
-            // Armijo backtracking from the full step.
-            let mut step = 1.0;
-            let (next, next_value, next_grad) = loop {
-                let cand: Vec<f64> = theta.iter().zip(&dir).map(|(t, d)| t + step * d).collect();
-                let (v, g) = f(&cand);
-                if v <= value + 1e-4 * step * slope || step < 1e-12 {
-                    break (cand, v, g);
-                }
-                step *= 0.5;
-            };
-            let s: Vec<f64> = next.iter().zip(&theta).map(|(a, b)| a - b).collect();
-            let y: Vec<f64> = next_grad.iter().zip(&grad).map(|(a, b)| a - b).collect();
-            let sy = dot(&s, &y);
-            let converged = value - next_value <= 1e-15 * value.abs().max(1.0);
-            (theta, value, grad) = (next, next_value, next_grad);
-            if sy > 1e-12 * dot(&y, &y).sqrt() * dot(&s, &s).sqrt() {
-                if pairs.len() == config.history {
-                    pairs.pop_front();
-                }
-                pairs.push_back((s, y, 1.0 / sy));
-            }
-            if converged {
-                break;
-            }
-        }
+        let (theta, iterations) = lbfgs::minimize(f, vec![0.0; classes * (d + 1)], config);
         let weights = Array2::from_shape_vec((classes, d), theta[..classes * d].to_vec()).expect("packed weights");
         Ok(LogisticRegression { weights, bias: Array1::from(theta[classes * d..].to_vec()), iterations })
     }
@@ -236,5 +182,6 @@ pub fn linear_probe<E: Element>(train: Split<'_, E>, val: Split<'_, E>, test: Sp
     Ok(LinearProbe { c, val_accuracy, test_accuracy, model })
 }
 
+mod lbfgs;
 #[cfg(test)]
 mod tests;
