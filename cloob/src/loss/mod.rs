@@ -19,7 +19,21 @@
 //!   `(L₁ + L₂)/2`.
 //!
 //! Gradients reach the un-normalised embeddings through [`l2_normalize_backward`] and the temperature as
-//! `∂L/∂s` and `∂L/∂ log s` (the model stores `log s`).
+//! `∂L/∂s` and `∂L/∂ log s` (the model stores `log s`). A model that already normalises its embeddings
+//! calls [`contrastive_loss_normalized`] instead.
+//!
+//! ```
+//! use cloob::loss::{contrastive_loss, LossConfig, LossKind};
+//! use hopfield::{Backend, Cpu};
+//!
+//! let cpu = Cpu::<f64>::new();
+//! let image = cpu.from_vec(vec![1.0, 0.2, -0.3, 0.9, 0.5, 0.5], &[3, 2]);
+//! let text = cpu.from_vec(vec![0.8, 0.1, 0.0, 1.0, 0.4, 0.6], &[3, 2]);
+//! let out = contrastive_loss(&cpu, &LossConfig::new(LossKind::Cloob), &image, &text, 30.0)?;
+//! assert_eq!(cpu.shape(&out.d_image), [3, 2]);
+//! assert!(out.loss.is_finite() && out.d_log_inv_tau.is_finite());
+//! # Ok::<(), hopfield::HopfieldError>(())
+//! ```
 
 mod normalize;
 mod objective;

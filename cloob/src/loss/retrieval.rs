@@ -68,7 +68,8 @@ impl<B: Backend> Retrieval<B> {
 
 /// CLOOB's four retrieved sets (state → memory): `xx = R(X; X)`, `xy = R(Y; X)` (texts from the image
 /// memory), `yx = R(X; Y)` (images from the text memory), `yy = R(Y; Y)`. In the paper's notation
-/// `U_x = xx`, `U_y = xy`, `V_x = yx`, `V_y = yy`.
+/// `U_x = xx`, `U_y = xy`, `V_x = yx`, `V_y = yy`. [`retrieve_all_backward`] takes their gradients in
+/// the same struct.
 ///
 /// # Shapes
 /// Each `[N, d]`.
