@@ -1,10 +1,10 @@
 //! The CPU backend: ndarray tensors, matrix products through matrixmultiply (threaded).
 //! This is the reference every other backend is tested against; it favours plain loops over cleverness.
 
-use super::{AdamStep, Backend, ScoreBias};
+use super::{cpu_rows as rows, AdamStep, Backend, ScoreBias};
 use crate::activation::Activation;
 use crate::element::Element;
-use ndarray::{linalg::general_mat_mul, ArcArray, ArrayD, ArrayView2, Axis, IxDyn, Zip};
+use ndarray::{ArcArray, ArrayD, Axis, IxDyn, Zip};
 
 /// The CPU tensor: a reference-counted n-dimensional array, so clones (caches, reshapes) are free and
 /// writes copy only when shared.
@@ -17,13 +17,24 @@ const PAR_MIN: usize = 1 << 15;
 use std::marker::PhantomData;
 
 /// The ndarray backend, generic over `f32` and `f64`.
-#[derive(Clone, Copy, Debug, Default)]
+///
+/// Creating one (`new` or `default`) also tunes glibc's allocator to keep freed tensor memory in the
+/// process (see [`retain_freed_memory`](super::retain_freed_memory); opt out with
+/// `HOPFIELD_CPU_MALLOC_TUNING=0`).
+#[derive(Clone, Copy, Debug)]
 pub struct Cpu<E = f32>(PhantomData<E>);
 
 impl<E: Element> Cpu<E> {
     /// The (only) CPU device.
     pub fn new() -> Self {
+        super::cpu_memory::retain_freed_memory();
         Cpu(PhantomData)
+    }
+}
+
+impl<E: Element> Default for Cpu<E> {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
@@ -60,13 +71,6 @@ fn flat<E: Element>(t: &CpuTensor<E>) -> &[E] {
     t.as_slice().expect("parameters are contiguous")
 }
 
-/// View a standard-layout tensor `[.., r, c]` as `n` matrices `[r, c]`.
-fn batch_dims(shape: &[usize]) -> (usize, usize, usize) {
-    let r = shape[shape.len() - 2];
-    let c = shape[shape.len() - 1];
-    (shape[..shape.len() - 2].iter().product(), r, c)
-}
-
 impl<E: Element> Backend for Cpu<E> {
     type Elem = E;
     type Tensor = CpuTensor<E>;
@@ -96,7 +100,31 @@ impl<E: Element> Backend for Cpu<E> {
         }
     }
     fn permute(&self, t: &CpuTensor<E>, axes: &[usize]) -> CpuTensor<E> {
-        t.view().permuted_axes(IxDyn(axes)).as_standard_layout().into_owned().into_shared()
+        let nd = axes.len();
+        if nd < 2 || axes[nd - 1] != nd - 1 || t.is_empty() {
+            return t.view().permuted_axes(IxDyn(axes)).as_standard_layout().into_owned().into_shared();
+        }
+        // The last axis stays in place (head split/merge, batch/sequence swap): copy whole contiguous
+        // runs of it instead of single elements.
+        let src = std_layout(t);
+        let view = src.view().permuted_axes(IxDyn(axes));
+        let (shape, strides) = (view.shape().to_vec(), view.strides().to_vec());
+        let inner = shape[nd - 1];
+        let data = src.as_slice().expect("standard layout");
+        let mut out = vec![E::zero(); data.len()];
+        let per = rows_per_task(inner);
+        out.par_chunks_mut(per * inner).enumerate().for_each(|(task, block)| {
+            for (r, dst) in block.chunks_exact_mut(inner).enumerate() {
+                // Unravel the output row index over the outer axes; sum their source strides.
+                let (mut row, mut offset) = (task * per + r, 0isize);
+                for ax in (0..nd - 1).rev() {
+                    offset += (row % shape[ax]) as isize * strides[ax];
+                    row /= shape[ax];
+                }
+                dst.copy_from_slice(&data[offset as usize..offset as usize + inner]);
+            }
+        });
+        arr(&shape, out)
     }
     fn concat(&self, a: &CpuTensor<E>, b: &CpuTensor<E>, axis: usize) -> CpuTensor<E> {
         ndarray::concatenate(Axis(axis), &[a.view(), b.view()]).expect("concat: other axes agree").into_shared()
@@ -181,45 +209,7 @@ impl<E: Element> Backend for Cpu<E> {
     }
 
     fn matmul(&self, a: &CpuTensor<E>, b: &CpuTensor<E>, ta: bool, tb: bool) -> CpuTensor<E> {
-        let a = std_layout(a);
-        let b = std_layout(b);
-        let (na, ar, ac) = batch_dims(a.shape());
-        let (m, k) = if ta { (ac, ar) } else { (ar, ac) };
-        let (nb, br, bc) = batch_dims(b.shape());
-        let n = if tb { br } else { bc };
-        debug_assert_eq!(k, if tb { bc } else { br }, "matmul: inner sizes {:?} x {:?}", a.shape(), b.shape());
-        let mut out_shape = a.shape()[..a.ndim() - 2].to_vec();
-        out_shape.extend([m, n]);
-        let a_data = a.as_slice().unwrap();
-        let b_data = b.as_slice().unwrap();
-        if b.ndim() == 2 && !ta {
-            // Shared weight: one big GEMM over all rows of a.
-            let a2 = ArrayView2::from_shape((na * m, k), a_data).unwrap();
-            let b2 = ArrayView2::from_shape((br, bc), b_data).unwrap();
-            let b2 = if tb { b2.t() } else { b2 };
-            let mut out = ndarray::Array2::<E>::zeros((na * m, n));
-            general_mat_mul(E::one(), &a2, &b2, E::zero(), &mut out);
-            return out.into_shape_with_order(IxDyn(&out_shape)).unwrap().into_shared();
-        }
-        debug_assert!(nb == na || nb == 1, "matmul: batch {:?} vs {:?}", a.shape(), b.shape());
-        let mut out = ArrayD::<E>::zeros(IxDyn(&out_shape));
-        let out_data = out.as_slice_mut().unwrap();
-        let one = |(i, o): (usize, &mut [E])| {
-            let a2 = ArrayView2::from_shape((ar, ac), &a_data[i * ar * ac..(i + 1) * ar * ac]).unwrap();
-            let j = if nb == 1 { 0 } else { i };
-            let b2 = ArrayView2::from_shape((br, bc), &b_data[j * br * bc..(j + 1) * br * bc]).unwrap();
-            let a2 = if ta { a2.t() } else { a2 };
-            let b2 = if tb { b2.t() } else { b2 };
-            let mut o2 = ndarray::ArrayViewMut2::from_shape((m, n), o).unwrap();
-            general_mat_mul(E::one(), &a2, &b2, E::zero(), &mut o2);
-        };
-        // Many small products (heads × batch) parallelise better across the batch than inside each GEMM.
-        if na > 1 && m * k + k * n < (1 << 16) && na * m * n * k >= PAR_MIN {
-            out_data.par_chunks_mut(m * n).enumerate().for_each(one);
-        } else {
-            out_data.chunks_mut(m * n).enumerate().for_each(one);
-        }
-        out.into_shared()
+        super::cpu_gemm::matmul(a, b, ta, tb)
     }
     fn add_bias(&self, x: &CpuTensor<E>, bias: &CpuTensor<E>) -> CpuTensor<E> {
         debug_assert_eq!(x.shape()[x.ndim() - 1], bias.len());
@@ -250,8 +240,8 @@ impl<E: Element> Backend for Cpu<E> {
         let per = rows_per_task(n);
         let task = |((xb, yb), sb): ((&[E], &mut [E]), &mut [E])| {
             for ((row, out), st) in xb.chunks_exact(n).zip(yb.chunks_exact_mut(n)).zip(sb.chunks_exact_mut(2)) {
-                let mean = row.iter().copied().sum::<E>() / nf;
-                let var = row.iter().map(|&v| (v - mean) * (v - mean)).sum::<E>() / nf;
+                let mean = rows::sum(row) / nf;
+                let var = rows::sum_sq_dev(row, mean) / nf;
                 let rstd = E::one() / (var + eps).sqrt();
                 st[0] = mean;
                 st[1] = rstd;
@@ -321,15 +311,18 @@ impl<E: Element> Backend for Cpu<E> {
     fn masked_softmax(&self, scores: &CpuTensor<E>, beta: &[E], bias: &ScoreBias<'_, CpuTensor<E>>) -> CpuTensor<E> {
         let sh = scores.shape();
         let (h_n, l_n, s_n) = (sh[1], sh[2], sh[3]);
-        let mut out = std_layout(scores).into_owned();
+        let src = std_layout(scores);
+        let mut out = vec![E::zero(); src.len()];
         let pad = bias.padding.map(|p| std_layout(p));
         let assoc = bias.association.map(|a| (std_layout(a), a.shape()[0] == 1, a.shape()[1] == 1));
-        let data = out.as_slice_mut().unwrap();
-        data.par_chunks_mut(s_n * rows_per_task(s_n)).enumerate().for_each(|(task, block)| {
-        for (r, row) in block.chunks_exact_mut(s_n).enumerate() {
-            let row_i = task * rows_per_task(s_n) + r;
+        let per = rows_per_task(s_n);
+        out.par_chunks_mut(s_n * per).zip(src.as_slice().unwrap().par_chunks(s_n * per)).enumerate()
+            .for_each(|(task, (block, src_block))| {
+        for (r, (row, src_row)) in block.chunks_exact_mut(s_n).zip(src_block.chunks_exact(s_n)).enumerate() {
+            let row_i = task * per + r;
             let (l, h, b) = (row_i % l_n, (row_i / l_n) % h_n, row_i / (l_n * h_n));
-            row.iter_mut().for_each(|v| *v = *v * beta[h]);
+            let beta_h = beta[h];
+            row.iter_mut().zip(src_row).for_each(|(v, &s)| *v = s * beta_h);
             if let Some(p) = &pad {
                 row.iter_mut().zip(&p.as_slice().unwrap()[b * s_n..(b + 1) * s_n]).for_each(|(v, &m)| *v += m);
             }
@@ -339,22 +332,20 @@ impl<E: Element> Backend for Cpu<E> {
                 let start = ((ab * a_h + ah) * l_n + l) * s_n;
                 row.iter_mut().zip(&a.as_slice().unwrap()[start..start + s_n]).for_each(|(v, &m)| *v += m);
             }
-            let max = row.iter().fold(E::neg_infinity(), |m, &v| if v > m { v } else { m });
-            if max == E::neg_infinity() || max.is_nan() {
+            let max = rows::max(row);
+            if max == E::neg_infinity() {
                 // Fully masked row: no pattern to retrieve, the association is zero (not NaN).
                 row.fill(E::zero());
                 continue;
             }
-            let mut sum = E::zero();
-            for v in row.iter_mut() {
-                *v = (*v - max).exp();
-                sum += *v;
-            }
+            row.iter_mut().for_each(|v| *v = *v - max);
+            E::exp_in_place(row);
+            let sum = rows::sum(row);
             let inv = E::one() / sum;
             row.iter_mut().for_each(|v| *v = *v * inv);
         }
         });
-        out.into_shared()
+        arr(sh, out)
     }
 
     fn masked_softmax_backward(&self, probs: &CpuTensor<E>, d_probs: &CpuTensor<E>, beta: &[E]) -> CpuTensor<E> {
@@ -368,9 +359,9 @@ impl<E: Element> Backend for Cpu<E> {
             .zip(out.par_chunks_mut(per * s_n)).enumerate().for_each(|(task, ((pb, db), ob))| {
                 for (r, ((pr, dr), o)) in pb.chunks_exact(s_n).zip(db.chunks_exact(s_n)).zip(ob.chunks_exact_mut(s_n)).enumerate() {
                     let h = ((task * per + r) / l_n) % h_n;
-                    let dot: E = pr.iter().zip(dr).map(|(&a, &b)| a * b).sum();
-                    for i in 0..s_n {
-                        o[i] = beta[h] * pr[i] * (dr[i] - dot);
+                    let (dot, beta_h) = (rows::dot(pr, dr), beta[h]);
+                    for ((o, &p), &d) in o.iter_mut().zip(pr).zip(dr) {
+                        *o = beta_h * p * (d - dot);
                     }
                 }
             });

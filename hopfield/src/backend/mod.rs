@@ -9,8 +9,12 @@
 //! [`HopfieldError`](crate::HopfieldError).
 
 mod cpu;
+mod cpu_gemm;
+mod cpu_memory;
+mod cpu_rows;
 
 pub use cpu::{Cpu, CpuTensor};
+pub use cpu_memory::retain_freed_memory;
 
 use crate::activation::Activation;
 use crate::element::Element;
