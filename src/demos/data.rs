@@ -1,6 +1,8 @@
-//! The two toy data sets of hflayers' demos (`hflayers/auxiliary/data.py`), regenerated with `rand`'s
-//! `StdRng` from the same seeds and the same distributions (not torch's random stream, so the draws differ).
+//! The two toy data sets of hflayers' demos (`hflayers/auxiliary/data.py`). The bit pattern set is
+//! regenerated with torch's own integer stream ([`TorchRng`]), so it is the notebook's data set bit for bit;
+//! the latch set uses `rand`'s `StdRng` from the same seed and distribution (its draws differ from torch's).
 
+use super::torch_rng::TorchRng;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -86,12 +88,13 @@ impl BitPatternConfig {
     }
 }
 
-fn random_bits(rng: &mut StdRng, n: usize) -> Vec<u8> {
-    (0..n).map(|_| rng.gen_range(0..2u8)).collect()
+fn random_bits(rng: &mut TorchRng, n: usize) -> Vec<u8> {
+    rng.randint_vec(0, 2, n).into_iter().map(|b| b as u8).collect()
 }
 
 impl BitPatternSet {
-    /// Generate the set. Panics on arguments hflayers asserts against (demo code, fixed arguments).
+    /// Generate the set, draw for draw as `data.py` does under torch's CPU generator. Panics on arguments
+    /// hflayers asserts against (demo code, fixed arguments).
     pub fn new(cfg: &BitPatternConfig) -> Self {
         let &BitPatternConfig { num_bags, num_instances, num_signals, num_signals_per_bag, num_bits, .. } = cfg;
         assert!(num_bags > 0 && num_instances > 0 && num_signals > 0 && num_bits > 0, "sizes must be positive");
@@ -99,7 +102,9 @@ impl BitPatternSet {
         assert!(cfg.fraction_targets > 0.0 && cfg.fraction_targets < 1.0, "fraction_targets must be in (0, 1)");
         assert!(num_bits < 32 && (1usize << num_bits) - 1 > num_signals, "num_signals must be < 2^num_bits − 1");
 
-        let mut rng = StdRng::seed_from_u64(cfg.seed_signals);
+        // torch.randint(0, 2, (num_signals, num_bits)); torch.unique(dim=0) sorts; all-zero rows go; the
+        // missing rows are drawn and appended, and the loop repeats.
+        let mut rng = TorchRng::manual_seed(cfg.seed_signals);
         let mut signals: Vec<Vec<u8>> = (0..num_signals).map(|_| random_bits(&mut rng, num_bits)).collect();
         loop {
             signals.sort();
@@ -112,16 +117,22 @@ impl BitPatternSet {
             signals.extend((0..missing).map(|_| random_bits(&mut rng, num_bits)));
         }
 
-        let mut rng = StdRng::seed_from_u64(cfg.seed_data);
+        let mut rng = TorchRng::manual_seed(cfg.seed_data);
         let mut data = random_bits(&mut rng, num_bags * num_instances * num_bits);
         let num_targets = ((num_bags as f64 * cfg.fraction_targets).ceil() as usize).clamp(1, num_bags);
         let targets = (0..num_bags).map(|i| i < num_targets).collect();
 
-        // Redraw every invalid instance (all zero, or equal to a signal) until none is left.
+        // Every invalid instance (all zero, or equal to a signal) is redrawn at once, in row-major order
+        // (`data[invalid] = torch.randint(0, 2, (invalid.sum(), num_bits))`), until none is left.
         let invalid = |row: &[u8]| row.iter().all(|&b| b == 0) || signals.iter().any(|s| s == row);
-        for row in data.chunks_mut(num_bits) {
-            while invalid(row) {
-                row.iter_mut().for_each(|b| *b = rng.gen_range(0..2u8));
+        loop {
+            let rows: Vec<usize> = data.chunks(num_bits).enumerate().filter(|(_, r)| invalid(r)).map(|(i, _)| i).collect();
+            if rows.is_empty() {
+                break;
+            }
+            let fresh = random_bits(&mut rng, rows.len() * num_bits);
+            for (row, bits) in rows.iter().zip(fresh.chunks(num_bits)) {
+                data[row * num_bits..(row + 1) * num_bits].copy_from_slice(bits);
             }
         }
 
@@ -129,13 +140,13 @@ impl BitPatternSet {
             let mut positions: Vec<usize> = Vec::with_capacity(num_signals_per_bag);
             for _ in 0..num_signals_per_bag {
                 let position = loop {
-                    let p = rng.gen_range(0..num_instances);
+                    let p = rng.randint(0, num_instances as i64) as usize;
                     if !positions.contains(&p) {
                         break p;
                     }
                 };
                 positions.push(position);
-                let signal = &signals[rng.gen_range(0..signals.len())];
+                let signal = &signals[rng.randint(0, signals.len() as i64) as usize];
                 let start = (bag * num_instances + position) * num_bits;
                 data[start..start + num_bits].copy_from_slice(signal);
             }

@@ -5,6 +5,7 @@ pub mod data;
 pub mod harness;
 pub mod model;
 pub mod run;
+pub mod torch_rng;
 pub mod train;
 
 pub use data::{BagDataset, BitPatternConfig, BitPatternSet, LatchSequenceSet, Split};
