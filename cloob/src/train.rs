@@ -34,12 +34,13 @@ pub struct TrainConfig {
 
 impl TrainConfig {
     /// `loss` with open_clip's ViT defaults around `schedule`: β = (0.9, 0.98), ε = 1e-6, weight decay
-    /// 0.2 on open_clip's groups ([`DecayFilter::OpenClip`]), no accumulation, no clipping.
+    /// 0.2 on open_clip's groups without the embedding tables ([`DecayFilter::OpenClipNoEmbeddings`]), no
+    /// accumulation, no clipping.
     pub fn new(loss: LossConfig, schedule: LrSchedule) -> Self {
         TrainConfig {
             loss,
             schedule,
-            adam: AdamConfig::default().betas(0.9, 0.98).eps(1e-6).weight_decay(0.2, DecayFilter::OpenClip),
+            adam: AdamConfig::default().betas(0.9, 0.98).eps(1e-6).weight_decay(0.2, DecayFilter::OpenClipNoEmbeddings),
             accum_freq: 1,
             grad_clip_norm: None,
         }

@@ -45,6 +45,9 @@ struct Args {
     /// AdamW weight decay (not on biases, norms, embeddings, τ).
     #[arg(long, default_value_t = 0.1)]
     wd: f64,
+    /// Decay the token and positional embedding tables too (open_clip's exact parameter groups).
+    #[arg(long)]
+    decay_embeddings: bool,
     /// Warmup steps.
     #[arg(long, default_value_t = 30)]
     warmup: u64,
@@ -138,7 +141,7 @@ fn main() {
     let data_name = match &a.data { DataSpec::Csv(p) => p.file_stem().and_then(|s| s.to_str()).unwrap_or("csv").to_string(), d => d.to_string() };
     let cfg = RunConfig {
         model_preset: a.model.clone(), loss, hopfield_beta: a.scale_hopfield, batch_size: a.batch_size, steps: a.steps,
-        epochs: a.epochs, lr: a.lr, wd: a.wd, warmup: a.warmup, scheduler: a.lr_scheduler, cycles: a.restart_cycles,
+        epochs: a.epochs, lr: a.lr, wd: a.wd, decay_embeddings: a.decay_embeddings, warmup: a.warmup, scheduler: a.lr_scheduler, cycles: a.restart_cycles,
         init_inv_tau: a.init_inv_tau, learnable_inv_tau: a.learnable_inv_tau, accum_freq: a.accum_freq,
         grad_clip_norm: (a.grad_clip_norm > 0.0).then_some(a.grad_clip_norm), seed: a.seed, data: a.data.clone(),
         fashion_dir: a.fashion_dir, csv: CsvOptions { img_key: a.csv_img_key, caption_key: a.csv_caption_key, separator, val: a.val_data },

@@ -91,8 +91,11 @@ pub struct RunConfig {
     pub epochs: Option<f64>,
     /// Peak learning rate.
     pub lr: f64,
-    /// AdamW weight decay (open_clip's groups).
+    /// AdamW weight decay (open_clip's groups; embedding tables exempt unless `decay_embeddings`).
     pub wd: f64,
+    /// Decay the token/positional embedding tables too (open_clip's exact groups).
+    #[serde(default)]
+    pub decay_embeddings: bool,
     /// Warmup steps.
     pub warmup: u64,
     /// Schedule after the warmup.
@@ -134,7 +137,7 @@ impl Default for RunConfig {
     fn default() -> Self {
         RunConfig {
             model_preset: "tiny".into(), loss: LossKind::Cloob, hopfield_beta: 14.3, batch_size: 64, steps: 300, epochs: None,
-            lr: 2e-3, wd: 0.1, warmup: 30, scheduler: Scheduler::Cosine, cycles: 1, init_inv_tau: 30.0,
+            lr: 2e-3, wd: 0.1, decay_embeddings: false, warmup: 30, scheduler: Scheduler::Cosine, cycles: 1, init_inv_tau: 30.0,
             learnable_inv_tau: false, accum_freq: 1, grad_clip_norm: Some(1.0), seed: 0, data: DataSpec::Embedded,
             fashion_dir: crate::data::fashion::DEFAULT_DIR.into(), csv: CsvOptions::default(), embedded_len: 20_000,
             eval_size: 1000, eval_every: 100, save_every: 100, logs: "logs".into(), name: "cloob-tiny".into(),
@@ -168,7 +171,8 @@ impl RunConfig {
     /// The training step's settings for `total` steps.
     pub fn train_config(&self, total: u64) -> TrainConfig {
         let mut t = TrainConfig::new(LossConfig::new(self.loss).hopfield_beta(self.hopfield_beta), self.schedule(total));
-        t.adam = AdamConfig::default().betas(0.9, 0.98).eps(1e-6).weight_decay(self.wd, DecayFilter::OpenClip);
+        let groups = if self.decay_embeddings { DecayFilter::OpenClip } else { DecayFilter::OpenClipNoEmbeddings };
+        t.adam = AdamConfig::default().betas(0.9, 0.98).eps(1e-6).weight_decay(self.wd, groups);
         t.accum_freq = self.accum_freq;
         t.grad_clip_norm = self.grad_clip_norm;
         t

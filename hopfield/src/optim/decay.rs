@@ -23,6 +23,11 @@ pub enum DecayFilter {
     /// Embedding matrices (`token_embedding.weight`, `positional_embedding`) are decayed, as in open_clip.
     #[default]
     OpenClip,
+    /// [`DecayFilter::OpenClip`], and embedding tables (any name containing `embedding`: token, positional,
+    /// class) are not decayed either — the minGPT/nanoGPT convention, and the groups CLOOB's pretraining in
+    /// this workspace uses by default (an embedding row is a lookup, not a map; decaying it shrinks rare
+    /// tokens towards zero).
+    OpenClipNoEmbeddings,
     /// A caller's rule: `true` means the tensor is decayed. Not serialisable.
     #[serde(skip)]
     Custom(fn(&str, &[usize]) -> bool),
@@ -39,6 +44,7 @@ impl DecayFilter {
         match self {
             DecayFilter::All => true,
             DecayFilter::OpenClip => shape.len() >= 2 && !NO_DECAY_NAMES.iter().any(|n| name.contains(n)),
+            DecayFilter::OpenClipNoEmbeddings => DecayFilter::OpenClip.decays(name, shape) && !name.contains("embedding"),
             DecayFilter::Custom(f) => f(name, shape),
         }
     }
@@ -76,6 +82,11 @@ mod tests {
         for (name, shape) in exempt {
             assert!(!f.decays(name, shape), "{name} should not be decayed");
         }
+        let g = DecayFilter::OpenClipNoEmbeddings;
+        for (name, shape) in exempt.iter().chain(&[("token_embedding.weight", &[49408usize, 512][..]), ("positional_embedding", &[77, 512])]) {
+            assert!(!g.decays(name, shape), "{name} should not be decayed without embeddings");
+        }
+        assert!(g.decays("visual.proj", &[768, 512]) && g.decays("association_core.in_proj_weight", &[96, 32]));
         assert!(DecayFilter::All.decays("bias", &[3]));
         assert!(!DecayFilter::Custom(|n, _| n == "w").decays("v", &[2, 2]));
     }
@@ -84,6 +95,7 @@ mod tests {
     fn serialises_by_name() {
         let s = serde_json::to_string(&DecayFilter::OpenClip).unwrap();
         assert_eq!(s, "\"open_clip\"");
+        assert_eq!(serde_json::to_string(&DecayFilter::OpenClipNoEmbeddings).unwrap(), "\"open_clip_no_embeddings\"");
         assert!(matches!(serde_json::from_str::<DecayFilter>("\"all\"").unwrap(), DecayFilter::All));
     }
 }
