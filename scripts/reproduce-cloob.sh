@@ -17,7 +17,7 @@ LOGS=${LOGS:-logs/reproduce}
 EXTRA=${EXTRA:-}
 JOBS=${JOBS:-1}   # runs at a time
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
-# Until cloob's `pretrain` feature is on by default (see cloob/Cargo.toml).
+# `pretrain` is a default feature of cloob; CARGO_FLAGS adds others.
 cargo build --release -p cloob --bin cloob-pretrain ${CARGO_FLAGS---features pretrain}
 BIN="$CARGO_TARGET_DIR/release/cloob-pretrain"
 mkdir -p "$LOGS"
@@ -56,6 +56,10 @@ for name in sorted(os.listdir(logs)):
     e = ev[-1]["eval"]
     s = e["sets"][0]
     r = {f"zs/{k}": v["top1"] for k, v in s["zero_shot"].items()}
+    # Overall zero-shot on the embedded set: the mean top-1 over its five independent attributes.
+    attrs = [r[f"zs/{a}"] for a in ("shape", "colour", "size", "position", "background") if f"zs/{a}" in r]
+    if len(attrs) == 5:
+        r["zs/overall (mean of 5 attributes)"] = sum(attrs) / 5
     r["eigen99/image"] = s["embedding"]["image_eigen_99"]
     r["eigen99/text"] = s["embedding"]["text_eigen_99"]
     r["ajne/image"] = s["embedding"]["image_ajne"]
