@@ -15,6 +15,26 @@
 //!
 //! Every module is config → `init` → `forward` (output + cache) → `backward`; gradients accumulate into
 //! a zeroed copy of the module (`zero_grads`), which [`hopfield::optim`] optimisers take by name.
+//!
+//! ```
+//! use cloob::{loss::{LossConfig, LossKind}, model::ClipConfig, shapes::ShapesBatch};
+//! use cloob::{tokenizer::ClipTokenizer, train::{TrainConfig, Trainer}};
+//! use hopfield::{optim::LrSchedule, Backend, Cpu};
+//! use rand::SeedableRng;
+//!
+//! let cpu = Cpu::<f32>::new();
+//! let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+//! let model = ClipConfig::tiny().init(&cpu, &mut rng)?;
+//! let schedule = LrSchedule::WarmupCosine { base: 1e-3, warmup: 10, total: 1000, floor: 0.0 };
+//! let mut trainer = Trainer::new(model, TrainConfig::new(LossConfig::new(LossKind::Cloob), schedule))?;
+//! let batch = ShapesBatch::generate(&mut rng, 4, 32); // 4 images 32×32 with captions
+//! let tokens = ClipTokenizer::with_context_length(32)?.tokenize(&batch.captions);
+//! let stats = trainer.step(&cpu, &batch.images(&cpu), &tokens)?;
+//! assert!(stats.loss.is_finite() && trainer.step == 1);
+//! let text = trainer.model.encode_text(&cpu, &tokens)?; // [4, 64], unit rows
+//! assert_eq!(cpu.shape(&text), [4, 64]);
+//! # Ok::<(), hopfield::HopfieldError>(())
+//! ```
 pub mod blocks;
 pub mod data;
 pub mod eval;
