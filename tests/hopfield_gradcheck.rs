@@ -13,24 +13,17 @@ use hopfield::{Backend, Cpu};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 type B = Cpu<f64>;
+use common::{rand_tensor, randomise};
 
-fn rand_tensor(rng: &mut StdRng, shape: &[usize]) -> ndarray::ArrayD<f64> {
-    let n = shape.iter().product();
-    B::new().from_vec((0..n).map(|_| rng.gen_range(-1.0..1.0)).collect(), shape)
-}
 
-/// Move every parameter away from its initialisation so no gradient is trivially zero.
-fn randomise<P: Parameters<B>>(p: &mut P, rng: &mut StdRng) {
-    p.visit_mut(&mut |_, t, _| t.mapv_inplace(|v| v + rng.gen_range(-0.5..0.5)));
-}
 
-fn dot(a: &ndarray::ArrayD<f64>, b: &ndarray::ArrayD<f64>) -> f64 {
+fn dot(a: &hopfield::backend::CpuTensor<f64>, b: &hopfield::backend::CpuTensor<f64>) -> f64 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
 /// Compare `analytic` with central differences of `loss` at up to `k` random entries of `x`.
-fn check_entries(what: &str, x: &mut ndarray::ArrayD<f64>, analytic: &ndarray::ArrayD<f64>, k: usize,
-                 rng: &mut StdRng, loss: &mut dyn FnMut(&ndarray::ArrayD<f64>) -> f64) {
+fn check_entries(what: &str, x: &mut hopfield::backend::CpuTensor<f64>, analytic: &hopfield::backend::CpuTensor<f64>, k: usize,
+                 rng: &mut StdRng, loss: &mut dyn FnMut(&hopfield::backend::CpuTensor<f64>) -> f64) {
     assert_eq!(x.shape(), analytic.shape(), "{what}: gradient shape");
     let h = 1e-6;
     for _ in 0..k.min(x.len()) {
@@ -120,7 +113,7 @@ fn hopfield_backward_matches_finite_differences() {
         let mut projection = rand_tensor(&mut rng, &lay(s, d.projection));
         let (pm, am) = random_masks(&mut rng, b, d.heads, l, s);
         let seed = rng.gen();
-        let make = |k: &ndarray::ArrayD<f64>, q: &ndarray::ArrayD<f64>, v: &ndarray::ArrayD<f64>| {
+        let make = |k: &hopfield::backend::CpuTensor<f64>, q: &hopfield::backend::CpuTensor<f64>, v: &hopfield::backend::CpuTensor<f64>| {
             let mut i = HopfieldInput::new(k.clone(), q.clone(), v.clone());
             i.stored_pattern_padding_mask = pm.clone();
             i.association_mask = am.clone();
@@ -224,5 +217,68 @@ fn pooling_and_lookup_backward_match_finite_differences() {
             });
         }
         checked += 1;
+    }
+}
+
+#[test]
+fn encoder_and_decoder_layers_match_finite_differences() {
+    use hopfield::layers::{DecoderMasks, HopfieldEncoderLayerConfig};
+    let backend = B::new();
+    let mut rng = StdRng::seed_from_u64(13);
+    for (norm_first, batch_first, dropout, steps) in [(false, true, 0.0, 0), (true, true, 0.2, 1), (false, false, 0.2, 2), (true, false, 0.0, 0)] {
+        let hcfg = HopfieldConfig::new(6).num_heads(2).batch_first(batch_first).update_steps_max(Some(steps)).update_steps_eps(1e-12);
+        let cfg = HopfieldEncoderLayerConfig::new(hcfg.clone()).dim_feedforward(5).dropout(dropout).activation("gelu").norm_first(norm_first);
+        let lay = |n: usize| if batch_first { vec![2, n, 6] } else { vec![n, 2, 6] };
+        let seed = Some(rng.gen());
+        let causal = Mask::bool((0..16).map(|i| i % 4 > i / 4).collect(), &[4, 4]);
+        // Encoder.
+        let mut enc = cfg.init(&backend, &mut rng).unwrap();
+        randomise(&mut enc.params, &mut rng);
+        let src = rand_tensor(&mut rng, &lay(4));
+        let (y, cache) = enc.forward(&backend, &src, Some(causal.clone()), None, seed).unwrap();
+        let g = rand_tensor(&mut rng, &backend.shape(&y));
+        let mut grads = enc.zero_grads(&backend);
+        let dsrc = enc.backward(&backend, &cache, &g, &mut grads).unwrap();
+        let ctx = format!("encoder norm_first={norm_first} batch_first={batch_first}");
+        check_entries(&format!("{ctx} d_src"), &mut src.clone(), &dsrc, 6, &mut rng, &mut |x| {
+            dot(&enc.forward(&backend, x, Some(causal.clone()), None, seed).unwrap().0, &g)
+        });
+        for name in enc.params.names() {
+            let (mut t, mut an) = (None, None);
+            enc.params.visit(&mut |n, v, _| if n == name { t = Some(v.clone()) });
+            grads.visit(&mut |n, v, _| if n == name { an = Some(v.clone()) });
+            let mut probe = enc.clone();
+            check_entries(&format!("{ctx} {name}"), &mut t.unwrap(), &an.unwrap(), 2, &mut rng, &mut |x| {
+                probe.params.visit_mut(&mut |n, v, _| if n == name { *v = x.clone() });
+                dot(&probe.forward(&backend, &src, Some(causal.clone()), None, seed).unwrap().0, &g)
+            });
+        }
+        // Decoder.
+        let mut dec = cfg.init_decoder(&hcfg, &backend, &mut rng).unwrap();
+        randomise(&mut dec.params, &mut rng);
+        let masks = DecoderMasks { tgt_mask: Some(causal.clone()), ..Default::default() };
+        let tgt = rand_tensor(&mut rng, &lay(4));
+        let memory = rand_tensor(&mut rng, &lay(3));
+        let (y, cache) = dec.forward(&backend, &tgt, &memory, &masks, seed).unwrap();
+        let g = rand_tensor(&mut rng, &backend.shape(&y));
+        let mut grads = dec.zero_grads(&backend);
+        let (dtgt, dmem) = dec.backward(&backend, &cache, &g, &mut grads).unwrap();
+        let ctx = format!("decoder norm_first={norm_first} batch_first={batch_first}");
+        check_entries(&format!("{ctx} d_tgt"), &mut tgt.clone(), &dtgt, 6, &mut rng, &mut |x| {
+            dot(&dec.forward(&backend, x, &memory, &masks, seed).unwrap().0, &g)
+        });
+        check_entries(&format!("{ctx} d_memory"), &mut memory.clone(), &dmem, 6, &mut rng, &mut |x| {
+            dot(&dec.forward(&backend, &tgt, x, &masks, seed).unwrap().0, &g)
+        });
+        for name in dec.params.names() {
+            let (mut t, mut an) = (None, None);
+            dec.params.visit(&mut |n, v, _| if n == name { t = Some(v.clone()) });
+            grads.visit(&mut |n, v, _| if n == name { an = Some(v.clone()) });
+            let mut probe = dec.clone();
+            check_entries(&format!("{ctx} {name}"), &mut t.unwrap(), &an.unwrap(), 2, &mut rng, &mut |x| {
+                probe.params.visit_mut(&mut |n, v, _| if n == name { *v = x.clone() });
+                dot(&probe.forward(&backend, &tgt, &memory, &masks, seed).unwrap().0, &g)
+            });
+        }
     }
 }

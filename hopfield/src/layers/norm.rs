@@ -90,3 +90,26 @@ impl<B: Backend> LayerNorm<B> {
         dx
     }
 }
+
+/// Affine layer norm with explicit parameters: returns the output and the cache.
+pub fn layer_norm_forward<B: Backend>(backend: &B, p: &LayerNormParams<B>, eps: f64, x: &B::Tensor) -> (B::Tensor, LayerNormCache<B>) {
+    let (y, stats) = backend.layer_norm(x, Some(&p.weight), Some(&p.bias), B::Elem::of(eps));
+    (y, LayerNormCache { x: x.clone(), stats })
+}
+
+/// Backward of [`layer_norm_forward`]: accumulates into `grads`, returns `dx`.
+pub fn layer_norm_backward<B: Backend>(backend: &B, p: &LayerNormParams<B>, cache: &LayerNormCache<B>, dy: &B::Tensor,
+                                       grads: &mut LayerNormParams<B>) -> B::Tensor {
+    let (dx, affine) = backend.layer_norm_backward(&cache.x, &cache.stats, Some(&p.weight), dy);
+    let (dw, db) = affine.expect("affine norm returns parameter gradients");
+    backend.axpy(&mut grads.weight, B::Elem::one(), &dw);
+    backend.axpy(&mut grads.bias, B::Elem::one(), &db);
+    dx
+}
+
+impl<B: Backend> LayerNormParams<B> {
+    /// Weight one, bias zero.
+    pub fn new(backend: &B, size: usize) -> Self {
+        LayerNormParams { weight: backend.full(&[size], B::Elem::one()), bias: backend.zeros(&[size]) }
+    }
+}

@@ -1,0 +1,49 @@
+//! Forward + backward timings of the cases the hflayers comparison uses (f32, CPU backend):
+//! self-association B=8 S=256 D=512 H=8 with 0 and 3 update steps, and CLOOB's parameter-free static
+//! retrieval N=512 d=512 β=14.3.
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use hopfield::layers::{HopfieldConfig, HopfieldInput};
+use hopfield::{Backend, Cpu};
+use rand::{rngs::StdRng, Rng, SeedableRng};
+
+fn input(backend: &Cpu<f32>, rng: &mut StdRng, shape: &[usize]) -> hopfield::backend::CpuTensor<f32> {
+    let n = shape.iter().product();
+    backend.from_vec((0..n).map(|_| rng.gen_range(-1.0..1.0)).collect(), shape)
+}
+
+fn fwd_bwd(c: &mut Criterion, name: &str, cfg: HopfieldConfig, stored: &[usize], state: &[usize]) {
+    let be = Cpu::<f32>::new();
+    let mut rng = StdRng::seed_from_u64(0);
+    let layer = cfg.init(&be, &mut rng).unwrap();
+    let k = input(&be, &mut rng, stored);
+    let q = if stored == state { k.clone() } else { input(&be, &mut rng, state) };
+    let inp = HopfieldInput::new(k.clone(), q, k);
+    let (out, _) = layer.forward(&be, &inp).unwrap();
+    let dy = input(&be, &mut rng, &be.shape(&out.output));
+    c.bench_function(name, |b| {
+        b.iter(|| {
+            let (_, cache) = layer.forward(&be, &inp).unwrap();
+            let mut grads = layer.zero_grads(&be);
+            layer.backward(&be, &cache, &dy, &mut grads).unwrap()
+        })
+    });
+}
+
+fn benches(c: &mut Criterion) {
+    let mut g = c.benchmark_group("hopfield_cpu_f32");
+    g.sample_size(10);
+    drop(g);
+    let base = HopfieldConfig::new(512).num_heads(8);
+    fwd_bwd(c, "self_assoc_b8_s256_d512_h8_steps0", base.clone(), &[8, 256, 512], &[8, 256, 512]);
+    fwd_bwd(c, "self_assoc_b8_s256_d512_h8_steps3",
+            base.update_steps_max(Some(3)).update_steps_eps(1e-30), &[8, 256, 512], &[8, 256, 512]);
+    fwd_bwd(c, "static_retrieval_n512_d512_beta14.3", HopfieldConfig::static_retrieval(512, 14.3), &[1, 512, 512], &[1, 512, 512]);
+}
+
+criterion_group! {
+    name = group;
+    config = Criterion::default().sample_size(10).measurement_time(std::time::Duration::from_secs(8));
+    targets = benches
+}
+criterion_main!(group);

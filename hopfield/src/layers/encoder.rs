@@ -1,0 +1,484 @@
+//! `HopfieldEncoderLayer` and `HopfieldDecoderLayer`: hflayers' transformer drop-ins (a Hopfield
+//! association in place of multi-head attention, then a two-layer MLP), post-norm as hflayers or pre-norm as
+//! CLIP/ViT. Parameter names follow hflayers (`hopfield_association.*`, `linear_residual`, `linear_output`,
+//! `norm_residual`, `norm_output`); in pre-norm, `norm_residual` normalises the association's input and
+//! `norm_output` the MLP's input.
+
+use super::hopfield::{HopfieldCache, HopfieldConfig, HopfieldInput, HopfieldParams, HopfieldSpec, Mask};
+use super::linear::{linear_backward, linear_forward, Linear, LinearParams};
+use super::norm::{layer_norm_backward, layer_norm_forward, LayerNormCache, LayerNormParams};
+use crate::activation::Activation;
+use crate::backend::Backend;
+use crate::error::{HopfieldError, Result};
+use crate::params::{visit_child, visit_child_mut, Parameters};
+use num_traits::One;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+/// Configuration shared by the encoder and decoder layers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HopfieldEncoderLayerConfig {
+    /// The association (its `input_size` is the model width).
+    pub hopfield: HopfieldConfig,
+    /// Hidden size of the MLP.
+    pub dim_feedforward: usize,
+    /// Dropout after the association, inside and after the MLP (train mode only).
+    pub dropout: f64,
+    /// MLP activation by name.
+    pub activation: String,
+    /// Pre-norm (normalise before each block, CLIP/ViT) instead of hflayers' post-norm.
+    pub norm_first: bool,
+    /// ε of the layer's own norms.
+    pub layer_norm_eps: f64,
+}
+
+impl Default for HopfieldEncoderLayerConfig {
+    fn default() -> Self {
+        HopfieldEncoderLayerConfig {
+            hopfield: HopfieldConfig::default(), dim_feedforward: 2048, dropout: 0.1, activation: "relu".into(),
+            norm_first: false, layer_norm_eps: 1e-5,
+        }
+    }
+}
+
+impl HopfieldEncoderLayerConfig {
+    /// hflayers' defaults around the given association.
+    pub fn new(hopfield: HopfieldConfig) -> Self {
+        HopfieldEncoderLayerConfig { hopfield, ..Default::default() }
+    }
+    /// Set the MLP hidden size.
+    pub fn dim_feedforward(mut self, n: usize) -> Self {
+        self.dim_feedforward = n;
+        self
+    }
+    /// Set the dropout probability.
+    pub fn dropout(mut self, p: f64) -> Self {
+        self.dropout = p;
+        self
+    }
+    /// Set the MLP activation by name.
+    pub fn activation(mut self, name: &str) -> Self {
+        self.activation = name.into();
+        self
+    }
+    /// Pre-norm instead of post-norm.
+    pub fn norm_first(mut self, on: bool) -> Self {
+        self.norm_first = on;
+        self
+    }
+
+    fn check(&self) -> Result<(HopfieldSpec, Activation, usize)> {
+        let spec = self.hopfield.spec()?;
+        let act: Activation = self.activation.parse().map_err(|e: HopfieldError| HopfieldError::config("activation", e.to_string()))?;
+        if self.dim_feedforward == 0 {
+            return Err(HopfieldError::config("dim_feedforward", "must be positive"));
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(HopfieldError::config("dropout", format!("must lie in [0, 1), got {}", self.dropout)));
+        }
+        let width = spec.dims.input;
+        if spec.dims.output != width {
+            return Err(HopfieldError::config("hopfield.output_size",
+                format!("the residual needs the association's output size {} to equal its input size {width}", spec.dims.output)));
+        }
+        Ok((spec, act, width))
+    }
+
+    /// Validate and initialise an encoder layer.
+    pub fn init<B: Backend>(&self, backend: &B, rng: &mut impl Rng) -> Result<HopfieldEncoderLayer<B>> {
+        let (spec, act, width) = self.check()?;
+        let hopfield_association = HopfieldParams::init(backend, &self.hopfield, &spec.dims, rng);
+        let (linear_residual, linear_output) = mlp_init(backend, width, self.dim_feedforward, rng)?;
+        Ok(HopfieldEncoderLayer {
+            config: self.clone(), spec, activation: act,
+            params: EncoderParams {
+                hopfield_association, linear_residual, linear_output,
+                norm_residual: LayerNormParams::new(backend, width), norm_output: LayerNormParams::new(backend, width),
+            },
+        })
+    }
+
+    /// Validate and initialise a decoder layer; `cross` configures the association with the memory.
+    pub fn init_decoder<B: Backend>(&self, cross: &HopfieldConfig, backend: &B, rng: &mut impl Rng) -> Result<HopfieldDecoderLayer<B>> {
+        let (spec, act, width) = self.check()?;
+        let cross_spec = cross.spec()?;
+        if cross_spec.dims.input != width || cross_spec.dims.output != width {
+            return Err(HopfieldError::config("cross.input_size",
+                format!("the cross association must map width {width} to {width}, got {} → {}", cross_spec.dims.input, cross_spec.dims.output)));
+        }
+        let hopfield_association_self = HopfieldParams::init(backend, &self.hopfield, &spec.dims, rng);
+        let hopfield_association_cross = HopfieldParams::init(backend, cross, &cross_spec.dims, rng);
+        let (linear_residual, linear_output) = mlp_init(backend, width, self.dim_feedforward, rng)?;
+        let ln = || LayerNormParams::new(backend, width);
+        Ok(HopfieldDecoderLayer {
+            config: self.clone(), self_spec: spec, cross_spec, activation: act,
+            params: DecoderParams {
+                hopfield_association_self, hopfield_association_cross, linear_residual, linear_output,
+                norm_residual_self: ln(), norm_residual_cross: ln(), norm_output: ln(),
+            },
+        })
+    }
+}
+
+fn mlp_init<B: Backend>(backend: &B, width: usize, hidden: usize, rng: &mut impl Rng) -> Result<(LinearParams<B>, LinearParams<B>)> {
+    Ok((Linear::new(backend, width, hidden, true, rng)?.params, Linear::new(backend, hidden, width, true, rng)?.params))
+}
+
+/// What the MLP block's backward needs.
+#[derive(Clone, Debug)]
+struct MlpCache<B: Backend> {
+    x: B::Tensor,
+    pre: B::Tensor,
+    hidden: B::Tensor,
+    drop: Option<B::Tensor>,
+}
+
+/// `linear_output(drop(act(linear_residual(x))))`.
+fn mlp_forward<B: Backend>(backend: &B, act: Activation, res: &LinearParams<B>, out: &LinearParams<B>, x: &B::Tensor,
+                           drop: Option<B::Tensor>) -> (B::Tensor, MlpCache<B>) {
+    let pre = linear_forward(backend, x, &res.weight, res.bias.as_ref());
+    let a = backend.activation(&pre, act);
+    let hidden = match &drop { Some(m) => backend.mul(&a, m), None => a };
+    let y = linear_forward(backend, &hidden, &out.weight, out.bias.as_ref());
+    (y, MlpCache { x: x.clone(), pre, hidden, drop })
+}
+
+fn mlp_backward<B: Backend>(backend: &B, act: Activation, res: &LinearParams<B>, out: &LinearParams<B>, c: &MlpCache<B>,
+                            dy: &B::Tensor, g_res: &mut LinearParams<B>, g_out: &mut LinearParams<B>) -> B::Tensor {
+    let mut dh = linear_backward(backend, &c.hidden, &out.weight, dy, &mut g_out.weight, g_out.bias.as_mut());
+    if let Some(m) = &c.drop {
+        dh = backend.mul(&dh, m);
+    }
+    let dpre = backend.activation_backward(&c.pre, &dh, act);
+    linear_backward(backend, &c.x, &res.weight, &dpre, &mut g_res.weight, g_res.bias.as_mut())
+}
+
+/// Dropout masks of one call: `Some` only in train mode with a positive probability.
+fn dropout<B: Backend>(backend: &B, p: f64, seed: Option<u64>, i: u64, shape: &[usize]) -> Option<B::Tensor> {
+    match seed {
+        Some(s) if p > 0.0 => Some(backend.dropout_mask(shape, p, s.wrapping_add(i))),
+        _ => None,
+    }
+}
+
+fn masked<B: Backend>(backend: &B, x: &B::Tensor, m: &Option<B::Tensor>) -> B::Tensor {
+    match m { Some(m) => backend.mul(x, m), None => x.clone() }
+}
+
+fn hidden_shape(shape: &[usize], hidden: usize) -> Vec<usize> {
+    shape[..shape.len() - 1].iter().copied().chain([hidden]).collect()
+}
+
+/// Parameters (and gradients) of a [`HopfieldEncoderLayer`], named as hflayers.
+#[derive(Clone, Debug)]
+pub struct EncoderParams<B: Backend> {
+    /// `hopfield_association.*`.
+    pub hopfield_association: HopfieldParams<B>,
+    /// `linear_residual.*`: width → dim_feedforward.
+    pub linear_residual: LinearParams<B>,
+    /// `linear_output.*`: dim_feedforward → width.
+    pub linear_output: LinearParams<B>,
+    /// `norm_residual.*`.
+    pub norm_residual: LayerNormParams<B>,
+    /// `norm_output.*`.
+    pub norm_output: LayerNormParams<B>,
+}
+
+impl<B: Backend> Parameters<B> for EncoderParams<B> {
+    fn visit<'a>(&'a self, f: &mut dyn FnMut(&str, &'a B::Tensor, bool)) {
+        visit_child(&self.hopfield_association, "hopfield_association", f);
+        visit_child(&self.linear_residual, "linear_residual", f);
+        visit_child(&self.linear_output, "linear_output", f);
+        visit_child(&self.norm_residual, "norm_residual", f);
+        visit_child(&self.norm_output, "norm_output", f);
+    }
+    fn visit_mut(&mut self, f: &mut dyn FnMut(&str, &mut B::Tensor, bool)) {
+        visit_child_mut(&mut self.hopfield_association, "hopfield_association", f);
+        visit_child_mut(&mut self.linear_residual, "linear_residual", f);
+        visit_child_mut(&mut self.linear_output, "linear_output", f);
+        visit_child_mut(&mut self.norm_residual, "norm_residual", f);
+        visit_child_mut(&mut self.norm_output, "norm_output", f);
+    }
+}
+
+/// A transformer encoder layer with a Hopfield self-association.
+///
+/// # Shapes
+/// `src`: `[B, L, width]` (sequence-first when the association's `batch_first` is off) → same shape;
+/// `src_mask`: `[L, L]` or `[B·H, L, L]`; `src_key_padding_mask`: `[B, L]`.
+#[derive(Clone, Debug)]
+pub struct HopfieldEncoderLayer<B: Backend> {
+    /// Its configuration.
+    pub config: HopfieldEncoderLayerConfig,
+    /// The association's sizes.
+    pub spec: HopfieldSpec,
+    /// The MLP activation.
+    pub activation: Activation,
+    /// All learned tensors.
+    pub params: EncoderParams<B>,
+}
+
+/// What [`HopfieldEncoderLayer::backward`] needs.
+#[derive(Clone, Debug)]
+pub struct EncoderCache<B: Backend> {
+    hopfield: HopfieldCache<B>,
+    ln1: LayerNormCache<B>,
+    ln2: LayerNormCache<B>,
+    mlp: MlpCache<B>,
+    drops: [Option<B::Tensor>; 2],
+}
+
+impl<B: Backend> HopfieldEncoderLayer<B> {
+    /// Forward; `seed` switches on dropout (train mode).
+    pub fn forward(&self, backend: &B, src: &B::Tensor, src_mask: Option<Mask>, src_key_padding_mask: Option<Mask>, seed: Option<u64>)
+        -> Result<(B::Tensor, EncoderCache<B>)> {
+        let (c, p) = (&self.config, &self.params);
+        let shape = backend.shape(src);
+        if shape.len() != 3 || shape[2] != self.spec.dims.input {
+            return Err(HopfieldError::shape("hopfield_encoder_layer.forward(src)", format!("[.., .., {}]", self.spec.dims.input), &shape));
+        }
+        let assoc = |x: &B::Tensor| {
+            let mut input = HopfieldInput::single(x.clone());
+            input.association_mask = src_mask.clone();
+            input.stored_pattern_padding_mask = src_key_padding_mask.clone();
+            self.spec.forward(backend, &p.hopfield_association, &input, seed.map(|s| s.wrapping_add(3)))
+        };
+        let drops = [dropout(backend, c.dropout, seed, 0, &shape), dropout(backend, c.dropout, seed, 2, &shape)];
+        let mlp_drop = dropout(backend, c.dropout, seed, 1, &hidden_shape(&shape, c.dim_feedforward));
+        let eps = c.layer_norm_eps;
+        let (y, hopfield, ln1, ln2, mlp) = if c.norm_first {
+            let (n1, ln1) = layer_norm_forward(backend, &p.norm_residual, eps, src);
+            let (a, hc) = assoc(&n1)?;
+            let x = backend.add(src, &masked(backend, &a.output, &drops[0]));
+            let (n2, ln2) = layer_norm_forward(backend, &p.norm_output, eps, &x);
+            let (m, mc) = mlp_forward(backend, self.activation, &p.linear_residual, &p.linear_output, &n2, mlp_drop);
+            (backend.add(&x, &masked(backend, &m, &drops[1])), hc, ln1, ln2, mc)
+        } else {
+            let (a, hc) = assoc(src)?;
+            let (n1, ln1) = layer_norm_forward(backend, &p.norm_residual, eps, &backend.add(src, &masked(backend, &a.output, &drops[0])));
+            let (m, mc) = mlp_forward(backend, self.activation, &p.linear_residual, &p.linear_output, &n1, mlp_drop);
+            let (y, ln2) = layer_norm_forward(backend, &p.norm_output, eps, &backend.add(&n1, &masked(backend, &m, &drops[1])));
+            (y, hc, ln1, ln2, mc)
+        };
+        Ok((y, EncoderCache { hopfield, ln1, ln2, mlp, drops }))
+    }
+
+    /// A zeroed gradient struct.
+    pub fn zero_grads(&self, backend: &B) -> EncoderParams<B> {
+        let mut g = self.params.clone();
+        g.zero(backend);
+        g
+    }
+
+    /// Backward: accumulates into `grads`, returns d loss / d src.
+    pub fn backward(&self, backend: &B, cache: &EncoderCache<B>, dy: &B::Tensor, grads: &mut EncoderParams<B>) -> Result<B::Tensor> {
+        let p = &self.params;
+        let one = B::Elem::one();
+        let assoc_bwd = |d: &B::Tensor, g: &mut HopfieldParams<B>| -> Result<B::Tensor> {
+            Ok(self.spec.backward(backend, &p.hopfield_association, &cache.hopfield, d, g)?.single(backend))
+        };
+        let mlp_bwd = |d: &B::Tensor, g_res: &mut LinearParams<B>, g_out: &mut LinearParams<B>| {
+            mlp_backward(backend, self.activation, &p.linear_residual, &p.linear_output, &cache.mlp, d, g_res, g_out)
+        };
+        if self.config.norm_first {
+            // y = x + drop(mlp(ln2(x)));  x = src + drop(assoc(ln1(src)))
+            let dn2 = mlp_bwd(&masked(backend, dy, &cache.drops[1]), &mut grads.linear_residual, &mut grads.linear_output);
+            let mut dx = dy.clone();
+            backend.axpy(&mut dx, one, &layer_norm_backward(backend, &p.norm_output, &cache.ln2, &dn2, &mut grads.norm_output));
+            let dn1 = assoc_bwd(&masked(backend, &dx, &cache.drops[0]), &mut grads.hopfield_association)?;
+            backend.axpy(&mut dx, one, &layer_norm_backward(backend, &p.norm_residual, &cache.ln1, &dn1, &mut grads.norm_residual));
+            Ok(dx)
+        } else {
+            // y = ln2(n1 + drop(mlp(n1)));  n1 = ln1(src + drop(assoc(src)))
+            let dx2 = layer_norm_backward(backend, &p.norm_output, &cache.ln2, dy, &mut grads.norm_output);
+            let mut dn1 = dx2.clone();
+            backend.axpy(&mut dn1, one, &mlp_bwd(&masked(backend, &dx2, &cache.drops[1]), &mut grads.linear_residual, &mut grads.linear_output));
+            let dx = layer_norm_backward(backend, &p.norm_residual, &cache.ln1, &dn1, &mut grads.norm_residual);
+            let mut dsrc = dx.clone();
+            backend.axpy(&mut dsrc, one, &assoc_bwd(&masked(backend, &dx, &cache.drops[0]), &mut grads.hopfield_association)?);
+            Ok(dsrc)
+        }
+    }
+}
+
+/// Parameters (and gradients) of a [`HopfieldDecoderLayer`], named as hflayers.
+#[derive(Clone, Debug)]
+pub struct DecoderParams<B: Backend> {
+    /// `hopfield_association_self.*`.
+    pub hopfield_association_self: HopfieldParams<B>,
+    /// `hopfield_association_cross.*`.
+    pub hopfield_association_cross: HopfieldParams<B>,
+    /// `linear_residual.*`.
+    pub linear_residual: LinearParams<B>,
+    /// `linear_output.*`.
+    pub linear_output: LinearParams<B>,
+    /// `norm_residual_self.*`.
+    pub norm_residual_self: LayerNormParams<B>,
+    /// `norm_residual_cross.*`.
+    pub norm_residual_cross: LayerNormParams<B>,
+    /// `norm_output.*`.
+    pub norm_output: LayerNormParams<B>,
+}
+
+impl<B: Backend> Parameters<B> for DecoderParams<B> {
+    fn visit<'a>(&'a self, f: &mut dyn FnMut(&str, &'a B::Tensor, bool)) {
+        visit_child(&self.hopfield_association_self, "hopfield_association_self", f);
+        visit_child(&self.hopfield_association_cross, "hopfield_association_cross", f);
+        visit_child(&self.linear_residual, "linear_residual", f);
+        visit_child(&self.linear_output, "linear_output", f);
+        visit_child(&self.norm_residual_self, "norm_residual_self", f);
+        visit_child(&self.norm_residual_cross, "norm_residual_cross", f);
+        visit_child(&self.norm_output, "norm_output", f);
+    }
+    fn visit_mut(&mut self, f: &mut dyn FnMut(&str, &mut B::Tensor, bool)) {
+        visit_child_mut(&mut self.hopfield_association_self, "hopfield_association_self", f);
+        visit_child_mut(&mut self.hopfield_association_cross, "hopfield_association_cross", f);
+        visit_child_mut(&mut self.linear_residual, "linear_residual", f);
+        visit_child_mut(&mut self.linear_output, "linear_output", f);
+        visit_child_mut(&mut self.norm_residual_self, "norm_residual_self", f);
+        visit_child_mut(&mut self.norm_residual_cross, "norm_residual_cross", f);
+        visit_child_mut(&mut self.norm_output, "norm_output", f);
+    }
+}
+
+/// Masks of a decoder call.
+#[derive(Clone, Debug, Default)]
+pub struct DecoderMasks {
+    /// `[T, T]` or `[B·H, T, T]`.
+    pub tgt_mask: Option<Mask>,
+    /// `[T, S]` or `[B·H, T, S]`.
+    pub memory_mask: Option<Mask>,
+    /// `[B, T]`.
+    pub tgt_key_padding_mask: Option<Mask>,
+    /// `[B, S]`.
+    pub memory_key_padding_mask: Option<Mask>,
+}
+
+/// A transformer decoder layer: Hopfield self-association on the target, Hopfield association with the
+/// memory (stored patterns and projections = memory, state = target), then the MLP.
+///
+/// # Shapes
+/// `tgt`: `[B, T, width]`, `memory`: `[B, S, width]` → `[B, T, width]` (sequence-first when `batch_first`
+/// is off); masks as in [`DecoderMasks`].
+#[derive(Clone, Debug)]
+pub struct HopfieldDecoderLayer<B: Backend> {
+    /// Its configuration (the self-association's and the block's).
+    pub config: HopfieldEncoderLayerConfig,
+    /// Self-association sizes.
+    pub self_spec: HopfieldSpec,
+    /// Cross-association sizes.
+    pub cross_spec: HopfieldSpec,
+    /// The MLP activation.
+    pub activation: Activation,
+    /// All learned tensors.
+    pub params: DecoderParams<B>,
+}
+
+/// What [`HopfieldDecoderLayer::backward`] needs.
+#[derive(Clone, Debug)]
+pub struct DecoderCache<B: Backend> {
+    self_cache: HopfieldCache<B>,
+    cross_cache: HopfieldCache<B>,
+    lns: [LayerNormCache<B>; 3],
+    mlp: MlpCache<B>,
+    drops: [Option<B::Tensor>; 3],
+}
+
+impl<B: Backend> HopfieldDecoderLayer<B> {
+    /// A zeroed gradient struct.
+    pub fn zero_grads(&self, backend: &B) -> DecoderParams<B> {
+        let mut g = self.params.clone();
+        g.zero(backend);
+        g
+    }
+
+    /// Forward; `seed` switches on dropout.
+    pub fn forward(&self, backend: &B, tgt: &B::Tensor, memory: &B::Tensor, masks: &DecoderMasks, seed: Option<u64>)
+        -> Result<(B::Tensor, DecoderCache<B>)> {
+        let (c, p) = (&self.config, &self.params);
+        let shape = backend.shape(tgt);
+        let drops = [0, 1, 3].map(|i| dropout(backend, c.dropout, seed, i, &shape));
+        let mlp_drop = dropout(backend, c.dropout, seed, 2, &hidden_shape(&shape, c.dim_feedforward));
+        let self_assoc = |x: &B::Tensor| {
+            let mut i = HopfieldInput::single(x.clone());
+            i.association_mask = masks.tgt_mask.clone();
+            i.stored_pattern_padding_mask = masks.tgt_key_padding_mask.clone();
+            self.self_spec.forward(backend, &p.hopfield_association_self, &i, seed.map(|s| s.wrapping_add(4)))
+        };
+        let cross_assoc = |x: &B::Tensor| {
+            let mut i = HopfieldInput::new(memory.clone(), x.clone(), memory.clone());
+            i.association_mask = masks.memory_mask.clone();
+            i.stored_pattern_padding_mask = masks.memory_key_padding_mask.clone();
+            self.cross_spec.forward(backend, &p.hopfield_association_cross, &i, seed.map(|s| s.wrapping_add(5)))
+        };
+        let eps = c.layer_norm_eps;
+        let ln = |p: &LayerNormParams<B>, x: &B::Tensor| layer_norm_forward(backend, p, eps, x);
+        let mlp = |x: &B::Tensor| mlp_forward(backend, self.activation, &p.linear_residual, &p.linear_output, x, mlp_drop.clone());
+        if c.norm_first {
+            let (a_in, l0) = ln(&p.norm_residual_self, tgt);
+            let (a, sc) = self_assoc(&a_in)?;
+            let x = backend.add(tgt, &masked(backend, &a.output, &drops[0]));
+            let (c_in, l1) = ln(&p.norm_residual_cross, &x);
+            let (cr, cc) = cross_assoc(&c_in)?;
+            let x = backend.add(&x, &masked(backend, &cr.output, &drops[1]));
+            let (m_in, l2) = ln(&p.norm_output, &x);
+            let (m, mc) = mlp(&m_in);
+            let y = backend.add(&x, &masked(backend, &m, &drops[2]));
+            Ok((y, DecoderCache { self_cache: sc, cross_cache: cc, lns: [l0, l1, l2], mlp: mc, drops }))
+        } else {
+            let (a, sc) = self_assoc(tgt)?;
+            let (x, l0) = ln(&p.norm_residual_self, &backend.add(tgt, &masked(backend, &a.output, &drops[0])));
+            let (cr, cc) = cross_assoc(&x)?;
+            let (x, l1) = ln(&p.norm_residual_cross, &backend.add(&x, &masked(backend, &cr.output, &drops[1])));
+            let (m, mc) = mlp(&x);
+            let (y, l2) = ln(&p.norm_output, &backend.add(&x, &masked(backend, &m, &drops[2])));
+            Ok((y, DecoderCache { self_cache: sc, cross_cache: cc, lns: [l0, l1, l2], mlp: mc, drops }))
+        }
+    }
+
+    /// Backward: accumulates into `grads`, returns `(d tgt, d memory)`.
+    pub fn backward(&self, backend: &B, cache: &DecoderCache<B>, dy: &B::Tensor, grads: &mut DecoderParams<B>)
+        -> Result<(B::Tensor, B::Tensor)> {
+        let p = &self.params;
+        let one = B::Elem::one();
+        let g = grads;
+        let self_bwd = |d: &B::Tensor, g: &mut HopfieldParams<B>| -> Result<B::Tensor> {
+            Ok(self.self_spec.backward(backend, &p.hopfield_association_self, &cache.self_cache, d, g)?.single(backend))
+        };
+        let cross_bwd = |d: &B::Tensor, g: &mut HopfieldParams<B>| -> Result<(B::Tensor, B::Tensor)> {
+            let gi = self.cross_spec.backward(backend, &p.hopfield_association_cross, &cache.cross_cache, d, g)?;
+            Ok((gi.state, backend.add(&gi.stored, &gi.projection)))
+        };
+        let mlp_bwd = |d: &B::Tensor, g_res: &mut LinearParams<B>, g_out: &mut LinearParams<B>| {
+            mlp_backward(backend, self.activation, &p.linear_residual, &p.linear_output, &cache.mlp, d, g_res, g_out)
+        };
+        let drops = &cache.drops;
+        if self.config.norm_first {
+            // y = x2 + drop(mlp(n2(x2))); x2 = x1 + drop(cross(n1(x1))); x1 = tgt + drop(self(n0(tgt)))
+            let dm = mlp_bwd(&masked(backend, dy, &drops[2]), &mut g.linear_residual, &mut g.linear_output);
+            let mut dx2 = dy.clone();
+            backend.axpy(&mut dx2, one, &layer_norm_backward(backend, &p.norm_output, &cache.lns[2], &dm, &mut g.norm_output));
+            let (dc_in, dmem) = cross_bwd(&masked(backend, &dx2, &drops[1]), &mut g.hopfield_association_cross)?;
+            let mut dx1 = dx2;
+            backend.axpy(&mut dx1, one, &layer_norm_backward(backend, &p.norm_residual_cross, &cache.lns[1], &dc_in, &mut g.norm_residual_cross));
+            let da_in = self_bwd(&masked(backend, &dx1, &drops[0]), &mut g.hopfield_association_self)?;
+            let mut dtgt = dx1;
+            backend.axpy(&mut dtgt, one, &layer_norm_backward(backend, &p.norm_residual_self, &cache.lns[0], &da_in, &mut g.norm_residual_self));
+            Ok((dtgt, dmem))
+        } else {
+            // y = n2(x2 + drop(mlp(x2))); x2 = n1(x1 + drop(cross(x1))); x1 = n0(tgt + drop(self(tgt)))
+            let d2 = layer_norm_backward(backend, &p.norm_output, &cache.lns[2], dy, &mut g.norm_output);
+            let mut dx2 = d2.clone();
+            backend.axpy(&mut dx2, one, &mlp_bwd(&masked(backend, &d2, &drops[2]), &mut g.linear_residual, &mut g.linear_output));
+            let d1 = layer_norm_backward(backend, &p.norm_residual_cross, &cache.lns[1], &dx2, &mut g.norm_residual_cross);
+            let (dc, dmem) = cross_bwd(&masked(backend, &d1, &drops[1]), &mut g.hopfield_association_cross)?;
+            let mut dx1 = d1;
+            backend.axpy(&mut dx1, one, &dc);
+            let d0 = layer_norm_backward(backend, &p.norm_residual_self, &cache.lns[0], &dx1, &mut g.norm_residual_self);
+            let mut dtgt = d0.clone();
+            backend.axpy(&mut dtgt, one, &self_bwd(&masked(backend, &d0, &drops[0]), &mut g.hopfield_association_self)?);
+            Ok((dtgt, dmem))
+        }
+    }
+}
