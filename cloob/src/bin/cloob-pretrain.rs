@@ -34,7 +34,7 @@ struct Args {
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
     /// Optimiser steps (ignored with --epochs).
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 1000)]
     steps: u64,
     /// Train for this many epochs instead.
     #[arg(long)]

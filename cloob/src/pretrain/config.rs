@@ -136,7 +136,7 @@ impl Default for RunConfig {
     /// The default command's run: tiny model, CLOOB, the embedded set.
     fn default() -> Self {
         RunConfig {
-            model_preset: "tiny".into(), loss: LossKind::Cloob, hopfield_beta: 14.3, batch_size: 64, steps: 300, epochs: None,
+            model_preset: "tiny".into(), loss: LossKind::Cloob, hopfield_beta: 14.3, batch_size: 64, steps: 1000, epochs: None,
             lr: 2e-3, wd: 0.1, decay_embeddings: false, warmup: 30, scheduler: Scheduler::Cosine, cycles: 1, init_inv_tau: 30.0,
             learnable_inv_tau: false, accum_freq: 1, grad_clip_norm: Some(1.0), seed: 0, data: DataSpec::Embedded,
             fashion_dir: crate::data::fashion::DEFAULT_DIR.into(), csv: CsvOptions::default(), embedded_len: 20_000,
