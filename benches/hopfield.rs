@@ -7,7 +7,7 @@ use hopfield::layers::{HopfieldConfig, HopfieldInput};
 use hopfield::{Backend, Cpu};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
-fn input(backend: &Cpu<f32>, rng: &mut StdRng, shape: &[usize]) -> ndarray::ArrayD<f32> {
+fn input(backend: &Cpu<f32>, rng: &mut StdRng, shape: &[usize]) -> hopfield::backend::CpuTensor<f32> {
     let n = shape.iter().product();
     backend.from_vec((0..n).map(|_| rng.gen_range(-1.0..1.0)).collect(), shape)
 }

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 
 type B = Cpu<f64>;
 
-fn rand_tensor(rng: &mut StdRng, shape: &[usize]) -> ndarray::ArrayD<f64> {
+fn rand_tensor(rng: &mut StdRng, shape: &[usize]) -> hopfield::backend::CpuTensor<f64> {
     let n = shape.iter().product();
     B::new().from_vec((0..n).map(|_| rng.gen_range(-1.0..1.0)).collect(), shape)
 }
@@ -36,7 +36,7 @@ fn random_config(rng: &mut StdRng) -> HopfieldConfig {
     c
 }
 
-fn grads_map<P: Parameters<B>>(p: &P) -> HashMap<String, ndarray::ArrayD<f64>> {
+fn grads_map<P: Parameters<B>>(p: &P) -> HashMap<String, hopfield::backend::CpuTensor<f64>> {
     let mut m = HashMap::new();
     p.visit(&mut |n, t, _| {
         m.insert(n.to_string(), t.clone());
@@ -44,7 +44,7 @@ fn grads_map<P: Parameters<B>>(p: &P) -> HashMap<String, ndarray::ArrayD<f64>> {
     m
 }
 
-fn close(what: &str, a: &ndarray::ArrayD<f64>, b: &ndarray::ArrayD<f64>) {
+fn close(what: &str, a: &hopfield::backend::CpuTensor<f64>, b: &hopfield::backend::CpuTensor<f64>) {
     assert_eq!(a.shape(), b.shape(), "{what}: shape");
     let e = rel_err(&a.iter().copied().collect::<Vec<_>>(), &b.iter().copied().collect::<Vec<_>>());
     assert!(e < 1e-10, "{what}: relative error {e:.3e}");

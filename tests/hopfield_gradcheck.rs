@@ -13,24 +13,17 @@ use hopfield::{Backend, Cpu};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 type B = Cpu<f64>;
+use common::{rand_tensor, randomise};
 
-fn rand_tensor(rng: &mut StdRng, shape: &[usize]) -> ndarray::ArrayD<f64> {
-    let n = shape.iter().product();
-    B::new().from_vec((0..n).map(|_| rng.gen_range(-1.0..1.0)).collect(), shape)
-}
 
-/// Move every parameter away from its initialisation so no gradient is trivially zero.
-fn randomise<P: Parameters<B>>(p: &mut P, rng: &mut StdRng) {
-    p.visit_mut(&mut |_, t, _| t.mapv_inplace(|v| v + rng.gen_range(-0.5..0.5)));
-}
 
-fn dot(a: &ndarray::ArrayD<f64>, b: &ndarray::ArrayD<f64>) -> f64 {
+fn dot(a: &hopfield::backend::CpuTensor<f64>, b: &hopfield::backend::CpuTensor<f64>) -> f64 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
 /// Compare `analytic` with central differences of `loss` at up to `k` random entries of `x`.
-fn check_entries(what: &str, x: &mut ndarray::ArrayD<f64>, analytic: &ndarray::ArrayD<f64>, k: usize,
-                 rng: &mut StdRng, loss: &mut dyn FnMut(&ndarray::ArrayD<f64>) -> f64) {
+fn check_entries(what: &str, x: &mut hopfield::backend::CpuTensor<f64>, analytic: &hopfield::backend::CpuTensor<f64>, k: usize,
+                 rng: &mut StdRng, loss: &mut dyn FnMut(&hopfield::backend::CpuTensor<f64>) -> f64) {
     assert_eq!(x.shape(), analytic.shape(), "{what}: gradient shape");
     let h = 1e-6;
     for _ in 0..k.min(x.len()) {
@@ -120,7 +113,7 @@ fn hopfield_backward_matches_finite_differences() {
         let mut projection = rand_tensor(&mut rng, &lay(s, d.projection));
         let (pm, am) = random_masks(&mut rng, b, d.heads, l, s);
         let seed = rng.gen();
-        let make = |k: &ndarray::ArrayD<f64>, q: &ndarray::ArrayD<f64>, v: &ndarray::ArrayD<f64>| {
+        let make = |k: &hopfield::backend::CpuTensor<f64>, q: &hopfield::backend::CpuTensor<f64>, v: &hopfield::backend::CpuTensor<f64>| {
             let mut i = HopfieldInput::new(k.clone(), q.clone(), v.clone());
             i.stored_pattern_padding_mask = pm.clone();
             i.association_mask = am.clone();

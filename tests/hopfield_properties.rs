@@ -6,20 +6,13 @@ use common::{host, rel_err};
 use hopfield::energy::energy;
 use hopfield::layers::hopfield::{Convergence, PerHead};
 use hopfield::layers::{HopfieldConfig, HopfieldInput, HopfieldPoolingConfig, Mask, PoolingInput};
-use hopfield::params::Parameters;
 use hopfield::{Backend, Cpu, HopfieldError};
-use rand::{rngs::StdRng, Rng, SeedableRng};
+use rand::{rngs::StdRng, SeedableRng};
 
 type B = Cpu<f64>;
+use common::{rand_tensor, randomise};
 
-fn rand_tensor(rng: &mut StdRng, shape: &[usize]) -> ndarray::ArrayD<f64> {
-    let n = shape.iter().product();
-    B::new().from_vec((0..n).map(|_| rng.gen_range(-1.0..1.0)).collect(), shape)
-}
 
-fn randomise<P: Parameters<B>>(p: &mut P, rng: &mut StdRng) {
-    p.visit_mut(&mut |_, t, _| t.mapv_inplace(|v| v + rng.gen_range(-0.5..0.5)));
-}
 
 #[test]
 fn masked_stored_patterns_change_nothing() {
@@ -34,7 +27,7 @@ fn masked_stored_patterns_change_nothing() {
         let stored = rand_tensor(&mut rng, &[b, s, 6]);
         let state = rand_tensor(&mut rng, &[b, l, 6]);
         let projection = rand_tensor(&mut rng, &[b, s, 6]);
-        let run = |k: &ndarray::ArrayD<f64>, v: &ndarray::ArrayD<f64>| {
+        let run = |k: &hopfield::backend::CpuTensor<f64>, v: &hopfield::backend::CpuTensor<f64>| {
             let input = HopfieldInput::new(k.clone(), state.clone(), v.clone()).padding_mask(Mask::bool(mask.clone(), &[b, s]));
             layer.forward(&be, &input).unwrap()
         };
@@ -153,7 +146,7 @@ fn static_patterns_stay_with_their_sample_for_several_heads() {
         let kb = be.slice(&k, 0, b, 1);
         let yb = single.forward(&be, &HopfieldInput::new(kb.clone(), be.slice(&q, 0, b, 1), kb)).unwrap().0.output;
         for h in 0..3 {
-            let got = y.slice(ndarray::s![b..b + 1, .., h * 5..(h + 1) * 5]).to_owned().into_dyn();
+            let got = y.slice(ndarray::s![b..b + 1, .., h * 5..(h + 1) * 5]).to_owned().into_dyn().into_shared();
             assert!(rel_err(&host(&be, &got), &host(&be, &yb)) < 1e-14, "sample {b} head {h}");
         }
     }

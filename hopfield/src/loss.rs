@@ -113,7 +113,7 @@ mod tests {
     use super::*;
     use crate::Cpu;
 
-    type T = ndarray::ArrayD<f64>;
+    type T = crate::backend::CpuTensor<f64>;
 
     /// Central differences of `loss` at `x`, compared with `grad`.
     fn check_gradient(x: &[f64], shape: &[usize], loss: impl Fn(&T) -> (f64, T)) {

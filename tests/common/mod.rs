@@ -34,3 +34,16 @@ pub fn assert_close(what: &str, actual: &[f64], expected: &HostTensor, tol: f64)
     let e = rel_err(actual, &expected.values);
     assert!(e <= tol, "{what}: relative error {e:.3e} > {tol:.0e}");
 }
+
+/// Uniform(−1, 1) f64 tensor of `shape`.
+pub fn rand_tensor(rng: &mut rand::rngs::StdRng, shape: &[usize]) -> hopfield::backend::CpuTensor<f64> {
+    use rand::Rng;
+    let n = shape.iter().product();
+    hopfield::Cpu::<f64>::new().from_vec((0..n).map(|_| rng.gen_range(-1.0..1.0)).collect(), shape)
+}
+
+/// Move every parameter away from its initialisation so no gradient is trivially zero.
+pub fn randomise<P: hopfield::Parameters<hopfield::Cpu<f64>>>(p: &mut P, rng: &mut rand::rngs::StdRng) {
+    use rand::Rng;
+    p.visit_mut(&mut |_, t, _| t.mapv_inplace(|v| v + rng.gen_range(-0.5..0.5)));
+}

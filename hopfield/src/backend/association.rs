@@ -269,7 +269,7 @@ mod tests {
     use crate::backend::Cpu;
     use rand::{rngs::StdRng, Rng, SeedableRng};
 
-    fn rel(a: &ndarray::ArrayD<f64>, b: &ndarray::ArrayD<f64>) -> f64 {
+    fn rel(a: &crate::backend::CpuTensor<f64>, b: &crate::backend::CpuTensor<f64>) -> f64 {
         assert_eq!(a.shape(), b.shape());
         let scale = b.iter().fold(1e-2f64, |m, v| m.max(v.abs()));
         a.iter().zip(b).fold(0.0f64, |m, (x, y)| m.max((x - y).abs())) / scale

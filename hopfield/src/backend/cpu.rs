@@ -5,8 +5,16 @@ use super::association::{blocked_backward, blocked_forward, Dims, HostBias};
 use super::{AdamStep, Backend, ScoreBias};
 use crate::activation::Activation;
 use crate::element::Element;
-use ndarray::{linalg::general_mat_mul, s, ArrayD, ArrayView2, Axis, IxDyn, Zip};
+use ndarray::{linalg::general_mat_mul, ArcArray, ArrayD, ArrayView2, Axis, IxDyn, Zip};
+
+/// The CPU tensor: a reference-counted n-dimensional array, so clones (caches, reshapes) are free and
+/// writes copy only when shared.
+pub type CpuTensor<E> = ArcArray<E, IxDyn>;
 use rand::{rngs::StdRng, Rng, SeedableRng};
+use rayon::prelude::*;
+
+/// Row loops over fewer elements than this stay on the calling thread.
+const PAR_MIN: usize = 1 << 15;
 use std::marker::PhantomData;
 
 /// The ndarray backend, generic over `f32` and `f64`.
@@ -20,8 +28,37 @@ impl<E: Element> Cpu<E> {
     }
 }
 
-fn std_layout<E: Element>(t: &ArrayD<E>) -> ArrayD<E> {
-    if t.is_standard_layout() { t.clone() } else { t.as_standard_layout().into_owned() }
+/// A standard-layout view (borrowed when already contiguous, copied otherwise).
+fn std_layout<E: Element>(t: &CpuTensor<E>) -> ndarray::CowArray<'_, E, IxDyn> {
+    t.as_standard_layout()
+}
+
+/// Rows of length `n` handled by one parallel task: enough work to amortise scheduling, and a fixed
+/// count so that reductions do not depend on the number of threads.
+fn rows_per_task(n: usize) -> usize {
+    (PAR_MIN / n.max(1)).max(1)
+}
+
+/// Element-wise `f(a, b)` (same shapes), in parallel for large tensors.
+fn zip2<E: Element>(a: &CpuTensor<E>, b: &CpuTensor<E>, f: impl Fn(E, E) -> E + Sync + Send) -> CpuTensor<E> {
+    let z = Zip::from(a).and(b);
+    if a.len() >= PAR_MIN { z.par_map_collect(|&x, &y| f(x, y)) } else { z.map_collect(|&x, &y| f(x, y)) }.into_shared()
+}
+
+/// Element-wise `f(a)`, in parallel for large tensors.
+fn map1<E: Element>(a: &CpuTensor<E>, f: impl Fn(E) -> E + Sync + Send) -> CpuTensor<E> {
+    let z = Zip::from(a);
+    if a.len() >= PAR_MIN { z.par_map_collect(|&x| f(x)) } else { z.map_collect(|&x| f(x)) }.into_shared()
+}
+
+/// Wrap row-major data.
+fn arr<E: Element>(shape: &[usize], data: Vec<E>) -> CpuTensor<E> {
+    ArrayD::from_shape_vec(IxDyn(shape), data).expect("data length equals the shape's size").into_shared()
+}
+
+/// The contiguous data of a 1-D parameter such as a norm weight.
+fn flat<E: Element>(t: &CpuTensor<E>) -> &[E] {
+    t.as_slice().expect("parameters are contiguous")
 }
 
 /// View a standard-layout tensor `[.., r, c]` as `n` matrices `[r, c]`.
@@ -33,91 +70,118 @@ fn batch_dims(shape: &[usize]) -> (usize, usize, usize) {
 
 impl<E: Element> Backend for Cpu<E> {
     type Elem = E;
-    type Tensor = ArrayD<E>;
+    type Tensor = CpuTensor<E>;
 
     fn name(&self) -> &'static str {
         "cpu"
     }
 
-    fn from_vec(&self, data: Vec<E>, shape: &[usize]) -> ArrayD<E> {
-        ArrayD::from_shape_vec(IxDyn(shape), data).expect("from_vec: data length equals the shape's size")
+    fn from_vec(&self, data: Vec<E>, shape: &[usize]) -> CpuTensor<E> {
+        ArrayD::from_shape_vec(IxDyn(shape), data).expect("from_vec: data length equals the shape's size").into_shared()
     }
-    fn to_vec(&self, t: &ArrayD<E>) -> Vec<E> {
+    fn to_vec(&self, t: &CpuTensor<E>) -> Vec<E> {
         t.iter().copied().collect()
     }
-    fn shape(&self, t: &ArrayD<E>) -> Vec<usize> {
+    fn shape(&self, t: &CpuTensor<E>) -> Vec<usize> {
         t.shape().to_vec()
     }
-    fn full(&self, shape: &[usize], value: E) -> ArrayD<E> {
-        ArrayD::from_elem(IxDyn(shape), value)
+    fn full(&self, shape: &[usize], value: E) -> CpuTensor<E> {
+        ArrayD::from_elem(IxDyn(shape), value).into_shared()
     }
 
-    fn reshape(&self, t: &ArrayD<E>, shape: &[usize]) -> ArrayD<E> {
-        std_layout(t).into_shape_with_order(IxDyn(shape)).expect("reshape: sizes agree")
+    fn reshape(&self, t: &CpuTensor<E>, shape: &[usize]) -> CpuTensor<E> {
+        if t.is_standard_layout() {
+            t.clone().into_shape_with_order(IxDyn(shape)).expect("reshape: sizes agree")
+        } else {
+            t.as_standard_layout().into_owned().into_shared().into_shape_with_order(IxDyn(shape)).expect("reshape: sizes agree")
+        }
     }
-    fn permute(&self, t: &ArrayD<E>, axes: &[usize]) -> ArrayD<E> {
-        t.view().permuted_axes(IxDyn(axes)).as_standard_layout().into_owned()
+    fn permute(&self, t: &CpuTensor<E>, axes: &[usize]) -> CpuTensor<E> {
+        t.view().permuted_axes(IxDyn(axes)).as_standard_layout().into_owned().into_shared()
     }
-    fn concat(&self, a: &ArrayD<E>, b: &ArrayD<E>, axis: usize) -> ArrayD<E> {
-        ndarray::concatenate(Axis(axis), &[a.view(), b.view()]).expect("concat: other axes agree")
+    fn concat(&self, a: &CpuTensor<E>, b: &CpuTensor<E>, axis: usize) -> CpuTensor<E> {
+        ndarray::concatenate(Axis(axis), &[a.view(), b.view()]).expect("concat: other axes agree").into_shared()
     }
-    fn slice(&self, t: &ArrayD<E>, axis: usize, start: usize, len: usize) -> ArrayD<E> {
-        t.slice_axis(Axis(axis), ndarray::Slice::from(start..start + len)).to_owned()
+    fn slice(&self, t: &CpuTensor<E>, axis: usize, start: usize, len: usize) -> CpuTensor<E> {
+        t.slice_axis(Axis(axis), ndarray::Slice::from(start..start + len)).to_owned().into_shared()
     }
-    fn slice_add(&self, dst: &mut ArrayD<E>, axis: usize, start: usize, src: &ArrayD<E>) {
+    fn slice_add(&self, dst: &mut CpuTensor<E>, axis: usize, start: usize, src: &CpuTensor<E>) {
         let len = src.shape()[axis];
         let mut view = dst.slice_axis_mut(Axis(axis), ndarray::Slice::from(start..start + len));
         view += src;
     }
-    fn expand(&self, t: &ArrayD<E>, axis: usize, n: usize) -> ArrayD<E> {
+    fn expand(&self, t: &CpuTensor<E>, axis: usize, n: usize) -> CpuTensor<E> {
         let mut shape = t.shape().to_vec();
         debug_assert_eq!(shape[axis], 1);
         shape[axis] = n;
-        t.broadcast(IxDyn(&shape)).expect("expand: axis has size 1").to_owned()
+        t.broadcast(IxDyn(&shape)).expect("expand: axis has size 1").to_owned().into_shared()
     }
-    fn sum_axis(&self, t: &ArrayD<E>, axis: usize) -> ArrayD<E> {
-        t.sum_axis(Axis(axis)).insert_axis(Axis(axis))
+    fn sum_axis(&self, t: &CpuTensor<E>, axis: usize) -> CpuTensor<E> {
+        t.sum_axis(Axis(axis)).insert_axis(Axis(axis)).into_shared()
     }
 
-    fn add(&self, a: &ArrayD<E>, b: &ArrayD<E>) -> ArrayD<E> {
+    fn gather_rows(&self, table: &CpuTensor<E>, ids: &[usize]) -> CpuTensor<E> {
+        let n = table.shape()[1];
+        let t = std_layout(table);
+        let data = t.as_slice().expect("standard layout");
+        let mut out = Vec::with_capacity(ids.len() * n);
+        for &id in ids {
+            out.extend_from_slice(&data[id * n..(id + 1) * n]);
+        }
+        arr(&[ids.len(), n], out)
+    }
+    fn scatter_add_rows(&self, dst: &mut CpuTensor<E>, ids: &[usize], src: &CpuTensor<E>) {
+        let n = dst.shape()[1];
+        debug_assert_eq!(src.shape(), [ids.len(), n], "scatter_add_rows: src {:?} for {} ids", src.shape(), ids.len());
+        let src = std_layout(src);
+        for (&id, row) in ids.iter().zip(src.as_slice().expect("standard layout").chunks(n.max(1))) {
+            for (d, &s) in dst.index_axis_mut(Axis(0), id).iter_mut().zip(row) {
+                *d += s;
+            }
+        }
+    }
+
+    fn add(&self, a: &CpuTensor<E>, b: &CpuTensor<E>) -> CpuTensor<E> {
         debug_assert_eq!(a.shape(), b.shape());
-        a + b
+        zip2(a, b, |x, y| x + y)
     }
-    fn sub(&self, a: &ArrayD<E>, b: &ArrayD<E>) -> ArrayD<E> {
+    fn sub(&self, a: &CpuTensor<E>, b: &CpuTensor<E>) -> CpuTensor<E> {
         debug_assert_eq!(a.shape(), b.shape());
-        a - b
+        zip2(a, b, |x, y| x - y)
     }
-    fn mul(&self, a: &ArrayD<E>, b: &ArrayD<E>) -> ArrayD<E> {
+    fn mul(&self, a: &CpuTensor<E>, b: &CpuTensor<E>) -> CpuTensor<E> {
         debug_assert_eq!(a.shape(), b.shape());
-        a * b
+        zip2(a, b, |x, y| x * y)
     }
-    fn scale(&self, a: &ArrayD<E>, s: E) -> ArrayD<E> {
-        a * s
+    fn scale(&self, a: &CpuTensor<E>, s: E) -> CpuTensor<E> {
+        map1(a, |x| x * s)
     }
-    fn axpy(&self, y: &mut ArrayD<E>, alpha: E, x: &ArrayD<E>) {
+    fn axpy(&self, y: &mut CpuTensor<E>, alpha: E, x: &CpuTensor<E>) {
         debug_assert_eq!(y.shape(), x.shape());
-        y.scaled_add(alpha, x);
+        if y.len() >= PAR_MIN {
+            Zip::from(y).and(x).par_for_each(|y, &x| *y += alpha * x);
+        } else {
+            y.scaled_add(alpha, x);
+        }
     }
-    fn activation(&self, x: &ArrayD<E>, act: Activation) -> ArrayD<E> {
-        x.mapv(|v| act.forward(v))
+    fn activation(&self, x: &CpuTensor<E>, act: Activation) -> CpuTensor<E> {
+        map1(x, |v| act.forward(v))
     }
-    fn activation_backward(&self, x: &ArrayD<E>, dy: &ArrayD<E>, act: Activation) -> ArrayD<E> {
-        let mut out = dy.clone();
-        Zip::from(&mut out).and(x).for_each(|o, &v| *o *= act.derivative(v));
-        out
+    fn activation_backward(&self, x: &CpuTensor<E>, dy: &CpuTensor<E>, act: Activation) -> CpuTensor<E> {
+        zip2(dy, x, |d, v| d * act.derivative(v))
     }
 
-    fn sum(&self, t: &ArrayD<E>) -> E {
+    fn sum(&self, t: &CpuTensor<E>) -> E {
         t.iter().copied().sum()
     }
-    fn sum_squares(&self, t: &ArrayD<E>) -> E {
+    fn sum_squares(&self, t: &CpuTensor<E>) -> E {
         t.iter().map(|&v| v * v).sum()
     }
-    fn all_finite(&self, t: &ArrayD<E>) -> bool {
+    fn all_finite(&self, t: &CpuTensor<E>) -> bool {
         t.iter().all(|v| v.is_finite())
     }
 
-    fn matmul(&self, a: &ArrayD<E>, b: &ArrayD<E>, ta: bool, tb: bool) -> ArrayD<E> {
+    fn matmul(&self, a: &CpuTensor<E>, b: &CpuTensor<E>, ta: bool, tb: bool) -> CpuTensor<E> {
         let a = std_layout(a);
         let b = std_layout(b);
         let (na, ar, ac) = batch_dims(a.shape());
@@ -136,12 +200,12 @@ impl<E: Element> Backend for Cpu<E> {
             let b2 = if tb { b2.t() } else { b2 };
             let mut out = ndarray::Array2::<E>::zeros((na * m, n));
             general_mat_mul(E::one(), &a2, &b2, E::zero(), &mut out);
-            return out.into_shape_with_order(IxDyn(&out_shape)).unwrap();
+            return out.into_shape_with_order(IxDyn(&out_shape)).unwrap().into_shared();
         }
         debug_assert!(nb == na || nb == 1, "matmul: batch {:?} vs {:?}", a.shape(), b.shape());
         let mut out = ArrayD::<E>::zeros(IxDyn(&out_shape));
         let out_data = out.as_slice_mut().unwrap();
-        for (i, o) in out_data.chunks_mut(m * n).enumerate() {
+        let one = |(i, o): (usize, &mut [E])| {
             let a2 = ArrayView2::from_shape((ar, ac), &a_data[i * ar * ac..(i + 1) * ar * ac]).unwrap();
             let j = if nb == 1 { 0 } else { i };
             let b2 = ArrayView2::from_shape((br, bc), &b_data[j * br * bc..(j + 1) * br * bc]).unwrap();
@@ -149,23 +213,33 @@ impl<E: Element> Backend for Cpu<E> {
             let b2 = if tb { b2.t() } else { b2 };
             let mut o2 = ndarray::ArrayViewMut2::from_shape((m, n), o).unwrap();
             general_mat_mul(E::one(), &a2, &b2, E::zero(), &mut o2);
+        };
+        // Many small products (heads × batch) parallelise better across the batch than inside each GEMM.
+        if na > 1 && m * k + k * n < (1 << 16) && na * m * n * k >= PAR_MIN {
+            out_data.par_chunks_mut(m * n).enumerate().for_each(one);
+        } else {
+            out_data.chunks_mut(m * n).enumerate().for_each(one);
         }
-        out
+        out.into_shared()
     }
-    fn add_bias(&self, x: &ArrayD<E>, bias: &ArrayD<E>) -> ArrayD<E> {
+    fn add_bias(&self, x: &CpuTensor<E>, bias: &CpuTensor<E>) -> CpuTensor<E> {
         debug_assert_eq!(x.shape()[x.ndim() - 1], bias.len());
-        x + bias
+        (x + bias).into_shared()
     }
-    fn sum_rows(&self, x: &ArrayD<E>) -> ArrayD<E> {
+    fn sum_rows(&self, x: &CpuTensor<E>) -> CpuTensor<E> {
         let n = x.shape()[x.ndim() - 1];
         let x = std_layout(x);
-        let rows = x.len() / n.max(1);
-        let x2 = x.into_shape_with_order((rows, n)).expect("sum_rows: standard layout");
-        x2.sum_axis(Axis(0)).into_dyn()
+        let mut out = vec![E::zero(); n];
+        for row in x.as_slice().unwrap().chunks_exact(n.max(1)) {
+            for (o, &v) in out.iter_mut().zip(row) {
+                *o += v;
+            }
+        }
+        ArrayD::from_shape_vec(IxDyn(&[n]), out).unwrap().into_shared()
     }
 
-    fn layer_norm(&self, x: &ArrayD<E>, weight: Option<&ArrayD<E>>, bias: Option<&ArrayD<E>>, eps: E)
-        -> (ArrayD<E>, ArrayD<E>) {
+    fn layer_norm(&self, x: &CpuTensor<E>, weight: Option<&CpuTensor<E>>, bias: Option<&CpuTensor<E>>, eps: E)
+        -> (CpuTensor<E>, CpuTensor<E>) {
         let n = x.shape()[x.ndim() - 1];
         let x = std_layout(x);
         let rows = x.len() / n;
@@ -173,142 +247,152 @@ impl<E: Element> Backend for Cpu<E> {
         let mut y = vec![E::zero(); x.len()];
         let mut stats = vec![E::zero(); rows * 2];
         let nf = E::of(n as f64);
-        for r in 0..rows {
-            let row = &xs[r * n..(r + 1) * n];
-            let mean = row.iter().copied().sum::<E>() / nf;
-            let var = row.iter().map(|&v| (v - mean) * (v - mean)).sum::<E>() / nf;
-            let rstd = E::one() / (var + eps).sqrt();
-            stats[2 * r] = mean;
-            stats[2 * r + 1] = rstd;
-            for (i, (&v, o)) in row.iter().zip(&mut y[r * n..(r + 1) * n]).enumerate() {
-                let mut z = (v - mean) * rstd;
-                if let Some(w) = weight {
-                    z = z * w[i];
+        let (w, b) = (weight.map(flat), bias.map(flat));
+        let per = rows_per_task(n);
+        let task = |((xb, yb), sb): ((&[E], &mut [E]), &mut [E])| {
+            for ((row, out), st) in xb.chunks_exact(n).zip(yb.chunks_exact_mut(n)).zip(sb.chunks_exact_mut(2)) {
+                let mean = row.iter().copied().sum::<E>() / nf;
+                let var = row.iter().map(|&v| (v - mean) * (v - mean)).sum::<E>() / nf;
+                let rstd = E::one() / (var + eps).sqrt();
+                st[0] = mean;
+                st[1] = rstd;
+                for (o, &v) in out.iter_mut().zip(row) {
+                    *o = (v - mean) * rstd;
                 }
-                if let Some(b) = bias {
-                    z += b[i];
+                if let Some(w) = w {
+                    out.iter_mut().zip(w).for_each(|(o, &w)| *o *= w);
                 }
-                *o = z;
+                if let Some(b) = b {
+                    out.iter_mut().zip(b).for_each(|(o, &b)| *o += b);
+                }
             }
-        }
-        (ArrayD::from_shape_vec(x.raw_dim(), y).unwrap(), ArrayD::from_shape_vec(IxDyn(&[rows, 2]), stats).unwrap())
+        };
+        xs.par_chunks(per * n).zip(y.par_chunks_mut(per * n)).zip(stats.par_chunks_mut(per * 2)).for_each(task);
+        (arr(x.shape(), y), arr(&[rows, 2], stats))
     }
 
-    fn layer_norm_backward(&self, x: &ArrayD<E>, stats: &ArrayD<E>, weight: Option<&ArrayD<E>>, dy: &ArrayD<E>)
-        -> (ArrayD<E>, Option<(ArrayD<E>, ArrayD<E>)>) {
+    fn layer_norm_backward(&self, x: &CpuTensor<E>, stats: &CpuTensor<E>, weight: Option<&CpuTensor<E>>, dy: &CpuTensor<E>)
+        -> (CpuTensor<E>, Option<(CpuTensor<E>, CpuTensor<E>)>) {
         let n = x.shape()[x.ndim() - 1];
         let x = std_layout(x);
         let dy = std_layout(dy);
-        let rows = x.len() / n;
         let (xs, dys, st) = (x.as_slice().unwrap(), dy.as_slice().unwrap(), stats.as_slice().unwrap());
         let mut dx = vec![E::zero(); x.len()];
-        let mut dw = vec![E::zero(); n];
-        let mut db = vec![E::zero(); n];
         let nf = E::of(n as f64);
-        let mut dxhat = vec![E::zero(); n];
-        for r in 0..rows {
-            let (mean, rstd) = (st[2 * r], st[2 * r + 1]);
-            let row = &xs[r * n..(r + 1) * n];
-            let drow = &dys[r * n..(r + 1) * n];
-            // y = xhat·w + b; dxhat = dy·w; dx = rstd·(dxhat − mean(dxhat) − xhat·mean(dxhat·xhat))
-            let (mut sum_d, mut sum_dx) = (E::zero(), E::zero());
-            for i in 0..n {
-                let xhat = (row[i] - mean) * rstd;
-                let d = match weight { Some(w) => drow[i] * w[i], None => drow[i] };
-                dxhat[i] = d;
-                sum_d += d;
-                sum_dx += d * xhat;
-                dw[i] += drow[i] * xhat;
-                db[i] += drow[i];
-            }
-            let (mean_d, mean_dx) = (sum_d / nf, sum_dx / nf);
-            for i in 0..n {
-                let xhat = (row[i] - mean) * rstd;
-                dx[r * n + i] = rstd * (dxhat[i] - mean_d - xhat * mean_dx);
-            }
-        }
-        let dx = ArrayD::from_shape_vec(x.raw_dim(), dx).unwrap();
-        let affine = weight.map(|_| (ArrayD::from_shape_vec(IxDyn(&[n]), dw).unwrap(),
-                                     ArrayD::from_shape_vec(IxDyn(&[n]), db).unwrap()));
-        (dx, affine)
-    }
-
-    fn masked_softmax(&self, scores: &ArrayD<E>, beta: &[E], bias: &ScoreBias<'_, ArrayD<E>>) -> ArrayD<E> {
-        let sh = scores.shape();
-        let (b_n, h_n, l_n, s_n) = (sh[0], sh[1], sh[2], sh[3]);
-        let mut out = std_layout(scores);
-        let assoc = bias.association;
-        for b in 0..b_n {
-            for h in 0..h_n {
-                for l in 0..l_n {
-                    let mut row = out.slice_mut(s![b, h, l, ..]);
-                    let mut max = E::neg_infinity();
-                    for s_i in 0..s_n {
-                        let mut v = row[s_i] * beta[h];
-                        if let Some(p) = bias.padding {
-                            v += p[[b, s_i]];
-                        }
-                        if let Some(a) = assoc {
-                            let ab = if a.shape()[0] == 1 { 0 } else { b };
-                            let ah = if a.shape()[1] == 1 { 0 } else { h };
-                            v += a[[ab, ah, l, s_i]];
-                        }
-                        row[s_i] = v;
-                        if v > max {
-                            max = v;
-                        }
+        let w = weight.map(flat);
+        let per = rows_per_task(n);
+        // Each task returns its partial (dw, db); partials are summed in task order, so results do not
+        // depend on the number of threads.
+        let partials: Vec<(Vec<E>, Vec<E>)> = xs.par_chunks(per * n).zip(dys.par_chunks(per * n))
+            .zip(dx.par_chunks_mut(per * n)).zip(st.par_chunks(per * 2))
+            .map(|(((xb, db_), dxb), sb)| {
+                let (mut dw, mut dbias, mut dxhat) = (vec![E::zero(); n], vec![E::zero(); n], vec![E::zero(); n]);
+                for (((row, drow), dxr), s) in xb.chunks_exact(n).zip(db_.chunks_exact(n)).zip(dxb.chunks_exact_mut(n)).zip(sb.chunks_exact(2)) {
+                    let (mean, rstd) = (s[0], s[1]);
+                    // y = xhat·w + b; dxhat = dy·w; dx = rstd·(dxhat − mean(dxhat) − xhat·mean(dxhat·xhat))
+                    let (mut sum_d, mut sum_dx) = (E::zero(), E::zero());
+                    for i in 0..n {
+                        let xhat = (row[i] - mean) * rstd;
+                        let d = match w { Some(w) => drow[i] * w[i], None => drow[i] };
+                        dxhat[i] = d;
+                        sum_d += d;
+                        sum_dx += d * xhat;
+                        dw[i] += drow[i] * xhat;
+                        dbias[i] += drow[i];
                     }
-                    if max == E::neg_infinity() || max.is_nan() {
-                        // Fully masked row: no pattern to retrieve, the association is zero (not NaN).
-                        row.fill(E::zero());
-                        continue;
+                    let (mean_d, mean_dx) = (sum_d / nf, sum_dx / nf);
+                    for i in 0..n {
+                        let xhat = (row[i] - mean) * rstd;
+                        dxr[i] = rstd * (dxhat[i] - mean_d - xhat * mean_dx);
                     }
-                    let mut sum = E::zero();
-                    for v in row.iter_mut() {
-                        *v = (*v - max).exp();
-                        sum += *v;
-                    }
-                    let inv = E::one() / sum;
-                    row.mapv_inplace(|v| v * inv);
                 }
+                (dw, dbias)
+            }).collect();
+        let affine = weight.map(|_| {
+            let (mut dw, mut db) = (vec![E::zero(); n], vec![E::zero(); n]);
+            for (pw, pb) in &partials {
+                dw.iter_mut().zip(pw).for_each(|(a, &b)| *a += b);
+                db.iter_mut().zip(pb).for_each(|(a, &b)| *a += b);
             }
-        }
-        out
+            (arr(&[n], dw), arr(&[n], db))
+        });
+        (arr(x.shape(), dx), affine)
     }
 
-    fn masked_softmax_backward(&self, probs: &ArrayD<E>, d_probs: &ArrayD<E>, beta: &[E]) -> ArrayD<E> {
+    fn masked_softmax(&self, scores: &CpuTensor<E>, beta: &[E], bias: &ScoreBias<'_, CpuTensor<E>>) -> CpuTensor<E> {
+        let sh = scores.shape();
+        let (h_n, l_n, s_n) = (sh[1], sh[2], sh[3]);
+        let mut out = std_layout(scores).into_owned();
+        let pad = bias.padding.map(|p| std_layout(p));
+        let assoc = bias.association.map(|a| (std_layout(a), a.shape()[0] == 1, a.shape()[1] == 1));
+        let data = out.as_slice_mut().unwrap();
+        data.par_chunks_mut(s_n * rows_per_task(s_n)).enumerate().for_each(|(task, block)| {
+        for (r, row) in block.chunks_exact_mut(s_n).enumerate() {
+            let row_i = task * rows_per_task(s_n) + r;
+            let (l, h, b) = (row_i % l_n, (row_i / l_n) % h_n, row_i / (l_n * h_n));
+            row.iter_mut().for_each(|v| *v = *v * beta[h]);
+            if let Some(p) = &pad {
+                row.iter_mut().zip(&p.as_slice().unwrap()[b * s_n..(b + 1) * s_n]).for_each(|(v, &m)| *v += m);
+            }
+            if let Some((a, one_b, one_h)) = &assoc {
+                let (ab, ah) = (if *one_b { 0 } else { b }, if *one_h { 0 } else { h });
+                let a_h = if *one_h { 1 } else { h_n };
+                let start = ((ab * a_h + ah) * l_n + l) * s_n;
+                row.iter_mut().zip(&a.as_slice().unwrap()[start..start + s_n]).for_each(|(v, &m)| *v += m);
+            }
+            let max = row.iter().fold(E::neg_infinity(), |m, &v| if v > m { v } else { m });
+            if max == E::neg_infinity() || max.is_nan() {
+                // Fully masked row: no pattern to retrieve, the association is zero (not NaN).
+                row.fill(E::zero());
+                continue;
+            }
+            let mut sum = E::zero();
+            for v in row.iter_mut() {
+                *v = (*v - max).exp();
+                sum += *v;
+            }
+            let inv = E::one() / sum;
+            row.iter_mut().for_each(|v| *v = *v * inv);
+        }
+        });
+        out.into_shared()
+    }
+
+    fn masked_softmax_backward(&self, probs: &CpuTensor<E>, d_probs: &CpuTensor<E>, beta: &[E]) -> CpuTensor<E> {
         let sh = probs.shape();
-        let (h_n, s_n) = (sh[1], sh[3]);
-        let l_n = sh[2];
+        let (h_n, l_n, s_n) = (sh[1], sh[2], sh[3]);
         let p = std_layout(probs);
         let dp = std_layout(d_probs);
         let mut out = vec![E::zero(); p.len()];
-        for ((row_i, (pr, dr)), o) in p.as_slice().unwrap().chunks(s_n)
-            .zip(dp.as_slice().unwrap().chunks(s_n)).enumerate().zip(out.chunks_mut(s_n)) {
-            let h = (row_i / l_n) % h_n;
-            let dot: E = pr.iter().zip(dr).map(|(&a, &b)| a * b).sum();
-            for i in 0..s_n {
-                o[i] = beta[h] * pr[i] * (dr[i] - dot);
-            }
-        }
-        ArrayD::from_shape_vec(p.raw_dim(), out).unwrap()
+        let per = rows_per_task(s_n);
+        p.as_slice().unwrap().par_chunks(per * s_n).zip(dp.as_slice().unwrap().par_chunks(per * s_n))
+            .zip(out.par_chunks_mut(per * s_n)).enumerate().for_each(|(task, ((pb, db), ob))| {
+                for (r, ((pr, dr), o)) in pb.chunks_exact(s_n).zip(db.chunks_exact(s_n)).zip(ob.chunks_exact_mut(s_n)).enumerate() {
+                    let h = ((task * per + r) / l_n) % h_n;
+                    let dot: E = pr.iter().zip(dr).map(|(&a, &b)| a * b).sum();
+                    for i in 0..s_n {
+                        o[i] = beta[h] * pr[i] * (dr[i] - dot);
+                    }
+                }
+            });
+        arr(p.shape(), out)
     }
 
-    fn association(&self, q: &ArrayD<E>, k: &ArrayD<E>, v: &ArrayD<E>, beta: &[E], bias: &ScoreBias<'_, ArrayD<E>>)
-        -> (ArrayD<E>, ArrayD<E>) {
+    fn association(&self, q: &CpuTensor<E>, k: &CpuTensor<E>, v: &CpuTensor<E>, beta: &[E], bias: &ScoreBias<'_, CpuTensor<E>>)
+        -> (CpuTensor<E>, CpuTensor<E>) {
         let (q, k, v) = (std_layout(q), std_layout(k), std_layout(v));
-        let dims = association_dims(&q, &k, &v);
+        let dims = association_dims(q.shape(), k.shape(), v.shape());
         let (pad, assoc) = host_bias(bias);
         let (out, lse) = blocked_forward(q.as_slice().unwrap(), k.as_slice().unwrap(), v.as_slice().unwrap(), beta,
                                          &bias_view(&pad, &assoc), dims);
         (self.from_vec(out, &[dims.b, dims.h, dims.l, dims.dv]), self.from_vec(lse, &[dims.b, dims.h, dims.l]))
     }
 
-    fn association_backward(&self, q: &ArrayD<E>, k: &ArrayD<E>, v: &ArrayD<E>, beta: &[E], bias: &ScoreBias<'_, ArrayD<E>>,
-                            out: &ArrayD<E>, lse: &ArrayD<E>, d_out: &ArrayD<E>) -> (ArrayD<E>, ArrayD<E>, ArrayD<E>) {
+    fn association_backward(&self, q: &CpuTensor<E>, k: &CpuTensor<E>, v: &CpuTensor<E>, beta: &[E], bias: &ScoreBias<'_, CpuTensor<E>>,
+                            out: &CpuTensor<E>, lse: &CpuTensor<E>, d_out: &CpuTensor<E>) -> (CpuTensor<E>, CpuTensor<E>, CpuTensor<E>) {
         let (q, k, v) = (std_layout(q), std_layout(k), std_layout(v));
         let (out, lse, d_out) = (std_layout(out), std_layout(lse), std_layout(d_out));
-        let dims = association_dims(&q, &k, &v);
+        let dims = association_dims(q.shape(), k.shape(), v.shape());
         let (pad, assoc) = host_bias(bias);
         let (dq, dk, dv) = blocked_backward(q.as_slice().unwrap(), k.as_slice().unwrap(), v.as_slice().unwrap(), beta,
                                             &bias_view(&pad, &assoc), dims, out.as_slice().unwrap(),
@@ -316,7 +400,7 @@ impl<E: Element> Backend for Cpu<E> {
         (self.from_vec(dq, q.shape()), self.from_vec(dk, k.shape()), self.from_vec(dv, v.shape()))
     }
 
-    fn head_distance(&self, a: &ArrayD<E>, b: &ArrayD<E>) -> Vec<E> {
+    fn head_distance(&self, a: &CpuTensor<E>, b: &CpuTensor<E>) -> Vec<E> {
         let (b_n, h_n) = (a.shape()[0], a.shape()[1]);
         let mut out = vec![E::zero(); h_n];
         for bi in 0..b_n {
@@ -334,7 +418,7 @@ impl<E: Element> Backend for Cpu<E> {
         out
     }
 
-    fn select_heads(&self, new: &ArrayD<E>, old: &ArrayD<E>, take_new: &[bool]) -> ArrayD<E> {
+    fn select_heads(&self, new: &CpuTensor<E>, old: &CpuTensor<E>, take_new: &[bool]) -> CpuTensor<E> {
         let mut out = old.clone();
         for (h, &t) in take_new.iter().enumerate() {
             if t {
@@ -344,13 +428,13 @@ impl<E: Element> Backend for Cpu<E> {
         out
     }
 
-    fn dropout_mask(&self, shape: &[usize], p: f64, seed: u64) -> ArrayD<E> {
+    fn dropout_mask(&self, shape: &[usize], p: f64, seed: u64) -> CpuTensor<E> {
         let mut rng = StdRng::seed_from_u64(seed);
         let keep = E::of(1.0 / (1.0 - p));
-        ArrayD::from_shape_simple_fn(IxDyn(shape), || if rng.gen::<f64>() < p { E::zero() } else { keep })
+        ArrayD::from_shape_simple_fn(IxDyn(shape), || if rng.gen::<f64>() < p { E::zero() } else { keep }).into_shared()
     }
 
-    fn adam_step(&self, param: &mut ArrayD<E>, grad: &ArrayD<E>, m: &mut ArrayD<E>, v: &mut ArrayD<E>, hp: AdamStep) {
+    fn adam_step(&self, param: &mut CpuTensor<E>, grad: &CpuTensor<E>, m: &mut CpuTensor<E>, v: &mut CpuTensor<E>, hp: AdamStep) {
         let (b1, b2) = (E::of(hp.beta1), E::of(hp.beta2));
         let bc1 = 1.0 - hp.beta1.powi(hp.step as i32);
         let bc2 = 1.0 - hp.beta2.powi(hp.step as i32);
@@ -369,17 +453,17 @@ impl<E: Element> Backend for Cpu<E> {
     }
 }
 
-fn association_dims<E: Element>(q: &ArrayD<E>, k: &ArrayD<E>, v: &ArrayD<E>) -> Dims {
-    let (qs, ks, vs) = (q.shape(), k.shape(), v.shape());
+fn association_dims(qs: &[usize], ks: &[usize], vs: &[usize]) -> Dims {
     debug_assert!(qs.len() == 4 && ks.len() == 4 && vs.len() == 4, "association: rank-4 q, k, v");
     debug_assert!(qs[..2] == ks[..2] && ks[..3] == vs[..3] && qs[3] == ks[3], "association: q {qs:?} k {ks:?} v {vs:?}");
     Dims { b: qs[0], h: qs[1], l: qs[2], s: ks[2], d: qs[3], dv: vs[3] }
 }
 
 /// Standard-layout copies of the biases, with the association's broadcast strides.
-type HostBiases<E> = (Option<ArrayD<E>>, Option<(ArrayD<E>, usize, usize)>);
+type HostBiases<'a, E> = (Option<CowTensor<'a, E>>, Option<(CowTensor<'a, E>, usize, usize)>);
+type CowTensor<'a, E> = ndarray::CowArray<'a, E, IxDyn>;
 
-fn host_bias<E: Element>(bias: &ScoreBias<'_, ArrayD<E>>) -> HostBiases<E> {
+fn host_bias<'a, E: Element>(bias: &ScoreBias<'a, CpuTensor<E>>) -> HostBiases<'a, E> {
     let pad = bias.padding.map(std_layout);
     let assoc = bias.association.map(|a| {
         let sh = a.shape();
@@ -390,9 +474,44 @@ fn host_bias<E: Element>(bias: &ScoreBias<'_, ArrayD<E>>) -> HostBiases<E> {
     (pad, assoc)
 }
 
-fn bias_view<'a, E: Element>(pad: &'a Option<ArrayD<E>>, assoc: &'a Option<(ArrayD<E>, usize, usize)>) -> HostBias<'a, E> {
+fn bias_view<'a, E: Element>(pad: &'a Option<CowTensor<'_, E>>, assoc: &'a Option<(CowTensor<'_, E>, usize, usize)>)
+    -> HostBias<'a, E> {
     HostBias {
         padding: pad.as_ref().map(|p| p.as_slice().unwrap()),
         association: assoc.as_ref().map(|(a, sb, sh)| (a.as_slice().unwrap(), *sb, *sh)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gather_rows_and_scatter_add_rows_are_adjoint() {
+        let cpu = Cpu::<f64>::new();
+        // Values k/4 keep every sum exact; id 2 repeats so the scatter must accumulate, id 1 is never read.
+        let table = cpu.from_vec((0..12).map(|k| k as f64 / 4.0).collect(), &[4, 3]);
+        let ids = [2, 0, 2, 3];
+        let g = cpu.gather_rows(&table, &ids);
+        assert_eq!(g.shape(), [4, 3]);
+        assert_eq!(cpu.to_vec(&g), vec![1.5, 1.75, 2.0, 0.0, 0.25, 0.5, 1.5, 1.75, 2.0, 2.25, 2.5, 2.75]);
+        let src = cpu.from_vec((0..12).map(|k| 1.0 + k as f64).collect(), &[4, 3]);
+        let mut dst = cpu.full(&[4, 3], 0.5);
+        cpu.scatter_add_rows(&mut dst, &ids, &src);
+        assert_eq!(cpu.to_vec(&dst), vec![4.5, 5.5, 6.5, 0.5, 0.5, 0.5, 8.5, 10.5, 12.5, 10.5, 11.5, 12.5]);
+        // <gather(T), S> = <T, scatter(S)>: the scatter is the gather's backward.
+        let mut scattered = cpu.zeros(&[4, 3]);
+        cpu.scatter_add_rows(&mut scattered, &ids, &src);
+        let lhs: f64 = g.iter().zip(src.iter()).map(|(a, b)| a * b).sum();
+        let rhs: f64 = table.iter().zip(scattered.iter()).map(|(a, b)| a * b).sum();
+        assert_eq!(lhs, rhs);
+        // A shared destination is copied on write, not written through.
+        let mut shared = cpu.zeros(&[4, 3]);
+        let alias = shared.clone();
+        cpu.scatter_add_rows(&mut shared, &ids, &src);
+        assert!(alias.iter().all(|&v| v == 0.0));
+        // A non-standard-layout table gathers by logical rows.
+        let t = cpu.from_vec(vec![1.0, 2.0, 3.0, 4.0], &[2, 2]).reversed_axes();
+        assert_eq!(cpu.to_vec(&cpu.gather_rows(&t, &[1])), vec![2.0, 4.0]);
     }
 }

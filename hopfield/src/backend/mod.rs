@@ -13,7 +13,7 @@ mod cpu;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 pub mod cube;
 
-pub use cpu::Cpu;
+pub use cpu::{Cpu, CpuTensor};
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 pub use cube::{Cube, CubeTensor};
 
@@ -106,6 +106,18 @@ pub trait Backend: Clone + Debug + Send + Sync + 'static {
     fn expand(&self, t: &Self::Tensor, axis: usize, n: usize) -> Self::Tensor;
     /// Sum over `axis`, keeping it with size 1 (the backward of [`Backend::expand`]).
     fn sum_axis(&self, t: &Self::Tensor, axis: usize) -> Self::Tensor;
+
+    /// Embedding lookup: row `ids[i]` of `table` becomes row `i` of the output.
+    ///
+    /// # Shapes
+    /// `table: [V, n]`, every id below `V` → `[ids.len(), n]`.
+    fn gather_rows(&self, table: &Self::Tensor, ids: &[usize]) -> Self::Tensor;
+    /// `dst[ids[i], :] += src[i, :]` for every `i`; repeated ids accumulate (the backward of
+    /// [`Backend::gather_rows`]).
+    ///
+    /// # Shapes
+    /// `dst: [V, n]`, `src: [ids.len(), n]`.
+    fn scatter_add_rows(&self, dst: &mut Self::Tensor, ids: &[usize], src: &Self::Tensor);
 
     // ---- element-wise ----------------------------------------------------------------------------------
 

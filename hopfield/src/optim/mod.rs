@@ -12,10 +12,10 @@
 //! use hopfield::{Backend, Cpu, Parameters};
 //! use hopfield::optim::{AdamConfig, AdamW, Optimizer};
 //!
-//! struct W(ndarray::ArrayD<f64>);
+//! struct W(hopfield::backend::CpuTensor<f64>);
 //! impl Parameters<Cpu<f64>> for W {
-//!     fn visit<'a>(&'a self, f: &mut dyn FnMut(&str, &'a ndarray::ArrayD<f64>, bool)) { f("w", &self.0, true) }
-//!     fn visit_mut(&mut self, f: &mut dyn FnMut(&str, &mut ndarray::ArrayD<f64>, bool)) { f("w", &mut self.0, true) }
+//!     fn visit<'a>(&'a self, f: &mut dyn FnMut(&str, &'a hopfield::backend::CpuTensor<f64>, bool)) { f("w", &self.0, true) }
+//!     fn visit_mut(&mut self, f: &mut dyn FnMut(&str, &mut hopfield::backend::CpuTensor<f64>, bool)) { f("w", &mut self.0, true) }
 //! }
 //! let cpu = Cpu::<f64>::new();
 //! let mut w = W(cpu.from_vec(vec![1.0, -2.0], &[2]));

@@ -1,0 +1,186 @@
+//! Fashion-MNIST from Debian's `dataset-fashion-mnist` (gzipped IDX files), captioned from templates.
+//!
+//! 28×28 grey images are padded to 32×32 and repeated over the three channels. Training captions use
+//! [`TRAIN_TEMPLATES`]; zero-shot evaluation uses [`EVAL_TEMPLATES`], none of which occurs in training.
+//! The official train/test split is kept.
+
+use super::rng::{permutation, rng_for, tag};
+use super::transform::normalize_chw;
+use super::{DataError, EvalSet, Example, TrainSource, ZeroShotTask};
+use flate2::read::GzDecoder;
+use rand::Rng;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Where Debian installs the files.
+pub const DEFAULT_DIR: &str = "/usr/share/datasets/fashion-mnist";
+/// Side after padding.
+pub const IMAGE_SIZE: usize = 32;
+/// The ten classes, as captions name them.
+pub const CLASSES: [&str; 10] = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot"];
+/// Templates of the training captions.
+pub const TRAIN_TEMPLATES: [&str; 6] = ["a photo of a {}.", "a picture of a {}.", "an image of a {}.", "a {} on a black background.",
+    "a product photo of a {}.", "a low resolution photo of a {}."];
+/// Templates kept for zero-shot evaluation.
+pub const EVAL_TEMPLATES: [&str; 3] = ["a grayscale photo of the {}.", "a close-up picture of a {}.", "this is a {}."];
+
+/// Images (`28 × 28` bytes each) and labels of one split.
+#[derive(Clone, Debug)]
+pub struct Split {
+    /// Row-major bytes, 784 per image.
+    pub images: Arc<Vec<u8>>,
+    /// Class per image.
+    pub labels: Arc<Vec<u8>>,
+}
+
+impl Split {
+    /// Number of images.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+    /// Image `i` padded to 32×32, three channels, CLIP-normalised.
+    pub fn pixels(&self, i: usize) -> Vec<f32> {
+        let s = IMAGE_SIZE;
+        let mut out = vec![0.0f32; 3 * s * s];
+        let src = &self.images[i * 784..(i + 1) * 784];
+        for c in 0..3 {
+            for y in 0..28 {
+                for x in 0..28 {
+                    out[c * s * s + (y + 2) * s + x + 2] = src[y * 28 + x] as f32 / 255.0;
+                }
+            }
+        }
+        normalize_chw(&mut out, s);
+        out
+    }
+}
+
+/// Read `{prefix}-images-idx3-ubyte.gz` and `{prefix}-labels-idx1-ubyte.gz` (`prefix` = `train` or `t10k`).
+pub fn load_split(dir: &Path, prefix: &str) -> Result<Split, DataError> {
+    let images = read_idx(&dir.join(format!("{prefix}-images-idx3-ubyte.gz")), 2051)?;
+    let labels = read_idx(&dir.join(format!("{prefix}-labels-idx1-ubyte.gz")), 2049)?;
+    if images.len() != labels.len() * 784 {
+        return Err(DataError(format!("{}: {} image bytes for {} labels", dir.display(), images.len(), labels.len())));
+    }
+    if let Some(bad) = labels.iter().find(|&&l| l as usize >= CLASSES.len()) {
+        return Err(DataError(format!("{}: label {bad} out of range", dir.display())));
+    }
+    Ok(Split { images: Arc::new(images), labels: Arc::new(labels) })
+}
+
+/// The payload of a gzipped IDX file with the given magic number.
+fn read_idx(path: &PathBuf, magic: u32) -> Result<Vec<u8>, DataError> {
+    let file = std::fs::File::open(path).map_err(|e| DataError(format!(
+        "cannot open {}: {e}. Fashion-MNIST comes from Debian: `apt-get install -y dataset-fashion-mnist` \
+         (or pass its directory with --fashion-dir)", path.display())))?;
+    let mut bytes = Vec::new();
+    GzDecoder::new(file).read_to_end(&mut bytes).map_err(|e| DataError(format!("{}: not a gzip file: {e}", path.display())))?;
+    let word = |i: usize| bytes.get(4 * i..4 * i + 4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+    let found = word(0).ok_or_else(|| DataError(format!("{}: truncated header", path.display())))?;
+    if found != magic {
+        return Err(DataError(format!("{}: IDX magic {found}, expected {magic}", path.display())));
+    }
+    let dims = (magic & 0xff) as usize;
+    let shape: Vec<usize> = (1..=dims).map(|i| word(i).map(|w| w as usize))
+        .collect::<Option<_>>().ok_or_else(|| DataError(format!("{}: truncated header", path.display())))?;
+    let start = 4 * (dims + 1);
+    let n: usize = shape.iter().product();
+    if bytes.len() != start + n {
+        return Err(DataError(format!("{}: {} data bytes, header says {n}", path.display(), bytes.len() - start)));
+    }
+    Ok(bytes.split_off(start))
+}
+
+/// The training split as captioned pairs: a new order and a new template per image every epoch.
+#[derive(Clone, Debug)]
+pub struct FashionSource {
+    /// The training split.
+    pub train: Split,
+}
+
+impl TrainSource for FashionSource {
+    fn image_size(&self) -> usize {
+        IMAGE_SIZE
+    }
+    fn describe(&self) -> String {
+        format!("Fashion-MNIST train: {} images, {} caption templates ({} held out for zero-shot)",
+            self.train.len(), TRAIN_TEMPLATES.len(), EVAL_TEMPLATES.len())
+    }
+    fn epoch_len(&self) -> Option<usize> {
+        Some(self.train.len())
+    }
+    fn epoch(&self, seed: u64, epoch: u64, skip: usize) -> Box<dyn Iterator<Item = Example> + Send> {
+        let split = self.train.clone();
+        Box::new(permutation(split.len(), seed, tag::ORDER, epoch).into_iter().skip(skip).map(move |i| {
+            let t = rng_for(&[seed, tag::CAPTION, epoch, i as u64]).gen_range(0..TRAIN_TEMPLATES.len());
+            let caption = TRAIN_TEMPLATES[t].replace("{}", CLASSES[split.labels[i] as usize]);
+            Example { pixels: split.pixels(i), caption }
+        }))
+    }
+}
+
+/// `n` images of `split` (a fixed, seed-independent subset when `n` is smaller) as an evaluation set
+/// with the zero-shot task `fashion` over the held-out templates.
+pub fn eval_set(split: &Split, n: usize, name: &str) -> EvalSet {
+    let mut idx = permutation(split.len(), 0, tag::EVAL, 0);
+    idx.truncate(n.min(split.len()));
+    let mut pixels = Vec::with_capacity(idx.len() * 3 * IMAGE_SIZE * IMAGE_SIZE);
+    for &i in &idx {
+        pixels.extend(split.pixels(i));
+    }
+    let labels: Vec<usize> = idx.iter().map(|&i| split.labels[i] as usize).collect();
+    EvalSet {
+        name: name.into(),
+        pixels,
+        size: IMAGE_SIZE,
+        captions: labels.iter().map(|&l| EVAL_TEMPLATES[0].replace("{}", CLASSES[l])).collect(),
+        tasks: vec![ZeroShotTask {
+            name: "fashion".into(),
+            classes: CLASSES.iter().map(|c| c.to_string()).collect(),
+            templates: EVAL_TEMPLATES.iter().map(|t| t.to_string()).collect(),
+            labels: labels.into_iter().map(Some).collect(),
+        }],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flate2::write::GzEncoder;
+    use std::io::Write;
+
+    fn write_gz(path: &Path, bytes: &[u8]) {
+        let mut e = GzEncoder::new(std::fs::File::create(path).unwrap(), flate2::Compression::fast());
+        e.write_all(bytes).unwrap();
+        e.finish().unwrap();
+    }
+
+    #[test]
+    fn reads_idx_and_says_how_to_install_when_absent() {
+        let dir = std::env::temp_dir().join(format!("cloob-fashion-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let err = load_split(&dir, "train").unwrap_err().to_string();
+        assert!(err.contains("apt-get install -y dataset-fashion-mnist"), "{err}");
+        let mut img = vec![0, 0, 8, 3, 0, 0, 0, 2, 0, 0, 0, 28, 0, 0, 0, 28];
+        img.extend((0..2 * 784).map(|i| (i % 251) as u8));
+        write_gz(&dir.join("train-images-idx3-ubyte.gz"), &img);
+        write_gz(&dir.join("train-labels-idx1-ubyte.gz"), &[0, 0, 8, 1, 0, 0, 0, 2, 3, 9]);
+        let split = load_split(&dir, "train").unwrap();
+        assert_eq!(*split.labels, vec![3, 9]);
+        assert_eq!(split.pixels(1).len(), 3 * 32 * 32);
+        let ex: Vec<Example> = FashionSource { train: split.clone() }.epoch(1, 0, 0).collect();
+        assert_eq!(ex.len(), 2);
+        assert!(ex.iter().all(|e| e.caption.contains("dress") || e.caption.contains("ankle boot")));
+        let set = eval_set(&split, 10, "t");
+        assert_eq!(set.len(), 2);
+        assert!(EVAL_TEMPLATES.iter().all(|t| !TRAIN_TEMPLATES.contains(t)));
+        write_gz(&dir.join("train-labels-idx1-ubyte.gz"), &[0, 0, 8, 1, 0, 0, 0, 3, 3, 9]);
+        assert!(load_split(&dir, "train").unwrap_err().to_string().contains("header says 3"));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

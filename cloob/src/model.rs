@@ -1,0 +1,244 @@
+//! The two-tower model: L2-normalised image and text embeddings (through [`crate::loss::l2_normalize`])
+//! and the inverse temperature τ⁻¹, stored as its logarithm `logit_scale` (open_clip's name; cloob calls it
+//! `logit_inv_tau`), fixed by default.
+//!
+//! Parameter names are open_clip's `CLIP` state-dict keys: `visual.*` for the image tower, the text tower
+//! at the root (`token_embedding.weight`, `transformer.resblocks.*`, `ln_final.*`, `text_projection`), and
+//! `logit_scale`.
+
+use crate::loss::{l2_normalize, l2_normalize_backward, L2NormCache};
+use crate::text::{TextCache, TextConfig, TextTransformer};
+use crate::tokenizer::TokenBatch;
+use crate::vit::{VisionCache, VisionConfig, VisionTransformer};
+use hopfield::params::{visit_child, visit_child_mut};
+use hopfield::{Backend, Element, HopfieldError, Parameters, Result};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+/// The largest `logit_scale`, ln 100 (τ⁻¹ ≤ 100), as open_clip clamps it.
+pub const MAX_LOGIT_SCALE: f64 = 4.605_170_185_988_092;
+
+/// Both towers and the temperature. Plain data with serde; presets by name.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ClipConfig {
+    /// Size of the shared embedding space (both towers' `output_dim`).
+    pub embed_dim: usize,
+    /// The image tower.
+    pub vision: VisionConfig,
+    /// The text tower.
+    pub text: TextConfig,
+    /// Initial τ⁻¹ (CLIP's 1/0.07 ≈ 14.3; cloob's default 14.3).
+    pub init_inv_tau: f64,
+    /// Whether τ⁻¹ is trained (cloob's `--learnable-inv-tau`); fixed by default.
+    pub learnable_inv_tau: bool,
+}
+
+impl Default for ClipConfig {
+    fn default() -> Self {
+        Self::tiny()
+    }
+}
+
+impl ClipConfig {
+    /// Both towers' `tiny` presets, 64-dimensional embeddings.
+    pub fn tiny() -> Self {
+        ClipConfig { embed_dim: 64, vision: VisionConfig::tiny(), text: TextConfig::tiny(), init_inv_tau: 14.3, learnable_inv_tau: false }
+    }
+    /// Both towers' `small` presets, 256-dimensional embeddings.
+    pub fn small() -> Self {
+        ClipConfig { embed_dim: 256, vision: VisionConfig::small(), text: TextConfig::small(), ..Self::tiny() }
+    }
+    /// The paper's ViT-B/32 with the 512-wide, 8-head, 12-block text transformer, 512-dim embeddings.
+    pub fn vit_b32() -> Self {
+        ClipConfig { embed_dim: 512, vision: VisionConfig::vit_b32(), text: TextConfig::paper(), ..Self::tiny() }
+    }
+    /// With a learnable τ⁻¹.
+    pub fn learnable_inv_tau(self, on: bool) -> Self {
+        ClipConfig { learnable_inv_tau: on, ..self }
+    }
+
+    /// Check both towers, that they project to `embed_dim`, and that τ⁻¹ lies in `[1, 100]`.
+    pub fn validate(&self) -> Result<()> {
+        self.vision.validate()?;
+        self.text.validate()?;
+        if self.vision.output_dim != self.embed_dim || self.text.output_dim != self.embed_dim {
+            return Err(HopfieldError::config("embed_dim", format!("vision.output_dim {} and text.output_dim {} must equal embed_dim {}",
+                self.vision.output_dim, self.text.output_dim, self.embed_dim)));
+        }
+        if !(1.0..=100.0).contains(&self.init_inv_tau) {
+            return Err(HopfieldError::config("init_inv_tau", format!("must lie in [1, 100], got {}", self.init_inv_tau)));
+        }
+        Ok(())
+    }
+
+    /// Validate and draw both towers (each with its own initialisation), `logit_scale = ln init_inv_tau`.
+    pub fn init<B: Backend>(&self, backend: &B, rng: &mut impl Rng) -> Result<ClipModel<B>> {
+        self.validate()?;
+        Ok(ClipModel {
+            visual: self.vision.init(backend, rng)?,
+            text: self.text.init(backend, rng)?,
+            logit_scale: backend.full(&[], B::Elem::of(self.init_inv_tau.ln())),
+            config: self.clone(),
+        })
+    }
+}
+
+/// The two-tower model (a zeroed copy holds its gradients, see [`ClipModel::zero_grads`]).
+#[derive(Clone, Debug)]
+pub struct ClipModel<B: Backend> {
+    /// Its shape.
+    pub config: ClipConfig,
+    /// `visual.*`.
+    pub visual: VisionTransformer<B>,
+    /// The text tower, at the root of the names.
+    pub text: TextTransformer<B>,
+    /// `logit_scale = ln τ⁻¹`, a scalar (shape `[]`), in `[0, ln 100]`.
+    pub logit_scale: B::Tensor,
+}
+
+/// Normalised embeddings of a batch of pairs.
+#[derive(Clone, Debug)]
+pub struct ClipOutput<B: Backend> {
+    /// `[B, embed_dim]`, unit rows.
+    pub image: B::Tensor,
+    /// `[B, embed_dim]`, unit rows.
+    pub text: B::Tensor,
+    /// τ⁻¹ = exp(logit_scale).
+    pub inv_tau: f64,
+}
+
+/// What [`ClipModel::backward`] needs.
+#[derive(Clone, Debug)]
+pub struct ClipCache<B: Backend> {
+    vision: VisionCache<B>,
+    text: TextCache<B>,
+    image_norm: L2NormCache<B>,
+    text_norm: L2NormCache<B>,
+}
+
+impl<B: Backend> ClipModel<B> {
+    /// τ⁻¹ = exp(logit_scale).
+    pub fn inv_tau(&self, backend: &B) -> f64 {
+        backend.to_vec(&self.logit_scale)[0].f64().exp()
+    }
+
+    /// Normalised embeddings of `B` image–text pairs and the cache for backward.
+    ///
+    /// # Shapes
+    /// images `[B, C, H, W]`, tokens `[B, L]` → `[B, embed_dim]` twice.
+    pub fn forward(&self, backend: &B, images: &B::Tensor, tokens: &TokenBatch) -> Result<(ClipOutput<B>, ClipCache<B>)> {
+        let n = backend.shape(images).first().copied().unwrap_or(0);
+        if n != tokens.batch {
+            return Err(HopfieldError::shape("clip.forward", format!("as many texts as images ({n})"), &[tokens.batch]));
+        }
+        let (image, vision) = self.visual.forward(backend, images)?;
+        let (text, text_cache) = self.text.forward(backend, tokens)?;
+        let (image, image_norm) = l2_normalize(backend, &image)?;
+        let (text, text_norm) = l2_normalize(backend, &text)?;
+        let out = ClipOutput { image, text, inv_tau: self.inv_tau(backend) };
+        Ok((out, ClipCache { vision, text: text_cache, image_norm, text_norm }))
+    }
+
+    /// Backward of [`ClipModel::forward`] from the gradients w.r.t. the normalised embeddings and w.r.t.
+    /// τ⁻¹: accumulates into `grads` (`logit_scale` gets `τ⁻¹ · d_inv_tau`, also when it is fixed).
+    pub fn backward(&self, backend: &B, cache: &ClipCache<B>, d_image: &B::Tensor, d_text: &B::Tensor, d_inv_tau: f64,
+                    grads: &mut ClipModel<B>) -> Result<()> {
+        for (d, c, what) in [(d_image, &cache.image_norm, "clip.backward(d_image)"), (d_text, &cache.text_norm, "clip.backward(d_text)")] {
+            let (s, e) = (backend.shape(d), backend.shape(&c.y));
+            if s != e {
+                return Err(HopfieldError::shape(what, format!("{e:?}"), &s));
+            }
+        }
+        let d_img = l2_normalize_backward(backend, &cache.image_norm, d_image);
+        self.visual.backward(backend, &cache.vision, &d_img, &mut grads.visual)?;
+        let d_txt = l2_normalize_backward(backend, &cache.text_norm, d_text);
+        self.text.backward(backend, &cache.text, &d_txt, &mut grads.text)?;
+        let d_logit = backend.full(&[], B::Elem::of(d_inv_tau * self.inv_tau(backend)));
+        backend.axpy(&mut grads.logit_scale, B::Elem::of(1.0), &d_logit);
+        Ok(())
+    }
+
+    /// Normalised image embeddings `[B, embed_dim]` (no cache kept).
+    pub fn encode_image(&self, backend: &B, images: &B::Tensor) -> Result<B::Tensor> {
+        Ok(l2_normalize(backend, &self.visual.forward(backend, images)?.0)?.0)
+    }
+
+    /// Normalised text embeddings `[B, embed_dim]` (no cache kept).
+    pub fn encode_text(&self, backend: &B, tokens: &TokenBatch) -> Result<B::Tensor> {
+        Ok(l2_normalize(backend, &self.text.forward(backend, tokens)?.0)?.0)
+    }
+
+    /// Clamp `logit_scale` to `[0, ln 100]` (after every optimiser step, as open_clip).
+    pub fn clamp_logit_scale(&mut self, backend: &B) {
+        let v = backend.to_vec(&self.logit_scale)[0].f64();
+        let c = v.clamp(0.0, MAX_LOGIT_SCALE);
+        if c != v {
+            self.logit_scale = backend.full(&[], B::Elem::of(c));
+        }
+    }
+
+    /// A gradient accumulator: this model with every tensor zero.
+    pub fn zero_grads(&self, backend: &B) -> Self {
+        let mut g = self.clone();
+        g.zero(backend);
+        g
+    }
+}
+
+impl<B: Backend> Parameters<B> for ClipModel<B> {
+    fn visit<'a>(&'a self, f: &mut dyn FnMut(&str, &'a B::Tensor, bool)) {
+        visit_child(&self.visual, "visual", f);
+        self.text.visit(f);
+        f("logit_scale", &self.logit_scale, self.config.learnable_inv_tau);
+    }
+    fn visit_mut(&mut self, f: &mut dyn FnMut(&str, &mut B::Tensor, bool)) {
+        visit_child_mut(&mut self.visual, "visual", f);
+        self.text.visit_mut(f);
+        f("logit_scale", &mut self.logit_scale, self.config.learnable_inv_tau);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hopfield::optim::DecayFilter;
+    use hopfield::Cpu;
+    use rand::SeedableRng;
+
+    #[test]
+    fn names_decay_groups_and_logit_scale() {
+        let cpu = Cpu::<f32>::new();
+        let mut model = ClipConfig::tiny().init(&cpu, &mut rand::rngs::StdRng::seed_from_u64(0)).unwrap();
+        assert!((model.inv_tau(&cpu) - 14.3).abs() < 1e-4);
+        let mut trainable = Vec::new();
+        model.visit(&mut |n, t, tr| trainable.push((n.to_string(), cpu.shape(t), tr)));
+        let find = |name: &str| trainable.iter().find(|(n, _, _)| n == name).unwrap_or_else(|| panic!("{name}"));
+        assert_eq!(find("logit_scale").2, false);
+        assert_eq!(find("visual.conv1.weight").1, [64, 3, 8, 8]);
+        assert_eq!(find("token_embedding.weight").1, [49408, 64]);
+        // open_clip's groups: matrices and embeddings decay; norms, biases, the class token and τ do not.
+        let f = DecayFilter::OpenClip;
+        for name in ["visual.conv1.weight", "visual.proj", "text_projection", "token_embedding.weight",
+                     "visual.transformer.resblocks.0.attn.in_proj_weight", "transformer.resblocks.1.mlp.c_fc.weight"] {
+            assert!(f.decays(name, &find(name).1), "{name} decays");
+        }
+        for name in ["visual.class_embedding", "visual.ln_pre.weight", "ln_final.bias", "logit_scale",
+                     "transformer.resblocks.0.attn.in_proj_bias", "transformer.resblocks.0.ln_2.weight"] {
+            assert!(!f.decays(name, &find(name).1), "{name} does not decay");
+        }
+        assert!(ClipConfig::tiny().learnable_inv_tau(true).init(&cpu, &mut rand::rngs::StdRng::seed_from_u64(0)).unwrap()
+            .names().contains(&"logit_scale".to_string()));
+        model.logit_scale = cpu.full(&[], 7.0);
+        model.clamp_logit_scale(&cpu);
+        assert!((model.inv_tau(&cpu) - 100.0).abs() < 1e-3);
+        model.logit_scale = cpu.full(&[], -1.0);
+        model.clamp_logit_scale(&cpu);
+        assert_eq!(model.inv_tau(&cpu), 1.0);
+        let bad = ClipConfig { embed_dim: 32, ..ClipConfig::tiny() };
+        assert!(bad.validate().unwrap_err().to_string().contains("embed_dim"));
+        for c in [ClipConfig::small(), ClipConfig::vit_b32()] {
+            c.validate().unwrap();
+        }
+    }
+}

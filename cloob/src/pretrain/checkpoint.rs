@@ -1,0 +1,168 @@
+//! Checkpoints: `step_NNNNNNN.safetensors` (weights, open_clip's names), `step_NNNNNNN.optim.safetensors`
+//! (AdamW's moments and step counts, from [`hopfield::optim::Optimizer::export_state`]) and
+//! `step_NNNNNNN.json` (step, epoch, schedule, RNG state, run config, and the length and CRC-32 of both
+//! binary files).
+//!
+//! Each file is written to a temporary name and renamed into place, the JSON last: a checkpoint whose
+//! JSON exists is complete. Loading checks lengths, checksums, names and shapes, and the run config,
+//! before anything is handed back, so a truncated or mismatched checkpoint is an error that loads nothing.
+
+use super::{err, PretrainError, Result, RunConfig};
+use crate::model::ClipModel;
+use crate::train::Trainer;
+use hopfield::io::{decode_safetensors, encode_safetensors, load_state_dict};
+use hopfield::optim::{LrSchedule, Optimizer, OptimizerState};
+use hopfield::params::named_tensors;
+use hopfield::Backend;
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Format tag of the JSON state.
+pub const FORMAT: &str = "cloob-pretrain-checkpoint/1";
+
+/// A binary file of a checkpoint, with what it must contain.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileRef {
+    /// File name, next to the JSON.
+    pub file: String,
+    /// Length in bytes.
+    pub bytes: u64,
+    /// CRC-32 of the contents.
+    pub crc32: u32,
+}
+
+/// Where the data pipeline stands: every random choice is a function of the seed and the position.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RngState {
+    /// The run's seed.
+    pub seed: u64,
+    /// Pairs consumed from the training stream (`step · batch_size`).
+    pub samples_seen: u64,
+}
+
+/// The JSON half of a checkpoint.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointState {
+    /// [`FORMAT`].
+    pub format: String,
+    /// Optimiser steps taken.
+    pub step: u64,
+    /// Epoch of the last batch.
+    pub epoch: u64,
+    /// Steps of the whole run.
+    pub total_steps: u64,
+    /// The learning-rate schedule (a pure function of the step).
+    pub schedule: LrSchedule,
+    /// The data pipeline's position.
+    pub rng: RngState,
+    /// The run's settings.
+    pub config: RunConfig,
+    /// Weights.
+    pub weights: FileRef,
+    /// Optimiser state.
+    pub optimizer: FileRef,
+}
+
+/// Write `bytes` to `path` through a temporary file and a rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension(format!("{}.tmp", path.extension().and_then(|e| e.to_str()).unwrap_or("")));
+    let mut f = std::fs::File::create(&tmp).map_err(|e| err(tmp.display(), e))?;
+    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(|e| err(tmp.display(), e))?;
+    std::fs::rename(&tmp, path).map_err(|e| err(format!("rename {} → {}", tmp.display(), path.display()), e))
+}
+
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut c = flate2::Crc::new();
+    c.update(bytes);
+    c.sum()
+}
+
+/// Save the trainer's state after `trainer.step` steps into `dir`; returns the JSON's path.
+pub fn save<B: Backend>(backend: &B, dir: &Path, trainer: &Trainer<B>, config: &RunConfig, epoch: u64, total_steps: u64)
+    -> Result<PathBuf> {
+    std::fs::create_dir_all(dir).map_err(|e| err(dir.display(), e))?;
+    let stem = format!("step_{:07}", trainer.step);
+    let write = |suffix: &str, bytes: Vec<u8>| -> Result<FileRef> {
+        let file = format!("{stem}{suffix}");
+        write_atomic(&dir.join(&file), &bytes)?;
+        Ok(FileRef { file, bytes: bytes.len() as u64, crc32: crc32(&bytes) })
+    };
+    let weights = write(".safetensors", encode_safetensors(backend, &named_tensors(&trainer.model))?)?;
+    let optimizer = write(".optim.safetensors", trainer.optimizer.export_state(backend).to_safetensors()?)?;
+    let state = CheckpointState {
+        format: FORMAT.into(), step: trainer.step, epoch, total_steps, schedule: trainer.config.schedule,
+        rng: RngState { seed: config.seed, samples_seen: trainer.step * config.batch_size as u64 },
+        config: config.clone(), weights, optimizer,
+    };
+    let json = dir.join(format!("{stem}.json"));
+    write_atomic(&json, serde_json::to_string_pretty(&state).expect("plain data").as_bytes())?;
+    Ok(json)
+}
+
+/// The newest checkpoint (highest step) in `dir`.
+pub fn latest(dir: &Path) -> Option<PathBuf> {
+    std::fs::read_dir(dir).ok()?.filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "json")
+                 && p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("step_")))
+        .max()
+}
+
+/// Read and check the JSON state.
+pub fn read_state(path: &Path) -> Result<CheckpointState> {
+    let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read checkpoint {}", path.display()), e))?;
+    let state: CheckpointState = serde_json::from_str(&text)
+        .map_err(|e| err(format!("{} is not a cloob-pretrain checkpoint (truncated or corrupt JSON)", path.display()), e))?;
+    if state.format != FORMAT {
+        return Err(PretrainError(format!("{}: format {:?}, expected {FORMAT:?}", path.display(), state.format)));
+    }
+    Ok(state)
+}
+
+/// The bytes of a checkpoint's binary file, checked against its length and checksum.
+fn read_checked(json: &Path, f: &FileRef) -> Result<Vec<u8>> {
+    let path = json.parent().unwrap_or(Path::new(".")).join(&f.file);
+    let bytes = std::fs::read(&path).map_err(|e| err(format!("checkpoint file {}", path.display()), e))?;
+    if bytes.len() as u64 != f.bytes {
+        return Err(PretrainError(format!("checkpoint file {} is truncated or replaced: {} bytes, the checkpoint says {}",
+            path.display(), bytes.len(), f.bytes)));
+    }
+    if crc32(&bytes) != f.crc32 {
+        return Err(PretrainError(format!("checkpoint file {} is corrupt: CRC-32 {:08x}, the checkpoint says {:08x}",
+            path.display(), crc32(&bytes), f.crc32)));
+    }
+    Ok(bytes)
+}
+
+/// The model stored in a checkpoint (shape from its own config), for evaluation.
+pub fn load_model<B: Backend>(backend: &B, json: &Path) -> Result<(ClipModel<B>, CheckpointState)> {
+    let state = read_state(json)?;
+    let model = weights_into_fresh_model(backend, json, &state)?;
+    Ok((model, state))
+}
+
+fn weights_into_fresh_model<B: Backend>(backend: &B, json: &Path, state: &CheckpointState) -> Result<ClipModel<B>> {
+    let bytes = read_checked(json, &state.weights)?;
+    let map = decode_safetensors(&bytes, "checkpoint weights")?;
+    let mut model = state.config.clip_config()?.init(backend, &mut rand::rngs::StdRng::seed_from_u64(0))?;
+    load_state_dict(backend, &mut model, &map, "", true)
+        .map_err(|e| err(format!("checkpoint {} does not fit the model", json.display()), e))?;
+    Ok(model)
+}
+
+/// A trainer restored from `json` for a run with settings `config`: weights, optimiser state and step.
+/// Everything is checked first; on error nothing is returned.
+pub fn resume<B: Backend>(backend: &B, json: &Path, config: &RunConfig, total_steps: u64) -> Result<(Trainer<B>, CheckpointState)> {
+    let state = read_state(json)?;
+    config.check_resumable(&state.config).map_err(|e| err(json.display(), e))?;
+    if state.total_steps != total_steps {
+        return Err(PretrainError(format!("{}: the checkpoint's run has {} steps, this one {total_steps}", json.display(), state.total_steps)));
+    }
+    let model = weights_into_fresh_model(backend, json, &state)?;
+    let opt = OptimizerState::<B::Elem>::from_safetensors(&read_checked(json, &state.optimizer)?)?;
+    let mut trainer = Trainer::new(model, config.train_config(total_steps))?;
+    trainer.optimizer.import_state(backend, &opt).map_err(|e| err(format!("{}: optimiser state", json.display()), e))?;
+    trainer.step = state.step;
+    Ok((trainer, state))
+}

@@ -1,0 +1,49 @@
+//! What the `cloob-pretrain` and `cloob-eval` binaries run: a training run with evaluation, JSONL
+//! metrics, plots and checkpoints that resume bit for bit.
+//!
+//! - [`config`]: the run's settings (plain data, serde), data source specs.
+//! - [`checkpoint`]: safetensors weights + optimiser moments + JSON state, written atomically.
+//! - [`evaluate`]: zero-shot per task, retrieval, linear probe and embedding analysis of a model.
+//! - [`run`]: the training loop.
+//! - [`plots`]: PNG plots of a run's metrics.
+
+pub mod checkpoint;
+pub mod config;
+pub mod evaluate;
+pub mod plots;
+pub mod run;
+
+pub use config::{DataSpec, RunConfig, Scheduler};
+pub use run::{train, RunOptions, RunSummary};
+
+/// Errors of a run: each says what failed and where.
+#[derive(Debug)]
+pub struct PretrainError(pub String);
+
+/// Results of this module.
+pub type Result<T> = std::result::Result<T, PretrainError>;
+
+impl std::fmt::Display for PretrainError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for PretrainError {}
+
+impl From<hopfield::HopfieldError> for PretrainError {
+    fn from(e: hopfield::HopfieldError) -> Self {
+        PretrainError(e.to_string())
+    }
+}
+
+impl From<crate::data::DataError> for PretrainError {
+    fn from(e: crate::data::DataError) -> Self {
+        PretrainError(e.0)
+    }
+}
+
+/// `context: error` as a [`PretrainError`].
+pub(crate) fn err(context: impl std::fmt::Display, e: impl std::fmt::Display) -> PretrainError {
+    PretrainError(format!("{context}: {e}"))
+}

@@ -1,0 +1,118 @@
+//! PNG plots of a run from its JSONL metrics: loss, zero-shot accuracy, τ⁻¹ and the eigenvalue
+//! spectrum of the final embeddings. Text needs a TrueType font; DejaVu Sans or Liberation Sans is read
+//! from the system (Debian's `fonts-dejavu-core`), nothing is downloaded.
+
+use super::evaluate::EvalReport;
+use super::{err, PretrainError, Result};
+use plotters::prelude::*;
+use plotters::style::FontStyle;
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+const FONTS: [&str; 3] = ["/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf", "/usr/share/fonts/TTF/DejaVuSans.ttf"];
+
+/// Register a system font under plotters' `sans-serif` once.
+fn font() -> Result<()> {
+    static FONT: OnceLock<std::result::Result<(), String>> = OnceLock::new();
+    FONT.get_or_init(|| {
+        let bytes = FONTS.iter().find_map(|p| std::fs::read(p).ok())
+            .ok_or_else(|| format!("no TrueType font found (looked at {FONTS:?}; apt-get install -y fonts-dejavu-core)"))?;
+        plotters::style::register_font("sans-serif", FontStyle::Normal, Box::leak(bytes.into_boxed_slice()))
+            .map_err(|_| "the system font does not parse".to_string())
+    }).clone().map_err(PretrainError)
+}
+
+/// One named line.
+type Series = (String, Vec<(f64, f64)>);
+
+/// Draw `series` into `path` (800×500), y on a log scale when `log_y`.
+fn line_plot(path: &Path, title: &str, x_desc: &str, y_desc: &str, series: &[Series], log_y: bool) -> Result<()> {
+    let (w, h) = (800u32, 500u32);
+    let mut buf = vec![0u8; (w * h * 3) as usize];
+    let points = series.iter().flat_map(|(_, p)| p.iter());
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    for &(x, y) in points.filter(|(_, y)| y.is_finite() && (!log_y || *y > 0.0)) {
+        (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y), y1.max(y));
+    }
+    if x0 > x1 {
+        return Ok(());
+    }
+    if x1 <= x0 { x1 = x0 + 1.0; }
+    if y1 <= y0 { y1 = y0 + 1e-3_f64.max(y0.abs() * 0.1); }
+    let pe = |e: &dyn std::fmt::Display| err(format!("plot {}", path.display()), e);
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| pe(&e))?;
+        let mut b = ChartBuilder::on(&root);
+        b.caption(title, ("sans-serif", 22)).margin(12).x_label_area_size(40).y_label_area_size(70);
+        let colours = [BLUE, RED, GREEN, MAGENTA, CYAN, BLACK, RGBColor(255, 140, 0), RGBColor(120, 70, 20)];
+        macro_rules! draw {
+            ($chart:expr) => {{
+                let mut chart = $chart;
+                chart.configure_mesh().x_desc(x_desc).y_desc(y_desc).draw().map_err(|e| pe(&e))?;
+                for (i, (name, pts)) in series.iter().enumerate() {
+                    let c = colours[i % colours.len()];
+                    chart.draw_series(LineSeries::new(pts.iter().copied().filter(|(_, y)| y.is_finite() && (!log_y || *y > 0.0)), c.stroke_width(2)))
+                        .map_err(|e| pe(&e))?
+                        .label(name.clone()).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
+                }
+                if series.len() > 1 {
+                    chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw().map_err(|e| pe(&e))?;
+                }
+            }};
+        }
+        if log_y {
+            draw!(b.build_cartesian_2d(x0..x1, (y0..y1).log_scale()).map_err(|e| pe(&e))?);
+        } else {
+            draw!(b.build_cartesian_2d(x0..x1, y0..y1).map_err(|e| pe(&e))?);
+        }
+        root.present().map_err(|e| pe(&e))?;
+    }
+    image::RgbImage::from_raw(w, h, buf).expect("buffer of w·h·3").save(path).map_err(|e| err(path.display(), e))
+}
+
+/// Plots of the run whose metrics are in `metrics`, into `dir`; returns the files written.
+pub fn draw_all(metrics: &Path, final_eval: Option<&EvalReport>, dir: &Path) -> Result<Vec<PathBuf>> {
+    font()?;
+    std::fs::create_dir_all(dir).map_err(|e| err(dir.display(), e))?;
+    let f = std::fs::File::open(metrics).map_err(|e| err(metrics.display(), e))?;
+    let (mut loss, mut tau, mut lr) = (Vec::new(), Vec::new(), Vec::new());
+    let mut zs: Vec<Series> = Vec::new();
+    for line in std::io::BufReader::new(f).lines().map_while(|l| l.ok()) {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
+        let step = v["step"].as_f64().unwrap_or(0.0);
+        if let Some(l) = v["loss"].as_f64() {
+            loss.push((step + 1.0, l));
+            tau.push((step + 1.0, v["inv_tau"].as_f64().unwrap_or(f64::NAN)));
+            lr.push((step + 1.0, v["lr"].as_f64().unwrap_or(f64::NAN)));
+        }
+        if let Some(tasks) = v["eval"]["sets"][0]["zero_shot"].as_object() {
+            for (name, score) in tasks {
+                let y = score["top1"].as_f64().unwrap_or(f64::NAN);
+                match zs.iter_mut().find(|(n, _)| n == name) {
+                    Some((_, p)) => p.push((step, y)),
+                    None => zs.push((name.clone(), vec![(step, y)])),
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let mut plot = |file: &str, title: &str, x: &str, y: &str, s: Vec<Series>, log: bool| -> Result<()> {
+        let p = dir.join(file);
+        line_plot(&p, title, x, y, &s, log)?;
+        out.push(p);
+        Ok(())
+    };
+    plot("loss.png", "training loss", "step", "loss", vec![("loss".into(), loss)], false)?;
+    plot("zero_shot.png", "zero-shot top-1 accuracy", "step", "accuracy", zs, false)?;
+    plot("inv_tau.png", "inverse temperature τ⁻¹", "step", "τ⁻¹", vec![("τ⁻¹".into(), tau)], false)?;
+    plot("lr.png", "learning rate", "step", "lr", vec![("lr".into(), lr)], false)?;
+    if let Some(set) = final_eval.and_then(|r| r.sets.first()) {
+        let spectrum = |v: &[f64]| v.iter().enumerate().map(|(i, &e)| ((i + 1) as f64, e)).collect::<Vec<_>>();
+        plot("spectrum.png", "covariance eigenvalues of the final embeddings", "index", "eigenvalue",
+             vec![("image".into(), spectrum(&set.embedding.image_spectrum)), ("text".into(), spectrum(&set.embedding.text_spectrum))], true)?;
+    }
+    Ok(out)
+}

@@ -1,0 +1,207 @@
+//! The training loop: data → step → JSONL metrics, progress bar, periodic evaluation and checkpoints,
+//! plots at the end. A run resumed from a checkpoint produces the same losses, bit for bit, as the
+//! uninterrupted run: the data stream is a function of (seed, position), the schedule of the step, and
+//! the checkpoint stores the exact weights and AdamW moments.
+
+use super::checkpoint::{self, write_atomic};
+use super::evaluate::{evaluate, EvalReport};
+use super::{err, plots, PretrainError, Result, RunConfig};
+use crate::data::csv::{CsvConfig, CsvSource};
+use crate::data::loader::Loader;
+use crate::data::rng::rng_for;
+use crate::data::{fashion, scenes, DataBundle};
+use crate::pretrain::config::DataSpec;
+use crate::tokenizer::ClipTokenizer;
+use crate::train::Trainer;
+use hopfield::{Backend, Cpu};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::json;
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// How to run (what does not belong in the checkpointed config).
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Show the progress bar.
+    pub progress: bool,
+    /// Resume from a checkpoint JSON path, or `latest` (the run's newest).
+    pub resume: Option<String>,
+    /// Stop (with a checkpoint) once this many steps are done, as if interrupted.
+    pub stop_after: Option<u64>,
+    /// Skip the evaluations and plots (tests).
+    pub no_eval: bool,
+    /// Print what happens.
+    pub verbose: bool,
+}
+
+/// What a run produced.
+#[derive(Clone, Debug)]
+pub struct RunSummary {
+    /// `logs/name`.
+    pub run_dir: PathBuf,
+    /// The JSONL metrics.
+    pub metrics: PathBuf,
+    /// The last checkpoint written.
+    pub checkpoint: Option<PathBuf>,
+    /// PNG plots.
+    pub plots: Vec<PathBuf>,
+    /// `(step, loss)` of the steps run in this process.
+    pub losses: Vec<(u64, f64)>,
+    /// The final evaluation.
+    pub final_eval: Option<EvalReport>,
+    /// Steps done in total (including those before a resume).
+    pub steps: u64,
+    /// Wall time of this process's training loop, seconds.
+    pub wall_s: f64,
+    /// Skipped rows and images of the data source.
+    pub data_issues: String,
+}
+
+/// Open the data source of `cfg` with its evaluation sets.
+pub fn open_data(cfg: &RunConfig, image_size: usize) -> Result<DataBundle> {
+    let need = |have: usize, what: &str| if have == image_size { Ok(()) } else {
+        Err(PretrainError(format!("{what} has {have}×{have} images but the model takes {image_size}×{image_size}; use the tiny preset")))
+    };
+    Ok(match &cfg.data {
+        DataSpec::Embedded => {
+            need(scenes::IMAGE_SIZE, "the embedded set")?;
+            DataBundle { train: Arc::new(scenes::SceneSource { len: cfg.embedded_len }), eval: vec![scenes::eval_set(cfg.eval_size)], probe: None }
+        }
+        DataSpec::FashionMnist => {
+            need(fashion::IMAGE_SIZE, "Fashion-MNIST")?;
+            let train = fashion::load_split(&cfg.fashion_dir, "train")?;
+            let test = fashion::load_split(&cfg.fashion_dir, "t10k")?;
+            let eval = fashion::eval_set(&test, cfg.eval_size, "fashion-mnist-test");
+            let probe = (fashion::eval_set(&train, 2 * cfg.eval_size, "fashion-mnist-train"), eval.clone(), "fashion".to_string());
+            DataBundle { train: Arc::new(fashion::FashionSource { train }), eval: vec![eval], probe: Some(probe) }
+        }
+        DataSpec::Csv(path) => {
+            let mk = |p: &Path| {
+                let mut c = CsvConfig::new(p, image_size);
+                c.img_key.clone_from(&cfg.csv.img_key);
+                c.caption_key.clone_from(&cfg.csv.caption_key);
+                c.separator = u8::try_from(cfg.csv.separator).map_err(|_| PretrainError("--csv-separator must be one ASCII character".into()))?;
+                Ok::<_, PretrainError>(CsvSource::open(c)?)
+            };
+            let train = mk(path)?;
+            let val = match &cfg.csv.val { Some(v) => mk(v)?, None => train.clone() };
+            let eval = val.eval_set(cfg.eval_size, "csv-val");
+            DataBundle { train: Arc::new(train), eval: vec![eval], probe: None }
+        }
+    })
+}
+
+/// Keep the JSONL lines of steps before `step` (a resumed run rewrites what came after its checkpoint).
+fn truncate_metrics(path: &Path, step: u64) -> Result<()> {
+    let Ok(f) = std::fs::File::open(path) else { return Ok(()) };
+    let kept: Vec<String> = std::io::BufReader::new(f).lines().map_while(|l| l.ok())
+        .filter(|l| serde_json::from_str::<serde_json::Value>(l).ok()
+            .and_then(|v| v["step"].as_u64()).is_some_and(|s| s < step || (s == step && l.contains("\"eval\""))))
+        .collect();
+    write_atomic(path, (kept.join("\n") + if kept.is_empty() { "" } else { "\n" }).as_bytes())
+}
+
+/// Train as `cfg` says.
+pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary> {
+    let backend = Cpu::<f32>::new();
+    let model_cfg = cfg.clip_config()?;
+    let data = open_data(cfg, model_cfg.vision.image_size)?;
+    let total = cfg.total_steps(data.train.epoch_len())?;
+    if cfg.batch_size == 0 || cfg.batch_size % cfg.accum_freq.max(1) != 0 {
+        return Err(PretrainError(format!("batch size {} must be a positive multiple of accum-freq {}", cfg.batch_size, cfg.accum_freq)));
+    }
+    let run_dir = cfg.logs.join(&cfg.name);
+    let ckpt_dir = run_dir.join("checkpoints");
+    std::fs::create_dir_all(&ckpt_dir).map_err(|e| err(ckpt_dir.display(), e))?;
+    let metrics = run_dir.join("metrics.jsonl");
+    let say = |m: String| if opts.verbose { eprintln!("{m}") };
+
+    let mut trainer = match &opts.resume {
+        Some(spec) => {
+            let path = if spec == "latest" {
+                checkpoint::latest(&ckpt_dir).ok_or_else(|| PretrainError(format!("--resume latest: no checkpoint in {}", ckpt_dir.display())))?
+            } else {
+                PathBuf::from(spec)
+            };
+            let (t, state) = checkpoint::resume(&backend, &path, cfg, total)?;
+            say(format!("resumed from {} at step {} (epoch {})", path.display(), state.step, state.epoch));
+            truncate_metrics(&metrics, state.step)?;
+            t
+        }
+        None => {
+            let model = model_cfg.init(&backend, &mut rng_for(&[cfg.seed, 0x1417]))?;
+            std::fs::write(&metrics, "").map_err(|e| err(metrics.display(), e))?;
+            Trainer::new(model, cfg.train_config(total))?
+        }
+    };
+    write_atomic(&run_dir.join("config.json"), serde_json::to_string_pretty(cfg).expect("plain data").as_bytes())?;
+    say(format!("data: {}\nrun: {} steps of {} pairs, {:?} loss, logs in {}", data.train.describe(), total, cfg.batch_size, cfg.loss, run_dir.display()));
+
+    let mut log = std::fs::OpenOptions::new().append(true).create(true).open(&metrics).map_err(|e| err(metrics.display(), e))?;
+    let mut write_line = |v: serde_json::Value| -> Result<()> {
+        writeln!(log, "{v}").map_err(|e| err(metrics.display(), e))
+    };
+    let bar = if opts.progress { ProgressBar::new(total) } else { ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::hidden()) };
+    bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed_precise}<{eta_precise}]").expect("a valid template"));
+    bar.set_position(trainer.step);
+
+    let tokenizer = ClipTokenizer::with_context_length(model_cfg.text.context_length)?;
+    let stop = opts.stop_after.unwrap_or(total).min(total);
+    let mut loader = Loader::new(data.train.clone(), cfg.batch_size, cfg.seed, trainer.step, 4);
+    let (mut losses, mut last_ckpt, mut final_eval) = (Vec::new(), None, None);
+    let started = Instant::now();
+    let mut rate = None::<f64>;
+    let evaluate_now = |trainer: &Trainer<Cpu<f32>>, with_probe: bool| evaluate(&backend, &trainer.model, &data, with_probe);
+    while trainer.step < stop {
+        let t0 = Instant::now();
+        let mut batch = loader.next().ok_or_else(|| PretrainError(format!(
+            "the data source yielded no complete batch of {} pairs ({})", cfg.batch_size, data.train.issues().summary())))?;
+        let n = batch.captions.len();
+        let images = backend.from_vec(std::mem::take(&mut batch.pixels), &[n, 3, batch.size, batch.size]);
+        let tokens = tokenizer.tokenize(&batch.captions);
+        let stats = trainer.step(&backend, &images, &tokens)?;
+        let epoch = batch.epoch;
+        let sps = n as f64 / t0.elapsed().as_secs_f64();
+        let r = *rate.get_or_insert(sps);
+        rate = Some(0.9 * r + 0.1 * sps);
+        losses.push((stats.step, stats.loss));
+        write_line(json!({"step": stats.step, "epoch": epoch, "loss": stats.loss, "lr": stats.lr, "inv_tau": stats.inv_tau,
+                          "grad_norm": stats.grad_norm, "samples_per_s": sps}))?;
+        bar.set_message(format!("loss {:.4} lr {:.2e} τ⁻¹ {:.1} {:.0} samples/s", stats.loss, stats.lr, stats.inv_tau, rate.unwrap_or(sps)));
+        bar.set_position(trainer.step);
+        let done = trainer.step;
+        let is_end = done == total;
+        if !opts.no_eval && (is_end || (cfg.eval_every > 0 && done % cfg.eval_every == 0)) {
+            let report = evaluate_now(&trainer, is_end)?;
+            if let Some(h) = report.headline() {
+                bar.println(format!("step {done}: mean zero-shot top-1 {h:.3}"));
+            }
+            write_line(json!({"step": done, "eval": report}))?;
+            if is_end {
+                final_eval = Some(report);
+            }
+        }
+        if done == stop || (cfg.save_every > 0 && done % cfg.save_every == 0) {
+            last_ckpt = Some(checkpoint::save(&backend, &ckpt_dir, &trainer, cfg, epoch, total)?);
+        }
+    }
+    bar.finish();
+    drop(loader);
+    let wall_s = started.elapsed().as_secs_f64();
+    let plots = if opts.no_eval || trainer.step < total {
+        Vec::new()
+    } else {
+        match plots::draw_all(&metrics, final_eval.as_ref(), &run_dir.join("plots")) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("plots skipped: {e}");
+                Vec::new()
+            }
+        }
+    };
+    let issues = data.train.issues();
+    Ok(RunSummary { run_dir, metrics, checkpoint: last_ckpt, plots, losses, final_eval, steps: trainer.step, wall_s,
+                    data_issues: issues.summary() })
+}

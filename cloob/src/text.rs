@@ -1,0 +1,250 @@
+//! The text tower: CLIP's causal text transformer with Hopfield encoder layers.
+//!
+//! ids → token embedding + positional embedding → pre-LN blocks with a causal association mask →
+//! the feature at each text's `<end_of_text>` (the position of its largest id, as CLIP's `argmax`) →
+//! `ln_final` → `@ text_projection`. Names and shapes follow open_clip's `CLIP` text side
+//! (`token_embedding.weight [vocab, width]`, `positional_embedding [context, width]`, `ln_final`,
+//! `text_projection [width, output_dim]`).
+
+use crate::blocks::{broadcast_batch, project, project_backward, BlockInit, StackShape, Transformer};
+use crate::tokenizer::{TokenBatch, DEFAULT_CONTEXT_LENGTH, VOCAB_SIZE};
+use hopfield::init;
+use hopfield::layers::encoder::EncoderCache;
+use hopfield::layers::norm::{layer_norm_backward, layer_norm_forward};
+use hopfield::layers::{LayerNormCache, LayerNormParams, Mask};
+use hopfield::params::{visit_child, visit_child_mut};
+use hopfield::{Backend, HopfieldError, Parameters, Result};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+/// Shape of the text tower. Plain data with serde; presets by name.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TextConfig {
+    /// Longest token sequence (rows of the positional embedding).
+    pub context_length: usize,
+    /// Token embedding rows (49408 for CLIP's tokenizer).
+    pub vocab_size: usize,
+    /// Transformer width.
+    pub width: usize,
+    /// Attention heads; divide `width`.
+    pub heads: usize,
+    /// Number of blocks.
+    pub layers: usize,
+    /// MLP hidden size / width.
+    pub mlp_ratio: f64,
+    /// MLP activation: `quick_gelu` (OpenAI CLIP, cloob) or `gelu`.
+    pub activation: String,
+    /// Embedding size after `text_projection`.
+    pub output_dim: usize,
+    /// ε of every layer norm.
+    pub layer_norm_eps: f64,
+}
+
+impl Default for TextConfig {
+    fn default() -> Self {
+        Self::tiny()
+    }
+}
+
+impl TextConfig {
+    /// Trains on two CPU cores in minutes: context 32, width 64, 2 blocks of 4 heads, 64-dim embeddings.
+    pub fn tiny() -> Self {
+        TextConfig {
+            context_length: 32, vocab_size: VOCAB_SIZE, width: 64, heads: 4, layers: 2, mlp_ratio: 4.0,
+            activation: "quick_gelu".into(), output_dim: 64, layer_norm_eps: 1e-5,
+        }
+    }
+    /// Context 77, width 256, 6 blocks of 8 heads, 256-dim embeddings.
+    pub fn small() -> Self {
+        TextConfig { context_length: DEFAULT_CONTEXT_LENGTH, width: 256, heads: 8, layers: 6, output_dim: 256, ..Self::tiny() }
+    }
+    /// The paper's text transformer: context 77, width 512, 8 heads, 12 blocks, 512-dim embeddings.
+    pub fn paper() -> Self {
+        TextConfig { context_length: DEFAULT_CONTEXT_LENGTH, width: 512, heads: 8, layers: 12, output_dim: 512, ..Self::tiny() }
+    }
+
+    fn stack(&self) -> StackShape<'_> {
+        StackShape {
+            width: self.width, layers: self.layers, heads: self.heads, mlp_ratio: self.mlp_ratio,
+            activation: &self.activation, layer_norm_eps: self.layer_norm_eps,
+        }
+    }
+
+    /// Check the sizes.
+    pub fn validate(&self) -> Result<()> {
+        if self.context_length == 0 || self.vocab_size == 0 || self.output_dim == 0 {
+            return Err(HopfieldError::config("text.context_length", "context_length, vocab_size and output_dim must be positive"));
+        }
+        if !(self.layer_norm_eps > 0.0) {
+            return Err(HopfieldError::config("text.layer_norm_eps", "must be positive"));
+        }
+        self.stack().validate("text").map(|_| ())
+    }
+
+    /// Validate and draw a tower with CLIP's initialisation: token embedding N(0, 0.02²), positional
+    /// N(0, 0.01²), blocks by width and depth (see `BlockInit::WidthDepth`), `text_projection`
+    /// N(0, width⁻¹), norms one/zero.
+    pub fn init<B: Backend>(&self, backend: &B, rng: &mut impl Rng) -> Result<TextTransformer<B>> {
+        self.validate()?;
+        let w = self.width;
+        Ok(TextTransformer {
+            token_embedding: init::normal(backend, &[self.vocab_size, w], 0.02, rng),
+            positional_embedding: init::normal(backend, &[self.context_length, w], 0.01, rng),
+            transformer: Transformer::init(backend, &self.stack(), "text", BlockInit::WidthDepth, rng)?,
+            ln_final: LayerNormParams::new(backend, w),
+            text_projection: init::normal(backend, &[w, self.output_dim], (w as f64).powf(-0.5), rng),
+            config: self.clone(),
+        })
+    }
+}
+
+/// The text tower and its tensors (a zeroed copy holds its gradients, see [`TextTransformer::zero_grads`]).
+///
+/// # Shapes
+/// tokens `[B, L]` with `L ≤ context_length` → features `[B, output_dim]` (not normalised).
+#[derive(Clone, Debug)]
+pub struct TextTransformer<B: Backend> {
+    /// Its shape.
+    pub config: TextConfig,
+    /// `token_embedding.weight`, `[vocab_size, width]`.
+    pub token_embedding: B::Tensor,
+    /// `positional_embedding`, `[context_length, width]`.
+    pub positional_embedding: B::Tensor,
+    /// `transformer.resblocks.*`.
+    pub transformer: Transformer<B>,
+    /// `ln_final.*`.
+    pub ln_final: LayerNormParams<B>,
+    /// `text_projection`, `[width, output_dim]`, no bias.
+    pub text_projection: B::Tensor,
+}
+
+/// What [`TextTransformer::backward`] needs.
+#[derive(Clone, Debug)]
+pub struct TextCache<B: Backend> {
+    ids: Vec<usize>,
+    pooled_rows: Vec<usize>,
+    len: usize,
+    blocks: Vec<EncoderCache<B>>,
+    ln_final: LayerNormCache<B>,
+    pooled: B::Tensor,
+}
+
+/// The causal association mask `[L, L]`: position `i` sees positions `j ≤ i`.
+pub fn causal_mask(len: usize) -> Mask {
+    Mask::bool((0..len * len).map(|k| k % len > k / len).collect(), &[len, len])
+}
+
+impl<B: Backend> TextTransformer<B> {
+    fn check(&self, tokens: &TokenBatch) -> Result<Vec<usize>> {
+        let c = &self.config;
+        if tokens.batch == 0 || tokens.context_length == 0 || tokens.context_length > c.context_length
+            || tokens.ids.len() != tokens.batch * tokens.context_length {
+            return Err(HopfieldError::shape("text.forward(tokens)",
+                format!("[B > 0, 0 < L ≤ {}] ids", c.context_length), &[tokens.batch, tokens.context_length]));
+        }
+        if let Some(&bad) = tokens.ids.iter().find(|&&i| i as usize >= c.vocab_size) {
+            return Err(HopfieldError::config("text.forward(tokens)", format!("id {bad} ≥ vocab_size {}", c.vocab_size)));
+        }
+        Ok(tokens.ids.iter().map(|&i| i as usize).collect())
+    }
+
+    /// Text features `[B, output_dim]` and the cache for backward.
+    pub fn forward(&self, backend: &B, tokens: &TokenBatch) -> Result<(B::Tensor, TextCache<B>)> {
+        let ids = self.check(tokens)?;
+        let c = &self.config;
+        let (b, l, w) = (tokens.batch, tokens.context_length, c.width);
+        let x = backend.reshape(&backend.gather_rows(&self.token_embedding, &ids), &[b, l, w]);
+        let pos = backend.slice(&self.positional_embedding, 0, 0, l);
+        let x = backend.add(&x, &broadcast_batch(backend, &pos, b));
+        let (x, blocks) = self.transformer.forward(backend, &x, Some(&causal_mask(l)))?;
+        // ln_final is per row, so normalising only the pooled rows equals CLIP's normalise-then-pool.
+        let pooled_rows: Vec<usize> = tokens.eot_positions().iter().enumerate().map(|(i, &p)| i * l + p).collect();
+        let eot = backend.gather_rows(&backend.reshape(&x, &[b * l, w]), &pooled_rows);
+        let (pooled, ln_final) = layer_norm_forward(backend, &self.ln_final, c.layer_norm_eps, &eot);
+        let features = project(backend, &pooled, &self.text_projection);
+        Ok((features, TextCache { ids, pooled_rows, len: l, blocks, ln_final, pooled }))
+    }
+
+    /// Backward of [`TextTransformer::forward`] from d loss / d features `[B, output_dim]`: accumulates
+    /// every parameter gradient into `grads`.
+    pub fn backward(&self, backend: &B, cache: &TextCache<B>, d_features: &B::Tensor, grads: &mut TextTransformer<B>)
+        -> Result<()> {
+        let c = &self.config;
+        let (b, l, w) = (cache.pooled_rows.len(), cache.len, c.width);
+        let shape = backend.shape(d_features);
+        if shape != [b, c.output_dim] {
+            return Err(HopfieldError::shape("text.backward(d_features)", format!("[{b}, {}]", c.output_dim), &shape));
+        }
+        let d_pooled = project_backward(backend, &cache.pooled, &self.text_projection, d_features, &mut grads.text_projection);
+        let d_eot = layer_norm_backward(backend, &self.ln_final, &cache.ln_final, &d_pooled, &mut grads.ln_final);
+        let mut dx = backend.zeros(&[b * l, w]);
+        backend.scatter_add_rows(&mut dx, &cache.pooled_rows, &d_eot);
+        let dx = self.transformer.backward(backend, &cache.blocks, &backend.reshape(&dx, &[b, l, w]), &mut grads.transformer)?;
+        let d_pos = backend.reshape(&backend.sum_axis(&dx, 0), &[l, w]);
+        backend.slice_add(&mut grads.positional_embedding, 0, 0, &d_pos);
+        backend.scatter_add_rows(&mut grads.token_embedding, &cache.ids, &backend.reshape(&dx, &[b * l, w]));
+        Ok(())
+    }
+
+    /// A gradient accumulator: this tower with every tensor zero.
+    pub fn zero_grads(&self, backend: &B) -> Self {
+        let mut g = self.clone();
+        g.zero(backend);
+        g
+    }
+}
+
+impl<B: Backend> Parameters<B> for TextTransformer<B> {
+    fn visit<'a>(&'a self, f: &mut dyn FnMut(&str, &'a B::Tensor, bool)) {
+        f("token_embedding.weight", &self.token_embedding, true);
+        f("positional_embedding", &self.positional_embedding, true);
+        visit_child(&self.transformer, "transformer", f);
+        visit_child(&self.ln_final, "ln_final", f);
+        f("text_projection", &self.text_projection, true);
+    }
+    fn visit_mut(&mut self, f: &mut dyn FnMut(&str, &mut B::Tensor, bool)) {
+        f("token_embedding.weight", &mut self.token_embedding, true);
+        f("positional_embedding", &mut self.positional_embedding, true);
+        visit_child_mut(&mut self.transformer, "transformer", f);
+        visit_child_mut(&mut self.ln_final, "ln_final", f);
+        f("text_projection", &mut self.text_projection, true);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tokenizer::ClipTokenizer;
+    use hopfield::Cpu;
+    use rand::SeedableRng;
+
+    #[test]
+    fn causal_mask_hides_the_future() {
+        let Mask::Bool { values, shape } = causal_mask(3) else { panic!("boolean mask") };
+        assert_eq!(shape, [3, 3]);
+        assert_eq!(values, [false, true, true, false, false, true, false, false, false]);
+    }
+
+    #[test]
+    fn features_ignore_tokens_after_end_of_text_and_ids_are_checked() {
+        let cpu = Cpu::<f64>::new();
+        let text = TextConfig::tiny().init(&cpu, &mut rand::rngs::StdRng::seed_from_u64(2)).unwrap();
+        let tok = ClipTokenizer::with_context_length(12).unwrap();
+        let mut tokens = tok.tokenize(&["a red square", "a photo of a blue circle"]);
+        let (f1, _) = text.forward(&cpu, &tokens).unwrap();
+        // The padding after <end_of_text> is invisible to the causal pooled feature.
+        tokens.ids[10] = 320;
+        tokens.ids[11] = 1125;
+        let (f2, _) = text.forward(&cpu, &tokens).unwrap();
+        assert!(f1.iter().zip(f2.iter()).all(|(a, b)| (a - b).abs() < 1e-12));
+        // Shorter sequences than the context work; longer ones and unknown ids are errors.
+        assert!(text.forward(&cpu, &ClipTokenizer::with_context_length(40).unwrap().tokenize(&["x"])).is_err());
+        tokens.ids[0] = 60000;
+        assert!(text.forward(&cpu, &tokens).unwrap_err().to_string().contains("60000"));
+        for c in [TextConfig::tiny(), TextConfig::small(), TextConfig::paper()] {
+            c.validate().unwrap();
+        }
+        assert_eq!(text.names()[..2], ["token_embedding.weight", "positional_embedding"]);
+    }
+}

@@ -1,0 +1,217 @@
+//! One optimisation step of the two-tower model: forward both towers, the contrastive loss, backward,
+//! gradient-norm clipping, AdamW with open_clip's decay groups at the scheduled learning rate, then
+//! `logit_scale` clamped to `[0, ln 100]`.
+//!
+//! Gradient accumulation (`accum_freq > 1`) computes the loss over the whole accumulated batch, as
+//! open_clip does: a first pass embeds every micro-batch without keeping caches, the loss and its
+//! gradient w.r.t. all embeddings are computed once, then each micro-batch is embedded again with its
+//! cache and backpropagated from its rows of that gradient. The tower gradients equal open_clip's; the
+//! `logit_scale` gradient is counted once (open_clip backpropagates the full loss once per micro-batch,
+//! which multiplies the temperature's gradient by `accum_freq`).
+
+use crate::loss::{contrastive_loss_normalized, LossConfig, LossOutput};
+use crate::model::ClipModel;
+use crate::tokenizer::TokenBatch;
+use hopfield::optim::{clip_grad_norm, AdamConfig, AdamW, DecayFilter, LrSchedule, Optimizer};
+use hopfield::params::global_norm;
+use hopfield::{Backend, HopfieldError, Parameters, Result};
+use serde::{Deserialize, Serialize};
+
+/// How to train. Plain data with serde.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// The contrastive loss (CLOOB's by default).
+    pub loss: LossConfig,
+    /// Learning rate per step: `warmup_cosine` (open_clip) or `cosine_restarts` (cloob).
+    pub schedule: LrSchedule,
+    /// AdamW's β, ε, weight decay and decay groups.
+    pub adam: AdamConfig,
+    /// Micro-batches per optimiser step; divides the batch given to [`Trainer::step`].
+    pub accum_freq: usize,
+    /// Clip the global gradient norm to this value (`None`: no clipping).
+    pub grad_clip_norm: Option<f64>,
+}
+
+impl TrainConfig {
+    /// `loss` with open_clip's ViT defaults around `schedule`: β = (0.9, 0.98), ε = 1e-6, weight decay
+    /// 0.2 on open_clip's groups ([`DecayFilter::OpenClip`]), no accumulation, no clipping.
+    pub fn new(loss: LossConfig, schedule: LrSchedule) -> Self {
+        TrainConfig {
+            loss,
+            schedule,
+            adam: AdamConfig::default().betas(0.9, 0.98).eps(1e-6).weight_decay(0.2, DecayFilter::OpenClip),
+            accum_freq: 1,
+            grad_clip_norm: None,
+        }
+    }
+    /// With `n` micro-batches per step.
+    pub fn accum_freq(self, n: usize) -> Self {
+        TrainConfig { accum_freq: n, ..self }
+    }
+    /// With gradient-norm clipping.
+    pub fn grad_clip_norm(self, max_norm: f64) -> Self {
+        TrainConfig { grad_clip_norm: Some(max_norm), ..self }
+    }
+
+    /// Check the schedule, AdamW's hyper-parameters, `accum_freq ≥ 1` and the clipping norm.
+    pub fn validate(&self) -> Result<()> {
+        self.schedule.validate()?;
+        self.adam.validate()?;
+        if self.accum_freq == 0 {
+            return Err(HopfieldError::config("accum_freq", "must be at least 1"));
+        }
+        if let Some(m) = self.grad_clip_norm.filter(|m| !(m.is_finite() && *m > 0.0)) {
+            return Err(HopfieldError::config("grad_clip_norm", format!("must be positive and finite, got {m}")));
+        }
+        Ok(())
+    }
+}
+
+/// What one step did.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepStats {
+    /// 0-based index of the step.
+    pub step: u64,
+    /// Loss over the whole (accumulated) batch.
+    pub loss: f64,
+    /// Learning rate used.
+    pub lr: f64,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+    /// τ⁻¹ after the step (and the clamp).
+    pub inv_tau: f64,
+}
+
+/// A model, its optimiser and its step count.
+#[derive(Clone, Debug)]
+pub struct Trainer<B: Backend> {
+    /// The model being trained.
+    pub model: ClipModel<B>,
+    /// AdamW over the model's named parameters.
+    pub optimizer: AdamW<B>,
+    /// How to train.
+    pub config: TrainConfig,
+    /// Steps taken (the schedule's step of the next one).
+    pub step: u64,
+    /// Gradient accumulator reused across steps (zeroed at the start of each).
+    grads: Option<ClipModel<B>>,
+}
+
+impl<B: Backend> Trainer<B> {
+    /// Validate `config` and set up AdamW.
+    pub fn new(model: ClipModel<B>, config: TrainConfig) -> Result<Self> {
+        config.validate()?;
+        Ok(Trainer { optimizer: AdamW::new(config.adam)?, model, config, step: 0, grads: None })
+    }
+
+    /// One optimiser step on `N` image–text pairs (`N` divisible by `accum_freq`).
+    ///
+    /// Fails without changing the model when the loss or a gradient is not finite, naming the step (its
+    /// 0-based index) and the first non-finite gradient.
+    ///
+    /// # Shapes
+    /// images `[N, C, H, W]`, tokens `[N, L]`.
+    pub fn step(&mut self, backend: &B, images: &B::Tensor, tokens: &TokenBatch) -> Result<StepStats> {
+        let step = self.step;
+        let mut grads = match self.grads.take() {
+            Some(mut g) => {
+                g.zero(backend);
+                g
+            }
+            None => self.model.zero_grads(backend),
+        };
+        let loss = self.accumulate(backend, images, tokens, &mut grads).map_err(|e| name_step(step, e))?;
+        let lr = self.config.schedule.lr_at(step);
+        let grad_norm = match self.config.grad_clip_norm {
+            Some(max) => clip_grad_norm(backend, &mut grads, max)?,
+            None => global_norm(backend, &grads),
+        };
+        if !grad_norm.is_finite() {
+            let mut first = None;
+            grads.visit(&mut |name, t, trainable| {
+                if trainable && first.is_none() && !backend.all_finite(t) {
+                    first = Some(name.to_string());
+                }
+            });
+            return Err(HopfieldError::NonFinite {
+                op: "train.step",
+                detail: format!("step {step}: gradient norm {grad_norm} (first non-finite gradient: {})",
+                    first.unwrap_or_else(|| "none, the norm overflowed".into())),
+            });
+        }
+        self.optimizer.step(backend, &mut self.model, &grads, lr)?;
+        self.grads = Some(grads);
+        self.model.clamp_logit_scale(backend);
+        self.step += 1;
+        Ok(StepStats { step, loss, lr, grad_norm, inv_tau: self.model.inv_tau(backend) })
+    }
+
+    /// The loss over `N` pairs and its gradient w.r.t. every parameter (in a zeroed copy of the model),
+    /// accumulated over `accum_freq` micro-batches as described in the module docs. The model is not
+    /// changed.
+    pub fn gradients(&self, backend: &B, images: &B::Tensor, tokens: &TokenBatch) -> Result<(f64, ClipModel<B>)> {
+        let mut grads = self.model.zero_grads(backend);
+        let loss = self.accumulate(backend, images, tokens, &mut grads)?;
+        Ok((loss, grads))
+    }
+
+    /// [`Trainer::gradients`] into a given (zeroed) accumulator; returns the loss.
+    fn accumulate(&self, backend: &B, images: &B::Tensor, tokens: &TokenBatch, grads: &mut ClipModel<B>) -> Result<f64> {
+        let step = self.step;
+        let loss = |x: &B::Tensor, y: &B::Tensor, inv_tau: f64| -> Result<LossOutput<B>> {
+            let l = contrastive_loss_normalized(backend, &self.config.loss, x, y, inv_tau)?;
+            if !l.loss.is_finite() {
+                return Err(HopfieldError::NonFinite { op: "train.step", detail: format!("step {step}: loss is {}", l.loss) });
+            }
+            Ok(l)
+        };
+        let n = backend.shape(images).first().copied().unwrap_or(0);
+        let k = self.config.accum_freq;
+        if n != tokens.batch || n == 0 || n % k != 0 {
+            return Err(HopfieldError::shape("train.step",
+                format!("as many texts as images, a positive multiple of accum_freq {k}"), &[n, tokens.batch]));
+        }
+        let model = &self.model;
+        let value = if k == 1 {
+            let (out, cache) = model.forward(backend, images, tokens)?;
+            let l = loss(&out.image, &out.text, out.inv_tau)?;
+            model.backward(backend, &cache, &l.d_image, &l.d_text, l.d_inv_tau, grads)?;
+            l.loss
+        } else {
+            let m = n / k;
+            let micro = |j: usize| (backend.slice(images, 0, j * m, m), tokens.rows(j * m, m));
+            // Pass 1: every micro-batch's embeddings, caches dropped.
+            let (mut all_img, mut all_txt) = (None::<B::Tensor>, None::<B::Tensor>);
+            let mut inv_tau = 0.0;
+            for j in 0..k {
+                let (imgs, toks) = micro(j);
+                let (out, _) = model.forward(backend, &imgs, &toks)?;
+                inv_tau = out.inv_tau;
+                let cat = |acc: Option<B::Tensor>, t: B::Tensor| Some(match acc { Some(a) => backend.concat(&a, &t, 0), None => t });
+                all_img = cat(all_img, out.image);
+                all_txt = cat(all_txt, out.text);
+            }
+            let l = loss(&all_img.unwrap(), &all_txt.unwrap(), inv_tau)?;
+            // Pass 2: each micro-batch again, backpropagated from its rows of the full-batch gradient.
+            for j in 0..k {
+                let (imgs, toks) = micro(j);
+                let (_, cache) = model.forward(backend, &imgs, &toks)?;
+                let rows = |t: &B::Tensor| backend.slice(t, 0, j * m, m);
+                let d_inv_tau = if j == 0 { l.d_inv_tau } else { 0.0 };
+                model.backward(backend, &cache, &rows(&l.d_image), &rows(&l.d_text), d_inv_tau, grads)?;
+            }
+            l.loss
+        };
+        Ok(value)
+    }
+}
+
+/// Prefix the step to a non-finite error raised inside the step (the loss, a normalisation).
+fn name_step(step: u64, e: HopfieldError) -> HopfieldError {
+    match e {
+        HopfieldError::NonFinite { op, detail } if !detail.starts_with("step ") => {
+            HopfieldError::NonFinite { op, detail: format!("step {step}: {detail}") }
+        }
+        e => e,
+    }
+}
