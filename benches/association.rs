@@ -52,12 +52,14 @@ fn benches(c: &mut Criterion) {
     bench_backend(c, "association/cpu", &Cpu::<f32>::new(), &|| {}, [1, 1, 2048, 2048, 64], false);
     #[cfg(feature = "wgpu")]
     {
-        let be = hopfield::backend::cube::Wgpu::wgpu();
-        bench_backend(c, "association/wgpu", &be, &|| be.sync(), [1, 1, 2048, 2048, 64], false);
+        match hopfield::backend::cube::Wgpu::wgpu() {
+            Ok(be) => bench_backend(c, "association/wgpu", &be, &|| be.sync().expect("device sync"), [1, 1, 2048, 2048, 64], false),
+            Err(e) => eprintln!("association/wgpu skipped: {e}"),
+        }
     }
     #[cfg(feature = "cuda")]
     match hopfield::backend::cube::Cuda::cuda(0) {
-        Ok(be) => bench_backend(c, "association/cuda", &be, &|| be.sync(), [8, 8, 4096, 4096, 64], true),
+        Ok(be) => bench_backend(c, "association/cuda", &be, &|| be.sync().expect("device sync"), [8, 8, 4096, 4096, 64], true),
         Err(e) => eprintln!("association/cuda skipped: {e}"),
     }
 }

@@ -7,7 +7,13 @@
 //! `materialised` (the reference path: the `L × S` matrix with the backend's own ops). Runs `steps`
 //! update steps `ξ ← softmax(β ξ Kᵀ) K` then the retrieval `softmax(β ξ Kᵀ) V`, forward, then forward
 //! + backward, `iters` times after one warm-up, with a device sync around each timing. Prints one JSON
-//! line per measurement: `{"backend", "mode", "what", "b", "h", "l", "s", "d", "steps", "ms"}`.
+//! line per measurement: `{"backend", "mode", "what", "b", "h", "l", "s", "d", "steps", "ms"}`, and (on
+//! Linux) one `memory` line: resident memory once the inputs exist, the peak, and the growth between them.
+//!
+//! The issue's memory check (CPU, blocked path, one warm-up forward + backward, no timed iterations):
+//! ```text
+//! /usr/bin/time -v target/release/examples/association_probe cpu 1 1 65536 65536 64 0 0
+//! ```
 
 use hopfield::backend::association::{reference_backward, reference_forward};
 use hopfield::backend::ScoreBias;
@@ -81,10 +87,16 @@ fn run<B: Backend<Elem = f32>>(be: &B, name: &str, a: &Args, sync: &dyn Fn()) {
                  a.b, a.h, a.l, a.s, a.d, a.steps);
     };
     // Warm-up (kernel compilation), then timings.
+    sync();
+    let base = status_kib("VmRSS");
     let (saved, _, _) = forward(be, a, &q, &k, &v, &beta);
     backward(be, a, &saved, &k, &v, &beta, &d_out);
     drop(saved);
     sync();
+    if let (Some(base), Some(peak)) = (base, status_kib("VmHWM")) {
+        println!("{{\"backend\":\"{name}\",\"mode\":\"{mode}\",\"what\":\"memory\",\"l\":{},\"s\":{},\"d\":{},\"rss_inputs_mib\":{:.1},\"peak_rss_mib\":{:.1},\"growth_mib\":{:.1}}}",
+                 a.l, a.s, a.d, base as f64 / 1024.0, peak as f64 / 1024.0, peak.saturating_sub(base) as f64 / 1024.0);
+    }
     let mut best_f = f64::INFINITY;
     let mut best_fb = f64::INFINITY;
     for _ in 0..a.iters {
@@ -104,6 +116,13 @@ fn run<B: Backend<Elem = f32>>(be: &B, name: &str, a: &Args, sync: &dyn Fn()) {
     report("fwd_bwd", best_fb);
 }
 
+/// A `kB` field of `/proc/self/status` (`VmRSS`: resident now, `VmHWM`: peak resident); `None` off Linux.
+fn status_kib(field: &str) -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = text.lines().find(|l| l.starts_with(field))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
 fn main() {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let num = |i: usize, default: usize| argv.get(i).map_or(default, |s| s.parse().expect("a number"));
@@ -115,13 +134,16 @@ fn main() {
     match backend.as_str() {
         "cpu" => run(&Cpu::<f32>::new(), "cpu", &a, &|| {}),
         #[cfg(feature = "wgpu")]
-        "wgpu" => {
-            let be = hopfield::backend::cube::Wgpu::wgpu();
-            run(&be, "wgpu", &a, &|| be.sync());
-        }
+        "wgpu" => match hopfield::backend::cube::Wgpu::wgpu() {
+            Ok(be) => run(&be, "wgpu", &a, &|| be.sync().expect("device sync")),
+            Err(e) => {
+                eprintln!("{e}");
+                std::process::exit(2);
+            }
+        },
         #[cfg(feature = "cuda")]
         "cuda" => match hopfield::backend::cube::Cuda::cuda(0) {
-            Ok(be) => run(&be, "cuda", &a, &|| be.sync()),
+            Ok(be) => run(&be, "cuda", &a, &|| be.sync().expect("device sync")),
             Err(e) => {
                 eprintln!("{e}");
                 std::process::exit(2);

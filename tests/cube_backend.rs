@@ -3,17 +3,18 @@
 //! head, masks, dropout with the same seed, static/connected inputs, norms), pooling, lookup, encoder and
 //! decoder layers. Output buffers are NaN-poisoned before every launch, so an unwritten element fails.
 //!
-//! Built only with `--features wgpu` (or `cuda`: then on CUDA device 0); a machine without the device FAILS
-//! here (no silent skip): for wgpu install lavapipe with `.ci/install-gpu-test-deps.sh`.
+//! Built with the `wgpu` feature (on by default; with `cuda` on CUDA device 0); a machine without the device FAILS
+//! here (no silent skip): for wgpu install lavapipe (`apt-get install mesa-vulkan-drivers libvulkan1`; `.ci/run` does).
 #![cfg(any(feature = "wgpu", feature = "cuda"))]
 
 mod common;
 
 use common::rel_err;
-#[cfg(feature = "wgpu")]
-type Wgpu = hopfield::backend::cube::Wgpu;
-#[cfg(all(feature = "cuda", not(feature = "wgpu")))]
-type Wgpu = hopfield::backend::cube::Cuda;
+// CUDA device 0 when built with `cuda` (the GPU machine's binaries), else wgpu.
+#[cfg(feature = "cuda")]
+type Gpu = hopfield::backend::cube::Cuda;
+#[cfg(not(feature = "cuda"))]
+type Gpu = hopfield::backend::cube::Wgpu;
 use hopfield::layers::hopfield::PerHead;
 use hopfield::layers::{
     DecoderMasks, HopfieldConfig, HopfieldEncoderLayerConfig, HopfieldInput, HopfieldLayerConfig, HopfieldPoolingConfig, Mask,
@@ -21,32 +22,33 @@ use hopfield::layers::{
 };
 use hopfield::params::Parameters;
 use hopfield::{Backend, Cpu};
-use ndarray::ArrayD;
+use hopfield::backend::CpuTensor;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use std::collections::HashMap;
 
 type C = Cpu<f32>;
 const TOL: f64 = 1e-4;
 
-#[cfg(feature = "wgpu")]
-fn gpu() -> Wgpu {
-    Wgpu::wgpu().poisoned()
+/// The poisoned device; none fails the test (never a silent skip).
+#[cfg(not(feature = "cuda"))]
+fn gpu() -> Gpu {
+    Gpu::wgpu().unwrap_or_else(|e| panic!("{e} (install mesa-vulkan-drivers libvulkan1)")).poisoned()
 }
-#[cfg(all(feature = "cuda", not(feature = "wgpu")))]
-fn gpu() -> Wgpu {
-    Wgpu::cuda(0).unwrap_or_else(|e| panic!("{e}")).poisoned()
+#[cfg(feature = "cuda")]
+fn gpu() -> Gpu {
+    Gpu::cuda(0).unwrap_or_else(|e| panic!("{e}")).poisoned()
 }
 
-fn rand_tensor(rng: &mut StdRng, shape: &[usize]) -> ArrayD<f32> {
+fn rand_tensor(rng: &mut StdRng, shape: &[usize]) -> CpuTensor<f32> {
     let n = shape.iter().product();
     C::new().from_vec((0..n).map(|_| rng.gen_range(-1.0..1.0)).collect(), shape)
 }
 
-fn up(g: &Wgpu, t: &ArrayD<f32>) -> <Wgpu as Backend>::Tensor {
+fn up(g: &Gpu, t: &CpuTensor<f32>) -> <Gpu as Backend>::Tensor {
     g.from_vec(t.iter().copied().collect(), t.shape())
 }
 
-fn check(what: &str, g: &Wgpu, a: &<Wgpu as Backend>::Tensor, b: &ArrayD<f32>) {
+fn check(what: &str, g: &Gpu, a: &<Gpu as Backend>::Tensor, b: &CpuTensor<f32>) {
     assert_eq!(g.shape(a), b.shape(), "{what}: shape");
     let av: Vec<f64> = g.to_vec(a).iter().map(|&v| v as f64).collect();
     let bv: Vec<f64> = b.iter().map(|&v| v as f64).collect();
@@ -56,7 +58,7 @@ fn check(what: &str, g: &Wgpu, a: &<Wgpu as Backend>::Tensor, b: &ArrayD<f32>) {
 }
 
 /// Give the wgpu parameters the CPU parameters' values.
-fn copy_params<Pc: Parameters<C>, Pg: Parameters<Wgpu>>(g: &Wgpu, src: &Pc, dst: &mut Pg) {
+fn copy_params<Pc: Parameters<C>, Pg: Parameters<Gpu>>(g: &Gpu, src: &Pc, dst: &mut Pg) {
     let mut map = HashMap::new();
     src.visit(&mut |n, t, _| {
         map.insert(n.to_string(), t.clone());
@@ -64,7 +66,7 @@ fn copy_params<Pc: Parameters<C>, Pg: Parameters<Wgpu>>(g: &Wgpu, src: &Pc, dst:
     dst.visit_mut(&mut |n, t, _| *t = up(g, &map[n]));
 }
 
-fn check_params<Pc: Parameters<C>, Pg: Parameters<Wgpu>>(what: &str, g: &Wgpu, pg: &Pg, pc: &Pc) {
+fn check_params<Pc: Parameters<C>, Pg: Parameters<Gpu>>(what: &str, g: &Gpu, pg: &Pg, pc: &Pc) {
     let mut map = HashMap::new();
     pc.visit(&mut |n, t, _| {
         map.insert(n.to_string(), t.clone());

@@ -162,14 +162,14 @@ fn fixtures_match_in_f32() {
     }
 }
 
-/// The same fixtures on the CubeCL backend (wgpu, lavapipe in CI; or CUDA device 0), NaN-poisoned outputs,
+/// The same fixtures on the CubeCL backend (CUDA device 0 when built, else wgpu: lavapipe in CI), NaN-poisoned outputs,
 /// f32 tolerance.
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 #[test]
 fn fixtures_match_on_the_cube_backend() {
-    #[cfg(feature = "wgpu")]
-    let backend = hopfield::backend::cube::Wgpu::wgpu().poisoned();
-    #[cfg(all(feature = "cuda", not(feature = "wgpu")))]
+    #[cfg(not(feature = "cuda"))]
+    let backend = hopfield::backend::cube::Wgpu::wgpu().unwrap_or_else(|e| panic!("{e}")).poisoned();
+    #[cfg(feature = "cuda")]
     let backend = hopfield::backend::cube::Cuda::cuda(0).unwrap_or_else(|e| panic!("{e}")).poisoned();
     for name in CASES {
         run_case(&backend, &load(name), 1e-4);

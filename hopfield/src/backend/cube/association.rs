@@ -8,7 +8,7 @@
 //! - backward: `Δ = rowsum(dO ⊙ O)`; a `dq` kernel shaped like the forward; a `dk, dv` kernel with one
 //!   unit per stored pattern looping over tiles of state patterns.
 //!
-//! Masked entries are `-inf` in the bias buffers; running maxima start at `FLOOR = -3e38` (WGSL has no
+//! Masked entries are `-inf` in the bias buffers; running maxima start at `FLOOR = -3e38` (written as a literal: a Rust `const` would be comptime in `#[cube]` code) (WGSL has no
 //! infinite literals). A fully masked row gives output 0 and `lse = FLOOR` (the CPU writes `-inf`).
 //! Head sizes above [`MAX_HEAD`] (registers) fall back to the materialised reference.
 
@@ -24,8 +24,6 @@ pub const BC: usize = 32;
 /// Largest head size (q/k and v) the fused kernels take.
 pub const MAX_HEAD: usize = 128;
 
-const FLOOR: f32 = -3.0e38;
-
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 fn assoc_forward_kernel(q: &[f32], k: &[f32], v: &[f32], beta: &[f32], pad: &[f32], assoc: &[f32], out: &mut [f32],
@@ -37,11 +35,12 @@ fn assoc_forward_kernel(q: &[f32], k: &[f32], v: &[f32], beta: &[f32], pad: &[f3
     let h = bh % heads;
     let row = CUBE_POS_X as usize * ROWS + u;
     let valid_row = row < len_l;
+    let rc = min(row, len_l - 1);
     let bq = beta[h];
     let mut qr = Array::<f32>::new(d);
     #[unroll]
     for c in 0..d {
-        qr[c] = if valid_row { q[(bh * len_l + row) * d + c] } else { 0.0 };
+        qr[c] = if valid_row { q[(bh * len_l + row) * d + c] } else { 0.0f32 };
     }
     let mut acc = Array::<f32>::new(dv);
     #[unroll]
@@ -49,7 +48,7 @@ fn assoc_forward_kernel(q: &[f32], k: &[f32], v: &[f32], beta: &[f32], pad: &[f3
         acc[c] = 0.0;
     }
     let mut sc = Array::<f32>::new(BC);
-    let mut m = FLOOR;
+    let mut m = f32::new(-3.0e38);
     let mut lsum = 0.0f32;
     let mut ks = Shared::<[f32]>::new_slice(BC * d);
     let mut vs = Shared::<[f32]>::new_slice(BC * dv);
@@ -58,19 +57,20 @@ fn assoc_forward_kernel(q: &[f32], k: &[f32], v: &[f32], beta: &[f32], pad: &[f3
         let s0 = t * BC;
         let mut i = u;
         while i < BC * d {
-            ks[i] = if s0 + i / d < len_s { k[(bh * len_s + s0) * d + i] } else { 0.0 };
+            ks[i] = if s0 + i / d < len_s { k[(bh * len_s + s0) * d + i] } else { 0.0f32 };
             i += ROWS;
         }
         let mut i2 = u;
         while i2 < BC * dv {
-            vs[i2] = if s0 + i2 / dv < len_s { v[(bh * len_s + s0) * dv + i2] } else { 0.0 };
+            vs[i2] = if s0 + i2 / dv < len_s { v[(bh * len_s + s0) * dv + i2] } else { 0.0f32 };
             i2 += ROWS;
         }
         sync_cube();
-        let mut tmax = FLOOR;
-        #[unroll]
+        let mut tmax = f32::new(-3.0e38);
         for j in 0..BC {
             let col = s0 + j;
+            // Reads outside the L × S matrix are clamped in range; their scores are discarded below.
+            let cc = min(col, len_s - 1);
             let mut sj = 0.0f32;
             #[unroll]
             for c in 0..d {
@@ -78,26 +78,25 @@ fn assoc_forward_kernel(q: &[f32], k: &[f32], v: &[f32], beta: &[f32], pad: &[f3
             }
             sj *= bq;
             if comptime![has_pad] {
-                sj += pad[b * len_s + col];
+                sj += pad[b * len_s + cc];
             }
             if comptime![has_assoc] {
-                sj += assoc[b * assoc_sb + h * assoc_sh + row * len_s + col];
+                sj += assoc[b * assoc_sb + h * assoc_sh + rc * len_s + cc];
             }
-            sj = if col < len_s { sj } else { FLOOR };
+            sj = if col < len_s { sj } else { -3.0e38f32 };
             sc[j] = sj;
             tmax = max(tmax, sj);
         }
         let m_new = max(m, tmax);
-        if m_new > FLOOR {
+        if m_new > -3.0e38f32 {
             let alpha = (m - m_new).exp();
             #[unroll]
             for c in 0..dv {
                 acc[c] *= alpha;
             }
             let mut psum = 0.0f32;
-            #[unroll]
             for j in 0..BC {
-                let p = if s0 + j < len_s { (sc[j] - m_new).exp() } else { 0.0 };
+                let p = if s0 + j < len_s { (sc[j] - m_new).exp() } else { 0.0f32 };
                 psum += p;
                 #[unroll]
                 for c in 0..dv {
@@ -111,13 +110,13 @@ fn assoc_forward_kernel(q: &[f32], k: &[f32], v: &[f32], beta: &[f32], pad: &[f3
     }
     if valid_row {
         let o = (bh * len_l + row) * dv;
-        let masked = m <= FLOOR;
-        let inv = if masked { 0.0 } else { 1.0 / lsum };
+        let masked = m <= -3.0e38f32;
+        let inv = if masked { 0.0f32 } else { 1.0 / lsum };
         #[unroll]
         for c in 0..dv {
             out[o + c] = acc[c] * inv;
         }
-        lse[bh * len_l + row] = if masked { FLOOR } else { m + lsum.ln() };
+        lse[bh * len_l + row] = if masked { -3.0e38f32 } else { m + lsum.ln() };
     }
 }
 
@@ -146,22 +145,23 @@ fn assoc_dq_kernel(q: &[f32], k: &[f32], v: &[f32], beta: &[f32], pad: &[f32], a
     let h = bh % heads;
     let row = CUBE_POS_X as usize * ROWS + u;
     let valid_row = row < len_l;
+    let rc = min(row, len_l - 1);
     let bq = beta[h];
     let mut qr = Array::<f32>::new(d);
     let mut dq_acc = Array::<f32>::new(d);
     #[unroll]
     for c in 0..d {
-        qr[c] = if valid_row { q[(bh * len_l + row) * d + c] } else { 0.0 };
+        qr[c] = if valid_row { q[(bh * len_l + row) * d + c] } else { 0.0f32 };
         dq_acc[c] = 0.0;
     }
     let mut dor = Array::<f32>::new(dv);
     #[unroll]
     for c in 0..dv {
-        dor[c] = if valid_row { d_out[(bh * len_l + row) * dv + c] } else { 0.0 };
+        dor[c] = if valid_row { d_out[(bh * len_l + row) * dv + c] } else { 0.0f32 };
     }
-    let lse_r = if valid_row { lse[bh * len_l + row] } else { FLOOR };
-    let delta_r = if valid_row { delta[bh * len_l + row] } else { 0.0 };
-    let live = valid_row && lse_r > FLOOR;
+    let lse_r = if valid_row { lse[bh * len_l + row] } else { -3.0e38f32 };
+    let delta_r = if valid_row { delta[bh * len_l + row] } else { 0.0f32 };
+    let live = valid_row && lse_r > -3.0e38f32;
     let mut ks = Shared::<[f32]>::new_slice(BC * d);
     let mut vs = Shared::<[f32]>::new_slice(BC * dv);
     let tiles = (len_s + BC - 1) / BC;
@@ -169,18 +169,19 @@ fn assoc_dq_kernel(q: &[f32], k: &[f32], v: &[f32], beta: &[f32], pad: &[f32], a
         let s0 = t * BC;
         let mut i = u;
         while i < BC * d {
-            ks[i] = if s0 + i / d < len_s { k[(bh * len_s + s0) * d + i] } else { 0.0 };
+            ks[i] = if s0 + i / d < len_s { k[(bh * len_s + s0) * d + i] } else { 0.0f32 };
             i += ROWS;
         }
         let mut i2 = u;
         while i2 < BC * dv {
-            vs[i2] = if s0 + i2 / dv < len_s { v[(bh * len_s + s0) * dv + i2] } else { 0.0 };
+            vs[i2] = if s0 + i2 / dv < len_s { v[(bh * len_s + s0) * dv + i2] } else { 0.0f32 };
             i2 += ROWS;
         }
         sync_cube();
-        #[unroll]
         for j in 0..BC {
             let col = s0 + j;
+            // Reads outside the L × S matrix are clamped in range; their scores are discarded below.
+            let cc = min(col, len_s - 1);
             let mut sj = 0.0f32;
             #[unroll]
             for c in 0..d {
@@ -188,12 +189,12 @@ fn assoc_dq_kernel(q: &[f32], k: &[f32], v: &[f32], beta: &[f32], pad: &[f32], a
             }
             sj *= bq;
             if comptime![has_pad] {
-                sj += pad[b * len_s + col];
+                sj += pad[b * len_s + cc];
             }
             if comptime![has_assoc] {
-                sj += assoc[b * assoc_sb + h * assoc_sh + row * len_s + col];
+                sj += assoc[b * assoc_sb + h * assoc_sh + rc * len_s + cc];
             }
-            let p = if live && col < len_s { (sj - lse_r).exp() } else { 0.0 };
+            let p = if live && col < len_s { (sj - lse_r).exp() } else { 0.0f32 };
             let mut dp = 0.0f32;
             #[unroll]
             for c in 0..dv {
@@ -228,24 +229,26 @@ fn assoc_dkdv_kernel(q: &[f32], k: &[f32], v: &[f32], beta: &[f32], pad: &[f32],
     let h = bh % heads;
     let col = CUBE_POS_X as usize * ROWS + u;
     let valid_col = col < len_s;
+    // Reads outside the L × S matrix are clamped in range; their terms are zeroed below.
+    let cc = min(col, len_s - 1);
     let bq = beta[h];
     let mut kr = Array::<f32>::new(d);
     let mut dk_acc = Array::<f32>::new(d);
     #[unroll]
     for c in 0..d {
-        kr[c] = if valid_col { k[(bh * len_s + col) * d + c] } else { 0.0 };
+        kr[c] = if valid_col { k[(bh * len_s + col) * d + c] } else { 0.0f32 };
         dk_acc[c] = 0.0;
     }
     let mut vr = Array::<f32>::new(dv);
     let mut dv_acc = Array::<f32>::new(dv);
     #[unroll]
     for c in 0..dv {
-        vr[c] = if valid_col { v[(bh * len_s + col) * dv + c] } else { 0.0 };
+        vr[c] = if valid_col { v[(bh * len_s + col) * dv + c] } else { 0.0f32 };
         dv_acc[c] = 0.0;
     }
     let mut pad_c = 0.0f32;
     if comptime![has_pad] {
-        pad_c = if valid_col { pad[b * len_s + col] } else { 0.0 };
+        pad_c = if valid_col { pad[b * len_s + cc] } else { 0.0f32 };
     }
     let mut qs = Shared::<[f32]>::new_slice(BC * d);
     let mut dos = Shared::<[f32]>::new_slice(BC * dv);
@@ -256,21 +259,20 @@ fn assoc_dkdv_kernel(q: &[f32], k: &[f32], v: &[f32], beta: &[f32], pad: &[f32],
         let l0 = t * BC;
         let mut i = u;
         while i < BC * d {
-            qs[i] = if l0 + i / d < len_l { q[(bh * len_l + l0) * d + i] } else { 0.0 };
+            qs[i] = if l0 + i / d < len_l { q[(bh * len_l + l0) * d + i] } else { 0.0f32 };
             i += ROWS;
         }
         let mut i2 = u;
         while i2 < BC * dv {
-            dos[i2] = if l0 + i2 / dv < len_l { d_out[(bh * len_l + l0) * dv + i2] } else { 0.0 };
+            dos[i2] = if l0 + i2 / dv < len_l { d_out[(bh * len_l + l0) * dv + i2] } else { 0.0f32 };
             i2 += ROWS;
         }
         if u < BC {
             let live_row = l0 + u < len_l;
-            ls[u] = if live_row { lse[bh * len_l + l0 + u] } else { FLOOR };
-            dls[u] = if live_row { delta[bh * len_l + l0 + u] } else { 0.0 };
+            ls[u] = if live_row { lse[bh * len_l + l0 + u] } else { -3.0e38f32 };
+            dls[u] = if live_row { delta[bh * len_l + l0 + u] } else { 0.0f32 };
         }
         sync_cube();
-        #[unroll]
         for r in 0..BC {
             let row = l0 + r;
             let mut sj = 0.0f32;
@@ -280,10 +282,10 @@ fn assoc_dkdv_kernel(q: &[f32], k: &[f32], v: &[f32], beta: &[f32], pad: &[f32],
             }
             sj = sj * bq + pad_c;
             if comptime![has_assoc] {
-                sj += assoc[b * assoc_sb + h * assoc_sh + row * len_s + col];
+                sj += assoc[b * assoc_sb + h * assoc_sh + min(row, len_l - 1) * len_s + cc];
             }
             let lr = ls[r];
-            let p = if valid_col && row < len_l && lr > FLOOR { (sj - lr).exp() } else { 0.0 };
+            let p = if valid_col && row < len_l && lr > -3.0e38f32 { (sj - lr).exp() } else { 0.0f32 };
             let mut dp = 0.0f32;
             #[unroll]
             for c in 0..dv {
@@ -311,7 +313,7 @@ fn assoc_dkdv_kernel(q: &[f32], k: &[f32], v: &[f32], beta: &[f32], pad: &[f32],
 }
 
 /// Shapes `(B, H, L, S, d, dv)` of a fused association, or `None` when it does not fit the kernels.
-fn fused_dims<R: Runtime>(g: &Cube<R>, q: &CubeTensor, k: &CubeTensor, v: &CubeTensor) -> Option<[usize; 6]> {
+fn fused_dims(g: &Cube, q: &CubeTensor, k: &CubeTensor, v: &CubeTensor) -> Option<[usize; 6]> {
     let (qs, ks, vs) = (&q.shape, &k.shape, &v.shape);
     debug_assert!(qs.len() == 4 && ks.len() == 4 && vs.len() == 4, "association: rank-4 q, k, v");
     debug_assert!(qs[..2] == ks[..2] && ks[..3] == vs[..3] && qs[3] == ks[3], "association: q {qs:?} k {ks:?} v {vs:?}");
@@ -329,7 +331,7 @@ fn assoc_strides(a: &CubeTensor) -> (usize, usize) {
     (if ab == 1 { 0 } else { ah * l * s }, if ah == 1 { 0 } else { l * s })
 }
 
-pub(crate) fn association<R: Runtime>(g: &Cube<R>, q: &CubeTensor, k: &CubeTensor, v: &CubeTensor, beta: &[f32],
+pub(crate) fn association(g: &Cube, q: &CubeTensor, k: &CubeTensor, v: &CubeTensor, beta: &[f32],
                                       bias: &ScoreBias<'_, CubeTensor>) -> (CubeTensor, CubeTensor) {
     let Some([b, h, l, s, d, dv]) = fused_dims(g, q, k, v) else {
         return reference_forward(g, q, k, v, beta, bias);
@@ -347,7 +349,7 @@ pub(crate) fn association<R: Runtime>(g: &Cube<R>, q: &CubeTensor, k: &CubeTenso
 }
 
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn association_backward<R: Runtime>(g: &Cube<R>, q: &CubeTensor, k: &CubeTensor, v: &CubeTensor, beta: &[f32],
+pub(crate) fn association_backward(g: &Cube, q: &CubeTensor, k: &CubeTensor, v: &CubeTensor, beta: &[f32],
                                                bias: &ScoreBias<'_, CubeTensor>, out: &CubeTensor, lse: &CubeTensor,
                                                d_out: &CubeTensor) -> (CubeTensor, CubeTensor, CubeTensor) {
     let Some([b, h, l, s, d, dv]) = fused_dims(g, q, k, v) else {

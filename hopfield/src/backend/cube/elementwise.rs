@@ -112,7 +112,7 @@ fn act_forward(x: f32, #[comptime] act: u32) -> f32 {
     } else if comptime![act == SIGMOID] {
         y = sigmoid(x);
     } else if comptime![act == GELU] {
-        y = 0.5 * x * (1.0 + (x * 0.707_106_77).erf());
+        y = 0.5 * x * (1.0 + Erf::erf(x * 0.707_106_77));
     } else if comptime![act == GELU_TANH] {
         y = 0.5 * x * (1.0 + tanh_safe(0.797_884_6 * (x + 0.044715 * x * x * x)));
     } else if comptime![act == QUICK_GELU] {
@@ -132,9 +132,9 @@ fn act_forward(x: f32, #[comptime] act: u32) -> f32 {
 
 #[cube]
 fn act_derivative(x: f32, #[comptime] act: u32) -> f32 {
-    let mut d = 1.0;
+    let mut d = 1.0f32;
     if comptime![act == RELU] {
-        d = if x > 0.0 { 1.0 } else { 0.0 };
+        d = if x > 0.0 { 1.0f32 } else { 0.0f32 };
     } else if comptime![act == TANH] {
         let t = tanh_safe(x);
         d = 1.0 - t * t;
@@ -142,12 +142,12 @@ fn act_derivative(x: f32, #[comptime] act: u32) -> f32 {
         let s = sigmoid(x);
         d = s * (1.0 - s);
     } else if comptime![act == GELU] {
-        let cdf = 0.5 * (1.0 + (x * 0.707_106_77).erf());
-        let pdf = (-0.5 * x * x).exp() * 0.398_942_3;
+        let cdf = 0.5 * (1.0 + Erf::erf(x * 0.707_106_77));
+        let pdf = (x * x * -0.5f32).exp() * 0.398_942_3;
         d = cdf + x * pdf;
     } else if comptime![act == GELU_TANH] {
         let t = tanh_safe(0.797_884_6 * (x + 0.044715 * x * x * x));
-        d = 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * 0.797_884_6 * (1.0 + 3.0 * 0.044715 * x * x);
+        d = 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * 0.797_884_6 * (1.0 + 0.134_145 * x * x);
     } else if comptime![act == QUICK_GELU] {
         let s = sigmoid(1.702 * x);
         d = s + 1.702 * x * s * (1.0 - s);
@@ -155,9 +155,9 @@ fn act_derivative(x: f32, #[comptime] act: u32) -> f32 {
         let s = sigmoid(x);
         d = s + x * s * (1.0 - s);
     } else if comptime![act == ELU] {
-        d = if x > 0.0 { 1.0 } else { x.exp() };
+        d = if x > 0.0 { 1.0f32 } else { x.exp() };
     } else if comptime![act == SELU] {
-        let z = if x > 0.0 { 1.0 } else { 1.673_263_2 * x.exp() };
+        let z = if x > 0.0 { 1.0f32 } else { 1.673_263_2 * x.exp() };
         d = 1.050_701 * z;
     } else if comptime![act == SOFTPLUS] {
         d = sigmoid(x);
@@ -208,7 +208,7 @@ fn adam_kernel(p: &[f32], g: &[f32], m: &[f32], v: &[f32], p_out: &mut [f32], m_
 
 // ---- host wrappers -----------------------------------------------------------------------------------
 
-pub(crate) fn fill<R: Runtime>(g: &Cube<R>, shape: &[usize], value: f32) -> CubeTensor {
+pub(crate) fn fill(g: &Cube, shape: &[usize], value: f32) -> CubeTensor {
     let out = g.alloc(shape);
     let n = out.len();
     if n > 0 {
@@ -218,7 +218,7 @@ pub(crate) fn fill<R: Runtime>(g: &Cube<R>, shape: &[usize], value: f32) -> Cube
     out
 }
 
-pub(crate) fn binary<R: Runtime>(g: &Cube<R>, a: &CubeTensor, b: &CubeTensor, op: Op) -> CubeTensor {
+pub(crate) fn binary(g: &Cube, a: &CubeTensor, b: &CubeTensor, op: Op) -> CubeTensor {
     debug_assert_eq!(a.shape, b.shape, "{op:?}: shapes");
     let out = g.alloc(&a.shape);
     let n = out.len();
@@ -230,7 +230,7 @@ pub(crate) fn binary<R: Runtime>(g: &Cube<R>, a: &CubeTensor, b: &CubeTensor, op
 }
 
 /// `α x + β y`; with `alpha == 0` the `x` term is left out entirely (so `0 · ∞` does not make NaN).
-pub(crate) fn axpby<R: Runtime>(g: &Cube<R>, alpha: f32, x: &CubeTensor, beta: f32, y: &CubeTensor) -> CubeTensor {
+pub(crate) fn axpby(g: &Cube, alpha: f32, x: &CubeTensor, beta: f32, y: &CubeTensor) -> CubeTensor {
     debug_assert_eq!(x.shape, y.shape, "axpby: shapes");
     // Argument order mirrors `Backend::axpy(y, α, x)`: here `x` is the tensor scaled by `alpha`.
     let out = g.alloc(&x.shape);
@@ -243,7 +243,7 @@ pub(crate) fn axpby<R: Runtime>(g: &Cube<R>, alpha: f32, x: &CubeTensor, beta: f
     out
 }
 
-pub(crate) fn add_bias<R: Runtime>(g: &Cube<R>, x: &CubeTensor, bias: &CubeTensor) -> CubeTensor {
+pub(crate) fn add_bias(g: &Cube, x: &CubeTensor, bias: &CubeTensor) -> CubeTensor {
     let cols = *x.shape.last().expect("add_bias: x has a last axis");
     debug_assert_eq!(bias.len(), cols, "add_bias: bias {:?} for x {:?}", bias.shape, x.shape);
     let out = g.alloc(&x.shape);
@@ -255,7 +255,7 @@ pub(crate) fn add_bias<R: Runtime>(g: &Cube<R>, x: &CubeTensor, bias: &CubeTenso
     out
 }
 
-pub(crate) fn activation<R: Runtime>(g: &Cube<R>, x: &CubeTensor, act: Activation) -> CubeTensor {
+pub(crate) fn activation(g: &Cube, x: &CubeTensor, act: Activation) -> CubeTensor {
     let out = g.alloc(&x.shape);
     let n = out.len();
     if n > 0 {
@@ -265,7 +265,7 @@ pub(crate) fn activation<R: Runtime>(g: &Cube<R>, x: &CubeTensor, act: Activatio
     out
 }
 
-pub(crate) fn activation_backward<R: Runtime>(g: &Cube<R>, x: &CubeTensor, dy: &CubeTensor, act: Activation) -> CubeTensor {
+pub(crate) fn activation_backward(g: &Cube, x: &CubeTensor, dy: &CubeTensor, act: Activation) -> CubeTensor {
     debug_assert_eq!(x.shape, dy.shape, "activation_backward: shapes");
     let out = g.alloc(&x.shape);
     let n = out.len();
@@ -276,7 +276,7 @@ pub(crate) fn activation_backward<R: Runtime>(g: &Cube<R>, x: &CubeTensor, dy: &
     out
 }
 
-pub(crate) fn adam_step<R: Runtime>(g: &Cube<R>, p: &CubeTensor, grad: &CubeTensor, m: &CubeTensor, v: &CubeTensor, hp: AdamStep)
+pub(crate) fn adam_step(g: &Cube, p: &CubeTensor, grad: &CubeTensor, m: &CubeTensor, v: &CubeTensor, hp: AdamStep)
     -> (CubeTensor, CubeTensor, CubeTensor) {
     debug_assert!(p.shape == grad.shape && p.shape == m.shape && p.shape == v.shape, "adam_step: shapes");
     let bc1 = 1.0 - hp.beta1.powi(hp.step as i32);

@@ -57,7 +57,7 @@ fn matmul_kernel(a: &[f32], b: &[f32], out: &mut [f32], m: usize, n: usize, k: u
     }
 }
 
-pub(crate) fn matmul<R: Runtime>(g: &Cube<R>, a: &CubeTensor, b: &CubeTensor, ta: bool, tb: bool) -> CubeTensor {
+pub(crate) fn matmul(g: &Cube, a: &CubeTensor, b: &CubeTensor, ta: bool, tb: bool) -> CubeTensor {
     let (ar, br) = (a.shape.len(), b.shape.len());
     debug_assert!(ar >= 2 && br >= 2, "matmul: operands of rank ≥ 2, got {:?} x {:?}", a.shape, b.shape);
     let (a0, a1) = (a.shape[ar - 2], a.shape[ar - 1]);

@@ -5,7 +5,7 @@
 //! `all_finite`: per-cube partial results are read back and summed in f64) and in `head_distance`
 //! (`[B·H]` partial norms). Every op is out-of-place on the device, including the `&mut` ones
 //! (`axpy`, `slice_add`, `adam_step`): a tensor handle may be shared by clones, so writing into it in
-//! place would change the clones too (a `Cpu` tensor clone is a deep copy).
+//! place would change the clones too (`Cpu` tensors copy on write, so their clones never see a write either).
 //!
 //! One file per kernel family, each with its host wrappers (shape checks by `debug_assert!`, launch
 //! limits by assertion: the layer code has validated user shapes) and its tests against [`Cpu`](super::Cpu).
@@ -22,6 +22,7 @@ mod layout;
 mod matmul;
 mod norm;
 mod reduce;
+mod rows;
 mod softmax;
 
 use super::{AdamStep, Backend, ScoreBias};
@@ -29,7 +30,6 @@ use crate::activation::Activation;
 use cubecl::prelude::*;
 use cubecl::server::Handle;
 use std::fmt;
-use std::marker::PhantomData;
 
 /// Units per cube of the element-wise and row kernels (a power of two, ≤ every runtime's limit).
 pub(crate) const BLOCK: u32 = 256;
@@ -65,39 +65,25 @@ impl fmt::Debug for CubeTensor {
     }
 }
 
-/// The CubeCL backend on runtime `R` (f32).
-pub struct Cube<R: Runtime> {
+/// The CubeCL backend (f32) on one device of any CubeCL runtime: the kernels are written once against
+/// CubeCL's runtime-independent client, the device picks the runtime ([`Cube::wgpu`], [`Cube::cuda`]).
+#[derive(Clone)]
+pub struct Cube {
     pub(crate) client: Client,
     name: &'static str,
     poison: bool,
-    _runtime: PhantomData<fn() -> R>,
 }
 
-impl<R: Runtime> Clone for Cube<R> {
-    fn clone(&self) -> Self {
-        Cube { client: self.client.clone(), name: self.name, poison: self.poison, _runtime: PhantomData }
-    }
-}
-
-impl<R: Runtime> fmt::Debug for Cube<R> {
+impl fmt::Debug for Cube {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Cube<{}>", self.name)
     }
 }
 
-impl<R: Runtime> Cube<R> {
-    /// The backend on `device`.
-    pub fn new(device: &R::Device) -> Self {
-        let client = R::client(device);
-        let runtime = client.name().to_ascii_lowercase();
-        let name = if runtime.contains("cuda") {
-            "cuda"
-        } else if runtime.contains("wgpu") || runtime.contains("wgsl") || runtime.contains("vulkan") {
-            "wgpu"
-        } else {
-            "cube"
-        };
-        Cube { client, name, poison: false, _runtime: PhantomData }
+impl Cube {
+    /// The backend on `device`, named after its runtime (`wgpu`, `cuda`).
+    fn on(device: cubecl::Device, name: &'static str) -> Self {
+        Cube { client: device.client(), name, poison: false }
     }
 
     /// Fill every output buffer with NaN before its kernel runs (for tests: an unwritten output fails).
@@ -112,8 +98,8 @@ impl<R: Runtime> Cube<R> {
     }
 
     /// Block until every launched kernel has finished.
-    pub fn sync(&self) {
-        cubecl::future::block_on(self.client.sync()).expect("device sync");
+    pub fn sync(&self) -> crate::Result<()> {
+        cubecl::future::block_on(self.client.sync()).map_err(|e| device_error(self.name, format!("{e:?}")))
     }
 
     /// An output buffer of `shape`: uninitialised, or NaN-filled when poisoned.
@@ -157,32 +143,37 @@ impl<R: Runtime> Cube<R> {
     }
 }
 
+/// [`Cube`] on wgpu (Vulkan, Metal, DX12; lavapipe in CI), for type annotations that name the runtime.
 #[cfg(feature = "wgpu")]
-/// The CubeCL backend on wgpu (Vulkan, Metal, DX12; lavapipe in CI).
-pub type Wgpu = Cube<cubecl::wgpu::WgpuRuntime>;
+pub type Wgpu = Cube;
 
 #[cfg(feature = "wgpu")]
-impl Cube<cubecl::wgpu::WgpuRuntime> {
-    /// The default wgpu adapter. Panics when the machine has none (the tests rely on it: no silent skip).
-    pub fn wgpu() -> Self {
-        Self::new(&cubecl::device::WgpuDevice::default())
+impl Cube {
+    /// The default wgpu adapter (on a CPU-only machine Mesa's lavapipe), or
+    /// [`HopfieldError::Device`](crate::HopfieldError::Device) when the machine has none.
+    pub fn wgpu() -> crate::Result<Self> {
+        let device = cubecl::Device::wgpu(cubecl::device::WgpuDeviceKind::default()).map_err(|e| device_error("wgpu", e))?;
+        Ok(Self::on(device, "wgpu"))
     }
 }
 
+/// [`Cube`] on CUDA, for type annotations that name the runtime.
 #[cfg(feature = "cuda")]
-/// The CubeCL backend on CUDA.
-pub type Cuda = Cube<cubecl::cuda::CudaRuntime>;
+pub type Cuda = Cube;
 
 #[cfg(feature = "cuda")]
-impl Cube<cubecl::cuda::CudaRuntime> {
-    /// CUDA device `index`, or an error naming why there is none (no GPU, no driver).
+impl Cube {
+    /// CUDA device `index`, or [`HopfieldError::Device`](crate::HopfieldError::Device) when there is
+    /// none (no GPU, no driver).
     pub fn cuda(index: usize) -> crate::Result<Self> {
-        cubecl::Device::cuda(index).map_err(|e| crate::HopfieldError::Format {
-            op: "Cube::cuda",
-            reason: format!("no CUDA device {index}: {e}"),
-        })?;
-        Ok(Self::new(&cubecl::device::CudaDevice { index }))
+        let device = cubecl::Device::cuda(index).map_err(|e| device_error("cuda", e))?;
+        Ok(Self::on(device, "cuda"))
     }
+}
+
+/// A missing or failed device.
+fn device_error(backend: &'static str, reason: impl ToString) -> crate::HopfieldError {
+    crate::HopfieldError::Device { backend, reason: reason.to_string() }
 }
 
 /// Launch geometry of a 1-D kernel over `n` items: `BLOCK` units per cube, cubes spread over x and y
@@ -201,7 +192,8 @@ pub(crate) fn grid_cubes(cubes: usize) -> (CubeCount, CubeDim) {
     (CubeCount::Static(x as u32, y as u32, 1), CubeDim::new_1d(BLOCK))
 }
 
-fn strides_of(shape: &[usize]) -> Vec<usize> {
+/// Row-major strides of `shape`.
+pub(crate) fn row_major_strides(shape: &[usize]) -> Vec<usize> {
     let mut s = vec![1; shape.len()];
     for i in (0..shape.len().saturating_sub(1)).rev() {
         s[i] = s[i + 1] * shape[i + 1];
@@ -209,7 +201,7 @@ fn strides_of(shape: &[usize]) -> Vec<usize> {
     s
 }
 
-impl<R: Runtime> Backend for Cube<R> {
+impl Backend for Cube {
     type Elem = f32;
     type Tensor = CubeTensor;
 
@@ -253,6 +245,12 @@ impl<R: Runtime> Backend for Cube<R> {
     }
     fn sum_axis(&self, t: &CubeTensor, axis: usize) -> CubeTensor {
         reduce::sum_axis(self, t, axis)
+    }
+    fn gather_rows(&self, table: &CubeTensor, ids: &[usize]) -> CubeTensor {
+        rows::gather_rows(self, table, ids)
+    }
+    fn scatter_add_rows(&self, dst: &mut CubeTensor, ids: &[usize], src: &CubeTensor) {
+        *dst = rows::scatter_add_rows(self, dst, ids, src);
     }
 
     fn add(&self, a: &CubeTensor, b: &CubeTensor) -> CubeTensor {
@@ -346,24 +344,26 @@ impl<R: Runtime> Backend for Cube<R> {
 
 #[cfg(test)]
 pub(crate) mod test_util {
-    //! Shared by the kernel tests: a poisoned GPU backend (wgpu when built, else CUDA device 0), random
+    //! Shared by the kernel tests: a poisoned GPU backend (CUDA device 0 when built, else wgpu), random
     //! tensors, comparison with `Cpu`.
     use super::*;
     use crate::backend::Cpu;
     use rand::{rngs::StdRng, Rng, SeedableRng};
 
-    #[cfg(feature = "wgpu")]
-    pub type G = Wgpu;
-    #[cfg(all(feature = "cuda", not(feature = "wgpu")))]
+    // CUDA when built (the GPU machine's binaries), else wgpu (lavapipe in CI).
+    #[cfg(feature = "cuda")]
     pub type G = Cuda;
+    #[cfg(not(feature = "cuda"))]
+    pub type G = Wgpu;
 
-    #[cfg(feature = "wgpu")]
-    pub fn gpu() -> G {
-        Wgpu::wgpu().poisoned()
-    }
-    #[cfg(all(feature = "cuda", not(feature = "wgpu")))]
+    /// The poisoned test device; no device fails the test (never a silent skip).
+    #[cfg(feature = "cuda")]
     pub fn gpu() -> G {
         Cuda::cuda(0).unwrap_or_else(|e| panic!("{e}")).poisoned()
+    }
+    #[cfg(not(feature = "cuda"))]
+    pub fn gpu() -> G {
+        Wgpu::wgpu().unwrap_or_else(|e| panic!("{e} (install mesa-vulkan-drivers libvulkan1)")).poisoned()
     }
     pub fn cpu() -> Cpu<f32> {
         Cpu::new()
@@ -375,12 +375,12 @@ pub(crate) mod test_util {
         (0..n).map(|_| rng.gen_range(-1.0f32..1.0)).collect()
     }
     /// The same random tensor on both backends.
-    pub fn pair(g: &G, rng: &mut StdRng, shape: &[usize]) -> (CubeTensor, ndarray::ArrayD<f32>) {
+    pub fn pair(g: &G, rng: &mut StdRng, shape: &[usize]) -> (CubeTensor, crate::backend::CpuTensor<f32>) {
         let v = rand_vec(rng, shape.iter().product());
         (g.from_vec(v.clone(), shape), cpu().from_vec(v, shape))
     }
     /// `max |a − b| / max(max |b|, 1e-2)` must be ≤ `tol`, shapes equal, no NaN.
-    pub fn assert_close(what: &str, g: &G, a: &CubeTensor, b: &ndarray::ArrayD<f32>, tol: f64) {
+    pub fn assert_close(what: &str, g: &G, a: &CubeTensor, b: &crate::backend::CpuTensor<f32>, tol: f64) {
         assert_eq!(a.shape, b.shape(), "{what}: shape");
         assert_close_vec(what, &g.to_vec(a), &b.iter().copied().collect::<Vec<_>>(), tol);
     }
@@ -400,4 +400,3 @@ pub(crate) mod test_util {
     }
 }
 
-pub(crate) use strides_of as row_major_strides;

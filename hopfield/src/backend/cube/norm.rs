@@ -144,7 +144,7 @@ fn layer_norm_affine_kernel(x: &[f32], stats: &[f32], dy: &[f32], dw: &mut [f32]
     }
 }
 
-pub(crate) fn layer_norm<R: Runtime>(g: &Cube<R>, x: &CubeTensor, weight: Option<&CubeTensor>, bias: Option<&CubeTensor>,
+pub(crate) fn layer_norm(g: &Cube, x: &CubeTensor, weight: Option<&CubeTensor>, bias: Option<&CubeTensor>,
                                      eps: f32) -> (CubeTensor, CubeTensor) {
     let cols = *x.shape.last().expect("layer_norm: x has a last axis");
     let rows = x.len() / cols.max(1);
@@ -161,7 +161,7 @@ pub(crate) fn layer_norm<R: Runtime>(g: &Cube<R>, x: &CubeTensor, weight: Option
     (y, stats)
 }
 
-pub(crate) fn layer_norm_backward<R: Runtime>(g: &Cube<R>, x: &CubeTensor, stats: &CubeTensor, weight: Option<&CubeTensor>,
+pub(crate) fn layer_norm_backward(g: &Cube, x: &CubeTensor, stats: &CubeTensor, weight: Option<&CubeTensor>,
                                               dy: &CubeTensor) -> (CubeTensor, Option<(CubeTensor, CubeTensor)>) {
     debug_assert_eq!(x.shape, dy.shape, "layer_norm_backward: shapes");
     let cols = *x.shape.last().expect("layer_norm_backward: x has a last axis");

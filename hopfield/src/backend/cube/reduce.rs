@@ -32,7 +32,7 @@ fn total_kernel(x: &[f32], partial: &mut [f32], n: usize, #[comptime] kind: u32)
         } else if comptime![kind == 1] {
             acc += v * v;
         } else {
-            acc += if v.is_nan() || v.is_inf() { 1.0 } else { 0.0 };
+            acc += if v.is_nan() || v.is_inf() { 1.0f32 } else { 0.0f32 };
         }
         i += BLOCK_SIZE;
     }
@@ -98,7 +98,7 @@ fn row_sq_dist_kernel(a: &[f32], b: &[f32], out: &mut [f32], cols: usize, rows: 
     }
 }
 
-pub(crate) fn total<R: Runtime>(g: &Cube<R>, t: &CubeTensor, kind: Total) -> f64 {
+pub(crate) fn total(g: &Cube, t: &CubeTensor, kind: Total) -> f64 {
     let n = t.len();
     if n == 0 {
         return 0.0;
@@ -111,7 +111,7 @@ pub(crate) fn total<R: Runtime>(g: &Cube<R>, t: &CubeTensor, kind: Total) -> f64
 }
 
 /// Sum over `axis`, keeping it with size 1.
-pub(crate) fn sum_axis<R: Runtime>(g: &Cube<R>, t: &CubeTensor, axis: usize) -> CubeTensor {
+pub(crate) fn sum_axis(g: &Cube, t: &CubeTensor, axis: usize) -> CubeTensor {
     let outer: usize = t.shape[..axis].iter().product();
     let inner: usize = t.shape[axis + 1..].iter().product();
     let mut shape = t.shape.clone();
@@ -126,7 +126,7 @@ pub(crate) fn sum_axis<R: Runtime>(g: &Cube<R>, t: &CubeTensor, axis: usize) -> 
 }
 
 /// Per head `h`: `max_b ‖a[b,h] − b[b,h]‖_F`. The `[B·H]` squared norms come back to the host.
-pub(crate) fn head_distance<R: Runtime>(g: &Cube<R>, a: &CubeTensor, b: &CubeTensor) -> Vec<f32> {
+pub(crate) fn head_distance(g: &Cube, a: &CubeTensor, b: &CubeTensor) -> Vec<f32> {
     debug_assert_eq!(a.shape, b.shape, "head_distance: shapes");
     let (bn, hn) = (a.shape[0], a.shape[1]);
     let rows = bn * hn;

@@ -9,8 +9,6 @@ use super::{grid_cubes, Cube, CubeTensor, BLOCK_SIZE};
 use crate::backend::ScoreBias;
 use cubecl::prelude::*;
 
-const FLOOR: f32 = -3.0e38;
-
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 fn masked_softmax_kernel(scores: &[f32], beta: &[f32], pad: &[f32], assoc: &[f32], out: &mut [f32],
@@ -26,7 +24,7 @@ fn masked_softmax_kernel(scores: &[f32], beta: &[f32], pad: &[f32], assoc: &[f32
         let bh = beta[h];
         let mut smem = Shared::<[f32]>::new_slice(BLOCK_SIZE);
 
-        let mut m = FLOOR;
+        let mut m = f32::new(-3.0e38);
         let mut j = u;
         while j < cols {
             let mut v = scores[base + j] * bh;
@@ -53,11 +51,11 @@ fn masked_softmax_kernel(scores: &[f32], beta: &[f32], pad: &[f32], assoc: &[f32
         let row_max = smem[0];
         sync_cube();
 
-        let masked = row_max <= FLOOR;
+        let masked = row_max <= -3.0e38f32;
         let mut acc = 0.0f32;
         let mut j2 = u;
         while j2 < cols {
-            let e = if masked { 0.0 } else { (out[base + j2] - row_max).exp() };
+            let e = if masked { 0.0f32 } else { (out[base + j2] - row_max).exp() };
             out[base + j2] = e;
             acc += e;
             j2 += BLOCK_SIZE;
@@ -72,7 +70,7 @@ fn masked_softmax_kernel(scores: &[f32], beta: &[f32], pad: &[f32], assoc: &[f32
             sync_cube();
             s2 /= 2;
         }
-        let inv = if masked { 0.0 } else { 1.0 / smem[0] };
+        let inv = if masked { 0.0f32 } else { 1.0 / smem[0] };
         let mut j3 = u;
         while j3 < cols {
             out[base + j3] = out[base + j3] * inv;
@@ -125,7 +123,7 @@ fn assoc_strides(a: &CubeTensor) -> (usize, usize) {
     (sb, sh)
 }
 
-pub(crate) fn masked_softmax<R: Runtime>(g: &Cube<R>, scores: &CubeTensor, beta: &[f32], bias: &ScoreBias<'_, CubeTensor>)
+pub(crate) fn masked_softmax(g: &Cube, scores: &CubeTensor, beta: &[f32], bias: &ScoreBias<'_, CubeTensor>)
     -> CubeTensor {
     let sh = &scores.shape;
     debug_assert_eq!(sh.len(), 4, "masked_softmax: scores [B, H, L, S], got {sh:?}");
@@ -146,7 +144,7 @@ pub(crate) fn masked_softmax<R: Runtime>(g: &Cube<R>, scores: &CubeTensor, beta:
     out
 }
 
-pub(crate) fn masked_softmax_backward<R: Runtime>(g: &Cube<R>, probs: &CubeTensor, d_probs: &CubeTensor, beta: &[f32])
+pub(crate) fn masked_softmax_backward(g: &Cube, probs: &CubeTensor, d_probs: &CubeTensor, beta: &[f32])
     -> CubeTensor {
     debug_assert_eq!(probs.shape, d_probs.shape, "masked_softmax_backward: shapes");
     let sh = &probs.shape;
