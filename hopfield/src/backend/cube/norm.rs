@@ -23,10 +23,11 @@ fn layer_norm_kernel(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], stats: &mut
         }
         smem[u] = acc;
         sync_cube();
-        let mut s = BLOCK_SIZE / 2;
+        let mut s = CUBE_DIM as usize / 2;
         while s > 0 {
             if u < s {
-                smem[u] += smem[u + s];
+                let t_smem = smem[u] + smem[u + s];
+                smem[u] = t_smem;
             }
             sync_cube();
             s /= 2;
@@ -43,10 +44,11 @@ fn layer_norm_kernel(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], stats: &mut
         }
         smem[u] = acc2;
         sync_cube();
-        let mut s2 = BLOCK_SIZE / 2;
+        let mut s2 = CUBE_DIM as usize / 2;
         while s2 > 0 {
             if u < s2 {
-                smem[u] += smem[u + s2];
+                let t_smem = smem[u] + smem[u + s2];
+                smem[u] = t_smem;
             }
             sync_cube();
             s2 /= 2;
@@ -102,11 +104,13 @@ fn layer_norm_dx_kernel(x: &[f32], stats: &[f32], w: &[f32], dy: &[f32], dx: &mu
         s_d[u] = acc_d;
         s_dx[u] = acc_dx;
         sync_cube();
-        let mut s = BLOCK_SIZE / 2;
+        let mut s = CUBE_DIM as usize / 2;
         while s > 0 {
             if u < s {
-                s_d[u] += s_d[u + s];
-                s_dx[u] += s_dx[u + s];
+                let t_s_d = s_d[u] + s_d[u + s];
+                s_d[u] = t_s_d;
+                let t_s_dx = s_dx[u] + s_dx[u + s];
+                s_dx[u] = t_s_dx;
             }
             sync_cube();
             s /= 2;

@@ -39,10 +39,11 @@ fn total_kernel(x: &[f32], partial: &mut [f32], n: usize, #[comptime] kind: u32)
     let mut smem = Shared::<[f32]>::new_slice(BLOCK_SIZE);
     smem[u] = acc;
     sync_cube();
-    let mut s = BLOCK_SIZE / 2;
+    let mut s = CUBE_DIM as usize / 2;
     while s > 0 {
         if u < s {
-            smem[u] += smem[u + s];
+            let t_smem = smem[u] + smem[u + s];
+            smem[u] = t_smem;
         }
         sync_cube();
         s /= 2;
@@ -84,10 +85,11 @@ fn row_sq_dist_kernel(a: &[f32], b: &[f32], out: &mut [f32], cols: usize, rows: 
         let mut smem = Shared::<[f32]>::new_slice(BLOCK_SIZE);
         smem[u] = acc;
         sync_cube();
-        let mut s = BLOCK_SIZE / 2;
+        let mut s = CUBE_DIM as usize / 2;
         while s > 0 {
             if u < s {
-                smem[u] += smem[u + s];
+                let t_smem = smem[u] + smem[u + s];
+                smem[u] = t_smem;
             }
             sync_cube();
             s /= 2;

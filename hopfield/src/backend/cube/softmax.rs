@@ -40,10 +40,11 @@ fn masked_softmax_kernel(scores: &[f32], beta: &[f32], pad: &[f32], assoc: &[f32
         }
         smem[u] = m;
         sync_cube();
-        let mut s = BLOCK_SIZE / 2;
+        let mut s = CUBE_DIM as usize / 2;
         while s > 0 {
             if u < s {
-                smem[u] = max(smem[u], smem[u + s]);
+                let t_max = max(smem[u], smem[u + s]);
+                smem[u] = t_max;
             }
             sync_cube();
             s /= 2;
@@ -62,10 +63,11 @@ fn masked_softmax_kernel(scores: &[f32], beta: &[f32], pad: &[f32], assoc: &[f32
         }
         smem[u] = acc;
         sync_cube();
-        let mut s2 = BLOCK_SIZE / 2;
+        let mut s2 = CUBE_DIM as usize / 2;
         while s2 > 0 {
             if u < s2 {
-                smem[u] += smem[u + s2];
+                let t_smem = smem[u] + smem[u + s2];
+                smem[u] = t_smem;
             }
             sync_cube();
             s2 /= 2;
@@ -97,10 +99,11 @@ fn masked_softmax_backward_kernel(p: &[f32], dp: &[f32], beta: &[f32], out: &mut
         }
         smem[u] = acc;
         sync_cube();
-        let mut s = BLOCK_SIZE / 2;
+        let mut s = CUBE_DIM as usize / 2;
         while s > 0 {
             if u < s {
-                smem[u] += smem[u + s];
+                let t_smem = smem[u] + smem[u + s];
+                smem[u] = t_smem;
             }
             sync_cube();
             s /= 2;
