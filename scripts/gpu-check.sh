@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Build, on this (CPU) machine, everything the GPU machine runs, and pack it into .gpu/ (git-ignored):
-#   .gpu/bin/*.xz        stripped `cuda` binaries: the kernel tests (hopfield lib), the layer and fixture
+#   .gpu/bin.tar.xz      stripped `cuda` binaries: the kernel tests (hopfield lib), the layer and fixture
 #                        tests, the association_probe timing example, the association bench
 #   .gpu/fixtures/       the hflayers golden cases
 #   .gpu/gpu-run.sh, .gpu/gpu_compare.py   the runner (needs only the NVIDIA driver, xz and PyTorch there)
 # Then on the GPU machine, from the directory holding .gpu/:  bash .gpu/gpu-run.sh
+# (Before that, on this machine: the same binaries start and report `NoSuchDevice`: bash .gpu/gpu-run.sh --no-gpu.)
 # Needs scripts/setup-tracel-llvm.sh once (CubeCL's CUDA backend links LLVM). No GPU needed here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,7 +20,7 @@ scripts/setup-tracel-llvm.sh >/dev/null
 
 out=.gpu
 rm -rf "$out"
-mkdir -p "$out/bin" "$out/fixtures"
+mkdir -p "$out/fixtures"
 
 # Executables of a cargo build, from its JSON messages.
 executables() {
@@ -30,13 +31,16 @@ for line in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m.get("executable"): print(m["executable"])'
 }
 
+# One feature set for everything (`--release --features cuda`, wgpu stays on by default), so the four
+# builds share their artifacts; with `cuda` built in, the tests run on CUDA device 0.
 {
-    cargo test --no-run --message-format=json -p hopfield --features cuda --lib
-    cargo test --no-run --message-format=json --features cuda --test cube_backend --test hflayers_fixtures
+    cargo test --release --no-run --message-format=json -p hopfield --features wgpu,cuda --lib
+    cargo test --release --no-run --message-format=json --features cuda --test cube_backend --test hflayers_fixtures
     cargo build --release --message-format=json --features cuda --example association_probe
     cargo bench --no-run --message-format=json --features cuda --bench association
 } | executables > "$out/executables.txt"
 
+mkdir -p "$out/stage"
 while read -r exe; do
     base=$(basename "$exe")
     case "$base" in
@@ -47,12 +51,19 @@ while read -r exe; do
         association-*) name=association_bench ;;
         *) continue ;;
     esac
-    xz -T0 -6 -c "$exe" > "$out/bin/$name.xz"
+    cp "$exe" "$out/stage/$name"
 done < "$out/executables.txt"
+for name in kernel_tests layer_tests fixture_tests association_probe association_bench; do
+    [ -x "$out/stage/$name" ] || { echo "missing binary: $name" >&2; exit 1; }
+done
+# One xz stream over all binaries with a dictionary larger than one binary: they share most of their code
+# (CubeCL, LLVM), which then compresses once instead of five times.
+tar -C "$out/stage" -cf - . | xz -T1 -9 --lzma2=preset=9,dict=512MiB > "$out/bin.tar.xz"
+rm -rf "$out/stage"
 
 cp ../shared/fixtures/hflayers/* "$out/fixtures/"
 cp scripts/gpu-run.sh scripts/gpu_compare.py "$out/"
-du -sh "$out"/bin/* "$out"
+du -sh "$out"/bin.tar.xz "$out"
 total=$(du -sm "$out" | cut -f1)
 if [ "$total" -gt 60 ]; then
     echo "warning: $out is ${total} MiB; the GPU machine takes at most 64 MiB" >&2
