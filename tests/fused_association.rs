@@ -1,7 +1,7 @@
 //! `fused_association: true` (the streaming association, never materialising `L × S`) gives the same
 //! outputs, update steps and gradients as the materialised path, over randomised configurations with
-//! heads, masks, appended patterns and update steps 0–3 under `convergence: state` (f64, CPU; with
-//! `--features wgpu` also on the CubeCL backend against the CPU).
+//! heads, masks, appended patterns and update steps 0–3 under `convergence: state` (f64, CPU; the CubeCL
+//! kernels are checked the same way in `tests/cube_backend.rs`).
 
 mod common;
 
