@@ -18,8 +18,10 @@ const CASES: &[&str] = &[
     "static_retrieval_cloob", "tuple_sizes", "update_steps", "zero_assoc_no_out",
 ];
 
+/// `../shared/fixtures/hflayers`, or `$HOPFIELD_FIXTURES` (test binaries shipped to another machine).
 fn fixture_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/hflayers")
+    std::env::var_os("HOPFIELD_FIXTURES").map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/hflayers"))
 }
 
 struct Case {
@@ -157,5 +159,19 @@ fn fixtures_match_in_f64() {
 fn fixtures_match_in_f32() {
     for name in CASES {
         run_case(&Cpu::<f32>::new(), &load(name), 1e-4);
+    }
+}
+
+/// The same fixtures on the CubeCL backend (CUDA device 0 when built, else wgpu: lavapipe in CI), NaN-poisoned outputs,
+/// f32 tolerance.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+#[test]
+fn fixtures_match_on_the_cube_backend() {
+    #[cfg(not(feature = "cuda"))]
+    let backend = hopfield::backend::cube::Wgpu::wgpu().unwrap_or_else(|e| panic!("{e}")).poisoned();
+    #[cfg(feature = "cuda")]
+    let backend = hopfield::backend::cube::Cuda::cuda(0).unwrap_or_else(|e| panic!("{e}")).poisoned();
+    for name in CASES {
+        run_case(&backend, &load(name), 1e-4);
     }
 }

@@ -20,6 +20,9 @@ pub enum HopfieldError {
     /// A file was read but its content is not what it should be.
     #[error("{op}: {reason}")]
     Format { op: &'static str, reason: String },
+    /// A compute device is missing (no GPU, no driver, no adapter) or failed.
+    #[error("{backend} device: {reason}")]
+    Device { backend: &'static str, reason: String },
     /// Training produced a non-finite value.
     #[error("{op}: non-finite value: {detail}")]
     NonFinite { op: &'static str, detail: String },

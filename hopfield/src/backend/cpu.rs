@@ -1,6 +1,7 @@
 //! The CPU backend: ndarray tensors, matrix products through matrixmultiply (threaded).
 //! This is the reference every other backend is tested against; it favours plain loops over cleverness.
 
+use super::association::{blocked_backward, blocked_forward, Dims, HostBias};
 use super::{cpu_rows as rows, AdamStep, Backend, ScoreBias};
 use crate::activation::Activation;
 use crate::element::Element;
@@ -368,6 +369,28 @@ impl<E: Element> Backend for Cpu<E> {
         arr(p.shape(), out)
     }
 
+    fn association(&self, q: &CpuTensor<E>, k: &CpuTensor<E>, v: &CpuTensor<E>, beta: &[E], bias: &ScoreBias<'_, CpuTensor<E>>)
+        -> (CpuTensor<E>, CpuTensor<E>) {
+        let (q, k, v) = (std_layout(q), std_layout(k), std_layout(v));
+        let dims = association_dims(q.shape(), k.shape(), v.shape());
+        let (pad, assoc) = host_bias(bias);
+        let (out, lse) = blocked_forward(q.as_slice().unwrap(), k.as_slice().unwrap(), v.as_slice().unwrap(), beta,
+                                         &bias_view(&pad, &assoc), dims);
+        (self.from_vec(out, &[dims.b, dims.h, dims.l, dims.dv]), self.from_vec(lse, &[dims.b, dims.h, dims.l]))
+    }
+
+    fn association_backward(&self, q: &CpuTensor<E>, k: &CpuTensor<E>, v: &CpuTensor<E>, beta: &[E], bias: &ScoreBias<'_, CpuTensor<E>>,
+                            out: &CpuTensor<E>, lse: &CpuTensor<E>, d_out: &CpuTensor<E>) -> (CpuTensor<E>, CpuTensor<E>, CpuTensor<E>) {
+        let (q, k, v) = (std_layout(q), std_layout(k), std_layout(v));
+        let (out, lse, d_out) = (std_layout(out), std_layout(lse), std_layout(d_out));
+        let dims = association_dims(q.shape(), k.shape(), v.shape());
+        let (pad, assoc) = host_bias(bias);
+        let (dq, dk, dv) = blocked_backward(q.as_slice().unwrap(), k.as_slice().unwrap(), v.as_slice().unwrap(), beta,
+                                            &bias_view(&pad, &assoc), dims, out.as_slice().unwrap(),
+                                            lse.as_slice().unwrap(), d_out.as_slice().unwrap());
+        (self.from_vec(dq, q.shape()), self.from_vec(dk, k.shape()), self.from_vec(dv, v.shape()))
+    }
+
     fn head_distance(&self, a: &CpuTensor<E>, b: &CpuTensor<E>) -> Vec<E> {
         let (b_n, h_n) = (a.shape()[0], a.shape()[1]);
         let mut out = vec![E::zero(); h_n];
@@ -418,6 +441,35 @@ impl<E: Element> Backend for Cpu<E> {
             *v = b2 * *v + (E::one() - b2) * g * g;
             *p -= step_size * *m / (v.sqrt() / bc2_sqrt + eps);
         });
+    }
+}
+
+fn association_dims(qs: &[usize], ks: &[usize], vs: &[usize]) -> Dims {
+    debug_assert!(qs.len() == 4 && ks.len() == 4 && vs.len() == 4, "association: rank-4 q, k, v");
+    debug_assert!(qs[..2] == ks[..2] && ks[..3] == vs[..3] && qs[3] == ks[3], "association: q {qs:?} k {ks:?} v {vs:?}");
+    Dims { b: qs[0], h: qs[1], l: qs[2], s: ks[2], d: qs[3], dv: vs[3] }
+}
+
+/// Standard-layout copies of the biases, with the association's broadcast strides.
+type HostBiases<'a, E> = (Option<CowTensor<'a, E>>, Option<(CowTensor<'a, E>, usize, usize)>);
+type CowTensor<'a, E> = ndarray::CowArray<'a, E, IxDyn>;
+
+fn host_bias<'a, E: Element>(bias: &ScoreBias<'a, CpuTensor<E>>) -> HostBiases<'a, E> {
+    let pad = bias.padding.map(std_layout);
+    let assoc = bias.association.map(|a| {
+        let sh = a.shape();
+        let sh_h = if sh[1] == 1 { 0 } else { sh[2] * sh[3] };
+        let sh_b = if sh[0] == 1 { 0 } else { sh[1] * sh[2] * sh[3] };
+        (std_layout(a), sh_b, sh_h)
+    });
+    (pad, assoc)
+}
+
+fn bias_view<'a, E: Element>(pad: &'a Option<CowTensor<'_, E>>, assoc: &'a Option<(CowTensor<'_, E>, usize, usize)>)
+    -> HostBias<'a, E> {
+    HostBias {
+        padding: pad.as_ref().map(|p| p.as_slice().unwrap()),
+        association: assoc.as_ref().map(|(a, sb, sh)| (a.as_slice().unwrap(), *sb, *sh)),
     }
 }
 

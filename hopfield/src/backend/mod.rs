@@ -8,13 +8,18 @@
 //! `debug_assert!` only. Public, user-facing functions validate and return
 //! [`HopfieldError`](crate::HopfieldError).
 
+pub mod association;
 mod cpu;
 mod cpu_gemm;
 mod cpu_memory;
 mod cpu_rows;
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+pub mod cube;
 
 pub use cpu::{Cpu, CpuTensor};
 pub use cpu_memory::retain_freed_memory;
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+pub use cube::{Cube, CubeTensor};
 
 use crate::activation::Activation;
 use crate::element::Element;
@@ -189,6 +194,27 @@ pub trait Backend: Clone + Debug + Send + Sync + 'static {
     /// the upstream `d_probs`: `β_h · probs ⊙ (d_probs − rowsum(d_probs ⊙ probs))`.
     fn masked_softmax_backward(&self, probs: &Self::Tensor, d_probs: &Self::Tensor, beta: &[Self::Elem])
         -> Self::Tensor;
+    /// Fused association per head `h`: `out = softmax(β_h · q kᵀ + bias) · v`, with the per-row
+    /// log-sum-exp of the biased scores that [`Backend::association_backward`] recomputes the
+    /// probabilities from. Backends override it with a streaming (flash-attention) version that never
+    /// holds the whole `L × S` matrix; the default materialises it ([`association::reference_forward`],
+    /// whose `lse` is zeros: its backward recomputes everything).
+    ///
+    /// # Shapes
+    /// `q: [B, H, L, d]`, `k: [B, H, S, d]`, `v: [B, H, S, dv]`, `beta: [H]`, bias as in [`ScoreBias`].
+    /// Returns `out: [B, H, L, dv]` and `lse: [B, H, L]` (`-inf` for a fully masked row, whose output is 0).
+    fn association(&self, q: &Self::Tensor, k: &Self::Tensor, v: &Self::Tensor, beta: &[Self::Elem],
+                   bias: &ScoreBias<'_, Self::Tensor>) -> (Self::Tensor, Self::Tensor) {
+        association::reference_forward(self, q, k, v, beta, bias)
+    }
+    /// Backward of [`Backend::association`] from its `out` and `lse`: returns `(dq, dk, dv)`.
+    #[allow(clippy::too_many_arguments)]
+    fn association_backward(&self, q: &Self::Tensor, k: &Self::Tensor, v: &Self::Tensor, beta: &[Self::Elem],
+                            bias: &ScoreBias<'_, Self::Tensor>, out: &Self::Tensor, lse: &Self::Tensor,
+                            d_out: &Self::Tensor) -> (Self::Tensor, Self::Tensor, Self::Tensor) {
+        let _ = (out, lse);
+        association::reference_backward(self, q, k, v, beta, bias, d_out)
+    }
     /// Per head `h`: `max_b ‖a[b,h] − b[b,h]‖_F` over the trailing axes. `a, b: [B, H, ..]`. Host result `[H]`.
     fn head_distance(&self, a: &Self::Tensor, b: &Self::Tensor) -> Vec<Self::Elem>;
     /// Per head: `new[:, h]` where `take_new[h]`, else `old[:, h]`. `new, old: [B, H, ..]`.

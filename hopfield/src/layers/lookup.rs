@@ -190,7 +190,9 @@ impl<B: Backend> HopfieldLayer<B> {
 
     /// The association matrix `[B, H, L, quantity']`.
     pub fn association_matrix(&self, backend: &B, x: &B::Tensor) -> Result<B::Tensor> {
-        Ok(self.forward(backend, x)?.1.hopfield.association().clone())
+        let mut materialised = self.clone();
+        materialised.spec.config.fused_association = false;
+        Ok(materialised.forward(backend, x)?.1.hopfield.association().clone())
     }
 
     /// A zeroed gradient struct.

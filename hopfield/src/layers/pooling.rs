@@ -207,7 +207,9 @@ impl<B: Backend> HopfieldPooling<B> {
 
     /// The association matrix `[B, H, quantity, S']`.
     pub fn association_matrix(&self, backend: &B, input: &PoolingInput<B>) -> Result<B::Tensor> {
-        Ok(self.forward(backend, input)?.1.hopfield.association().clone())
+        let mut materialised = self.clone();
+        materialised.spec.config.fused_association = false;
+        Ok(materialised.forward(backend, input)?.1.hopfield.association().clone())
     }
 
     /// A zeroed gradient struct.

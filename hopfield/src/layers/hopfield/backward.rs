@@ -3,8 +3,8 @@
 
 use super::input::HopfieldInputGrads;
 use super::params::ProjSlot;
-use super::{merge_heads, split_heads, sum_heads, HopfieldCache, HopfieldParams, HopfieldSpec};
-use crate::backend::Backend;
+use super::{merge_heads, split_heads, sum_heads, FusedCache, HopfieldCache, HopfieldParams, HopfieldSpec};
+use crate::backend::{Backend, ScoreBias};
 use crate::element::Element;
 use crate::error::{HopfieldError, Result};
 use crate::layers::linear::linear_backward;
@@ -43,40 +43,46 @@ impl HopfieldSpec {
         };
         // merged = merge(A_used V)
         let d_o = split_heads(backend, &d_merged, h);
-        let a_final = cache.association();
-        let a_used = match &cache.dropout {
-            Some(m) => backend.mul(a_final, m),
-            None => a_final.clone(),
-        };
-        let mut dv = backend.matmul(&a_used, &d_o, true, false);
-        let mut da = backend.matmul(&d_o, &cache.v, false, true);
-        if let Some(m) = &cache.dropout {
-            da = backend.mul(&da, m);
-        }
-
-        // Update steps, last to first: A_t = softmax(β ξ_t Kᵀ) with ξ_t = A_{t−1} K (active heads only).
         let beta: Vec<B::Elem> = d.beta.iter().map(|&x| B::Elem::of(x)).collect();
         let k = &cache.k;
-        let mut dk = backend.zeros_like(k);
-        for t in (1..cache.assocs.len()).rev() {
-            let active = &cache.active[t - 1];
-            let all = active.iter().all(|&a| a);
-            let mut ds = backend.masked_softmax_backward(&cache.assocs[t], &da, &beta);
-            if !all {
-                ds = backend.select_heads(&ds, &backend.zeros_like(&ds), active);
+        let (mut dq, mut dk, mut dv) = match &cache.fused {
+            Some(f) => self.fused_backward(backend, k, &cache.v, f, &cache.active, &beta, &d_o),
+            None => {
+                let a_final = cache.association();
+                let a_used = match &cache.dropout {
+                    Some(m) => backend.mul(a_final, m),
+                    None => a_final.clone(),
+                };
+                let dv = backend.matmul(&a_used, &d_o, true, false);
+                let mut da = backend.matmul(&d_o, &cache.v, false, true);
+                if let Some(m) = &cache.dropout {
+                    da = backend.mul(&da, m);
+                }
+
+                // Update steps, last to first: A_t = softmax(β ξ_t Kᵀ) with ξ_t = A_{t−1} K (active heads only).
+                let mut dk = backend.zeros_like(k);
+                for t in (1..cache.assocs.len()).rev() {
+                    let active = &cache.active[t - 1];
+                    let all = active.iter().all(|&a| a);
+                    let mut ds = backend.masked_softmax_backward(&cache.assocs[t], &da, &beta);
+                    if !all {
+                        ds = backend.select_heads(&ds, &backend.zeros_like(&ds), active);
+                    }
+                    let xi = &cache.states[t - 1];
+                    let dxi = backend.matmul(&ds, k, false, false);
+                    backend.axpy(&mut dk, one, &backend.matmul(&ds, xi, true, false));
+                    let a_prev = &cache.assocs[t - 1];
+                    let da_prev = backend.matmul(&dxi, k, false, true);
+                    backend.axpy(&mut dk, one, &backend.matmul(a_prev, &dxi, true, false));
+                    da = if all { da_prev } else { backend.select_heads(&da_prev, &da, active) };
+                }
+                // A_0 = softmax(β Q Kᵀ)
+                let ds0 = backend.masked_softmax_backward(&cache.assocs[0], &da, &beta);
+                let dq = backend.matmul(&ds0, k, false, false);
+                backend.axpy(&mut dk, one, &backend.matmul(&ds0, &cache.q, true, false));
+                (dq, dk, dv)
             }
-            let xi = &cache.states[t - 1];
-            let dxi = backend.matmul(&ds, k, false, false);
-            backend.axpy(&mut dk, one, &backend.matmul(&ds, xi, true, false));
-            let a_prev = &cache.assocs[t - 1];
-            let da_prev = backend.matmul(&dxi, k, false, true);
-            backend.axpy(&mut dk, one, &backend.matmul(a_prev, &dxi, true, false));
-            da = if all { da_prev } else { backend.select_heads(&da_prev, &da, active) };
-        }
-        // A_0 = softmax(β Q Kᵀ)
-        let ds0 = backend.masked_softmax_backward(&cache.assocs[0], &da, &beta);
-        let mut dq = backend.matmul(&ds0, k, false, false);
-        backend.axpy(&mut dk, one, &backend.matmul(&ds0, &cache.q, true, false));
+        };
 
         // Appended patterns: [stored..., bias?, zero?] along the pattern axis.
         let appended_bias = p.bias_k.is_some() && p.bias_v.is_some();
@@ -154,6 +160,30 @@ impl HopfieldSpec {
         let d_projection = ln(&cache.ln_projection, d_projection_n, grads.norm_pattern_projection.as_mut(),
                               p.norm_pattern_projection.as_ref().map(|n| &n.weight));
         Ok(HopfieldInputGrads { stored: to_bf(&d_stored), state: to_bf(&d_state), projection: to_bf(&d_projection) })
+    }
+
+    /// Backward of the fused path (see `fused_retrieval`): `out = assoc(u_T, K, V)`,
+    /// `u_t = ξ_t = assoc(u_{t−1}, K, K)` on the heads active at step `t` (else `u_{t−1}`), `u₀ = q`.
+    /// Returns `(dq, dk, dv)`.
+    #[allow(clippy::too_many_arguments)]
+    fn fused_backward<B: Backend>(&self, backend: &B, k: &B::Tensor, v: &B::Tensor, f: &FusedCache<B>, active: &[Vec<bool>],
+                                  beta: &[B::Elem], d_o: &B::Tensor) -> (B::Tensor, B::Tensor, B::Tensor) {
+        let one = B::Elem::one();
+        let bias = ScoreBias { padding: f.padding.as_ref(), association: f.association.as_ref() };
+        let u_last = f.drivers.last().expect("u0 = q");
+        let (mut du, mut dk, dv) = backend.association_backward(u_last, k, v, beta, &bias, &f.out, &f.lse, d_o);
+        for t in (1..f.drivers.len()).rev() {
+            let act = &active[t - 1];
+            let all = act.iter().all(|&a| a);
+            // Only active heads took ξ_t; the others passed u_{t−1} through unchanged.
+            let d_xi = if all { du.clone() } else { backend.select_heads(&du, &backend.zeros_like(&du), act) };
+            let (xi, lse) = &f.steps[t - 1];
+            let (d_prev, dk1, dk2) = backend.association_backward(&f.drivers[t - 1], k, k, beta, &bias, xi, lse, &d_xi);
+            backend.axpy(&mut dk, one, &dk1);
+            backend.axpy(&mut dk, one, &dk2);
+            du = if all { d_prev } else { backend.select_heads(&d_prev, &du, act) };
+        }
+        (du, dk, dv)
     }
 
     /// Backward of `y = x Wᵀ + b` for one projection slot, accumulating into the packed or separate weight

@@ -109,6 +109,12 @@ pub struct HopfieldConfig {
     pub add_zero_association: bool,
     /// No output projection: the output is the concatenated heads.
     pub disable_out_projection: bool,
+    /// Not in hflayers: retrieve through the backend's fused, streaming association
+    /// ([`Backend::association`](crate::Backend::association)), which never holds the `L × S` matrix,
+    /// whenever the result is the same: no association matrix requested, no active dropout, and either no
+    /// update steps or `convergence: state` (update steps then run as fused retrievals `ξ ← softmax(β ξ Kᵀ) K`).
+    /// The cache then holds no association matrix.
+    pub fused_association: bool,
 }
 
 impl Default for HopfieldConfig {
@@ -148,6 +154,7 @@ impl Default for HopfieldConfig {
             concat_bias_pattern: false,
             add_zero_association: false,
             disable_out_projection: false,
+            fused_association: false,
         }
     }
 }
@@ -230,7 +237,7 @@ impl HopfieldConfig {
         stored_pattern_as_static: bool, state_pattern_as_static: bool, pattern_projection_as_static: bool,
         pattern_projection_as_connected: bool, stored_pattern_size: usize, pattern_projection_size: usize,
         batch_first: bool, dropout: f64, input_bias: bool, concat_bias_pattern: bool,
-        add_zero_association: bool, disable_out_projection: bool,
+        add_zero_association: bool, disable_out_projection: bool, fused_association: bool,
     );
 
     /// Everything static and nothing learned: hflayers' "static execution".

@@ -1,7 +1,7 @@
 //! Forward pass of `Hopfield`: norms → projections → heads → update iteration → retrieval → output.
 
 use super::input::{score_biases, HopfieldInput, HopfieldOutput};
-use super::{broadcast_heads, merge_heads, split_heads, HopfieldCache, HopfieldParams, HopfieldSpec, MAX_UNBOUNDED_STEPS};
+use super::{broadcast_heads, merge_heads, split_heads, FusedCache, HopfieldCache, HopfieldParams, HopfieldSpec, MAX_UNBOUNDED_STEPS};
 use crate::backend::{Backend, ScoreBias};
 use crate::element::Element;
 use crate::error::{HopfieldError, Result};
@@ -151,8 +151,19 @@ impl HopfieldSpec {
         let (padding, association) = score_biases(backend, input, (b, h, l, s), extra)?;
         let bias = ScoreBias { padding: padding.as_ref(), association: association.as_ref() };
 
-        // Association and update iteration, per head until its step budget or convergence.
         let beta: Vec<B::Elem> = d.beta.iter().map(|&x| B::Elem::of(x)).collect();
+        let dropout_active = dropout_seed.is_some() && c.dropout > 0.0;
+        let fused_ok = c.convergence == Convergence::State || d.steps_max.iter().all(|m| *m == Some(0));
+        if c.fused_association && !input.return_association && !dropout_active && fused_ok {
+            let (retrieved, fused, steps, actives) = self.fused_retrieval(backend, &q, &k, &v, &beta, padding, association);
+            let merged = merge_heads(backend, &retrieved);
+            return Ok(self.finish(backend, p, input, merged, (b, l, s), FwdCache {
+                ln_stored, ln_state, ln_projection, stored_n, state_n, projection_n, connected, hs_q, hs_k, q, k, v,
+                assocs: Vec::new(), states: Vec::new(), active: actives, dropout: None, fused: Some(fused),
+            }, steps));
+        }
+
+        // Association and update iteration, per head until its step budget or convergence.
         let a0 = backend.masked_softmax(&backend.matmul(&q, &k, false, true), &beta, &bias);
         let mut assocs = vec![a0];
         let (mut states, mut actives) = (Vec::new(), Vec::new());
@@ -169,12 +180,7 @@ impl HopfieldSpec {
                 Convergence::Association => backend.head_distance(&a_t, a_prev),
                 Convergence::State => backend.head_distance(&xi, states.last().unwrap_or(&q)),
             };
-            for (hh, st) in steps.iter_mut().enumerate() {
-                *st += active[hh] as usize;
-            }
-            let next: Vec<bool> = (0..h).map(|hh| {
-                active[hh] && d.steps_max[hh].is_none_or(|m| t < m) && dist[hh].f64() > d.steps_eps[hh]
-            }).collect();
+            let next = self.next_active(&active, t, &dist, &mut steps);
             states.push(xi);
             assocs.push(a_t);
             actives.push(std::mem::replace(&mut active, next));
@@ -191,6 +197,58 @@ impl HopfieldSpec {
             None => a_final.clone(),
         };
         let merged = merge_heads(backend, &backend.matmul(&a_used, &v, false, false));
+        Ok(self.finish(backend, p, input, merged, (b, l, s), FwdCache {
+            ln_stored, ln_state, ln_projection, stored_n, state_n, projection_n, connected, hs_q, hs_k, q, k, v,
+            assocs, states, active: actives, dropout, fused: None,
+        }, steps))
+    }
+
+    /// Which heads keep iterating after step `t` (counting the step just done for the active ones).
+    fn next_active(&self, active: &[bool], t: usize, dist: &[impl Element], steps: &mut [usize]) -> Vec<bool> {
+        let d = &self.dims;
+        for (hh, st) in steps.iter_mut().enumerate() {
+            *st += active[hh] as usize;
+        }
+        (0..d.heads).map(|hh| active[hh] && d.steps_max[hh].is_none_or(|m| t < m) && dist[hh].f64() > d.steps_eps[hh]).collect()
+    }
+
+    /// The fused path: `u₀ = q`; each step `ξ_t = assoc(u_{t−1}, K, K)` and `u_t = ξ_t` on the heads still
+    /// active (else `u_{t−1}`), which is exactly `ξ_t = A_{t−1} K` of the materialised loop; the output is
+    /// `assoc(u_T, K, V)`. Convergence is tested on states (`Convergence::State`).
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
+    fn fused_retrieval<B: Backend>(&self, backend: &B, q: &B::Tensor, k: &B::Tensor, v: &B::Tensor, beta: &[B::Elem],
+                                   padding: Option<B::Tensor>, association: Option<B::Tensor>)
+        -> (B::Tensor, FusedCache<B>, Vec<usize>, Vec<Vec<bool>>) {
+        let d = &self.dims;
+        let bias = ScoreBias { padding: padding.as_ref(), association: association.as_ref() };
+        let mut drivers = vec![q.clone()];
+        let mut step_outs = Vec::new();
+        let mut actives = Vec::new();
+        let mut active: Vec<bool> = d.steps_max.iter().map(|m| m.is_none_or(|m| m > 0)).collect();
+        let mut steps = vec![0usize; d.heads];
+        let mut t = 0;
+        while active.iter().any(|&a| a) && t < MAX_UNBOUNDED_STEPS {
+            let u_prev = drivers.last().unwrap();
+            let (xi, lse) = backend.association(u_prev, k, k, beta, &bias);
+            t += 1;
+            let prev_state = step_outs.last().map_or(q, |(x, _): &(B::Tensor, B::Tensor)| x);
+            let dist = backend.head_distance(&xi, prev_state);
+            let u = if active.iter().all(|&a| a) { xi.clone() } else { backend.select_heads(&xi, u_prev, &active) };
+            let next = self.next_active(&active, t, &dist, &mut steps);
+            drivers.push(u);
+            step_outs.push((xi, lse));
+            actives.push(std::mem::replace(&mut active, next));
+        }
+        let (out, lse) = backend.association(drivers.last().unwrap(), k, v, beta, &bias);
+        (out.clone(), FusedCache { padding, association, drivers, steps: step_outs, out, lse }, steps, actives)
+    }
+
+    /// Output projection and activation, shared by both paths.
+    #[allow(clippy::too_many_arguments)]
+    fn finish<B: Backend>(&self, backend: &B, p: &HopfieldParams<B>, input: &HopfieldInput<B>, merged: B::Tensor,
+                          sizes: (usize, usize, usize), fc: FwdCache<B>, steps: Vec<usize>)
+        -> (HopfieldOutput<B>, HopfieldCache<B>) {
+        let (c, d) = (&self.config, &self.dims);
         let mut y = match &p.out_proj_weight {
             Some(w) => linear_forward(backend, &merged, w, p.out_proj_bias.as_ref()),
             None => merged.clone(),
@@ -203,14 +261,37 @@ impl HopfieldSpec {
         let output = if c.batch_first { y } else { backend.permute(&y, &[1, 0, 2]) };
         let out = HopfieldOutput {
             output,
-            association: input.return_association.then(|| a_final.clone()),
-            projected_patterns: input.return_projected_patterns.then(|| v.clone()),
+            association: if input.return_association { fc.assocs.last().cloned() } else { None },
+            projected_patterns: input.return_projected_patterns.then(|| fc.v.clone()),
             update_steps: steps,
         };
         let cache = HopfieldCache {
-            sizes: (b, l, s), ln_stored, ln_state, ln_projection, stored_n, state_n, projection_n, connected,
-            hs_q, hs_k, q, k, v, assocs, states, active: actives, dropout, merged, pre_activation,
+            sizes, ln_stored: fc.ln_stored, ln_state: fc.ln_state, ln_projection: fc.ln_projection, stored_n: fc.stored_n,
+            state_n: fc.state_n, projection_n: fc.projection_n, connected: fc.connected, hs_q: fc.hs_q, hs_k: fc.hs_k,
+            q: fc.q, k: fc.k, v: fc.v, assocs: fc.assocs, states: fc.states, active: fc.active, dropout: fc.dropout,
+            fused: fc.fused, merged, pre_activation,
         };
-        Ok((out, cache))
+        (out, cache)
     }
+}
+
+/// The forward intermediates both paths hand to [`HopfieldSpec::finish`].
+struct FwdCache<B: Backend> {
+    ln_stored: Option<LayerNormCache<B>>,
+    ln_state: Option<LayerNormCache<B>>,
+    ln_projection: Option<LayerNormCache<B>>,
+    stored_n: B::Tensor,
+    state_n: B::Tensor,
+    projection_n: B::Tensor,
+    connected: Option<B::Tensor>,
+    hs_q: Option<LayerNormCache<B>>,
+    hs_k: Option<LayerNormCache<B>>,
+    q: B::Tensor,
+    k: B::Tensor,
+    v: B::Tensor,
+    assocs: Vec<B::Tensor>,
+    states: Vec<B::Tensor>,
+    active: Vec<Vec<bool>>,
+    dropout: Option<B::Tensor>,
+    fused: Option<FusedCache<B>>,
 }

@@ -72,14 +72,29 @@ pub struct HopfieldCache<B: Backend> {
     pub(crate) states: Vec<B::Tensor>,
     pub(crate) active: Vec<Vec<bool>>,
     pub(crate) dropout: Option<B::Tensor>,
+    pub(crate) fused: Option<FusedCache<B>>,
     pub(crate) merged: B::Tensor,
     pub(crate) pre_activation: Option<B::Tensor>,
+}
+
+/// What the fused path (`fused_association`) keeps for backward instead of association matrices.
+#[derive(Clone, Debug)]
+pub(crate) struct FusedCache<B: Backend> {
+    pub(crate) padding: Option<B::Tensor>,
+    pub(crate) association: Option<B::Tensor>,
+    /// `u₀ = q, u₁, …, u_T`: the states each association was computed from.
+    pub(crate) drivers: Vec<B::Tensor>,
+    /// `(ξ_t, lse_t)` of every update step.
+    pub(crate) steps: Vec<(B::Tensor, B::Tensor)>,
+    /// The retrieval `assoc(u_T, K, V)` and its log-sum-exp.
+    pub(crate) out: B::Tensor,
+    pub(crate) lse: B::Tensor,
 }
 
 impl<B: Backend> HopfieldCache<B> {
     /// The final association matrix `[B, H, L, S']` (before dropout).
     pub fn association(&self) -> &B::Tensor {
-        self.assocs.last().expect("at least one association")
+        self.assocs.last().expect("no association matrix: the fused path (`fused_association`) never materialises it")
     }
     /// The state patterns of every update step, `[B, H, L, hd]` each (ξ₀ is the projected query, unscaled).
     pub fn states(&self) -> impl Iterator<Item = &B::Tensor> {
@@ -132,7 +147,9 @@ impl<B: Backend> Hopfield<B> {
 
     /// The association matrix `[B, H, L, S']` for `input` (hflayers' `get_association_matrix`).
     pub fn association_matrix(&self, backend: &B, input: &HopfieldInput<B>) -> Result<B::Tensor> {
-        let (_, cache) = self.forward(backend, input)?;
+        let mut spec = self.spec.clone();
+        spec.config.fused_association = false;
+        let (_, cache) = spec.forward(backend, &self.params, input, None)?;
         Ok(cache.association().clone())
     }
 }

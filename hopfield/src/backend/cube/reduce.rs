@@ -1,0 +1,183 @@
+//! Reductions: whole-tensor totals (sum, sum of squares, count of non-finite values), sums over one axis,
+//! and the per-head distance of the update iteration's convergence test.
+//!
+//! Totals: each cube reduces a chunk through shared memory; the per-cube partials come back to the host
+//! and are summed in f64 (the result is a host scalar anyway).
+
+use super::{grid_1d, grid_cubes, Cube, CubeTensor, BLOCK_SIZE};
+use cubecl::prelude::*;
+
+/// Elements per cube of the total kernel.
+const CHUNK: usize = BLOCK_SIZE * 16;
+
+/// What [`total`] adds up.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Total {
+    Sum,
+    SumSquares,
+    NonFinite,
+}
+
+#[cube(launch)]
+fn total_kernel(x: &[f32], partial: &mut [f32], n: usize, #[comptime] kind: u32) {
+    let u = UNIT_POS as usize;
+    let start = CUBE_POS * CHUNK;
+    let mut acc = 0.0f32;
+    let mut i = start + u;
+    let end = min(start + CHUNK, n);
+    while i < end {
+        let v = x[i];
+        if comptime![kind == 0] {
+            acc += v;
+        } else if comptime![kind == 1] {
+            acc += v * v;
+        } else {
+            acc += if v.is_nan() || v.is_inf() { 1.0f32 } else { 0.0f32 };
+        }
+        i += BLOCK_SIZE;
+    }
+    let mut smem = Shared::<[f32]>::new_slice(BLOCK_SIZE);
+    smem[u] = acc;
+    sync_cube();
+    let mut s = CUBE_DIM as usize / 2;
+    while s > 0 {
+        if u < s {
+            let t_smem = smem[u] + smem[u + s];
+            smem[u] = t_smem;
+        }
+        sync_cube();
+        s /= 2;
+    }
+    if u == 0 {
+        partial[CUBE_POS] = smem[0];
+    }
+}
+
+/// `out[o, j] = Σ_a x[o, a, j]`, one unit per output.
+#[cube(launch)]
+fn sum_axis_kernel(x: &[f32], out: &mut [f32], axis_len: usize, inner: usize, n: usize) {
+    let i = ABSOLUTE_POS;
+    if i < n {
+        let o = i / inner;
+        let j = i % inner;
+        let base = o * axis_len * inner + j;
+        let mut acc = 0.0f32;
+        for a in 0..axis_len {
+            acc += x[base + a * inner];
+        }
+        out[i] = acc;
+    }
+}
+
+/// `out[r] = Σ_j (a[r, j] − b[r, j])²`, one cube per row.
+#[cube(launch)]
+fn row_sq_dist_kernel(a: &[f32], b: &[f32], out: &mut [f32], cols: usize, rows: usize) {
+    let r = CUBE_POS;
+    if r < rows {
+        let u = UNIT_POS as usize;
+        let mut acc = 0.0f32;
+        let mut j = u;
+        while j < cols {
+            let d = a[r * cols + j] - b[r * cols + j];
+            acc += d * d;
+            j += BLOCK_SIZE;
+        }
+        let mut smem = Shared::<[f32]>::new_slice(BLOCK_SIZE);
+        smem[u] = acc;
+        sync_cube();
+        let mut s = CUBE_DIM as usize / 2;
+        while s > 0 {
+            if u < s {
+                let t_smem = smem[u] + smem[u + s];
+                smem[u] = t_smem;
+            }
+            sync_cube();
+            s /= 2;
+        }
+        if u == 0 {
+            out[r] = smem[0];
+        }
+    }
+}
+
+pub(crate) fn total(g: &Cube, t: &CubeTensor, kind: Total) -> f64 {
+    let n = t.len();
+    if n == 0 {
+        return 0.0;
+    }
+    let cubes = n.div_ceil(CHUNK);
+    let partial = g.alloc(&[cubes]);
+    let (count, dim) = grid_cubes(cubes);
+    total_kernel::launch(&g.client, count, dim, t.arg(), partial.arg(), n, kind as u32);
+    g.read(&partial).iter().map(|&v| v as f64).sum()
+}
+
+/// Sum over `axis`, keeping it with size 1.
+pub(crate) fn sum_axis(g: &Cube, t: &CubeTensor, axis: usize) -> CubeTensor {
+    let outer: usize = t.shape[..axis].iter().product();
+    let inner: usize = t.shape[axis + 1..].iter().product();
+    let mut shape = t.shape.clone();
+    shape[axis] = 1;
+    let out = g.alloc(&shape);
+    let n = outer * inner;
+    if n > 0 {
+        let (count, dim) = grid_1d(n);
+        sum_axis_kernel::launch(&g.client, count, dim, t.arg(), out.arg(), t.shape[axis], inner, n);
+    }
+    out
+}
+
+/// Per head `h`: `max_b ‖a[b,h] − b[b,h]‖_F`. The `[B·H]` squared norms come back to the host.
+pub(crate) fn head_distance(g: &Cube, a: &CubeTensor, b: &CubeTensor) -> Vec<f32> {
+    debug_assert_eq!(a.shape, b.shape, "head_distance: shapes");
+    let (bn, hn) = (a.shape[0], a.shape[1]);
+    let rows = bn * hn;
+    let cols = a.len() / rows.max(1);
+    let sq = g.alloc(&[rows]);
+    let (count, dim) = grid_cubes(rows);
+    row_sq_dist_kernel::launch(&g.client, count, dim, a.arg(), b.arg(), sq.arg(), cols, rows);
+    let sq = g.read(&sq);
+    (0..hn).map(|h| (0..bn).map(|bi| sq[bi * hn + h].sqrt()).fold(0.0f32, f32::max)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_util::*;
+    use crate::backend::Backend;
+
+    #[test]
+    fn totals_match_cpu() {
+        let (g, c, mut r) = (gpu(), cpu(), rng(6));
+        for shape in [vec![1], vec![3, 7], vec![5, 4099], vec![70_001]] {
+            let (tg, tc) = pair(&g, &mut r, &shape);
+            let (s, e) = (g.sum(&tg) as f64, c.sum(&tc) as f64);
+            assert!((s - e).abs() <= 1e-4 * e.abs().max(1.0), "sum {s} vs {e}");
+            let (s, e) = (g.sum_squares(&tg) as f64, c.sum_squares(&tc) as f64);
+            assert!((s - e).abs() <= 1e-4 * e.abs().max(1.0), "sum_squares {s} vs {e}");
+            assert!(g.all_finite(&tg));
+        }
+        let mut v = vec![0.5f32; 9000];
+        v[8999] = f32::INFINITY;
+        assert!(!g.all_finite(&g.from_vec(v.clone(), &[9000])));
+        v[8999] = f32::NAN;
+        assert!(!g.all_finite(&g.from_vec(v, &[9000])));
+    }
+
+    #[test]
+    fn sum_axis_and_rows_match_cpu() {
+        let (g, c, mut r) = (gpu(), cpu(), rng(7));
+        let (tg, tc) = pair(&g, &mut r, &[3, 5, 7, 9]);
+        for axis in 0..4 {
+            assert_close(&format!("sum_axis {axis}"), &g, &g.sum_axis(&tg, axis), &c.sum_axis(&tc, axis), 1e-5);
+        }
+        assert_close("sum_rows", &g, &g.sum_rows(&tg), &c.sum_rows(&tc), 1e-5);
+    }
+
+    #[test]
+    fn head_distance_matches_cpu() {
+        let (g, c, mut r) = (gpu(), cpu(), rng(8));
+        let (ag, ac) = pair(&g, &mut r, &[3, 4, 5, 301]);
+        let (bg, bc) = pair(&g, &mut r, &[3, 4, 5, 301]);
+        assert_close_vec("head_distance", &g.head_distance(&ag, &bg), &c.head_distance(&ac, &bc), 1e-5);
+    }
+}

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Build, on this (CPU) machine, everything the GPU machine runs, and pack it into .gpu/ (git-ignored):
+#   .gpu/bin.tar.xz      stripped `cuda` binaries: the kernel tests (hopfield lib), the layer and fixture
+#                        tests, the association_probe timing example, the association bench
+#   .gpu/fixtures/       the hflayers golden cases
+#   .gpu/gpu-run.sh, .gpu/gpu_compare.py   the runner (needs only the NVIDIA driver, xz and PyTorch there)
+# Then on the GPU machine, from the directory holding .gpu/:  bash .gpu/gpu-run.sh
+# (Before that, on this machine: the same binaries start and report `NoSuchDevice`: bash .gpu/gpu-run.sh --no-gpu.)
+# Needs scripts/setup-tracel-llvm.sh once (CubeCL's CUDA backend links LLVM). No GPU needed here.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target}"
+# Small binaries: no debug info, stripped (the limit for what travels is 64 MiB).
+export CARGO_PROFILE_TEST_DEBUG=false CARGO_PROFILE_TEST_STRIP=true
+export CARGO_PROFILE_BENCH_DEBUG=false CARGO_PROFILE_BENCH_STRIP=true
+export CARGO_PROFILE_RELEASE_STRIP=true
+
+scripts/setup-tracel-llvm.sh >/dev/null
+
+out=.gpu
+rm -rf "$out"
+mkdir -p "$out/fixtures"
+
+# Executables of a cargo build, from its JSON messages.
+executables() {
+    python3 -c 'import json,sys
+for line in sys.stdin:
+    try: m = json.loads(line)
+    except ValueError: continue
+    if m.get("reason") == "compiler-artifact" and m.get("executable"): print(m["executable"])'
+}
+
+# One feature set for everything (`--release --features cuda`, wgpu stays on by default), so the four
+# builds share their artifacts; with `cuda` built in, the tests run on CUDA device 0.
+{
+    cargo test --release --no-run --message-format=json -p hopfield --features wgpu,cuda --lib
+    cargo test --release --no-run --message-format=json --features cuda --test cube_backend --test hflayers_fixtures
+    cargo build --release --message-format=json --features cuda --example association_probe
+    cargo bench --no-run --message-format=json --features cuda --bench association
+} | executables > "$out/executables.txt"
+
+mkdir -p "$out/stage"
+while read -r exe; do
+    base=$(basename "$exe")
+    case "$base" in
+        hopfield-*) name=kernel_tests ;;
+        cube_backend-*) name=layer_tests ;;
+        hflayers_fixtures-*) name=fixture_tests ;;
+        association_probe) name=association_probe ;;
+        association-*) name=association_bench ;;
+        *) continue ;;
+    esac
+    cp "$exe" "$out/stage/$name"
+done < "$out/executables.txt"
+for name in kernel_tests layer_tests fixture_tests association_probe association_bench; do
+    [ -x "$out/stage/$name" ] || { echo "missing binary: $name" >&2; exit 1; }
+done
+# One xz stream over all binaries with a dictionary larger than one binary: they share most of their code
+# (CubeCL, LLVM), which then compresses once instead of five times.
+tar -C "$out/stage" -cf - . | xz -T1 -9 --lzma2=preset=9,dict=512MiB > "$out/bin.tar.xz"
+rm -rf "$out/stage"
+
+cp ../shared/fixtures/hflayers/* "$out/fixtures/"
+cp scripts/gpu-run.sh scripts/gpu_compare.py "$out/"
+du -sh "$out"/bin.tar.xz "$out"
+total=$(du -sm "$out" | cut -f1)
+if [ "$total" -gt 60 ]; then
+    echo "warning: $out is ${total} MiB; the GPU machine takes at most 64 MiB" >&2
+fi

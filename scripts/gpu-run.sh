@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# On the GPU machine (no Rust: the NVIDIA driver, xz and python3 with PyTorch), from the folder that holds
+# .gpu/ (made by scripts/gpu-check.sh):   bash .gpu/gpu-run.sh
+# 1. the `cuda` kernel tests, layer tests and hflayers fixtures against the CPU oracle (built in);
+# 2. timings of our fused association (and of our materialised path) at B=8, H=8, L=S=4096, d=64:
+#    fwd, fwd+bwd, and 3 update steps + retrieval, next to PyTorch's scaled_dot_product_attention and the
+#    hflayers-style unfused computation, as a table. Logs go to $OUT when set. Target: < 5 minutes.
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+work=$(mktemp -d)
+log="${OUT:-$work}"
+mkdir -p "$log"
+export HOPFIELD_FIXTURES="$here/fixtures" XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
+# PyTorch's wheels carry the CUDA user-space libraries (nvrtc, …): let CubeCL find them too.
+nv=$(python3 -c 'import nvidia, os; print(list(nvidia.__path__)[0])' 2>/dev/null || true)
+if [ -n "$nv" ]; then
+    for d in "$nv"/*/lib; do LD_LIBRARY_PATH="$d:${LD_LIBRARY_PATH:-}"; done
+    export LD_LIBRARY_PATH
+fi
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+
+xz -dc "$here/bin.tar.xz" | tar -C "$work" -xf -
+
+if [ "${1:-}" = "--no-gpu" ]; then
+    # On a machine without a GPU: every binary must start and report the missing device, not crash.
+    for b in kernel_tests layer_tests fixture_tests; do
+        "$work/$b" --test-threads=1 > "$log/$b.log" 2>&1
+        echo "$b: exit $?; $(grep -m1 -o 'cuda device: [^(]*' "$log/$b.log" || echo 'no device message')"
+    done
+    "$work/association_probe" cuda 1 1 64 64 16 0 1; echo "association_probe: exit $?"
+    "$work/association_bench" --bench association/cuda 2>&1 | grep -m1 "association/cuda"; echo "association_bench: exit ${PIPESTATUS[0]}"
+    rm -rf "$work"
+    exit 0
+fi
+
+fail=0
+run_tests() {  # name, binary, timeout
+    echo "== $1"
+    if timeout "$3" "$work/$2" --test-threads=4 > "$log/$2.log" 2>&1; then
+        grep -E "^test result" "$log/$2.log"
+    else
+        fail=1
+        grep -E "^test .*FAILED|panicked|^test result|No such|error" "$log/$2.log" | head -20
+        tail -5 "$log/$2.log"
+    fi
+}
+run_tests "kernel tests (every op vs Cpu<f32>)" kernel_tests 150
+run_tests "layer tests (Hopfield, pooling, lookup, encoder/decoder, fused vs Cpu<f32>)" layer_tests 150
+run_tests "hflayers fixtures" fixture_tests 90
+
+echo "== timings (ms, best of 5 after a warm-up)"
+probe="$work/association_probe"
+: > "$log/ours.jsonl"
+for steps in 0 3; do
+    timeout 120 "$probe" cuda 8 8 4096 4096 64 $steps 5 fused >> "$log/ours.jsonl" || fail=1
+    timeout 120 "$probe" cuda 8 8 4096 4096 64 $steps 3 materialised >> "$log/ours.jsonl" || fail=1
+done
+timeout 180 python3 "$here/gpu_compare.py" "$log/ours.jsonl" | tee "$log/table.txt" || fail=1
+rm -rf "$work"
+exit $fail
