@@ -11,10 +11,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target}"
-# Small binaries: no debug info, stripped (the limit for what travels is 64 MiB).
-export CARGO_PROFILE_TEST_DEBUG=false CARGO_PROFILE_TEST_STRIP=true
-export CARGO_PROFILE_BENCH_DEBUG=false CARGO_PROFILE_BENCH_STRIP=true
-export CARGO_PROFILE_RELEASE_STRIP=true
+# The release profile as is (no debug info): a profile override here would rebuild every dependency. The
+# copies are stripped before packing (what travels is limited to 64 MiB).
 
 scripts/setup-tracel-llvm.sh >/dev/null
 
@@ -31,13 +29,15 @@ for line in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m.get("executable"): print(m["executable"])'
 }
 
-# One feature set for everything (`--release --features cuda`, wgpu stays on by default), so the four
-# builds share their artifacts; with `cuda` built in, the tests run on CUDA device 0.
+# One feature set for everything (`--release --features cuda` on the root package, wgpu stays on by
+# default): the builds share their artifacts with `cargo build --release --features cuda --tests --benches`.
+# The hopfield lib tests are built with the root package selected too, so that features unify the same way
+# (hopfield alone would rebuild the dependency tree). With `cuda` built in, the tests run on CUDA device 0.
 {
-    cargo test --release --no-run --message-format=json -p hopfield --features wgpu,cuda --lib
+    cargo test --release --no-run --message-format=json -p hopfield-workspace -p hopfield --features cuda --lib
     cargo test --release --no-run --message-format=json --features cuda --test cube_backend --test hflayers_fixtures
     cargo build --release --message-format=json --features cuda --example association_probe
-    cargo bench --no-run --message-format=json --features cuda --bench association
+    cargo build --release --message-format=json --features cuda --bench association
 } | executables > "$out/executables.txt"
 
 mkdir -p "$out/stage"
@@ -52,6 +52,7 @@ while read -r exe; do
         *) continue ;;
     esac
     cp "$exe" "$out/stage/$name"
+    strip --strip-all "$out/stage/$name"
 done < "$out/executables.txt"
 for name in kernel_tests layer_tests fixture_tests association_probe association_bench; do
     [ -x "$out/stage/$name" ] || { echo "missing binary: $name" >&2; exit 1; }
