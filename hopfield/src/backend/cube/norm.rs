@@ -2,6 +2,7 @@
 //! `dx`; one unit per column for the affine gradients (a loop over rows, no atomics).
 
 use super::{grid_1d, grid_cubes, Cube, CubeTensor, BLOCK_SIZE};
+use super::reduce::tree_sum;
 use cubecl::prelude::*;
 
 #[cube(launch)]
@@ -23,15 +24,7 @@ fn layer_norm_kernel(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], stats: &mut
         }
         smem[u] = acc;
         sync_cube();
-        let mut s = CUBE_DIM as usize / 2;
-        while s > 0 {
-            if u < s {
-                let t_smem = smem[u] + smem[u + s];
-                smem[u] = t_smem;
-            }
-            sync_cube();
-            s /= 2;
-        }
+        tree_sum(&mut smem, u);
         let mean = smem[0] / nf;
         sync_cube();
 
@@ -44,15 +37,7 @@ fn layer_norm_kernel(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], stats: &mut
         }
         smem[u] = acc2;
         sync_cube();
-        let mut s2 = CUBE_DIM as usize / 2;
-        while s2 > 0 {
-            if u < s2 {
-                let t_smem = smem[u] + smem[u + s2];
-                smem[u] = t_smem;
-            }
-            sync_cube();
-            s2 /= 2;
-        }
+        tree_sum(&mut smem, u);
         let rstd = 1.0 / (smem[0] / nf + eps).sqrt();
 
         let mut j3 = u;

@@ -18,6 +18,21 @@ pub(crate) enum Total {
     NonFinite,
 }
 
+/// Sum `smem[0..CUBE_DIM]` into `smem[0]` by halving (every unit calls it; `CUBE_DIM` a power of two).
+/// The kernels' shared reduction: one copy instead of one per kernel.
+#[cube]
+pub(crate) fn tree_sum(smem: &mut Shared<[f32]>, u: usize) {
+    let mut s = CUBE_DIM as usize / 2;
+    while s > 0 {
+        if u < s {
+            let t_smem = smem[u] + smem[u + s];
+            smem[u] = t_smem;
+        }
+        sync_cube();
+        s /= 2;
+    }
+}
+
 #[cube(launch)]
 fn total_kernel(x: &[f32], partial: &mut [f32], n: usize, #[comptime] kind: u32) {
     let u = UNIT_POS as usize;
@@ -39,15 +54,7 @@ fn total_kernel(x: &[f32], partial: &mut [f32], n: usize, #[comptime] kind: u32)
     let mut smem = Shared::<[f32]>::new_slice(BLOCK_SIZE);
     smem[u] = acc;
     sync_cube();
-    let mut s = CUBE_DIM as usize / 2;
-    while s > 0 {
-        if u < s {
-            let t_smem = smem[u] + smem[u + s];
-            smem[u] = t_smem;
-        }
-        sync_cube();
-        s /= 2;
-    }
+    tree_sum(&mut smem, u);
     if u == 0 {
         partial[CUBE_POS] = smem[0];
     }
@@ -85,15 +92,7 @@ fn row_sq_dist_kernel(a: &[f32], b: &[f32], out: &mut [f32], cols: usize, rows: 
         let mut smem = Shared::<[f32]>::new_slice(BLOCK_SIZE);
         smem[u] = acc;
         sync_cube();
-        let mut s = CUBE_DIM as usize / 2;
-        while s > 0 {
-            if u < s {
-                let t_smem = smem[u] + smem[u + s];
-                smem[u] = t_smem;
-            }
-            sync_cube();
-            s /= 2;
-        }
+        tree_sum(&mut smem, u);
         if u == 0 {
             out[r] = smem[0];
         }

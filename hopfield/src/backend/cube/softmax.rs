@@ -7,6 +7,7 @@
 
 use super::{grid_cubes, Cube, CubeTensor, BLOCK_SIZE};
 use crate::backend::ScoreBias;
+use super::reduce::tree_sum;
 use cubecl::prelude::*;
 
 #[cube(launch)]
@@ -63,15 +64,7 @@ fn masked_softmax_kernel(scores: &[f32], beta: &[f32], pad: &[f32], assoc: &[f32
         }
         smem[u] = acc;
         sync_cube();
-        let mut s2 = CUBE_DIM as usize / 2;
-        while s2 > 0 {
-            if u < s2 {
-                let t_smem = smem[u] + smem[u + s2];
-                smem[u] = t_smem;
-            }
-            sync_cube();
-            s2 /= 2;
-        }
+        tree_sum(&mut smem, u);
         let inv = if masked { 0.0f32 } else { 1.0 / smem[0] };
         let mut j3 = u;
         while j3 < cols {
@@ -99,15 +92,7 @@ fn masked_softmax_backward_kernel(p: &[f32], dp: &[f32], beta: &[f32], out: &mut
         }
         smem[u] = acc;
         sync_cube();
-        let mut s = CUBE_DIM as usize / 2;
-        while s > 0 {
-            if u < s {
-                let t_smem = smem[u] + smem[u + s];
-                smem[u] = t_smem;
-            }
-            sync_cube();
-            s /= 2;
-        }
+        tree_sum(&mut smem, u);
         let dot = smem[0];
         let bh = beta[h];
         let mut j2 = u;
