@@ -53,6 +53,10 @@ struct Args {
     /// Share of each training fold held out for the selection.
     #[arg(long, default_value_t = 0.2)]
     val_fraction: f64,
+    /// Select by the mean validation AUC of an inner stratified K-fold split of each training fold instead
+    /// of one hold-out (0 = hold-out). Costs K trainings per grid point and fold instead of one.
+    #[arg(long, default_value_t = 0)]
+    inner_folds: usize,
     /// Seed of splits, hold-outs, initialisation, bag order and dropout.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -110,7 +114,8 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         Grid::Paper => paper_grid(&base, args.grid_samples, args.seed),
         Grid::None => vec![base],
     };
-    let settings = CvSettings { folds: args.folds, repeats: args.repeats, seed: args.seed, val_fraction: args.val_fraction, grid };
+    let settings = CvSettings { folds: args.folds, repeats: args.repeats, seed: args.seed, val_fraction: args.val_fraction,
+        inner_folds: args.inner_folds, grid };
     let backend = Cpu::<f32>::new();
     let mut summaries = Vec::new();
     for path in &args.data {

@@ -1,6 +1,6 @@
 //! The MIL harness without a model: CSV reading and its errors, standardisation, folds, AUC, IDX files.
 
-use hopfield_workspace::mil::folds::{repeated_stratified_splits, stratified_folds, stratified_holdout};
+use hopfield_workspace::mil::folds::{repeated_stratified_splits, stratified_folds, stratified_holdout, stratified_inner_folds};
 use hopfield_workspace::mil::metrics::{mean_std, roc_auc};
 use hopfield_workspace::mil::mnist_bags::{mnist_bags, IdxImages, MnistBagsConfig};
 use hopfield_workspace::mil::report::{FoldRecord, Summary};
@@ -173,6 +173,29 @@ fn holdout_is_stratified_and_disjoint() {
     assert_eq!(val.iter().filter(|&&i| labels[i]).count(), 4);
     assert!(val.iter().all(|i| train.binary_search(i).is_err() && *i < 40));
     assert!(stratified_holdout(&[0, 1, 3], &labels, 0.2, 0).is_err(), "one positive cannot be split");
+}
+
+#[test]
+fn inner_folds_partition_the_training_fold_and_keep_class_shares() {
+    // 30 positives, 70 negatives; the training fold is every bag but multiples of 10.
+    let labels: Vec<bool> = (0..100).map(|i| i % 10 < 3).collect();
+    let pool: Vec<usize> = (0..100).filter(|i| i % 10 != 0).collect();
+    let inner = stratified_inner_folds(&pool, &labels, 4, 5).unwrap();
+    assert_eq!(inner.len(), 4);
+    let mut seen = Vec::new();
+    for (train, val) in &inner {
+        assert_eq!(train.len() + val.len(), pool.len());
+        assert!(val.iter().all(|i| train.binary_search(i).is_err() && pool.binary_search(i).is_ok()));
+        assert!(train.windows(2).all(|w| w[0] < w[1]) && val.windows(2).all(|w| w[0] < w[1]));
+        let pos = val.iter().filter(|&&i| labels[i]).count();
+        assert!((5..=5).contains(&pos), "20 positives in 4 folds: {pos}");
+        seen.extend_from_slice(val);
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, pool, "every bag of the training fold validates exactly once");
+    assert_eq!(inner, stratified_inner_folds(&pool, &labels, 4, 5).unwrap());
+    assert_ne!(inner, stratified_inner_folds(&pool, &labels, 4, 6).unwrap());
+    assert!(stratified_inner_folds(&pool, &labels, 21, 5).is_err(), "more folds than positives");
 }
 
 #[test]

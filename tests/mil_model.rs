@@ -158,7 +158,7 @@ fn cross_validation_selects_on_a_holdout_and_scores_every_fold() {
     let cpu = Cpu::<f32>::new();
     let data = planted_cluster(&PlantedCluster { bags: 60, ..Default::default() }, 2);
     let base = MilConfig { epochs: 3, ..planted_config() };
-    let settings = CvSettings { folds: 3, repeats: 2, seed: 9, val_fraction: 0.25, grid: small_grid(&base) };
+    let settings = CvSettings { folds: 3, repeats: 2, seed: 9, val_fraction: 0.25, inner_folds: 0, grid: small_grid(&base) };
     let seen = std::sync::atomic::AtomicUsize::new(0);
     let records = cross_validate(&cpu, &data, &settings, &|_| {
         seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -175,6 +175,26 @@ fn cross_validation_selects_on_a_holdout_and_scores_every_fold() {
     let again = cross_validate(&cpu, &data, &settings, &|_| {}).unwrap();
     let aucs = |rs: &[hopfield_workspace::mil::report::FoldRecord]| rs.iter().map(|r| r.test_auc).collect::<Vec<_>>();
     assert_eq!(aucs(&records), aucs(&again), "a seed reproduces the run");
+}
+
+#[test]
+fn cross_validation_can_select_by_inner_folds() {
+    let cpu = Cpu::<f32>::new();
+    let data = planted_cluster(&PlantedCluster { bags: 48, ..Default::default() }, 3);
+    let base = MilConfig { epochs: 2, ..planted_config() };
+    let holdout = CvSettings { folds: 3, repeats: 1, seed: 4, val_fraction: 0.25, inner_folds: 0, grid: small_grid(&base) };
+    let inner = CvSettings { inner_folds: 3, ..holdout.clone() };
+    let a = cross_validate(&cpu, &data, &holdout, &|_| {}).unwrap();
+    let b = cross_validate(&cpu, &data, &inner, &|_| {}).unwrap();
+    assert_eq!(b.len(), 3);
+    for r in &b {
+        assert!(r.val_auc.is_some_and(|v| (0.0..=1.0).contains(&v)));
+        assert_eq!(r.config, serde_json::to_value(&inner.grid[r.grid_index]).unwrap());
+    }
+    let vals = |rs: &[hopfield_workspace::mil::report::FoldRecord]| rs.iter().map(|r| r.val_auc).collect::<Vec<_>>();
+    assert_ne!(vals(&a), vals(&b), "the inner folds validate on other bags than the hold-out");
+    let again = cross_validate(&cpu, &data, &inner, &|_| {}).unwrap();
+    assert_eq!(vals(&b), vals(&again));
 }
 
 #[test]

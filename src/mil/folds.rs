@@ -71,6 +71,24 @@ pub fn repeated_stratified_splits(labels: &[bool], k: usize, repeats: usize, see
     Ok(out)
 }
 
+/// Stratified `k`-fold partition of the bags `indices` (a training fold) into (train, validation) pairs, for
+/// model selection by inner cross-validation. Same dealing as [`stratified_folds`]; indices stay sorted.
+pub fn stratified_inner_folds(indices: &[usize], labels: &[bool], k: usize, seed: u64)
+    -> Result<Vec<(Vec<usize>, Vec<usize>)>> {
+    let sub_labels: Vec<bool> = indices.iter().map(|&i| labels[i]).collect();
+    let folds = stratified_folds(&sub_labels, k, seed)?;
+    Ok((0..k)
+        .map(|v| {
+            let mut train: Vec<usize> =
+                folds.iter().enumerate().filter(|&(f, _)| f != v).flat_map(|(_, f)| f.iter().map(|&j| indices[j])).collect();
+            let mut val: Vec<usize> = folds[v].iter().map(|&j| indices[j]).collect();
+            train.sort_unstable();
+            val.sort_unstable();
+            (train, val)
+        })
+        .collect())
+}
+
 /// Split the bags `indices` into (train, validation), holding out `fraction` of each class for validation
 /// (rounded, at least one bag of each class, and at least one of each class left to train on).
 pub fn stratified_holdout(indices: &[usize], labels: &[bool], fraction: f64, seed: u64)
