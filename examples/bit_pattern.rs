@@ -1,7 +1,9 @@
 //! hflayers' bit pattern demo: multiple-instance learning on bags of 16 random 8-bit instances, where
 //! positive bags carry one of 8 signal patterns. Trains the plain, adapted, pooling and lookup models of the
-//! notebook (BCE, AdamW lr 1e-3, clip 1.0, batch 32, 250 epochs), prints a table and writes per-epoch
-//! metrics as JSONL.
+//! notebook (BCE, AdamW lr 1e-3, clip 1.0, batch 32), prints a table and writes per-epoch metrics as JSONL.
+//! Epochs: the notebook's 250, except 500 for the adapted association, whose eval accuracy (here and in the
+//! notebook's own curve) is still rising at epoch 250 and levels off by about epoch 350 (README: 5 seeds at
+//! 250 and 500 epochs). The adapted pooling gains nothing from the longer run and keeps 250.
 //! Exits with status 2 when a model misses its target eval accuracy (the table marks it `MISSED`).
 //!
 //! ```text
@@ -18,12 +20,15 @@ use std::process::ExitCode;
 
 /// Bags kept for evaluation at each end of the (positives-first) data set, as the notebook's samplers.
 const EVAL_EDGE: usize = 256;
+/// The notebook's epochs.
 const EPOCHS: usize = 250;
+/// Epochs of the adapted association: its eval curve still rises at 250.
+const EPOCHS_ADAPTED: usize = 500;
 
 #[derive(Parser)]
 #[command(about = "hflayers' bit pattern demo (multiple-instance learning)")]
 struct Args {
-    /// Epochs for every model (default: the notebook's 250).
+    /// Epochs for every model (default: the notebook's 250; 500 for the adapted association).
     #[arg(long)]
     epochs: Option<usize>,
     /// Seed of model initialisation, shuffling and dropout.
@@ -53,9 +58,17 @@ fn main() -> ExitCode {
     let data = BitPatternSet::new(&config);
     let split = Split::edges(data.len(), EVAL_EDGE);
     let lookup_patterns = data.unique_instances(&split.train);
-    // The notebook's curves end near 0.85 for the adapted association and pooling; it sets no bar for the rest.
-    let target = |v| matches!(v, Variant::HopfieldAdapted | Variant::PoolingAdapted).then_some(0.84);
-    let plans = Variant::ALL.iter().map(|&variant| Plan { variant, epochs: EPOCHS, target: target(variant) }).collect();
+    // The issue's bar for the adapted association and pooling (the notebook's curves end at 0.846 and 0.836);
+    // none for the rest.
+    let adapted = |v| matches!(v, Variant::HopfieldAdapted | Variant::PoolingAdapted);
+    let plans = Variant::ALL
+        .iter()
+        .map(|&variant| Plan {
+            variant,
+            epochs: if variant == Variant::HopfieldAdapted { EPOCHS_ADAPTED } else { EPOCHS },
+            target: adapted(variant).then_some(0.84),
+        })
+        .collect();
     let task = Task { name: "bit_pattern", data: &data, split, lookup_patterns, plans };
     let options = RunOptions { seed: args.seed, epochs: args.epochs, only: args.models, out_dir: args.out, verbose: args.verbose };
     match run_task(&Cpu::<f32>::new(), &task, &options) {
