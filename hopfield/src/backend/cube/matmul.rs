@@ -19,12 +19,13 @@ const TILE: usize = 16;
 /// Which kernel runs [`Backend::matmul`](crate::Backend::matmul) on a [`Cube`] (see [`Cube::with_matmul`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum MatmulKernel {
-    /// Our tiled shared-memory kernel.
-    #[default]
+    /// Our tiled shared-memory kernel (the default without the `cubek` feature).
+    #[cfg_attr(not(feature = "cubek"), default)]
     Own,
     /// cubek-matmul's `SimpleUnit` routine: each unit computes a register tile, f32 throughout (no tensor
-    /// cores), so it matches the CPU oracle as closely as ours.
+    /// cores), so it matches the CPU oracle as closely as ours. The default with the `cubek` feature.
     #[cfg(feature = "cubek")]
+    #[cfg_attr(feature = "cubek", default)]
     CubekUnit,
     /// cubek-matmul's `DoubleUnit` routine: `SimpleUnit` with double-buffered stages.
     #[cfg(feature = "cubek")]
