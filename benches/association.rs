@@ -1,7 +1,8 @@
 //! The fused association per backend, forward and forward + backward, each timed with a device sync:
 //! `association/cpu` (blocked CPU algorithm), `association/wgpu` and `association/cuda` (our streaming
 //! CubeCL kernels; built with `--features wgpu` / `cuda`). Sizes: one head of L = S = 2048, d = 64 on the
-//! CPU and wgpu (software Vulkan in CI is slow); B = 8, H = 8, L = S = 4096, d = 64 on CUDA, where the
+//! CPU; L = S = 1024 on wgpu (lavapipe, software Vulkan, in CI: at 2048 one forward + backward took 21 s on
+//! a 2-core machine and the bench 5.5 minutes); B = 8, H = 8, L = S = 4096, d = 64 on CUDA, where the
 //! materialised path (`L × S` with the backend's own ops, the hflayers-style computation) is timed too.
 
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -53,7 +54,7 @@ fn benches(c: &mut Criterion) {
     #[cfg(feature = "wgpu")]
     {
         match hopfield::backend::cube::Wgpu::wgpu() {
-            Ok(be) => bench_backend(c, "association/wgpu", &be, &|| be.sync().expect("device sync"), [1, 1, 2048, 2048, 64], false),
+            Ok(be) => bench_backend(c, "association/wgpu", &be, &|| be.sync().expect("device sync"), [1, 1, 1024, 1024, 64], false),
             Err(e) => eprintln!("association/wgpu skipped: {e}"),
         }
     }

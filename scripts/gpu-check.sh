@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build, on this (CPU) machine, everything the GPU machine runs, and pack it into .gpu/ (git-ignored):
-#   .gpu/bin.tar.xz      stripped `cuda` binaries: the kernel tests (hopfield lib), the layer and fixture
-#                        tests, the association_probe timing example, the association bench
+#   .gpu/bin.tar.xz      stripped `cuda,cubek` binaries: the kernel tests (hopfield lib), the layer and fixture
+#                        tests, the association_probe timing example, the association and matmul benches
 #   .gpu/fixtures/       the hflayers golden cases
 #   .gpu/gpu-run.sh, .gpu/gpu_compare.py   the runner (needs only the NVIDIA driver, xz and PyTorch there)
 # Then on the GPU machine, from the directory holding .gpu/:  bash .gpu/gpu-run.sh
@@ -29,15 +29,18 @@ for line in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m.get("executable"): print(m["executable"])'
 }
 
-# One feature set for everything (`--release --features cuda` on the root package, wgpu stays on by
-# default): the builds share their artifacts with `cargo build --release --features cuda --tests --benches`.
-# The hopfield lib tests are built with the root package selected too, so that features unify the same way
-# (hopfield alone would rebuild the dependency tree). With `cuda` built in, the tests run on CUDA device 0.
+# One feature set for everything (`--release --features cuda,cubek` on the root package, wgpu stays on by
+# default): the builds share their artifacts with `cargo build --release --features cuda,cubek --tests
+# --benches`. The hopfield lib tests are built with the root package selected too, so that features unify
+# the same way (hopfield alone would rebuild the dependency tree). With `cuda` built in, the tests run on
+# CUDA device 0; with `cubek`, the layers' matrix products go through cubek-matmul (the kernel tests check
+# our kernel and cubek's routines one by one) and the matmul bench compares the two (docs/cubecl.md).
+features=cuda,cubek
 {
-    cargo test --release --no-run --message-format=json -p hopfield-workspace -p hopfield --features cuda --lib
-    cargo test --release --no-run --message-format=json --features cuda --test cube_backend --test hflayers_fixtures
-    cargo build --release --message-format=json --features cuda --example association_probe
-    cargo build --release --message-format=json --features cuda --bench association
+    cargo test --release --no-run --message-format=json -p hopfield-workspace -p hopfield --features $features --lib
+    cargo test --release --no-run --message-format=json --features $features --test cube_backend --test hflayers_fixtures
+    cargo build --release --message-format=json --features $features --example association_probe
+    cargo build --release --message-format=json --features $features --bench association --bench matmul
 } | executables > "$out/executables.txt"
 
 mkdir -p "$out/stage"
@@ -49,12 +52,13 @@ while read -r exe; do
         hflayers_fixtures-*) name=fixture_tests ;;
         association_probe) name=association_probe ;;
         association-*) name=association_bench ;;
+        matmul-*) name=matmul_bench ;;
         *) continue ;;
     esac
     cp "$exe" "$out/stage/$name"
     strip --strip-all "$out/stage/$name"
 done < "$out/executables.txt"
-for name in kernel_tests layer_tests fixture_tests association_probe association_bench; do
+for name in kernel_tests layer_tests fixture_tests association_probe association_bench matmul_bench; do
     [ -x "$out/stage/$name" ] || { echo "missing binary: $name" >&2; exit 1; }
 done
 # One xz stream over all binaries with a dictionary larger than one binary: they share most of their code

@@ -4,7 +4,9 @@
 # 1. the `cuda` kernel tests, layer tests and hflayers fixtures against the CPU oracle (built in);
 # 2. timings of our fused association (and of our materialised path) at B=8, H=8, L=S=4096, d=64:
 #    fwd, fwd+bwd, and 3 update steps + retrieval, next to PyTorch's scaled_dot_product_attention and the
-#    hflayers-style unfused computation, as a table. Logs go to $OUT when set. Target: < 5 minutes.
+#    hflayers-style unfused computation, as a table;
+# 3. our matmul kernel against cubek-matmul's (benches/matmul.rs, criterion medians in matmul.txt).
+# Logs go to $OUT when set. Target: < 6 minutes.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 work=$(mktemp -d)
@@ -29,6 +31,7 @@ if [ "${1:-}" = "--no-gpu" ]; then
     done
     "$work/association_probe" cuda 1 1 64 64 16 0 1; echo "association_probe: exit $?"
     "$work/association_bench" --bench association/cuda 2>&1 | grep -m1 "association/cuda"; echo "association_bench: exit ${PIPESTATUS[0]}"
+    "$work/matmul_bench" --bench matmul/cuda 2>&1 | grep -m1 "matmul/cuda"; echo "matmul_bench: exit ${PIPESTATUS[0]}"
     rm -rf "$work"
     exit 0
 fi
@@ -56,5 +59,10 @@ for steps in 0 3; do
     timeout 120 "$probe" cuda 8 8 4096 4096 64 $steps 3 materialised >> "$log/ours.jsonl" || fail=1
 done
 timeout 180 python3 "$here/gpu_compare.py" "$log/ours.jsonl" | tee "$log/table.txt" || fail=1
+
+echo "== matmul: ours vs cubek-matmul (criterion medians; thrpt elem/s = FLOP/s)"
+# Sample sizes as in the bench; 3 s of measurement per case keeps the 24 cases near two minutes.
+timeout 300 "$work/matmul_bench" --bench matmul/cuda --measurement-time 3 --warm-up-time 1 > "$log/matmul.log" 2>&1 || fail=1
+grep -A2 "^matmul/cuda" "$log/matmul.log" | grep -E "^matmul|time:|thrpt:" | paste - - - | tee "$log/matmul.txt"
 rm -rf "$work"
 exit $fail

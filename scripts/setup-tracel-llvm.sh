@@ -28,7 +28,7 @@ fi
 
 dir="${XDG_DATA_HOME:-$HOME/.local/share}/tracel/tracel-llvm-$version"
 mkdir -p "$dir/bin"
-cat > "$dir/bin/llvm-config" <<'WRAP'
+wrapper=$(cat <<'WRAP'
 #!/usr/bin/env bash
 # Forwards to Debian's llvm-config-22 (written by scripts/setup-tracel-llvm.sh).
 if [[ " $* " == *" --system-libs "* ]]; then
@@ -37,6 +37,14 @@ else
     exec llvm-config-22 "$@"
 fi
 WRAP
+)
+# Write the wrapper and the sentinel only when they change: the LLVM bundler's build script reruns when
+# the sentinel's time stamp changes (llvm-sys likewise for llvm-config), and with it cubecl-llvm,
+# cubecl-cuda, cubecl and everything above (a rewrite here rebuilt the whole cuda tree on every
+# scripts/gpu-check.sh).
+if [ "$(cat "$dir/bin/llvm-config" 2>/dev/null)" != "$wrapper" ]; then
+    printf '%s\n' "$wrapper" > "$dir/bin/llvm-config"
+fi
 chmod +x "$dir/bin/llvm-config"
-touch "$dir/.tracel-llvm-installed"
+[ -e "$dir/.tracel-llvm-installed" ] || touch "$dir/.tracel-llvm-installed"
 echo "tracel-llvm $version -> $(llvm-config-22 --version) at $dir"

@@ -31,6 +31,8 @@ use cubecl::prelude::*;
 use cubecl::server::Handle;
 use std::fmt;
 
+pub use matmul::MatmulKernel;
+
 /// Units per cube of the element-wise and row kernels (a power of two, ≤ every runtime's limit).
 pub(crate) const BLOCK: u32 = 256;
 /// [`BLOCK`] as an index (a plain constant, so `#[cube]` code sees it at compile time).
@@ -72,6 +74,7 @@ pub struct Cube {
     pub(crate) client: Client,
     name: &'static str,
     poison: bool,
+    matmul: MatmulKernel,
 }
 
 impl fmt::Debug for Cube {
@@ -83,7 +86,14 @@ impl fmt::Debug for Cube {
 impl Cube {
     /// The backend on `device`, named after its runtime (`wgpu`, `cuda`).
     fn on(device: cubecl::Device, name: &'static str) -> Self {
-        Cube { client: device.client(), name, poison: false }
+        Cube { client: device.client(), name, poison: false, matmul: MatmulKernel::default() }
+    }
+
+    /// Run [`Backend::matmul`] with `kernel` (default: [`MatmulKernel::default`]). A clone shares the
+    /// device and its tensors, so two kernels can be compared on the same inputs.
+    pub fn with_matmul(mut self, kernel: MatmulKernel) -> Self {
+        self.matmul = kernel;
+        self
     }
 
     /// Fill every output buffer with NaN before its kernel runs (for tests: an unwritten output fails).
@@ -286,7 +296,7 @@ impl Backend for Cube {
     }
 
     fn matmul(&self, a: &CubeTensor, b: &CubeTensor, ta: bool, tb: bool) -> CubeTensor {
-        matmul::matmul(self, a, b, ta, tb)
+        matmul::matmul(self, a, b, ta, tb, self.matmul)
     }
     fn add_bias(&self, x: &CubeTensor, bias: &CubeTensor) -> CubeTensor {
         elementwise::add_bias(self, x, bias)
