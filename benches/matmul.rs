@@ -1,7 +1,7 @@
 //! Matrix products on the Cube backend: our tiled kernel (`own`) against cubek-matmul's unit routines
 //! (`cubek_unit`, `cubek_double_unit`; f32 throughout) and, on CUDA, what cubek's `Auto` picks there
 //! (`cubek_auto`: tensor cores, so tf32). Each timing includes a device sync; criterion's throughput is
-//! in multiply-adds × 2, so its `elem/s` read as FLOP/s. Build with `--features cubek` (else `own` only).
+//! in multiply-adds × 2, so its `elem/s` read as FLOP/s. cubek is on with `wgpu` and `cuda`.
 //!
 //! Shapes are the layers' own: per-head scores `[B·H, L, d] · [B·H, S, d]ᵀ`, the association's values
 //! `[B·H, L, S] · [B·H, S, d]`, and an input projection `[B·L, D] · [D, D]`. On wgpu (Mesa's lavapipe,
