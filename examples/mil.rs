@@ -12,10 +12,10 @@
 
 use clap::{Parser, ValueEnum};
 use hopfield::Cpu;
-use hopfield_workspace::mil::cv::{cross_validate, paper_grid, small_grid, CvSettings};
-use hopfield_workspace::mil::report::{format_seconds, table, FoldRecord, Summary};
-use hopfield_workspace::mil::train::MilConfig;
-use hopfield_workspace::mil::MilDataset;
+use hopfield_mil::cv::{cross_validate, paper_grid, small_grid, CvSettings};
+use hopfield_mil::report::{format_seconds, table, FoldRecord, Summary};
+use hopfield_mil::train::MilConfig;
+use hopfield_mil::MilDataset;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::Write;
 use std::path::PathBuf;

@@ -11,10 +11,10 @@
 
 use clap::Parser;
 use hopfield::Cpu;
-use hopfield_workspace::mil::metrics::roc_auc;
-use hopfield_workspace::mil::mnist_bags::{mnist_bags, IdxImages, MnistBagsConfig};
-use hopfield_workspace::mil::train::{predict, train_with, MilConfig, PreparedBags};
-use hopfield_workspace::mil::{MilDataset, Standardizer};
+use hopfield_mil::metrics::roc_auc;
+use hopfield_mil::mnist_bags::{mnist_bags, IdxImages, MnistBagsConfig};
+use hopfield_mil::train::{predict, train_with, MilConfig, PreparedBags};
+use hopfield_mil::{MilDataset, Standardizer};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 

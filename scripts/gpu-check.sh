@@ -38,9 +38,9 @@ for line in sys.stdin:
 features=cuda,cubek
 {
     cargo test --release --no-run --message-format=json -p hopfield-workspace -p hopfield --features $features --lib
-    cargo test --release --no-run --message-format=json --features $features --test cube_backend --test hflayers_fixtures
+    cargo test --release --no-run --message-format=json -p hopfield-workspace -p hopfield --features $features --test cube_backend --test hflayers_fixtures
     cargo build --release --message-format=json --features $features --example association_probe
-    cargo build --release --message-format=json --features $features --bench association --bench matmul
+    cargo build --release --message-format=json -p hopfield-workspace -p hopfield --features $features --bench association --bench matmul
 } | executables > "$out/executables.txt"
 
 mkdir -p "$out/stage"
@@ -66,7 +66,7 @@ done
 tar -C "$out/stage" -cf - . | xz -T1 -9 --lzma2=preset=9,dict=512MiB > "$out/bin.tar.xz"
 rm -rf "$out/stage"
 
-cp ../shared/fixtures/hflayers/* "$out/fixtures/"
+cp hopfield/tests/fixtures/hflayers/* "$out/fixtures/"
 cp scripts/gpu-run.sh scripts/gpu_compare.py "$out/"
 du -sh "$out"/bin.tar.xz "$out"
 total=$(du -sm "$out" | cut -f1)

@@ -5,7 +5,7 @@
 # 2. timings of our fused association (and of our materialised path) at B=8, H=8, L=S=4096, d=64:
 #    fwd, fwd+bwd, and 3 update steps + retrieval, next to PyTorch's scaled_dot_product_attention and the
 #    hflayers-style unfused computation, as a table;
-# 3. our matmul kernel against cubek-matmul's (benches/matmul.rs, criterion medians in matmul.txt).
+# 3. our matmul kernel against cubek-matmul's (hopfield/benches/matmul.rs, criterion medians in matmul.txt).
 # Logs go to $OUT when set. Target: < 6 minutes.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)

@@ -2,4 +2,4 @@
 //! training harnesses). Not published; the libraries are the `hopfield` and `cloob` crates.
 
 pub mod demos;
-pub mod mil;
+

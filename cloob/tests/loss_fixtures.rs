@@ -1,8 +1,8 @@
-//! Every golden case of ../shared/fixtures/cloob (cloob's methods.py and CLIP's loss in PyTorch, float64):
+//! Every golden case of tests/fixtures/cloob (cloob's methods.py and CLIP's loss in PyTorch, float64):
 //! loss, gradients w.r.t. the un-normalised embeddings and, for CLOOB, the four retrieved sets, to
 //! relative 1e-9 in f64 (1e-4 in f32). A missing or unreadable fixture fails.
 
-#[path = "../../tests/common/mod.rs"]
+#[path = "../../hopfield/tests/common/mod.rs"]
 mod common;
 
 use cloob::loss::{contrastive_loss, LossConfig, LossKind};
@@ -14,9 +14,9 @@ use std::path::PathBuf;
 /// The cases that must be there; any further case in the directory runs too.
 const CASES: &[&str] = &["clip_n8_d16", "cloob_n8_d16", "cloob_n32_d64_beta8"];
 
-/// `../shared` is beside the workspace root, two levels above this crate.
+/// The cases, kept beside this test.
 fn fixture_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/cloob")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cloob")
 }
 
 /// Every case in the fixture directory, checked to include [`CASES`].

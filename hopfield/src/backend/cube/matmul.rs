@@ -9,7 +9,7 @@
 //!   batch of one that cubek broadcasts. When cubek refuses a problem (a setup error: launch limits, a
 //!   layout it cannot express), our kernel runs instead, so the op never fails for the choice of kernel.
 //!
-//! Which is faster, and why ours stays the default, is measured in docs/cubecl.md (`benches/matmul.rs`).
+//! Which is faster, and why ours stays the default, is measured in docs/cubecl.md (`hopfield/benches/matmul.rs`).
 
 use super::{Cube, CubeTensor};
 use cubecl::prelude::*;

@@ -2,12 +2,12 @@
 //! the planted-cluster task.
 
 use hopfield::{Backend, Cpu, Parameters};
-use hopfield_workspace::mil::cv::{cross_validate, paper_grid, small_grid, CvSettings};
-use hopfield_workspace::mil::metrics::roc_auc;
-use hopfield_workspace::mil::model::{BagBatch, MilModel, MilModelConfig};
-use hopfield_workspace::mil::synthetic::{planted_cluster, PlantedCluster};
-use hopfield_workspace::mil::train::{predict, train, MilConfig, PreparedBags};
-use hopfield_workspace::mil::Standardizer;
+use hopfield_mil::cv::{cross_validate, paper_grid, small_grid, CvSettings};
+use hopfield_mil::metrics::roc_auc;
+use hopfield_mil::model::{BagBatch, MilModel, MilModelConfig};
+use hopfield_mil::synthetic::{planted_cluster, PlantedCluster};
+use hopfield_mil::train::{predict, train, MilConfig, PreparedBags};
+use hopfield_mil::Standardizer;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::time::Instant;
@@ -173,7 +173,7 @@ fn cross_validation_selects_on_a_holdout_and_scores_every_fold() {
         assert_eq!(r.config, serde_json::to_value(&settings.grid[r.grid_index]).unwrap());
     }
     let again = cross_validate(&cpu, &data, &settings, &|_| {}).unwrap();
-    let aucs = |rs: &[hopfield_workspace::mil::report::FoldRecord]| rs.iter().map(|r| r.test_auc).collect::<Vec<_>>();
+    let aucs = |rs: &[hopfield_mil::report::FoldRecord]| rs.iter().map(|r| r.test_auc).collect::<Vec<_>>();
     assert_eq!(aucs(&records), aucs(&again), "a seed reproduces the run");
 }
 
@@ -191,7 +191,7 @@ fn cross_validation_can_select_by_inner_folds() {
         assert!(r.val_auc.is_some_and(|v| (0.0..=1.0).contains(&v)));
         assert_eq!(r.config, serde_json::to_value(&inner.grid[r.grid_index]).unwrap());
     }
-    let vals = |rs: &[hopfield_workspace::mil::report::FoldRecord]| rs.iter().map(|r| r.val_auc).collect::<Vec<_>>();
+    let vals = |rs: &[hopfield_mil::report::FoldRecord]| rs.iter().map(|r| r.val_auc).collect::<Vec<_>>();
     assert_ne!(vals(&a), vals(&b), "the inner folds validate on other bags than the hold-out");
     let again = cross_validate(&cpu, &data, &inner, &|_| {}).unwrap();
     assert_eq!(vals(&b), vals(&again));

@@ -1,4 +1,4 @@
-//! Every golden case computed with hflayers 1.0.2 (../shared/fixtures/hflayers): output, association matrix
+//! Every golden case computed with hflayers 1.0.2 (tests/fixtures/hflayers): output, association matrix
 //! and every gradient, in f64 (relative 1e-9) and f32 (1e-4). A missing or unreadable fixture fails.
 
 mod common;
@@ -18,10 +18,10 @@ const CASES: &[&str] = &[
     "static_retrieval_cloob", "tuple_sizes", "update_steps", "zero_assoc_no_out",
 ];
 
-/// `../shared/fixtures/hflayers`, or `$HOPFIELD_FIXTURES` (test binaries shipped to another machine).
+/// `tests/fixtures/hflayers`, or `$HOPFIELD_FIXTURES` (test binaries shipped to another machine).
 fn fixture_dir() -> PathBuf {
     std::env::var_os("HOPFIELD_FIXTURES").map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/hflayers"))
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hflayers"))
 }
 
 struct Case {

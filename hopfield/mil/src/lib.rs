@@ -1,5 +1,5 @@
 //! Multiple-instance learning (MIL) with HopfieldPooling: the data sets, splits, metric and reports of the
-//! paper's MIL benchmarks (Ramsauer et al. 2020, §4 and appendix A.5.2), driven by `examples/mil.rs`.
+//! paper's MIL benchmarks (Ramsauer et al. 2020, §4 and appendix A.5.2), driven by the workspace's `examples/mil.rs`.
 //!
 //! - [`data`]: the `mil` package's CSV layout (plain or gzipped) → bags; standardisation fitted on
 //!   training bags only.

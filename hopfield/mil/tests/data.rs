@@ -1,10 +1,10 @@
 //! The MIL harness without a model: CSV reading and its errors, standardisation, folds, AUC, IDX files.
 
-use hopfield_workspace::mil::folds::{repeated_stratified_splits, stratified_folds, stratified_holdout, stratified_inner_folds};
-use hopfield_workspace::mil::metrics::{mean_std, roc_auc};
-use hopfield_workspace::mil::mnist_bags::{mnist_bags, IdxImages, MnistBagsConfig};
-use hopfield_workspace::mil::report::{FoldRecord, Summary};
-use hopfield_workspace::mil::{MilDataset, MilError, Standardizer};
+use hopfield_mil::folds::{repeated_stratified_splits, stratified_folds, stratified_holdout, stratified_inner_folds};
+use hopfield_mil::metrics::{mean_std, roc_auc};
+use hopfield_mil::mnist_bags::{mnist_bags, IdxImages, MnistBagsConfig};
+use hopfield_mil::report::{FoldRecord, Summary};
+use hopfield_mil::{MilDataset, MilError, Standardizer};
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -102,7 +102,7 @@ fn reads_plain_and_gzipped_files_and_names_the_path() {
 
 #[test]
 fn shipped_data_sets_have_their_published_sizes() {
-    let root = env!("CARGO_MANIFEST_DIR");
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
     // (name, bags, positive bags, instances, features) of the mil 1.0.5 CSVs.
     for (name, bags, pos, inst, feat) in [("musk1", 92, 47, 476, 166), ("elephant", 200, 100, 1391, 230)] {
         let d = MilDataset::read(format!("{root}/data/mil/{name}.csv.gz")).unwrap();
