@@ -12,9 +12,11 @@
 
 use clap::Parser;
 use hopfield::Cpu;
-use hopfield_workspace::demos::harness::format_table;
-use hopfield_workspace::demos::run::{run_task, Plan, RunOptions, Task};
-use hopfield_workspace::demos::{BagDataset, BitPatternConfig, BitPatternSet, Split, Variant};
+mod demos;
+
+use demos::harness::format_table;
+use demos::run::{run_task, Plan, RunOptions, Task};
+use demos::{BagDataset, BitPatternConfig, BitPatternSet, Split, Variant};
 use std::path::PathBuf;
 use std::process::ExitCode;
 

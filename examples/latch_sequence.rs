@@ -10,9 +10,13 @@
 
 use clap::Parser;
 use hopfield::Cpu;
-use hopfield_workspace::demos::harness::format_table;
-use hopfield_workspace::demos::run::{run_task, Plan, RunOptions, Task};
-use hopfield_workspace::demos::{BagDataset, LatchSequenceSet, Split, Variant};
+// The harness is shared with `bit_pattern`, which uses all of it.
+#[allow(dead_code, unused_imports)]
+mod demos;
+
+use demos::harness::format_table;
+use demos::run::{run_task, Plan, RunOptions, Task};
+use demos::{BagDataset, LatchSequenceSet, Split, Variant};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
