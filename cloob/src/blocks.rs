@@ -5,7 +5,7 @@
 
 use hopfield::init;
 use hopfield::layers::encoder::EncoderCache;
-use hopfield::layers::{HopfieldConfig, HopfieldEncoderLayer, HopfieldEncoderLayerConfig, Mask};
+use hopfield::layers::{EncoderInput, HopfieldConfig, HopfieldEncoderLayer, HopfieldEncoderLayerConfig, Layer, Mode};
 use hopfield::{Backend, HopfieldError, Parameters, Result};
 use rand::Rng;
 
@@ -61,9 +61,10 @@ impl StackShape<'_> {
 ///
 /// # Shapes
 /// `[B, L, width]` → `[B, L, width]`.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Parameters)]
 pub struct Transformer<B: Backend> {
-    /// The blocks, `resblocks.{i}.*`.
+    /// The blocks, `resblocks.{i}.*` (open_clip's names).
+    #[param(map_names = open_clip_name)]
     pub resblocks: Vec<HopfieldEncoderLayer<B>>,
 }
 
@@ -99,13 +100,31 @@ impl<B: Backend> Transformer<B> {
         }
         Ok(Transformer { resblocks })
     }
+}
 
-    /// Run every block; `mask` is an association mask `[L, L]` (`true` = hidden).
-    pub fn forward(&self, backend: &B, x: &B::Tensor, mask: Option<&Mask>) -> Result<(B::Tensor, Vec<EncoderCache<B>>)> {
-        let mut x = x.clone();
+impl<B: Backend> Layer<B> for Transformer<B> {
+    type Params = Transformer<B>;
+    type Input = EncoderInput<B>;
+    type Output = B::Tensor;
+    type Cache = Vec<EncoderCache<B>>;
+    type OutputGrad = B::Tensor;
+    type InputGrad = B::Tensor;
+
+    fn params(&self) -> &Self {
+        self
+    }
+    fn params_mut(&mut self) -> &mut Self {
+        self
+    }
+
+    /// Run every block; the input's `src_mask` is an association mask `[L, L]` (`true` = hidden).
+    fn forward(&self, backend: &B, p: &Self, input: &EncoderInput<B>, mode: Mode)
+        -> Result<(B::Tensor, Vec<EncoderCache<B>>)> {
+        let mut x = input.src.clone();
         let mut caches = Vec::with_capacity(self.resblocks.len());
-        for block in &self.resblocks {
-            let (y, cache) = block.forward(backend, &x, mask.cloned(), None, None)?;
+        for (block, bp) in self.resblocks.iter().zip(&p.resblocks) {
+            let block_input = EncoderInput { src: x, ..input.clone() };
+            let (y, cache) = block.forward(backend, &bp.params, &block_input, mode)?;
             caches.push(cache);
             x = y;
         }
@@ -113,11 +132,12 @@ impl<B: Backend> Transformer<B> {
     }
 
     /// Backward through every block: accumulates into `grads`, returns d loss / d input.
-    pub fn backward(&self, backend: &B, caches: &[EncoderCache<B>], dy: &B::Tensor, grads: &mut Transformer<B>)
+    fn backward(&self, backend: &B, p: &Self, caches: &Vec<EncoderCache<B>>, dy: &B::Tensor, grads: &mut Self)
         -> Result<B::Tensor> {
         let mut d = dy.clone();
-        for ((block, cache), g) in self.resblocks.iter().zip(caches).zip(&mut grads.resblocks).rev() {
-            d = block.backward(backend, cache, &d, &mut g.params)?;
+        let blocks = self.resblocks.iter().zip(&p.resblocks).zip(caches).zip(&mut grads.resblocks);
+        for (((block, bp), cache), g) in blocks.rev() {
+            d = block.backward(backend, &bp.params, cache, &d, &mut g.params)?;
         }
         Ok(d)
     }
@@ -135,19 +155,6 @@ fn open_clip_name(name: &str) -> String {
     ];
     RENAMES.iter().find_map(|(from, to)| name.strip_prefix(from).map(|rest| format!("{to}{rest}")))
         .unwrap_or_else(|| name.to_string())
-}
-
-impl<B: Backend> Parameters<B> for Transformer<B> {
-    fn visit<'a>(&'a self, f: &mut dyn FnMut(&str, &'a B::Tensor, bool)) {
-        for (i, block) in self.resblocks.iter().enumerate() {
-            block.params.visit(&mut |n, t, tr| f(&format!("resblocks.{i}.{}", open_clip_name(n)), t, tr));
-        }
-    }
-    fn visit_mut(&mut self, f: &mut dyn FnMut(&str, &mut B::Tensor, bool)) {
-        for (i, block) in self.resblocks.iter_mut().enumerate() {
-            block.params.visit_mut(&mut |n, t, tr| f(&format!("resblocks.{i}.{}", open_clip_name(n)), t, tr));
-        }
-    }
 }
 
 /// `[N, D]`-or-more tensor times a `[D, E]` matrix stored as a parameter (open_clip's `x @ proj`).

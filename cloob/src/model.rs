@@ -10,7 +10,7 @@ use crate::loss::{l2_normalize, l2_normalize_backward, L2NormCache};
 use crate::text::{TextCache, TextConfig, TextTransformer};
 use crate::tokenizer::TokenBatch;
 use crate::vit::{VisionCache, VisionConfig, VisionTransformer};
-use hopfield::params::{visit_child, visit_child_mut};
+use hopfield::layers::{Layer, Mode};
 use hopfield::{Backend, Element, HopfieldError, Parameters, Result};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -84,17 +84,43 @@ impl ClipConfig {
     }
 }
 
-/// The two-tower model (a zeroed copy holds its gradients, see [`ClipModel::zero_grads`]).
-#[derive(Clone, Debug)]
+/// The two-tower model (a zeroed copy holds its gradients, see [`Layer::zero_grads`]).
+#[derive(Clone, Debug, Parameters)]
 pub struct ClipModel<B: Backend> {
     /// Its shape.
+    #[param(skip)]
     pub config: ClipConfig,
     /// `visual.*`.
     pub visual: VisionTransformer<B>,
     /// The text tower, at the root of the names.
+    #[param(flatten)]
     pub text: TextTransformer<B>,
-    /// `logit_scale = ln τ⁻¹`, a scalar (shape `[]`), in `[0, ln 100]`.
+    /// `logit_scale = ln τ⁻¹`, a scalar (shape `[]`), in `[0, ln 100]`; trained when `learnable_inv_tau`.
+    #[param(trainable = self.config.learnable_inv_tau)]
     pub logit_scale: B::Tensor,
+}
+
+/// A batch of image–text pairs.
+///
+/// # Shapes
+/// images `[B, C, H, W]`, tokens `[B, L]`.
+#[derive(Clone, Debug)]
+pub struct ClipInput<B: Backend> {
+    /// The images, NCHW.
+    pub images: B::Tensor,
+    /// Their captions' token ids.
+    pub tokens: TokenBatch,
+}
+
+/// The upstream gradients of a [`ClipOutput`]: w.r.t. the normalised embeddings and τ⁻¹.
+#[derive(Clone, Debug)]
+pub struct ClipOutputGrads<B: Backend> {
+    /// `[B, embed_dim]`.
+    pub image: B::Tensor,
+    /// `[B, embed_dim]`.
+    pub text: B::Tensor,
+    /// d loss / d τ⁻¹.
+    pub inv_tau: f64,
 }
 
 /// Normalised embeddings of a batch of pairs.
@@ -108,7 +134,7 @@ pub struct ClipOutput<B: Backend> {
     pub inv_tau: f64,
 }
 
-/// What [`ClipModel::backward`] needs.
+/// What [`ClipModel`]'s backward needs.
 #[derive(Clone, Debug)]
 pub struct ClipCache<B: Backend> {
     vision: VisionCache<B>,
@@ -123,50 +149,14 @@ impl<B: Backend> ClipModel<B> {
         backend.to_vec(&self.logit_scale)[0].f64().exp()
     }
 
-    /// Normalised embeddings of `B` image–text pairs and the cache for backward.
-    ///
-    /// # Shapes
-    /// images `[B, C, H, W]`, tokens `[B, L]` → `[B, embed_dim]` twice.
-    pub fn forward(&self, backend: &B, images: &B::Tensor, tokens: &TokenBatch) -> Result<(ClipOutput<B>, ClipCache<B>)> {
-        let n = backend.shape(images).first().copied().unwrap_or(0);
-        if n != tokens.batch {
-            return Err(HopfieldError::shape("clip.forward", format!("as many texts as images ({n})"), &[tokens.batch]));
-        }
-        let (image, vision) = self.visual.forward(backend, images)?;
-        let (text, text_cache) = self.text.forward(backend, tokens)?;
-        let (image, image_norm) = l2_normalize(backend, &image)?;
-        let (text, text_norm) = l2_normalize(backend, &text)?;
-        let out = ClipOutput { image, text, inv_tau: self.inv_tau(backend) };
-        Ok((out, ClipCache { vision, text: text_cache, image_norm, text_norm }))
-    }
-
-    /// Backward of [`ClipModel::forward`] from the gradients w.r.t. the normalised embeddings and w.r.t.
-    /// τ⁻¹: accumulates into `grads` (`logit_scale` gets `τ⁻¹ · d_inv_tau`, also when it is fixed).
-    pub fn backward(&self, backend: &B, cache: &ClipCache<B>, d_image: &B::Tensor, d_text: &B::Tensor, d_inv_tau: f64,
-                    grads: &mut ClipModel<B>) -> Result<()> {
-        for (d, c, what) in [(d_image, &cache.image_norm, "clip.backward(d_image)"), (d_text, &cache.text_norm, "clip.backward(d_text)")] {
-            let (s, e) = (backend.shape(d), backend.shape(&c.y));
-            if s != e {
-                return Err(HopfieldError::shape(what, format!("{e:?}"), &s));
-            }
-        }
-        let d_img = l2_normalize_backward(backend, &cache.image_norm, d_image);
-        self.visual.backward(backend, &cache.vision, &d_img, &mut grads.visual)?;
-        let d_txt = l2_normalize_backward(backend, &cache.text_norm, d_text);
-        self.text.backward(backend, &cache.text, &d_txt, &mut grads.text)?;
-        let d_logit = backend.full(&[], B::Elem::of(d_inv_tau * self.inv_tau(backend)));
-        backend.axpy(&mut grads.logit_scale, B::Elem::of(1.0), &d_logit);
-        Ok(())
-    }
-
     /// Normalised image embeddings `[B, embed_dim]` (no cache kept).
     pub fn encode_image(&self, backend: &B, images: &B::Tensor) -> Result<B::Tensor> {
-        Ok(l2_normalize(backend, &self.visual.forward(backend, images)?.0)?.0)
+        Ok(l2_normalize(backend, &self.visual.infer(backend, images)?)?.0)
     }
 
     /// Normalised text embeddings `[B, embed_dim]` (no cache kept).
     pub fn encode_text(&self, backend: &B, tokens: &TokenBatch) -> Result<B::Tensor> {
-        Ok(l2_normalize(backend, &self.text.forward(backend, tokens)?.0)?.0)
+        Ok(l2_normalize(backend, &self.text.infer(backend, tokens)?)?.0)
     }
 
     /// Clamp `logit_scale` to `[0, ln 100]` (after every optimiser step, as open_clip).
@@ -177,25 +167,59 @@ impl<B: Backend> ClipModel<B> {
             self.logit_scale = backend.full(&[], B::Elem::of(c));
         }
     }
-
-    /// A gradient accumulator: this model with every tensor zero.
-    pub fn zero_grads(&self, backend: &B) -> Self {
-        let mut g = self.clone();
-        g.zero(backend);
-        g
-    }
 }
 
-impl<B: Backend> Parameters<B> for ClipModel<B> {
-    fn visit<'a>(&'a self, f: &mut dyn FnMut(&str, &'a B::Tensor, bool)) {
-        visit_child(&self.visual, "visual", f);
-        self.text.visit(f);
-        f("logit_scale", &self.logit_scale, self.config.learnable_inv_tau);
+impl<B: Backend> Layer<B> for ClipModel<B> {
+    type Params = ClipModel<B>;
+    type Input = ClipInput<B>;
+    type Output = ClipOutput<B>;
+    type Cache = ClipCache<B>;
+    type OutputGrad = ClipOutputGrads<B>;
+    type InputGrad = ();
+
+    fn params(&self) -> &Self {
+        self
     }
-    fn visit_mut(&mut self, f: &mut dyn FnMut(&str, &mut B::Tensor, bool)) {
-        visit_child_mut(&mut self.visual, "visual", f);
-        self.text.visit_mut(f);
-        f("logit_scale", &mut self.logit_scale, self.config.learnable_inv_tau);
+    fn params_mut(&mut self) -> &mut Self {
+        self
+    }
+
+    /// Normalised embeddings of `B` image–text pairs and the cache for backward.
+    ///
+    /// # Shapes
+    /// images `[B, C, H, W]`, tokens `[B, L]` → `[B, embed_dim]` twice.
+    fn forward(&self, backend: &B, p: &Self, input: &ClipInput<B>, mode: Mode) -> Result<(ClipOutput<B>, ClipCache<B>)> {
+        let (images, tokens) = (&input.images, &input.tokens);
+        let n = backend.shape(images).first().copied().unwrap_or(0);
+        if n != tokens.batch {
+            return Err(HopfieldError::shape("clip.forward", format!("as many texts as images ({n})"), &[tokens.batch]));
+        }
+        let (image, vision) = self.visual.forward(backend, &p.visual, images, mode)?;
+        let (text, text_cache) = self.text.forward(backend, &p.text, tokens, mode)?;
+        let (image, image_norm) = l2_normalize(backend, &image)?;
+        let (text, text_norm) = l2_normalize(backend, &text)?;
+        let out = ClipOutput { image, text, inv_tau: p.inv_tau(backend) };
+        Ok((out, ClipCache { vision, text: text_cache, image_norm, text_norm }))
+    }
+
+    /// Backward from the gradients w.r.t. the normalised embeddings and w.r.t. τ⁻¹: accumulates into `grads`
+    /// (`logit_scale` gets `τ⁻¹ · d_inv_tau`, also when it is fixed).
+    fn backward(&self, backend: &B, p: &Self, cache: &ClipCache<B>, d: &ClipOutputGrads<B>, grads: &mut Self)
+        -> Result<()> {
+        let (d_image, d_text, d_inv_tau) = (&d.image, &d.text, d.inv_tau);
+        for (d, c, what) in [(d_image, &cache.image_norm, "clip.backward(d_image)"), (d_text, &cache.text_norm, "clip.backward(d_text)")] {
+            let (s, e) = (backend.shape(d), backend.shape(&c.y));
+            if s != e {
+                return Err(HopfieldError::shape(what, format!("{e:?}"), &s));
+            }
+        }
+        let d_img = l2_normalize_backward(backend, &cache.image_norm, d_image);
+        self.visual.backward(backend, &p.visual, &cache.vision, &d_img, &mut grads.visual)?;
+        let d_txt = l2_normalize_backward(backend, &cache.text_norm, d_text);
+        self.text.backward(backend, &p.text, &cache.text, &d_txt, &mut grads.text)?;
+        let d_logit = backend.full(&[], B::Elem::of(d_inv_tau * p.inv_tau(backend)));
+        backend.axpy(&mut grads.logit_scale, B::Elem::of(1.0), &d_logit);
+        Ok(())
     }
 }
 

@@ -11,8 +11,7 @@ use crate::tokenizer::{TokenBatch, DEFAULT_CONTEXT_LENGTH, VOCAB_SIZE};
 use hopfield::init;
 use hopfield::layers::encoder::EncoderCache;
 use hopfield::layers::norm::{layer_norm_backward, layer_norm_forward};
-use hopfield::layers::{LayerNormCache, LayerNormParams, Mask};
-use hopfield::params::{visit_child, visit_child_mut};
+use hopfield::layers::{EncoderInput, Layer, LayerNormCache, LayerNormParams, Mask, Mode};
 use hopfield::{Backend, HopfieldError, Parameters, Result};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -99,15 +98,17 @@ impl TextConfig {
     }
 }
 
-/// The text tower and its tensors (a zeroed copy holds its gradients, see [`TextTransformer::zero_grads`]).
+/// The text tower and its tensors (a zeroed copy holds its gradients, see [`Layer::zero_grads`]).
 ///
 /// # Shapes
 /// tokens `[B, L]` with `L ≤ context_length` → features `[B, output_dim]` (not normalised).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Parameters)]
 pub struct TextTransformer<B: Backend> {
     /// Its shape.
+    #[param(skip)]
     pub config: TextConfig,
     /// `token_embedding.weight`, `[vocab_size, width]`.
+    #[param(rename = "token_embedding.weight")]
     pub token_embedding: B::Tensor,
     /// `positional_embedding`, `[context_length, width]`.
     pub positional_embedding: B::Tensor,
@@ -119,7 +120,7 @@ pub struct TextTransformer<B: Backend> {
     pub text_projection: B::Tensor,
 }
 
-/// What [`TextTransformer::backward`] needs.
+/// What [`TextTransformer`]'s backward needs.
 #[derive(Clone, Debug)]
 pub struct TextCache<B: Backend> {
     ids: Vec<usize>,
@@ -149,26 +150,44 @@ impl<B: Backend> TextTransformer<B> {
         Ok(tokens.ids.iter().map(|&i| i as usize).collect())
     }
 
+}
+
+impl<B: Backend> Layer<B> for TextTransformer<B> {
+    type Params = TextTransformer<B>;
+    type Input = TokenBatch;
+    type Output = B::Tensor;
+    type Cache = TextCache<B>;
+    type OutputGrad = B::Tensor;
+    type InputGrad = ();
+
+    fn params(&self) -> &Self {
+        self
+    }
+    fn params_mut(&mut self) -> &mut Self {
+        self
+    }
+
     /// Text features `[B, output_dim]` and the cache for backward.
-    pub fn forward(&self, backend: &B, tokens: &TokenBatch) -> Result<(B::Tensor, TextCache<B>)> {
+    fn forward(&self, backend: &B, p: &Self, tokens: &TokenBatch, mode: Mode) -> Result<(B::Tensor, TextCache<B>)> {
         let ids = self.check(tokens)?;
         let c = &self.config;
         let (b, l, w) = (tokens.batch, tokens.context_length, c.width);
-        let x = backend.reshape(&backend.gather_rows(&self.token_embedding, &ids), &[b, l, w]);
-        let pos = backend.slice(&self.positional_embedding, 0, 0, l);
+        let x = backend.reshape(&backend.gather_rows(&p.token_embedding, &ids), &[b, l, w]);
+        let pos = backend.slice(&p.positional_embedding, 0, 0, l);
         let x = backend.add(&x, &broadcast_batch(backend, &pos, b));
-        let (x, blocks) = self.transformer.forward(backend, &x, Some(&causal_mask(l)))?;
+        let input = EncoderInput::new(x).mask(causal_mask(l));
+        let (x, blocks) = self.transformer.forward(backend, &p.transformer, &input, mode)?;
         // ln_final is per row, so normalising only the pooled rows equals CLIP's normalise-then-pool.
         let pooled_rows: Vec<usize> = tokens.eot_positions().iter().enumerate().map(|(i, &p)| i * l + p).collect();
         let eot = backend.gather_rows(&backend.reshape(&x, &[b * l, w]), &pooled_rows);
-        let (pooled, ln_final) = layer_norm_forward(backend, &self.ln_final, c.layer_norm_eps, &eot);
-        let features = project(backend, &pooled, &self.text_projection);
+        let (pooled, ln_final) = layer_norm_forward(backend, &p.ln_final, c.layer_norm_eps, &eot);
+        let features = project(backend, &pooled, &p.text_projection);
         Ok((features, TextCache { ids, pooled_rows, len: l, blocks, ln_final, pooled }))
     }
 
-    /// Backward of [`TextTransformer::forward`] from d loss / d features `[B, output_dim]`: accumulates
-    /// every parameter gradient into `grads`.
-    pub fn backward(&self, backend: &B, cache: &TextCache<B>, d_features: &B::Tensor, grads: &mut TextTransformer<B>)
+    /// Backward from d loss / d features `[B, output_dim]`: accumulates every parameter gradient into
+    /// `grads`.
+    fn backward(&self, backend: &B, p: &Self, cache: &TextCache<B>, d_features: &B::Tensor, grads: &mut Self)
         -> Result<()> {
         let c = &self.config;
         let (b, l, w) = (cache.pooled_rows.len(), cache.len, c.width);
@@ -176,39 +195,16 @@ impl<B: Backend> TextTransformer<B> {
         if shape != [b, c.output_dim] {
             return Err(HopfieldError::shape("text.backward(d_features)", format!("[{b}, {}]", c.output_dim), &shape));
         }
-        let d_pooled = project_backward(backend, &cache.pooled, &self.text_projection, d_features, &mut grads.text_projection);
-        let d_eot = layer_norm_backward(backend, &self.ln_final, &cache.ln_final, &d_pooled, &mut grads.ln_final);
+        let d_pooled = project_backward(backend, &cache.pooled, &p.text_projection, d_features, &mut grads.text_projection);
+        let d_eot = layer_norm_backward(backend, &p.ln_final, &cache.ln_final, &d_pooled, &mut grads.ln_final);
         let mut dx = backend.zeros(&[b * l, w]);
         backend.scatter_add_rows(&mut dx, &cache.pooled_rows, &d_eot);
-        let dx = self.transformer.backward(backend, &cache.blocks, &backend.reshape(&dx, &[b, l, w]), &mut grads.transformer)?;
+        let dx = backend.reshape(&dx, &[b, l, w]);
+        let dx = self.transformer.backward(backend, &p.transformer, &cache.blocks, &dx, &mut grads.transformer)?;
         let d_pos = backend.reshape(&backend.sum_axis(&dx, 0), &[l, w]);
         backend.slice_add(&mut grads.positional_embedding, 0, 0, &d_pos);
         backend.scatter_add_rows(&mut grads.token_embedding, &cache.ids, &backend.reshape(&dx, &[b * l, w]));
         Ok(())
-    }
-
-    /// A gradient accumulator: this tower with every tensor zero.
-    pub fn zero_grads(&self, backend: &B) -> Self {
-        let mut g = self.clone();
-        g.zero(backend);
-        g
-    }
-}
-
-impl<B: Backend> Parameters<B> for TextTransformer<B> {
-    fn visit<'a>(&'a self, f: &mut dyn FnMut(&str, &'a B::Tensor, bool)) {
-        f("token_embedding.weight", &self.token_embedding, true);
-        f("positional_embedding", &self.positional_embedding, true);
-        visit_child(&self.transformer, "transformer", f);
-        visit_child(&self.ln_final, "ln_final", f);
-        f("text_projection", &self.text_projection, true);
-    }
-    fn visit_mut(&mut self, f: &mut dyn FnMut(&str, &mut B::Tensor, bool)) {
-        f("token_embedding.weight", &mut self.token_embedding, true);
-        f("positional_embedding", &mut self.positional_embedding, true);
-        visit_child_mut(&mut self.transformer, "transformer", f);
-        visit_child_mut(&mut self.ln_final, "ln_final", f);
-        f("text_projection", &mut self.text_projection, true);
     }
 }
 
@@ -232,16 +228,16 @@ mod tests {
         let text = TextConfig::tiny().init(&cpu, &mut rand::rngs::StdRng::seed_from_u64(2)).unwrap();
         let tok = ClipTokenizer::with_context_length(12).unwrap();
         let mut tokens = tok.tokenize(&["a red square", "a photo of a blue circle"]);
-        let (f1, _) = text.forward(&cpu, &tokens).unwrap();
+        let f1 = text.infer(&cpu, &tokens).unwrap();
         // The padding after <end_of_text> is invisible to the causal pooled feature.
         tokens.ids[10] = 320;
         tokens.ids[11] = 1125;
-        let (f2, _) = text.forward(&cpu, &tokens).unwrap();
+        let f2 = text.infer(&cpu, &tokens).unwrap();
         assert!(f1.iter().zip(f2.iter()).all(|(a, b)| (a - b).abs() < 1e-12));
         // Shorter sequences than the context work; longer ones and unknown ids are errors.
-        assert!(text.forward(&cpu, &ClipTokenizer::with_context_length(40).unwrap().tokenize(&["x"])).is_err());
+        assert!(text.infer(&cpu, &ClipTokenizer::with_context_length(40).unwrap().tokenize(&["x"])).is_err());
         tokens.ids[0] = 60000;
-        assert!(text.forward(&cpu, &tokens).unwrap_err().to_string().contains("60000"));
+        assert!(text.infer(&cpu, &tokens).unwrap_err().to_string().contains("60000"));
         for c in [TextConfig::tiny(), TextConfig::small(), TextConfig::paper()] {
             c.validate().unwrap();
         }

@@ -10,9 +10,10 @@
 //! which multiplies the temperature's gradient by `accum_freq`).
 
 use crate::loss::{contrastive_loss_normalized, LossConfig, LossOutput};
-use crate::model::ClipModel;
+use crate::model::{ClipInput, ClipModel, ClipOutputGrads};
 use crate::tokenizer::TokenBatch;
 use hopfield::optim::{clip_grad_norm, AdamConfig, AdamW, DecayFilter, LrSchedule, Optimizer};
+use hopfield::layers::{Layer, Mode};
 use hopfield::params::global_norm;
 use hopfield::{Backend, HopfieldError, Parameters, Result};
 use serde::{Deserialize, Serialize};
@@ -173,10 +174,16 @@ impl<B: Backend> Trainer<B> {
                 format!("as many texts as images, a positive multiple of accum_freq {k}"), &[n, tokens.batch]));
         }
         let model = &self.model;
+        // Training mode: dropout (none in CLIP's towers) would draw from the step.
+        let mode = Mode::Train { seed: step };
+        let pass = |images: &B::Tensor, tokens: &TokenBatch| {
+            model.forward(backend, model, &ClipInput { images: images.clone(), tokens: tokens.clone() }, mode)
+        };
         let value = if k == 1 {
-            let (out, cache) = model.forward(backend, images, tokens)?;
+            let (out, cache) = pass(images, tokens)?;
             let l = loss(&out.image, &out.text, out.inv_tau)?;
-            model.backward(backend, &cache, &l.d_image, &l.d_text, l.d_inv_tau, grads)?;
+            let d = ClipOutputGrads { image: l.d_image, text: l.d_text, inv_tau: l.d_inv_tau };
+            model.backward(backend, model, &cache, &d, grads)?;
             l.loss
         } else {
             let m = n / k;
@@ -186,7 +193,7 @@ impl<B: Backend> Trainer<B> {
             let mut inv_tau = 0.0;
             for j in 0..k {
                 let (imgs, toks) = micro(j);
-                let (out, _) = model.forward(backend, &imgs, &toks)?;
+                let (out, _) = pass(&imgs, &toks)?;
                 inv_tau = out.inv_tau;
                 let cat = |acc: Option<B::Tensor>, t: B::Tensor| Some(match acc { Some(a) => backend.concat(&a, &t, 0), None => t });
                 all_img = cat(all_img, out.image);
@@ -196,10 +203,11 @@ impl<B: Backend> Trainer<B> {
             // Pass 2: each micro-batch again, backpropagated from its rows of the full-batch gradient.
             for j in 0..k {
                 let (imgs, toks) = micro(j);
-                let (_, cache) = model.forward(backend, &imgs, &toks)?;
+                let (_, cache) = pass(&imgs, &toks)?;
                 let rows = |t: &B::Tensor| backend.slice(t, 0, j * m, m);
                 let d_inv_tau = if j == 0 { l.d_inv_tau } else { 0.0 };
-                model.backward(backend, &cache, &rows(&l.d_image), &rows(&l.d_text), d_inv_tau, grads)?;
+                let d = ClipOutputGrads { image: rows(&l.d_image), text: rows(&l.d_text), inv_tau: d_inv_tau };
+                model.backward(backend, model, &cache, &d, grads)?;
             }
             l.loss
         };

@@ -9,8 +9,7 @@ use crate::blocks::{broadcast_batch, one, project, project_backward, BlockInit, 
 use hopfield::init;
 use hopfield::layers::norm::{layer_norm_backward, layer_norm_forward};
 use hopfield::layers::encoder::EncoderCache;
-use hopfield::layers::{LayerNormCache, LayerNormParams};
-use hopfield::params::{visit_child, visit_child_mut};
+use hopfield::layers::{EncoderInput, Layer, LayerNormCache, LayerNormParams, Mode};
 use hopfield::{Backend, HopfieldError, Parameters, Result};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -114,16 +113,18 @@ impl VisionConfig {
     }
 }
 
-/// The image tower and its tensors (a zeroed copy holds its gradients, see [`VisionTransformer::zero_grads`]).
+/// The image tower and its tensors (a zeroed copy holds its gradients, see [`Layer::zero_grads`]).
 ///
 /// # Shapes
 /// images `[B, channels, image_size, image_size]` (NCHW, as PyTorch) → features `[B, output_dim]`
 /// (not normalised).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Parameters)]
 pub struct VisionTransformer<B: Backend> {
     /// Its shape.
+    #[param(skip)]
     pub config: VisionConfig,
     /// `conv1.weight`, `[width, C, p, p]`.
+    #[param(rename = "conv1.weight")]
     pub conv1_weight: B::Tensor,
     /// `class_embedding`, `[width]`.
     pub class_embedding: B::Tensor,
@@ -139,7 +140,7 @@ pub struct VisionTransformer<B: Backend> {
     pub proj: B::Tensor,
 }
 
-/// What [`VisionTransformer::backward`] needs.
+/// What [`VisionTransformer`]'s backward needs.
 #[derive(Clone, Debug)]
 pub struct VisionCache<B: Backend> {
     patches: B::Tensor,
@@ -169,83 +170,71 @@ impl<B: Backend> VisionTransformer<B> {
         }
         Ok(s[0])
     }
+}
+
+impl<B: Backend> Layer<B> for VisionTransformer<B> {
+    type Params = VisionTransformer<B>;
+    type Input = B::Tensor;
+    type Output = B::Tensor;
+    type Cache = VisionCache<B>;
+    type OutputGrad = B::Tensor;
+    type InputGrad = ();
+
+    fn params(&self) -> &Self {
+        self
+    }
+    fn params_mut(&mut self) -> &mut Self {
+        self
+    }
 
     /// Image features `[B, output_dim]` and the cache for backward.
-    pub fn forward(&self, backend: &B, images: &B::Tensor) -> Result<(B::Tensor, VisionCache<B>)> {
+    fn forward(&self, backend: &B, p: &Self, images: &B::Tensor, mode: Mode) -> Result<(B::Tensor, VisionCache<B>)> {
         let b = self.check(backend, images)?;
         let c = &self.config;
-        let (w, p) = (c.width, c.patch_size);
-        let patches = patchify(backend, images, p);
-        let kernel = backend.reshape(&self.conv1_weight, &[w, c.channels * p * p]);
+        let (w, patch) = (c.width, c.patch_size);
+        let patches = patchify(backend, images, patch);
+        let kernel = backend.reshape(&p.conv1_weight, &[w, c.channels * patch * patch]);
         let x = backend.matmul(&patches, &kernel, false, true);
-        let cls = backend.expand(&backend.reshape(&self.class_embedding, &[1, 1, w]), 0, b);
+        let cls = backend.expand(&backend.reshape(&p.class_embedding, &[1, 1, w]), 0, b);
         let x = backend.concat(&cls, &x, 1);
-        let x = backend.add(&x, &broadcast_batch(backend, &self.positional_embedding, b));
+        let x = backend.add(&x, &broadcast_batch(backend, &p.positional_embedding, b));
         let eps = c.layer_norm_eps;
-        let (x, ln_pre) = layer_norm_forward(backend, &self.ln_pre, eps, &x);
-        let (x, blocks) = self.transformer.forward(backend, &x, None)?;
+        let (x, ln_pre) = layer_norm_forward(backend, &p.ln_pre, eps, &x);
+        let (x, blocks) = self.transformer.forward(backend, &p.transformer, &EncoderInput::new(x), mode)?;
         let cls_out = backend.reshape(&backend.slice(&x, 1, 0, 1), &[b, w]);
-        let (pooled, ln_post) = layer_norm_forward(backend, &self.ln_post, eps, &cls_out);
-        let features = project(backend, &pooled, &self.proj);
+        let (pooled, ln_post) = layer_norm_forward(backend, &p.ln_post, eps, &cls_out);
+        let features = project(backend, &pooled, &p.proj);
         Ok((features, VisionCache { patches, ln_pre, blocks, ln_post, pooled }))
     }
 
-    /// Backward of [`VisionTransformer::forward`] from d loss / d features `[B, output_dim]`: accumulates
-    /// every parameter gradient into `grads` (images get none).
-    pub fn backward(&self, backend: &B, cache: &VisionCache<B>, d_features: &B::Tensor, grads: &mut VisionTransformer<B>)
+    /// Backward from d loss / d features `[B, output_dim]`: accumulates every parameter gradient into
+    /// `grads` (images get none).
+    fn backward(&self, backend: &B, p: &Self, cache: &VisionCache<B>, d_features: &B::Tensor, grads: &mut Self)
         -> Result<()> {
         let c = &self.config;
-        let (w, p) = (c.width, c.patch_size);
+        let (w, patch) = (c.width, c.patch_size);
         let shape = backend.shape(d_features);
         let b = backend.shape(&cache.pooled)[0];
         if shape != [b, c.output_dim] {
             return Err(HopfieldError::shape("vision.backward(d_features)", format!("[{b}, {}]", c.output_dim), &shape));
         }
-        let d_pooled = project_backward(backend, &cache.pooled, &self.proj, d_features, &mut grads.proj);
-        let d_cls = layer_norm_backward(backend, &self.ln_post, &cache.ln_post, &d_pooled, &mut grads.ln_post);
+        let d_pooled = project_backward(backend, &cache.pooled, &p.proj, d_features, &mut grads.proj);
+        let d_cls = layer_norm_backward(backend, &p.ln_post, &cache.ln_post, &d_pooled, &mut grads.ln_post);
         let tokens = c.grid() * c.grid() + 1;
         let mut dx = backend.zeros(&[b, tokens, w]);
         backend.slice_add(&mut dx, 1, 0, &backend.reshape(&d_cls, &[b, 1, w]));
-        let dx = self.transformer.backward(backend, &cache.blocks, &dx, &mut grads.transformer)?;
-        let dx = layer_norm_backward(backend, &self.ln_pre, &cache.ln_pre, &dx, &mut grads.ln_pre);
+        let dx = self.transformer.backward(backend, &p.transformer, &cache.blocks, &dx, &mut grads.transformer)?;
+        let dx = layer_norm_backward(backend, &p.ln_pre, &cache.ln_pre, &dx, &mut grads.ln_pre);
         // x = concat(cls, patches·kernelᵀ) + pos
         let d_pos = backend.sum_axis(&dx, 0);
         backend.axpy(&mut grads.positional_embedding, one::<B>(), &backend.reshape(&d_pos, &[tokens, w]));
         let d_cls_emb = backend.sum_axis(&backend.slice(&dx, 1, 0, 1), 0);
         backend.axpy(&mut grads.class_embedding, one::<B>(), &backend.reshape(&d_cls_emb, &[w]));
         let d_emb = backend.reshape(&backend.slice(&dx, 1, 1, tokens - 1), &[b * (tokens - 1), w]);
-        let patches = backend.reshape(&cache.patches, &[b * (tokens - 1), c.channels * p * p]);
+        let patches = backend.reshape(&cache.patches, &[b * (tokens - 1), c.channels * patch * patch]);
         let d_kernel = backend.matmul(&d_emb, &patches, true, false);
-        backend.axpy(&mut grads.conv1_weight, one::<B>(), &backend.reshape(&d_kernel, &[w, c.channels, p, p]));
+        backend.axpy(&mut grads.conv1_weight, one::<B>(), &backend.reshape(&d_kernel, &[w, c.channels, patch, patch]));
         Ok(())
-    }
-
-    /// A gradient accumulator: this tower with every tensor zero.
-    pub fn zero_grads(&self, backend: &B) -> Self {
-        let mut g = self.clone();
-        g.zero(backend);
-        g
-    }
-}
-
-impl<B: Backend> Parameters<B> for VisionTransformer<B> {
-    fn visit<'a>(&'a self, f: &mut dyn FnMut(&str, &'a B::Tensor, bool)) {
-        f("conv1.weight", &self.conv1_weight, true);
-        f("class_embedding", &self.class_embedding, true);
-        f("positional_embedding", &self.positional_embedding, true);
-        visit_child(&self.ln_pre, "ln_pre", f);
-        visit_child(&self.transformer, "transformer", f);
-        visit_child(&self.ln_post, "ln_post", f);
-        f("proj", &self.proj, true);
-    }
-    fn visit_mut(&mut self, f: &mut dyn FnMut(&str, &mut B::Tensor, bool)) {
-        f("conv1.weight", &mut self.conv1_weight, true);
-        f("class_embedding", &mut self.class_embedding, true);
-        f("positional_embedding", &mut self.positional_embedding, true);
-        visit_child_mut(&mut self.ln_pre, "ln_pre", f);
-        visit_child_mut(&mut self.transformer, "transformer", f);
-        visit_child_mut(&mut self.ln_post, "ln_post", f);
-        f("proj", &mut self.proj, true);
     }
 }
 
@@ -290,7 +279,7 @@ mod tests {
         assert!(names.contains(&"transformer.resblocks.1.attn.in_proj_weight".to_string()));
         assert_eq!(names.last().unwrap(), "proj");
         assert_eq!(cpu.shape(&vit.positional_embedding), [17, 64]);
-        let err = vit.forward(&cpu, &cpu.zeros(&[2, 3, 16, 16])).unwrap_err();
+        let err = vit.infer(&cpu, &cpu.zeros(&[2, 3, 16, 16])).unwrap_err();
         assert!(err.to_string().contains("[B > 0, 3, 32, 32]"), "{err}");
     }
 }

@@ -1,11 +1,13 @@
 //! Central finite differences (f64) against the explicit backward of each tower end to end (every
 //! parameter tensor, at random entries) and of the two-tower model through the L2 normalisation and τ⁻¹.
 
-use cloob::model::ClipConfig;
+use cloob::model::{ClipConfig, ClipInput, ClipOutputGrads};
 use cloob::text::TextConfig;
 use cloob::tokenizer::TokenBatch;
 use cloob::vit::VisionConfig;
+use hopfield::layers::{Layer, Mode};
 use hopfield::params::Parameters;
+use hopfield::testing::{check_gradients, GradCheck};
 use hopfield::{Backend, Cpu};
 use hopfield::backend::CpuTensor;
 
@@ -34,34 +36,11 @@ fn tensor<P: Parameters<B>>(p: &P, name: &str) -> CpuTensor<f64> {
     out.unwrap_or_else(|| panic!("no tensor {name}"))
 }
 
-/// For every tensor of `model`, compare `grads` with central differences of `loss` at `k` random entries
-/// (rows of the token embedding that the batch uses, for the embedding).
+/// Every tensor of `model` at `k` random entries (rows of the token embedding that the batch uses).
 fn check_all<P: Parameters<B> + Clone>(what: &str, model: &P, grads: &P, k: usize, rng: &mut StdRng,
-                                        used_rows: &[usize], loss: &dyn Fn(&P) -> f64) -> usize {
-    let h = 1e-6;
-    let mut checked = 0;
-    for name in model.names() {
-        let (value, analytic) = (tensor(model, &name), tensor(grads, &name));
-        assert_eq!(value.shape(), analytic.shape(), "{what} {name}: gradient shape");
-        let width = value.shape().last().copied().unwrap_or(1);
-        for _ in 0..k.min(value.len()) {
-            let i = if name.ends_with("token_embedding.weight") {
-                used_rows[rng.gen_range(0..used_rows.len())] * width + rng.gen_range(0..width)
-            } else {
-                rng.gen_range(0..value.len())
-            };
-            let mut probe = model.clone();
-            let mut shift = |delta: f64| {
-                probe.visit_mut(&mut |n, t, _| if n == name { t.as_slice_mut().unwrap()[i] = value.as_slice().unwrap()[i] + delta });
-                loss(&probe)
-            };
-            let fd = (shift(h) - shift(-h)) / (2.0 * h);
-            let an = analytic.as_slice().unwrap()[i];
-            assert!((fd - an).abs() <= 1e-6 * (1.0 + fd.abs()), "{what} {name}[{i}]: finite difference {fd:.9} vs backward {an:.9}");
-            checked += 1;
-        }
-    }
-    checked
+                                        used_rows: &[usize], loss: impl FnMut(&P) -> f64) -> usize {
+    let opts = GradCheck::default().entries(k, rng.gen()).rows("token_embedding.weight", used_rows.to_vec());
+    check_gradients(&B::new(), model, grads, &opts, loss).unwrap_or_else(|e| panic!("{what}: {e}"))
 }
 
 fn small_vision(activation: &str) -> VisionConfig {
@@ -101,11 +80,13 @@ fn vision_transformer_backward_matches_finite_differences() {
         let mut vit = small_vision(act).init(&backend, &mut rng).unwrap();
         randomise(&mut vit, &mut rng);
         let images = rand_tensor(&mut rng, &[3, 3, 8, 8]);
-        let (y, cache) = vit.forward(&backend, &images).unwrap();
+        let (y, cache) = vit.forward(&backend, vit.params(), &images, Mode::Eval).unwrap();
         let g = rand_tensor(&mut rng, &backend.shape(&y));
         let mut grads = vit.zero_grads(&backend);
-        vit.backward(&backend, &cache, &g, &mut grads).unwrap();
-        let n = check_all(&format!("vit {act}"), &vit, &grads, 3, &mut rng, &[], &|m| dot(&m.forward(&backend, &images).unwrap().0, &g));
+        vit.backward(&backend, vit.params(), &cache, &g, &mut grads).unwrap();
+        let n = check_all(&format!("vit {act}"), &vit, &grads, 3, &mut rng, &[], |m| {
+            dot(&m.forward(&backend, m, &images, Mode::Eval).unwrap().0, &g)
+        });
         assert!(n > 60, "{n} entries checked");
     }
 }
@@ -118,12 +99,14 @@ fn text_transformer_backward_matches_finite_differences() {
         let mut text = small_text(act).init(&backend, &mut rng).unwrap();
         randomise(&mut text, &mut rng);
         let tokens = small_tokens(&mut rng, 4, len);
-        let (y, cache) = text.forward(&backend, &tokens).unwrap();
+        let (y, cache) = text.forward(&backend, text.params(), &tokens, Mode::Eval).unwrap();
         let g = rand_tensor(&mut rng, &backend.shape(&y));
         let mut grads = text.zero_grads(&backend);
-        text.backward(&backend, &cache, &g, &mut grads).unwrap();
+        text.backward(&backend, text.params(), &cache, &g, &mut grads).unwrap();
         let used: Vec<usize> = tokens.ids.iter().map(|&i| i as usize).collect();
-        let n = check_all(&format!("text {act}"), &text, &grads, 3, &mut rng, &used, &|m| dot(&m.forward(&backend, &tokens).unwrap().0, &g));
+        let n = check_all(&format!("text {act}"), &text, &grads, 3, &mut rng, &used, |m| {
+            dot(&m.forward(&backend, m, &tokens, Mode::Eval).unwrap().0, &g)
+        });
         assert!(n > 60, "{n} entries checked");
         // Rows of the embedding that no token uses get no gradient, nor does the padding id 0, which only
         // stands after <end_of_text> where the causal pooled feature cannot see it; positions past the
@@ -154,15 +137,17 @@ fn two_tower_backward_matches_finite_differences_through_normalisation_and_tempe
     let (gi, gt) = (rand_tensor(&mut rng, &[3, 6]), rand_tensor(&mut rng, &[3, 6]));
     let g_tau = 0.37;
     // loss = ⟨image, Gi⟩ + ⟨text, Gt⟩ + g_tau·τ⁻¹
+    let input = ClipInput { images, tokens: tokens.clone() };
     let loss = |m: &cloob::model::ClipModel<B>| {
-        let (out, _) = m.forward(&backend, &images, &tokens).unwrap();
+        let (out, _) = m.forward(&backend, m, &input, Mode::Eval).unwrap();
         dot(&out.image, &gi) + dot(&out.text, &gt) + g_tau * out.inv_tau
     };
-    let (_, cache) = model.forward(&backend, &images, &tokens).unwrap();
+    let (_, cache) = model.forward(&backend, &model, &input, Mode::Eval).unwrap();
     let mut grads = model.zero_grads(&backend);
-    model.backward(&backend, &cache, &gi, &gt, g_tau, &mut grads).unwrap();
+    let d = ClipOutputGrads { image: gi.clone(), text: gt.clone(), inv_tau: g_tau };
+    model.backward(&backend, &model, &cache, &d, &mut grads).unwrap();
     let used: Vec<usize> = tokens.ids.iter().map(|&i| i as usize).collect();
-    let n = check_all("clip", &model, &grads, 2, &mut rng, &used, &loss);
+    let n = check_all("clip", &model, &grads, 2, &mut rng, &used, loss);
     assert!(n > 80, "{n} entries checked");
     assert!(model.names().iter().any(|n| n == "logit_scale"));
 }

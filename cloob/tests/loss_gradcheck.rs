@@ -2,6 +2,7 @@
 //! gradients w.r.t. the un-normalised image and text embeddings and the (log) inverse temperature.
 
 use cloob::loss::{contrastive_loss, LoobScale, LossConfig, LossKind};
+use hopfield::testing::{check_tensor, GradCheck};
 use hopfield::{Backend, Cpu};
 use hopfield::backend::CpuTensor as ArrayD;
 use rand::{rngs::StdRng, Rng, SeedableRng};
@@ -21,15 +22,7 @@ fn assert_fd(what: &str, fd: f64, analytic: f64) {
 
 /// Every entry of `x` perturbed by ±h.
 fn check_all(what: &str, x: &ArrayD<f64>, analytic: &ArrayD<f64>, loss: &dyn Fn(&ArrayD<f64>) -> f64) {
-    let h = 1e-6;
-    for i in 0..x.len() {
-        let at = |d: f64| {
-            let mut v = x.clone();
-            v.as_slice_mut().unwrap()[i] += d;
-            loss(&v)
-        };
-        assert_fd(&format!("{what}[{i}]"), (at(h) - at(-h)) / (2.0 * h), analytic.as_slice().unwrap()[i]);
-    }
+    check_tensor(&B::new(), what, x, analytic, &GradCheck::default(), loss).unwrap_or_else(|e| panic!("{e}"));
 }
 
 fn check(config: &LossConfig, n: usize, d: usize, inv_tau: f64, rng: &mut StdRng) {

@@ -3,7 +3,7 @@
 
 use hopfield::layers::{
     Hopfield, HopfieldCache, HopfieldConfig, HopfieldInput, HopfieldLayer, HopfieldLayerConfig, HopfieldPooling,
-    HopfieldPoolingConfig, Linear, LookupCache, PoolingCache, PoolingInput,
+    HopfieldPoolingConfig, Layer, Linear, LinearCache, LookupCache, LookupInput, Mode, PoolingCache, PoolingInput,
 };
 use hopfield::params::{visit_child, visit_child_mut};
 use hopfield::{Backend, Element, HopfieldError, Parameters, Result};
@@ -85,11 +85,11 @@ pub enum Body<B: Backend> {
     Lookup(HopfieldLayer<B>),
 }
 
-/// What [`DemoNet::backward`] needs.
+/// What [`DemoNet`]'s backward needs.
 pub struct DemoCache<B: Backend> {
     body: BodyCache<B>,
-    /// The read-out's input `[n, features]`.
-    features: B::Tensor,
+    /// The read-out's cache (its input `[n, features]`).
+    head: LinearCache<B>,
     /// The body output's shape, to unflatten its gradient.
     body_shape: Vec<usize>,
 }
@@ -162,70 +162,6 @@ impl<B: Backend> DemoNet<B> {
         Ok(DemoNet { body, head })
     }
 
-    /// Logits `[n]` for bags `x: [n, instances, features]`. `dropout_seed` switches to training mode (dropout
-    /// on the association matrix drawn from the seed).
-    pub fn forward(&self, backend: &B, x: &B::Tensor, dropout_seed: Option<u64>) -> Result<(B::Tensor, DemoCache<B>)> {
-        let (out, body) = match (&self.body, dropout_seed) {
-            (Body::Hopfield(h), seed) => {
-                let input = HopfieldInput::single(x.clone());
-                let (out, cache) = match seed {
-                    Some(s) => h.forward_train(backend, &input, s)?,
-                    None => h.forward(backend, &input)?,
-                };
-                (out.output, BodyCache::Hopfield(cache))
-            }
-            (Body::Pooling(p), seed) => {
-                let input = PoolingInput::single(x.clone());
-                let (out, cache) = match seed {
-                    Some(s) => p.forward_train(backend, &input, s)?,
-                    None => p.forward(backend, &input)?,
-                };
-                (out, BodyCache::Pooling(cache))
-            }
-            (Body::Lookup(l), seed) => {
-                let (out, cache) = match seed {
-                    Some(s) => l.forward_train(backend, x, s)?,
-                    None => l.forward(backend, x)?,
-                };
-                (out, BodyCache::Lookup(cache))
-            }
-        };
-        let body_shape = backend.shape(&out);
-        let n = body_shape[0];
-        let features = backend.reshape(&out, &[n, body_shape[1..].iter().product()]);
-        let logits = self.head.forward(backend, &features)?;
-        Ok((backend.reshape(&logits, &[n]), DemoCache { body, features, body_shape }))
-    }
-
-    /// Backward of [`DemoNet::forward`] from `d_logits: [n]`, accumulating into `grads` (a zeroed clone of
-    /// this net, see [`DemoNet::zero_grads`]).
-    pub fn backward(&self, backend: &B, cache: &DemoCache<B>, d_logits: &B::Tensor, grads: &mut DemoNet<B>) -> Result<()> {
-        let n = cache.body_shape[0];
-        let d_logits = backend.reshape(d_logits, &[n, 1]);
-        let d_features = self.head.backward(backend, &cache.features, &d_logits, &mut grads.head.params);
-        let d_out = backend.reshape(&d_features, &cache.body_shape);
-        match (&self.body, &cache.body, &mut grads.body) {
-            (Body::Hopfield(h), BodyCache::Hopfield(c), Body::Hopfield(g)) => {
-                h.backward(backend, c, &d_out, &mut g.params)?;
-            }
-            (Body::Pooling(p), BodyCache::Pooling(c), Body::Pooling(g)) => {
-                p.backward(backend, c, &d_out, &mut g.params)?;
-            }
-            (Body::Lookup(l), BodyCache::Lookup(c), Body::Lookup(g)) => {
-                l.backward(backend, c, &d_out, &mut g.params)?;
-            }
-            _ => return Err(HopfieldError::config("demo_net.backward", "cache or gradients of another variant")),
-        }
-        Ok(())
-    }
-
-    /// A gradient holder: this net with every tensor zero.
-    pub fn zero_grads(&self, backend: &B) -> DemoNet<B> {
-        let mut g = self.clone();
-        g.zero(backend);
-        g
-    }
-
     /// Number of trainable scalars.
     pub fn num_trainable(&self, backend: &B) -> usize {
         let mut n = 0;
@@ -243,6 +179,69 @@ impl<B: Backend> DemoNet<B> {
             Body::Pooling(_) => "1",
             _ => "2",
         }
+    }
+}
+
+impl<B: Backend> Layer<B> for DemoNet<B> {
+    type Params = DemoNet<B>;
+    type Input = B::Tensor;
+    type Output = B::Tensor;
+    type Cache = DemoCache<B>;
+    type OutputGrad = B::Tensor;
+    type InputGrad = ();
+
+    fn params(&self) -> &Self {
+        self
+    }
+    fn params_mut(&mut self) -> &mut Self {
+        self
+    }
+
+    /// Logits `[n]` for bags `x: [n, instances, features]`; training switches on dropout on the association
+    /// matrix.
+    fn forward(&self, backend: &B, p: &Self, x: &B::Tensor, mode: Mode) -> Result<(B::Tensor, DemoCache<B>)> {
+        let (out, body) = match (&self.body, &p.body) {
+            (Body::Hopfield(h), Body::Hopfield(hp)) => {
+                let (out, cache) = h.forward(backend, &hp.params, &HopfieldInput::single(x.clone()), mode)?;
+                (out.output, BodyCache::Hopfield(cache))
+            }
+            (Body::Pooling(l), Body::Pooling(lp)) => {
+                let (out, cache) = l.forward(backend, &lp.params, &PoolingInput::single(x.clone()), mode)?;
+                (out, BodyCache::Pooling(cache))
+            }
+            (Body::Lookup(l), Body::Lookup(lp)) => {
+                let (out, cache) = l.forward(backend, &lp.params, &LookupInput::new(x.clone()), mode)?;
+                (out, BodyCache::Lookup(cache))
+            }
+            _ => return Err(HopfieldError::config("demo_net.forward", "parameters of another variant")),
+        };
+        let body_shape = backend.shape(&out);
+        let n = body_shape[0];
+        let features = backend.reshape(&out, &[n, body_shape[1..].iter().product()]);
+        let (logits, head) = self.head.forward(backend, &p.head.params, &features, mode)?;
+        Ok((backend.reshape(&logits, &[n]), DemoCache { body, head, body_shape }))
+    }
+
+    /// Backward from `d_logits: [n]`, accumulating into `grads`.
+    fn backward(&self, backend: &B, p: &Self, cache: &DemoCache<B>, d_logits: &B::Tensor, grads: &mut Self)
+        -> Result<()> {
+        let n = cache.body_shape[0];
+        let d_logits = backend.reshape(d_logits, &[n, 1]);
+        let d_features = self.head.backward(backend, &p.head.params, &cache.head, &d_logits, &mut grads.head.params)?;
+        let d_out = backend.reshape(&d_features, &cache.body_shape);
+        match (&self.body, &p.body, &cache.body, &mut grads.body) {
+            (Body::Hopfield(h), Body::Hopfield(hp), BodyCache::Hopfield(c), Body::Hopfield(g)) => {
+                h.backward(backend, &hp.params, c, &d_out, &mut g.params)?;
+            }
+            (Body::Pooling(l), Body::Pooling(lp), BodyCache::Pooling(c), Body::Pooling(g)) => {
+                l.backward(backend, &lp.params, c, &d_out, &mut g.params)?;
+            }
+            (Body::Lookup(l), Body::Lookup(lp), BodyCache::Lookup(c), Body::Lookup(g)) => {
+                l.backward(backend, &lp.params, c, &d_out, &mut g.params)?;
+            }
+            _ => return Err(HopfieldError::config("demo_net.backward", "cache or gradients of another variant")),
+        }
+        Ok(())
     }
 }
 
@@ -269,7 +268,7 @@ impl<B: Backend> Parameters<B> for DemoNet<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hopfield::params::named_tensors;
+    use hopfield::testing::{check_gradients, GradCheck};
     use hopfield::Cpu;
     use rand::rngs::StdRng;
     use rand::SeedableRng;
@@ -323,37 +322,17 @@ mod tests {
         let x = bags(&cpu, 2, 9);
         let w = cpu.from_vec(vec![0.7, -1.3], &[2]);
         let loss = |net: &DemoNet<Cpu<f64>>| {
-            let (z, _) = net.forward(&cpu, &x, Some(11)).unwrap();
+            let (z, _) = net.forward(&cpu, net.params(), &x, Mode::Train { seed: 11 }).unwrap();
             cpu.sum(&cpu.mul(&z, &w))
         };
         for variant in Variant::ALL {
             let net = net(variant);
-            let (_, cache) = net.forward(&cpu, &x, Some(11)).unwrap();
+            let (_, cache) = net.forward(&cpu, net.params(), &x, Mode::Train { seed: 11 }).unwrap();
             let mut grads = net.zero_grads(&cpu);
-            net.backward(&cpu, &cache, &w, &mut grads).unwrap();
-            let grads = named_tensors(&grads).into_iter().map(|(n, t)| (n, t.clone())).collect::<Vec<_>>();
-            let mut trainable = Vec::new();
-            net.visit(&mut |n, _, tr| trainable.push((n.to_string(), tr)));
-            for ((name, g), (_, tr)) in grads.iter().zip(&trainable) {
-                if !tr {
-                    continue;
-                }
-                let g = cpu.to_vec(g);
-                // A few entries per tensor keep the test fast; the layers have their own exhaustive checks.
-                for i in (0..g.len()).step_by(g.len().div_ceil(4)) {
-                    let mut probe = net.clone();
-                    let h = 1e-6;
-                    let shift = |p: &mut DemoNet<Cpu<f64>>, d: f64| {
-                        p.visit_mut(&mut |n, t, _| if n == name { t.as_slice_mut().unwrap()[i] += d });
-                    };
-                    shift(&mut probe, h);
-                    let up = loss(&probe);
-                    shift(&mut probe, -2.0 * h);
-                    let down = loss(&probe);
-                    let fd = (up - down) / (2.0 * h);
-                    assert!((fd - g[i]).abs() <= 1e-6 + 1e-5 * fd.abs(), "{variant} {name}[{i}]: fd {fd} vs {}", g[i]);
-                }
-            }
+            net.backward(&cpu, net.params(), &cache, &w, &mut grads).unwrap();
+            // A few entries per tensor keep the test fast; the layers have their own exhaustive checks.
+            let opts = GradCheck::default().entries(4, 3).tolerance(1e-5);
+            check_gradients(&cpu, &net, &grads, &opts, loss).unwrap_or_else(|e| panic!("{variant}: {e}"));
         }
     }
 
@@ -362,7 +341,7 @@ mod tests {
         let cpu = Cpu::<f64>::new();
         let x = bags(&cpu, 3, 2);
         let net = net(Variant::HopfieldAdapted);
-        let run = |seed| cpu.to_vec(&net.forward(&cpu, &x, seed).unwrap().0);
+        let run = |seed| cpu.to_vec(&net.forward(&cpu, net.params(), &x, Mode::from_seed(seed)).unwrap().0);
         assert_eq!(run(None), run(None));
         assert_eq!(run(Some(1)), run(Some(1)));
         assert_ne!(run(Some(1)), run(Some(2)), "dropout 0.5 changes the logits");

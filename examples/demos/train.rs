@@ -4,6 +4,7 @@
 use super::data::{BagDataset, Split};
 use super::harness::{gather, shuffled_batches, Meter};
 use super::model::DemoNet;
+use hopfield::layers::{Layer, Mode};
 use hopfield::loss::bce_with_logits;
 use hopfield::optim::{clip_grad_norm, AdamConfig, AdamW, DecayFilter, Optimizer};
 use hopfield::{Backend, HopfieldError, Result};
@@ -54,7 +55,7 @@ pub fn evaluate<B: Backend, D: BagDataset + ?Sized>(
     let mut meter = Meter::default();
     for batch in indices.chunks(batch_size) {
         let (x, y) = gather(backend, data, batch);
-        let (logits, _) = net.forward(backend, &x, None)?;
+        let (logits, _) = net.forward(backend, net.params(), &x, Mode::Eval)?;
         let (loss, _) = bce_with_logits(backend, &logits, &y, None)?;
         meter.add(loss, &backend.to_vec(&logits), &backend.to_vec(&y));
     }
@@ -81,13 +82,13 @@ pub fn fit<B: Backend, D: BagDataset + ?Sized>(
         let mut train = Meter::default();
         for batch in shuffled_batches(&split.train, config.batch_size, rng) {
             let (x, y) = gather(backend, data, &batch);
-            let (logits, cache) = net.forward(backend, &x, Some(rng.gen()))?;
+            let (logits, cache) = net.forward(backend, net.params(), &x, Mode::Train { seed: rng.gen() })?;
             let (loss, d_logits) = bce_with_logits(backend, &logits, &y, None)?;
             if !loss.is_finite() {
                 return Err(HopfieldError::NonFinite { op: "demo fit", detail: format!("loss {loss} in epoch {epoch}") });
             }
             let mut grads = net.zero_grads(backend);
-            net.backward(backend, &cache, &d_logits, &mut grads)?;
+            net.backward(backend, net.params(), &cache, &d_logits, &mut grads)?;
             let norm = clip_grad_norm(backend, &mut grads, config.max_grad_norm)?;
             if !norm.is_finite() {
                 return Err(HopfieldError::NonFinite { op: "demo fit", detail: format!("gradient norm {norm} in epoch {epoch}") });

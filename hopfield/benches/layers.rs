@@ -3,6 +3,7 @@
 //! retrieval N=512 d=512 β=14.3.
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use hopfield::layers::{Layer, Mode};
 use hopfield::layers::{HopfieldConfig, HopfieldInput};
 use hopfield::{Backend, Cpu};
 use rand::{rngs::StdRng, Rng, SeedableRng};
@@ -19,13 +20,13 @@ fn fwd_bwd(c: &mut Criterion, name: &str, cfg: HopfieldConfig, stored: &[usize],
     let k = input(&be, &mut rng, stored);
     let q = if stored == state { k.clone() } else { input(&be, &mut rng, state) };
     let inp = HopfieldInput::new(k.clone(), q, k);
-    let (out, _) = layer.forward(&be, &inp).unwrap();
+    let (out, _) = layer.forward(&be, layer.params(), &inp, Mode::Eval).unwrap();
     let dy = input(&be, &mut rng, &be.shape(&out.output));
     c.bench_function(name, |b| {
         b.iter(|| {
-            let (_, cache) = layer.forward(&be, &inp).unwrap();
+            let (_, cache) = layer.forward(&be, layer.params(), &inp, Mode::Eval).unwrap();
             let mut grads = layer.zero_grads(&be);
-            layer.backward(&be, &cache, &dy, &mut grads).unwrap()
+            layer.backward(&be, layer.params(), &cache, &dy, &mut grads).unwrap()
         })
     });
 }

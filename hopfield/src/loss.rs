@@ -118,17 +118,10 @@ mod tests {
     /// Central differences of `loss` at `x`, compared with `grad`.
     fn check_gradient(x: &[f64], shape: &[usize], loss: impl Fn(&T) -> (f64, T)) {
         let cpu = Cpu::<f64>::new();
-        let (_, grad) = loss(&cpu.from_vec(x.to_vec(), shape));
-        for (i, &g) in cpu.to_vec(&grad).iter().enumerate() {
-            let h = 1e-5;
-            let at = |d: f64| {
-                let mut v = x.to_vec();
-                v[i] += d;
-                loss(&cpu.from_vec(v, shape)).0
-            };
-            let fd = (at(h) - at(-h)) / (2.0 * h);
-            assert!((fd - g).abs() < 1e-8, "entry {i}: finite difference {fd}, analytic {g}");
-        }
+        let x = cpu.from_vec(x.to_vec(), shape);
+        let (_, grad) = loss(&x);
+        let opts = crate::testing::GradCheck { step: 1e-5, tolerance: 1e-8, ..Default::default() };
+        crate::testing::check_tensor(&cpu, "x", &x, &grad, &opts, |x| loss(x).0).unwrap_or_else(|e| panic!("{e}"));
     }
 
     const X: [f64; 6] = [-3.0, -0.4, 0.0, 0.7, 2.5, -1.2];

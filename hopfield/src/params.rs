@@ -1,8 +1,36 @@
 //! Named parameters: every module's parameter struct (and its gradient struct, which is the same type)
 //! implements [`Parameters`], visiting each tensor under its PyTorch `state_dict` name.
+//!
+//! Implementations are derived: `#[derive(Parameters)]` (from `hopfield-derive`, re-exported here) visits
+//! each tensor field under its name and each child under `field.`; see that crate for the attributes.
+//!
+//! ```
+//! use hopfield::layers::{Linear, LinearParams};
+//! use hopfield::params::Parameters;
+//! use hopfield::{Backend, Cpu};
+//!
+//! #[derive(Clone, Parameters)]
+//! struct Probe<B: Backend> {
+//!     #[param(skip)]
+//!     classes: usize,
+//!     /// Named `proj.weight`, `proj.bias`.
+//!     proj: LinearParams<B>,
+//!     /// Named `temperature`; frozen.
+//!     #[param(trainable = false)]
+//!     temperature: B::Tensor,
+//! }
+//!
+//! let cpu = Cpu::<f32>::new();
+//! let proj = Linear::new(&cpu, 4, 3, true, &mut rand::thread_rng())?.params;
+//! let probe = Probe { classes: 3, proj, temperature: cpu.full(&[], 1.0) };
+//! assert_eq!(probe.names(), ["proj.weight", "proj.bias", "temperature"]);
+//! assert_eq!(probe.zeros_like(&cpu).num_scalars(&cpu), 4 * 3 + 3 + 1);
+//! # Ok::<(), hopfield::HopfieldError>(())
+//! ```
 
 use crate::backend::Backend;
 use crate::error::{HopfieldError, Result};
+pub use hopfield_derive::Parameters;
 
 /// A set of named tensors: a module's parameters or their gradients (the same type mirrors both).
 ///
@@ -29,6 +57,29 @@ pub trait Parameters<B: Backend> {
     /// Set every tensor to zero (used on gradient structs before accumulating).
     fn zero(&mut self, backend: &B) {
         self.visit_mut(&mut |_, t, _| *t = backend.zeros_like(t));
+    }
+    /// A gradient struct for these parameters: the same tensors, all zero.
+    fn zeros_like(&self, backend: &B) -> Self
+    where
+        Self: Clone,
+    {
+        let mut g = self.clone();
+        g.zero(backend);
+        g
+    }
+}
+
+/// Optional parameters (a module without them, e.g. a norm without affine weights) visit nothing.
+impl<B: Backend, P: Parameters<B>> Parameters<B> for Option<P> {
+    fn visit<'a>(&'a self, f: &mut dyn FnMut(&str, &'a B::Tensor, bool)) {
+        if let Some(p) = self {
+            p.visit(f);
+        }
+    }
+    fn visit_mut(&mut self, f: &mut dyn FnMut(&str, &mut B::Tensor, bool)) {
+        if let Some(p) = self {
+            p.visit_mut(f);
+        }
     }
 }
 

@@ -15,6 +15,7 @@ use common::rel_err;
 type Gpu = hopfield::backend::cube::Cuda;
 #[cfg(not(feature = "cuda"))]
 type Gpu = hopfield::backend::cube::Wgpu;
+use hopfield::layers::{DecoderInput, EncoderInput, Layer, LookupInput, Mode};
 use hopfield::layers::hopfield::PerHead;
 use hopfield::layers::{
     DecoderMasks, HopfieldConfig, HopfieldEncoderLayerConfig, HopfieldInput, HopfieldLayerConfig, HopfieldPoolingConfig, Mask,
@@ -173,16 +174,16 @@ fn hopfield_forward_and_backward_equal_the_cpu_oracle() {
         ig.stored_pattern_padding_mask = pm;
         ig.association_mask = am;
         let ctx = format!("case {checked} b{b} l{l} s{s} {cfg:?}");
-        let (oc, cc) = lc.forward_train(&c, &ic, seed).unwrap();
-        let (og, cg) = lg.forward_train(&g, &ig, seed).unwrap();
+        let (oc, cc) = lc.forward(&c, lc.params(), &ic, Mode::Train { seed }).unwrap();
+        let (og, cg) = lg.forward(&g, lg.params(), &ig, Mode::Train { seed }).unwrap();
         check(&format!("{ctx}: output"), &g, &og.output, &oc.output);
         check(&format!("{ctx}: association"), &g, og.association.as_ref().unwrap(), oc.association.as_ref().unwrap());
         assert_eq!(og.update_steps, oc.update_steps, "{ctx}: update steps");
         let dy = rand_tensor(&mut rng, oc.output.shape());
         let mut gc = lc.zero_grads(&c);
         let mut gg = lg.zero_grads(&g);
-        let dc = lc.backward(&c, &cc, &dy, &mut gc).unwrap();
-        let dg = lg.backward(&g, &cg, &up(&g, &dy), &mut gg).unwrap();
+        let dc = lc.backward(&c, lc.params(), &cc, &dy, &mut gc).unwrap();
+        let dg = lg.backward(&g, lg.params(), &cg, &up(&g, &dy), &mut gg).unwrap();
         check(&format!("{ctx}: d_stored"), &g, &dg.stored, &dc.stored);
         check(&format!("{ctx}: d_state"), &g, &dg.state, &dc.state);
         check(&format!("{ctx}: d_projection"), &g, &dg.projection, &dc.projection);
@@ -215,13 +216,13 @@ fn pooling_and_lookup_equal_the_cpu_oracle() {
         copy_params(&g, &pc.params, &mut pg.params);
         let stored = rand_tensor(&mut rng, &lay(n, d.stored));
         let projection = rand_tensor(&mut rng, &lay(n, d.projection));
-        let (yc, cc) = pc.forward_train(&c, &PoolingInput::new(stored.clone(), projection.clone()), seed).unwrap();
-        let (yg, cg) = pg.forward_train(&g, &PoolingInput::new(up(&g, &stored), up(&g, &projection)), seed).unwrap();
+        let (yc, cc) = pc.forward(&c, pc.params(), &PoolingInput::new(stored.clone(), projection.clone()), Mode::Train { seed }).unwrap();
+        let (yg, cg) = pg.forward(&g, pg.params(), &PoolingInput::new(up(&g, &stored), up(&g, &projection)), Mode::Train { seed }).unwrap();
         check("pooling output", &g, &yg, &yc);
         let dy = rand_tensor(&mut rng, yc.shape());
         let (mut gc, mut gg) = (pc.zero_grads(&c), pg.zero_grads(&g));
-        let ic = pc.backward(&c, &cc, &dy, &mut gc).unwrap();
-        let ig = pg.backward(&g, &cg, &up(&g, &dy), &mut gg).unwrap();
+        let ic = pc.backward(&c, pc.params(), &cc, &dy, &mut gc).unwrap();
+        let ig = pg.backward(&g, pg.params(), &cg, &up(&g, &dy), &mut gg).unwrap();
         check("pooling d_stored", &g, &ig.stored, &ic.stored);
         check("pooling d_projection", &g, &ig.projection, &ic.projection);
         check_params("pooling", &g, &gg, &gc);
@@ -233,13 +234,13 @@ fn pooling_and_lookup_equal_the_cpu_oracle() {
         let mut lg = look_cfg.init(&g, &mut rng).unwrap();
         copy_params(&g, &lc.params, &mut lg.params);
         let x = rand_tensor(&mut rng, &lay(quantity, d.input));
-        let (yc, cc) = lc.forward_train(&c, &x, seed).unwrap();
-        let (yg, cg) = lg.forward_train(&g, &up(&g, &x), seed).unwrap();
+        let (yc, cc) = lc.forward(&c, lc.params(), &LookupInput::new(x.clone()), Mode::Train { seed }).unwrap();
+        let (yg, cg) = lg.forward(&g, lg.params(), &LookupInput::new(up(&g, &x)), Mode::Train { seed }).unwrap();
         check("lookup output", &g, &yg, &yc);
         let dy = rand_tensor(&mut rng, yc.shape());
         let (mut gc, mut gg) = (lc.zero_grads(&c), lg.zero_grads(&g));
-        let dxc = lc.backward(&c, &cc, &dy, &mut gc).unwrap();
-        let dxg = lg.backward(&g, &cg, &up(&g, &dy), &mut gg).unwrap();
+        let dxc = lc.backward(&c, lc.params(), &cc, &dy, &mut gc).unwrap();
+        let dxg = lg.backward(&g, lg.params(), &cg, &up(&g, &dy), &mut gg).unwrap();
         check("lookup d_input", &g, &dxg, &dxc);
         check_params("lookup", &g, &gg, &gc);
         checked += 1;
@@ -256,20 +257,20 @@ fn encoder_and_decoder_layers_equal_the_cpu_oracle() {
         let cfg = HopfieldEncoderLayerConfig::new(hcfg.clone()).dim_feedforward(17).dropout(dropout).activation("gelu")
             .norm_first(norm_first);
         let lay = |n: usize| if batch_first { vec![2, n, 12] } else { vec![n, 2, 12] };
-        let seed = Some(rng.gen());
+        let seed: Option<u64> = Some(rng.gen());
         let causal = Mask::bool((0..81).map(|i| i % 9 > i / 9).collect(), &[9, 9]);
         let mut ec = cfg.init(&c, &mut rng).unwrap();
         randomise(&mut ec.params, &mut rng);
         let mut eg = cfg.init(&g, &mut rng).unwrap();
         copy_params(&g, &ec.params, &mut eg.params);
         let src = rand_tensor(&mut rng, &lay(9));
-        let (yc, cc) = ec.forward(&c, &src, Some(causal.clone()), None, seed).unwrap();
-        let (yg, cg) = eg.forward(&g, &up(&g, &src), Some(causal.clone()), None, seed).unwrap();
+        let (yc, cc) = ec.forward(&c, ec.params(), &EncoderInput::new(src.clone()).mask(causal.clone()), Mode::from_seed(seed)).unwrap();
+        let (yg, cg) = eg.forward(&g, eg.params(), &EncoderInput::new(up(&g, &src)).mask(causal.clone()), Mode::from_seed(seed)).unwrap();
         check("encoder output", &g, &yg, &yc);
         let dy = rand_tensor(&mut rng, yc.shape());
         let (mut gc, mut gg) = (ec.zero_grads(&c), eg.zero_grads(&g));
-        let dc = ec.backward(&c, &cc, &dy, &mut gc).unwrap();
-        let dg = eg.backward(&g, &cg, &up(&g, &dy), &mut gg).unwrap();
+        let dc = ec.backward(&c, ec.params(), &cc, &dy, &mut gc).unwrap();
+        let dg = eg.backward(&g, eg.params(), &cg, &up(&g, &dy), &mut gg).unwrap();
         check("encoder d_src", &g, &dg, &dc);
         check_params("encoder", &g, &gg, &gc);
 
@@ -280,15 +281,15 @@ fn encoder_and_decoder_layers_equal_the_cpu_oracle() {
         let masks = DecoderMasks { tgt_mask: Some(causal.clone()), ..Default::default() };
         let tgt = rand_tensor(&mut rng, &lay(9));
         let memory = rand_tensor(&mut rng, &lay(5));
-        let (yc, cc) = dc_.forward(&c, &tgt, &memory, &masks, seed).unwrap();
-        let (yg, cg) = dg_.forward(&g, &up(&g, &tgt), &up(&g, &memory), &masks, seed).unwrap();
+        let (yc, cc) = dc_.forward(&c, dc_.params(), &DecoderInput::new(tgt.clone(), memory.clone()).masks(masks.clone()), Mode::from_seed(seed)).unwrap();
+        let (yg, cg) = dg_.forward(&g, dg_.params(), &DecoderInput::new(up(&g, &tgt), up(&g, &memory)).masks(masks.clone()), Mode::from_seed(seed)).unwrap();
         check("decoder output", &g, &yg, &yc);
         let dy = rand_tensor(&mut rng, yc.shape());
         let (mut gc, mut gg) = (dc_.zero_grads(&c), dg_.zero_grads(&g));
-        let (dtc, dmc) = dc_.backward(&c, &cc, &dy, &mut gc).unwrap();
-        let (dtg, dmg) = dg_.backward(&g, &cg, &up(&g, &dy), &mut gg).unwrap();
-        check("decoder d_tgt", &g, &dtg, &dtc);
-        check("decoder d_memory", &g, &dmg, &dmc);
+        let dc = dc_.backward(&c, dc_.params(), &cc, &dy, &mut gc).unwrap();
+        let dg = dg_.backward(&g, dg_.params(), &cg, &up(&g, &dy), &mut gg).unwrap();
+        check("decoder d_tgt", &g, &dg.tgt, &dc.tgt);
+        check("decoder d_memory", &g, &dg.memory, &dc.memory);
         check_params("decoder", &g, &gg, &gc);
     }
 }
@@ -328,14 +329,14 @@ fn fused_hopfield_on_the_gpu_equals_the_materialised_cpu_layer() {
         ig.stored_pattern_padding_mask = pm;
         ig.association_mask = am;
         let ctx = format!("fused case {checked} b{b} l{l} s{s} {cfg:?}");
-        let (oc, cc) = lc.forward(&c, &ic).unwrap();
-        let (og, cg) = lg.forward(&g, &ig).unwrap();
+        let (oc, cc) = lc.forward(&c, lc.params(), &ic, Mode::Eval).unwrap();
+        let (og, cg) = lg.forward(&g, lg.params(), &ig, Mode::Eval).unwrap();
         check(&format!("{ctx}: output"), &g, &og.output, &oc.output);
         assert_eq!(og.update_steps, oc.update_steps, "{ctx}: update steps");
         let dy = rand_tensor(&mut rng, oc.output.shape());
         let (mut gc, mut gg) = (lc.zero_grads(&c), lg.zero_grads(&g));
-        let dc = lc.backward(&c, &cc, &dy, &mut gc).unwrap();
-        let dg = lg.backward(&g, &cg, &up(&g, &dy), &mut gg).unwrap();
+        let dc = lc.backward(&c, lc.params(), &cc, &dy, &mut gc).unwrap();
+        let dg = lg.backward(&g, lg.params(), &cg, &up(&g, &dy), &mut gg).unwrap();
         check(&format!("{ctx}: d_stored"), &g, &dg.stored, &dc.stored);
         check(&format!("{ctx}: d_state"), &g, &dg.state, &dc.state);
         check(&format!("{ctx}: d_projection"), &g, &dg.projection, &dc.projection);

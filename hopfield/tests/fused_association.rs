@@ -6,6 +6,7 @@
 mod common;
 
 use common::rel_err;
+use hopfield::layers::{Layer, Mode};
 use hopfield::layers::hopfield::{Convergence, PerHead};
 use hopfield::layers::{HopfieldConfig, HopfieldInput, Mask};
 use hopfield::params::Parameters;
@@ -79,14 +80,14 @@ fn fused_path_equals_the_materialised_path() {
                                                          &[b * d.heads, l, s]));
         }
         let ctx = format!("case {checked} b{b} l{l} s{s} {cfg:?}");
-        let (op, cp) = plain.forward(&be, &input).unwrap();
-        let (of, cf) = fused.forward(&be, &input).unwrap();
+        let (op, cp) = plain.forward(&be, plain.params(), &input, Mode::Eval).unwrap();
+        let (of, cf) = fused.forward(&be, fused.params(), &input, Mode::Eval).unwrap();
         close(&format!("{ctx}: output"), &of.output, &op.output);
         assert_eq!(of.update_steps, op.update_steps, "{ctx}: update steps");
         let dy = rand_tensor(&mut rng, op.output.shape());
         let (mut gp, mut gf) = (plain.zero_grads(&be), fused.zero_grads(&be));
-        let ip = plain.backward(&be, &cp, &dy, &mut gp).unwrap();
-        let i_f = fused.backward(&be, &cf, &dy, &mut gf).unwrap();
+        let ip = plain.backward(&be, plain.params(), &cp, &dy, &mut gp).unwrap();
+        let i_f = fused.backward(&be, fused.params(), &cf, &dy, &mut gf).unwrap();
         close(&format!("{ctx}: d_stored"), &i_f.stored, &ip.stored);
         close(&format!("{ctx}: d_state"), &i_f.state, &ip.state);
         close(&format!("{ctx}: d_projection"), &i_f.projection, &ip.projection);
@@ -106,7 +107,7 @@ fn fused_path_is_not_taken_when_the_association_is_requested() {
     cfg.fused_association = true;
     let layer = cfg.init(&be, &mut rng).unwrap();
     let x = rand_tensor(&mut rng, &[2, 5, 4]);
-    let (out, _) = layer.forward(&be, &HopfieldInput::single(x.clone()).with_association()).unwrap();
+    let (out, _) = layer.forward(&be, layer.params(), &HopfieldInput::single(x.clone()).with_association(), Mode::Eval).unwrap();
     assert_eq!(out.association.unwrap().shape(), [2, 2, 5, 5]);
     assert_eq!(layer.association_matrix(&be, &HopfieldInput::single(x)).unwrap().shape(), [2, 2, 5, 5]);
 }

@@ -1,42 +1,36 @@
-//! Central finite differences (f64) against the analytical backward of `Hopfield`, `HopfieldPooling` and
-//! `HopfieldLayer` over randomised configurations: heads 1–4, update steps 0–3 (per head, so some heads stop
-//! early), every static/connected combination, every layer norm, bias and zero patterns, masks, dropout,
-//! activations and both layouts.
+//! Central finite differences (f64, `hopfield::testing`) against the analytical backward of `Hopfield`,
+//! `HopfieldPooling`, `HopfieldLayer` and the encoder/decoder layers over randomised configurations: heads
+//! 1–4, update steps 0–3 (per head, so some heads stop early), every static/connected combination, every
+//! layer norm, bias and zero patterns, masks, dropout, activations and both layouts.
 
 mod common;
 
+use hopfield::backend::CpuTensor;
 use hopfield::layers::{
-    HopfieldConfig, HopfieldInput, HopfieldLayerConfig, HopfieldPoolingConfig, Mask, PoolingInput,
+    DecoderInput, EncoderInput, HopfieldConfig, HopfieldInput, HopfieldLayerConfig, HopfieldPoolingConfig, Layer,
+    LookupInput, Mask, Mode, PoolingInput,
 };
-use hopfield::params::Parameters;
+use hopfield::testing::{check_gradients, check_tensor, GradCheck};
 use hopfield::{Backend, Cpu};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 type B = Cpu<f64>;
 use common::{rand_tensor, randomise};
 
-
-
-fn dot(a: &hopfield::backend::CpuTensor<f64>, b: &hopfield::backend::CpuTensor<f64>) -> f64 {
+/// The loss `⟨y, g⟩`, whose upstream gradient is `g`.
+fn dot(a: &CpuTensor<f64>, b: &CpuTensor<f64>) -> f64 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
-/// Compare `analytic` with central differences of `loss` at up to `k` random entries of `x`.
-fn check_entries(what: &str, x: &mut hopfield::backend::CpuTensor<f64>, analytic: &hopfield::backend::CpuTensor<f64>, k: usize,
-                 rng: &mut StdRng, loss: &mut dyn FnMut(&hopfield::backend::CpuTensor<f64>) -> f64) {
-    assert_eq!(x.shape(), analytic.shape(), "{what}: gradient shape");
-    let h = 1e-6;
-    for _ in 0..k.min(x.len()) {
-        let i = rng.gen_range(0..x.len());
-        let orig = x.as_slice().unwrap()[i];
-        x.as_slice_mut().unwrap()[i] = orig + h;
-        let up = loss(x);
-        x.as_slice_mut().unwrap()[i] = orig - h;
-        let down = loss(x);
-        x.as_slice_mut().unwrap()[i] = orig;
-        let fd = (up - down) / (2.0 * h);
-        let an = analytic.as_slice().unwrap()[i];
-        assert!((fd - an).abs() <= 1e-6 * (1.0 + fd.abs()), "{what}[{i}]: finite difference {fd:.9} vs backward {an:.9}");
+/// `k` random entries per tensor.
+fn some(k: usize, rng: &mut StdRng) -> GradCheck {
+    GradCheck::default().entries(k, rng.gen())
+}
+
+/// Panics with the case and the mismatch.
+fn ok(ctx: &str, r: Result<usize, hopfield::testing::GradMismatch>) {
+    if let Err(e) = r {
+        panic!("{ctx}: {e}");
     }
 }
 
@@ -108,9 +102,9 @@ fn hopfield_backward_matches_finite_differences() {
         let d = layer.spec.dims.clone();
         let (b, l, s) = (rng.gen_range(1..=3), rng.gen_range(1..=4), rng.gen_range(1..=5));
         let lay = |n: usize, f: usize| if cfg.batch_first { vec![b, n, f] } else { vec![n, b, f] };
-        let mut stored = rand_tensor(&mut rng, &lay(s, d.stored));
-        let mut state = rand_tensor(&mut rng, &lay(l, d.input));
-        let mut projection = rand_tensor(&mut rng, &lay(s, d.projection));
+        let stored = rand_tensor(&mut rng, &lay(s, d.stored));
+        let state = rand_tensor(&mut rng, &lay(l, d.input));
+        let projection = rand_tensor(&mut rng, &lay(s, d.projection));
         let (pm, am) = random_masks(&mut rng, b, d.heads, l, s);
         let seed = rng.gen();
         let make = |k: &hopfield::backend::CpuTensor<f64>, q: &hopfield::backend::CpuTensor<f64>, v: &hopfield::backend::CpuTensor<f64>| {
@@ -119,35 +113,22 @@ fn hopfield_backward_matches_finite_differences() {
             i.association_mask = am.clone();
             i
         };
-        let (out, cache) = layer.forward_train(&backend, &make(&stored, &state, &projection), seed).unwrap();
+        let (out, cache) = layer.forward(&backend, layer.params(), &make(&stored, &state, &projection), Mode::Train { seed }).unwrap();
         let g = rand_tensor(&mut rng, &backend.shape(&out.output));
         let mut grads = layer.zero_grads(&backend);
-        let gi = layer.backward(&backend, &cache, &g, &mut grads).unwrap();
+        let gi = layer.backward(&backend, layer.params(), &cache, &g, &mut grads).unwrap();
         let ctx = format!("case {checked} {cfg:?}");
         let (k0, q0, v0) = (stored.clone(), state.clone(), projection.clone());
-        check_entries(&format!("{ctx} d_stored"), &mut stored, &gi.stored, 4, &mut rng, &mut |x| {
-            dot(&layer.forward_train(&backend, &make(x, &q0, &v0), seed).unwrap().0.output, &g)
-        });
-        check_entries(&format!("{ctx} d_state"), &mut state, &gi.state, 4, &mut rng, &mut |x| {
-            dot(&layer.forward_train(&backend, &make(&k0, x, &v0), seed).unwrap().0.output, &g)
-        });
-        check_entries(&format!("{ctx} d_projection"), &mut projection, &gi.projection, 4, &mut rng, &mut |x| {
-            dot(&layer.forward_train(&backend, &make(&k0, &q0, x), seed).unwrap().0.output, &g)
-        });
+        let out_of = |i: &HopfieldInput<B>| dot(&layer.forward(&backend, layer.params(), i, Mode::Train { seed }).unwrap().0.output, &g);
+        ok(&ctx, check_tensor(&backend, "d_stored", &stored, &gi.stored, &some(4, &mut rng), |x| out_of(&make(x, &q0, &v0))));
+        ok(&ctx, check_tensor(&backend, "d_state", &state, &gi.state, &some(4, &mut rng), |x| out_of(&make(&k0, x, &v0))));
+        ok(&ctx, check_tensor(&backend, "d_projection", &projection, &gi.projection, &some(4, &mut rng), |x| {
+            out_of(&make(&k0, &q0, x))
+        }));
         let input = make(&k0, &q0, &v0);
-        for name in layer.params.names() {
-            let mut analytic = None;
-            grads.visit(&mut |n, t, _| if n == name { analytic = Some(t.clone()) });
-            let analytic = analytic.unwrap();
-            let mut probe = layer.clone();
-            let mut tensor = None;
-            probe.params.visit(&mut |n, t, _| if n == name { tensor = Some(t.clone()) });
-            let mut tensor = tensor.unwrap();
-            check_entries(&format!("{ctx} param {name}"), &mut tensor, &analytic, 3, &mut rng, &mut |x| {
-                probe.params.visit_mut(&mut |n, t, _| if n == name { *t = x.clone() });
-                dot(&probe.forward_train(&backend, &input, seed).unwrap().0.output, &g)
-            });
-        }
+        ok(&ctx, check_gradients(&backend, layer.params(), &grads, &some(3, &mut rng), |p| {
+            dot(&layer.forward(&backend, p, &input, Mode::Train { seed }).unwrap().0.output, &g)
+        }));
         checked += 1;
     }
 }
@@ -175,47 +156,33 @@ fn pooling_and_lookup_backward_match_finite_differences() {
         let pool_cfg = HopfieldPoolingConfig::new(d.input).hopfield(cfg.clone()).quantity(quantity);
         let mut pool = pool_cfg.init(&backend, &mut rng).unwrap();
         randomise(&mut pool.params, &mut rng);
-        let mut stored = rand_tensor(&mut rng, &lay(n, d.stored));
+        let stored = rand_tensor(&mut rng, &lay(n, d.stored));
         let projection = rand_tensor(&mut rng, &lay(n, d.projection));
-        let (y, cache) = pool.forward_train(&backend, &PoolingInput::new(stored.clone(), projection.clone()), seed).unwrap();
+        let (y, cache) = pool.forward(&backend, pool.params(), &PoolingInput::new(stored.clone(), projection.clone()), Mode::Train { seed }).unwrap();
         let g = rand_tensor(&mut rng, &backend.shape(&y));
         let mut grads = pool.zero_grads(&backend);
-        let gi = pool.backward(&backend, &cache, &g, &mut grads).unwrap();
-        check_entries("pooling d_stored", &mut stored.clone(), &gi.stored, 4, &mut rng, &mut |x| {
-            dot(&pool.forward_train(&backend, &PoolingInput::new(x.clone(), projection.clone()), seed).unwrap().0, &g)
-        });
-        let mut w = pool.params.pooling_weights.clone();
-        check_entries("pooling d_pooling_weights", &mut w, &grads.pooling_weights, 4, &mut rng, &mut |x| {
-            let mut p = pool.clone();
-            p.params.pooling_weights = x.clone();
-            dot(&p.forward_train(&backend, &PoolingInput::new(stored.clone(), projection.clone()), seed).unwrap().0, &g)
-        });
-        stored.fill(0.0);
+        let gi = pool.backward(&backend, pool.params(), &cache, &g, &mut grads).unwrap();
+        let pooled = |p: &_, stored: &CpuTensor<f64>| {
+            let input = PoolingInput::new(stored.clone(), projection.clone());
+            dot(&pool.forward(&backend, p, &input, Mode::Train { seed }).unwrap().0, &g)
+        };
+        ok("pooling", check_tensor(&backend, "d_stored", &stored, &gi.stored, &some(4, &mut rng), |x| pooled(pool.params(), x)));
+        ok("pooling", check_gradients(&backend, pool.params(), &grads, &some(4, &mut rng), |p| pooled(p, &stored)));
         // Lookup with n learned patterns, separated targets when the sizes allow both.
         let separated = d.stored != d.projection || rng.gen_bool(0.5);
         let look_cfg = HopfieldLayerConfig::new(d.input).hopfield(cfg.clone()).quantity(n).lookup_weights_as_separated(separated);
         let mut look = look_cfg.init(&backend, &mut rng).unwrap();
         randomise(&mut look.params, &mut rng);
-        let mut x = rand_tensor(&mut rng, &lay(quantity, d.input));
-        let (y, cache) = look.forward_train(&backend, &x, seed).unwrap();
+        let x = rand_tensor(&mut rng, &lay(quantity, d.input));
+        let (y, cache) = look.forward(&backend, look.params(), &LookupInput::new(x.clone()), Mode::Train { seed }).unwrap();
         let g = rand_tensor(&mut rng, &backend.shape(&y));
         let mut grads = look.zero_grads(&backend);
-        let dx = look.backward(&backend, &cache, &g, &mut grads).unwrap();
-        let x0 = x.clone();
-        check_entries("lookup d_input", &mut x, &dx, 4, &mut rng, &mut |xx| dot(&look.forward_train(&backend, xx, seed).unwrap().0, &g));
-        let mut lw = look.params.lookup_weights.clone();
-        check_entries("lookup d_lookup_weights", &mut lw, &grads.lookup_weights, 4, &mut rng, &mut |w| {
-            let mut p = look.clone();
-            p.params.lookup_weights = w.clone();
-            dot(&p.forward_train(&backend, &x0, seed).unwrap().0, &g)
-        });
-        if let (Some(mut tw), Some(gt)) = (look.params.target_weights.clone(), grads.target_weights.as_ref()) {
-            check_entries("lookup d_target_weights", &mut tw, gt, 4, &mut rng, &mut |w| {
-                let mut p = look.clone();
-                p.params.target_weights = Some(w.clone());
-                dot(&p.forward_train(&backend, &x0, seed).unwrap().0, &g)
-            });
-        }
+        let dx = look.backward(&backend, look.params(), &cache, &g, &mut grads).unwrap();
+        let looked_up = |p: &_, x: &CpuTensor<f64>| {
+            dot(&look.forward(&backend, p, &LookupInput::new(x.clone()), Mode::Train { seed }).unwrap().0, &g)
+        };
+        ok("lookup", check_tensor(&backend, "d_input", &x, &dx, &some(4, &mut rng), |x| looked_up(look.params(), x)));
+        ok("lookup", check_gradients(&backend, look.params(), &grads, &some(4, &mut rng), |p| looked_up(p, &x)));
         checked += 1;
     }
 }
@@ -229,56 +196,43 @@ fn encoder_and_decoder_layers_match_finite_differences() {
         let hcfg = HopfieldConfig::new(6).num_heads(2).batch_first(batch_first).update_steps_max(Some(steps)).update_steps_eps(1e-12);
         let cfg = HopfieldEncoderLayerConfig::new(hcfg.clone()).dim_feedforward(5).dropout(dropout).activation("gelu").norm_first(norm_first);
         let lay = |n: usize| if batch_first { vec![2, n, 6] } else { vec![n, 2, 6] };
-        let seed = Some(rng.gen());
+        let mode = Mode::Train { seed: rng.gen() };
+        let mode = if dropout > 0.0 { mode } else { Mode::Eval };
         let causal = Mask::bool((0..16).map(|i| i % 4 > i / 4).collect(), &[4, 4]);
         // Encoder.
         let mut enc = cfg.init(&backend, &mut rng).unwrap();
         randomise(&mut enc.params, &mut rng);
         let src = rand_tensor(&mut rng, &lay(4));
-        let (y, cache) = enc.forward(&backend, &src, Some(causal.clone()), None, seed).unwrap();
-        let g = rand_tensor(&mut rng, &backend.shape(&y));
+        let g = rand_tensor(&mut rng, &backend.shape(&enc.infer(&backend, &EncoderInput::new(src.clone())).unwrap()));
+        let encoded = |p: &_, src: &CpuTensor<f64>| {
+            let input = EncoderInput::new(src.clone()).mask(causal.clone());
+            dot(&enc.forward(&backend, p, &input, mode).unwrap().0, &g)
+        };
+        let (_, cache) = enc.forward(&backend, enc.params(), &EncoderInput::new(src.clone()).mask(causal.clone()), mode).unwrap();
         let mut grads = enc.zero_grads(&backend);
-        let dsrc = enc.backward(&backend, &cache, &g, &mut grads).unwrap();
+        let dsrc = enc.backward(&backend, enc.params(), &cache, &g, &mut grads).unwrap();
         let ctx = format!("encoder norm_first={norm_first} batch_first={batch_first}");
-        check_entries(&format!("{ctx} d_src"), &mut src.clone(), &dsrc, 6, &mut rng, &mut |x| {
-            dot(&enc.forward(&backend, x, Some(causal.clone()), None, seed).unwrap().0, &g)
-        });
-        for name in enc.params.names() {
-            let (mut t, mut an) = (None, None);
-            enc.params.visit(&mut |n, v, _| if n == name { t = Some(v.clone()) });
-            grads.visit(&mut |n, v, _| if n == name { an = Some(v.clone()) });
-            let mut probe = enc.clone();
-            check_entries(&format!("{ctx} {name}"), &mut t.unwrap(), &an.unwrap(), 2, &mut rng, &mut |x| {
-                probe.params.visit_mut(&mut |n, v, _| if n == name { *v = x.clone() });
-                dot(&probe.forward(&backend, &src, Some(causal.clone()), None, seed).unwrap().0, &g)
-            });
-        }
+        ok(&ctx, check_tensor(&backend, "d_src", &src, &dsrc, &some(6, &mut rng), |x| encoded(enc.params(), x)));
+        ok(&ctx, check_gradients(&backend, enc.params(), &grads, &some(2, &mut rng), |p| encoded(p, &src)));
         // Decoder.
         let mut dec = cfg.init_decoder(&hcfg, &backend, &mut rng).unwrap();
         randomise(&mut dec.params, &mut rng);
         let masks = DecoderMasks { tgt_mask: Some(causal.clone()), ..Default::default() };
         let tgt = rand_tensor(&mut rng, &lay(4));
         let memory = rand_tensor(&mut rng, &lay(3));
-        let (y, cache) = dec.forward(&backend, &tgt, &memory, &masks, seed).unwrap();
+        let input = DecoderInput::new(tgt.clone(), memory.clone()).masks(masks);
+        let (y, cache) = dec.forward(&backend, dec.params(), &input, mode).unwrap();
         let g = rand_tensor(&mut rng, &backend.shape(&y));
         let mut grads = dec.zero_grads(&backend);
-        let (dtgt, dmem) = dec.backward(&backend, &cache, &g, &mut grads).unwrap();
+        let d_in = dec.backward(&backend, dec.params(), &cache, &g, &mut grads).unwrap();
+        let decoded = |p: &_, tgt: &CpuTensor<f64>, memory: &CpuTensor<f64>| {
+            let i = DecoderInput { tgt: tgt.clone(), memory: memory.clone(), masks: input.masks.clone() };
+            dot(&dec.forward(&backend, p, &i, mode).unwrap().0, &g)
+        };
         let ctx = format!("decoder norm_first={norm_first} batch_first={batch_first}");
-        check_entries(&format!("{ctx} d_tgt"), &mut tgt.clone(), &dtgt, 6, &mut rng, &mut |x| {
-            dot(&dec.forward(&backend, x, &memory, &masks, seed).unwrap().0, &g)
-        });
-        check_entries(&format!("{ctx} d_memory"), &mut memory.clone(), &dmem, 6, &mut rng, &mut |x| {
-            dot(&dec.forward(&backend, &tgt, x, &masks, seed).unwrap().0, &g)
-        });
-        for name in dec.params.names() {
-            let (mut t, mut an) = (None, None);
-            dec.params.visit(&mut |n, v, _| if n == name { t = Some(v.clone()) });
-            grads.visit(&mut |n, v, _| if n == name { an = Some(v.clone()) });
-            let mut probe = dec.clone();
-            check_entries(&format!("{ctx} {name}"), &mut t.unwrap(), &an.unwrap(), 2, &mut rng, &mut |x| {
-                probe.params.visit_mut(&mut |n, v, _| if n == name { *v = x.clone() });
-                dot(&probe.forward(&backend, &tgt, &memory, &masks, seed).unwrap().0, &g)
-            });
-        }
+        let p0 = dec.params();
+        ok(&ctx, check_tensor(&backend, "d_tgt", &tgt, &d_in.tgt, &some(6, &mut rng), |x| decoded(p0, x, &memory)));
+        ok(&ctx, check_tensor(&backend, "d_memory", &memory, &d_in.memory, &some(6, &mut rng), |x| decoded(p0, &tgt, x)));
+        ok(&ctx, check_gradients(&backend, p0, &grads, &some(2, &mut rng), |p| decoded(p, &tgt, &memory)));
     }
 }

@@ -4,6 +4,7 @@
 mod common;
 
 use common::{assert_close, get, host, upload};
+use hopfield::layers::{Layer, LookupInput, Mode};
 use hopfield::io::{read_safetensors, TensorMap};
 use hopfield::layers::{
     HopfieldConfig, HopfieldInput, HopfieldLayerConfig, HopfieldPoolingConfig, Mask, PoolingInput,
@@ -89,11 +90,11 @@ fn run_case<B: Backend>(backend: &B, case: &Case, tol: f64) {
             };
             input.stored_pattern_padding_mask = mask(case, "stored_pattern_padding_mask");
             input.association_mask = mask(case, "association_mask");
-            let (out, cache) = layer.forward(backend, &input.with_association()).unwrap();
+            let (out, cache) = layer.forward(backend, layer.params(), &input.with_association(), Mode::Eval).unwrap();
             assert_close(&format!("{name}: output"), &host(backend, &out.output), out_exp, tol);
             assert_close(&format!("{name}: association"), &host(backend, out.association.as_ref().unwrap()), assoc_exp, tol);
             let mut grads = layer.zero_grads(backend);
-            let g = layer.backward(backend, &cache, &dy, &mut grads).unwrap();
+            let g = layer.backward(backend, layer.params(), &cache, &dy, &mut grads).unwrap();
             if call == "single" {
                 assert_close(&format!("{name}: grad x"), &host(backend, &g.single(backend)), get(t, "grad.input.x"), tol);
             } else {
@@ -109,11 +110,11 @@ fn run_case<B: Backend>(backend: &B, case: &Case, tol: f64) {
             hopfield::io::load_state_dict(backend, &mut layer.params, &params(case), "", true).unwrap();
             assert_eq!(call, "single");
             let input = PoolingInput::single(upload(backend, get(t, "input.x")));
-            let (out, cache) = layer.forward(backend, &input).unwrap();
+            let (out, cache) = layer.forward(backend, layer.params(), &input, Mode::Eval).unwrap();
             assert_close(&format!("{name}: output"), &host(backend, &out), out_exp, tol);
-            assert_close(&format!("{name}: association"), &host(backend, cache.hopfield.association()), assoc_exp, tol);
+            assert_close(&format!("{name}: association"), &host(backend, cache.hopfield.association().unwrap()), assoc_exp, tol);
             let mut grads = layer.zero_grads(backend);
-            let g = layer.backward(backend, &cache, &dy, &mut grads).unwrap();
+            let g = layer.backward(backend, layer.params(), &cache, &dy, &mut grads).unwrap();
             assert_close(&format!("{name}: grad x"), &host(backend, &g.single(backend)), get(t, "grad.input.x"), tol);
             check_param_grads(backend, case, &grads, tol);
         }
@@ -122,11 +123,11 @@ fn run_case<B: Backend>(backend: &B, case: &Case, tol: f64) {
             let mut layer = cfg.init(backend, &mut rng).unwrap();
             hopfield::io::load_state_dict(backend, &mut layer.params, &params(case), "", true).unwrap();
             let x = upload(backend, get(t, "input.x"));
-            let (out, cache) = layer.forward(backend, &x).unwrap();
+            let (out, cache) = layer.forward(backend, layer.params(), &LookupInput::new(x), Mode::Eval).unwrap();
             assert_close(&format!("{name}: output"), &host(backend, &out), out_exp, tol);
-            assert_close(&format!("{name}: association"), &host(backend, cache.hopfield.association()), assoc_exp, tol);
+            assert_close(&format!("{name}: association"), &host(backend, cache.hopfield.association().unwrap()), assoc_exp, tol);
             let mut grads = layer.zero_grads(backend);
-            let dx = layer.backward(backend, &cache, &dy, &mut grads).unwrap();
+            let dx = layer.backward(backend, layer.params(), &cache, &dy, &mut grads).unwrap();
             assert_close(&format!("{name}: grad x"), &host(backend, &dx), get(t, "grad.input.x"), tol);
             check_param_grads(backend, case, &grads, tol);
         }

@@ -1,6 +1,7 @@
 //! Parameters saved with safetensors load back exactly, under hflayers' state_dict names; bad files are
 //! errors that change nothing.
 
+use hopfield::layers::{Layer, Mode};
 use hopfield::io::{load_params, load_state_dict, read_safetensors, save_params, state_dict};
 use hopfield::layers::{HopfieldConfig, HopfieldInput, HopfieldPoolingConfig, PoolingInput};
 use hopfield::params::Parameters;
@@ -27,8 +28,8 @@ fn save_then_load_reproduces_the_module() {
     assert!(names.contains(&"hopfield.association_core.bias_k".to_string()));
     load_params(&be, &mut b.params, &path).unwrap();
     let x = be.from_vec((0..2 * 5 * 6).map(|i| (i as f32 * 0.37).sin()).collect(), &[2, 5, 6]);
-    let ya = a.forward(&be, &PoolingInput::single(x.clone())).unwrap().0;
-    let yb = b.forward(&be, &PoolingInput::single(x)).unwrap().0;
+    let ya = a.forward(&be, a.params(), &PoolingInput::single(x.clone()), Mode::Eval).unwrap().0;
+    let yb = b.forward(&be, b.params(), &PoolingInput::single(x), Mode::Eval).unwrap().0;
     assert_eq!(ya, yb);
 }
 
@@ -72,8 +73,8 @@ fn f64_weights_load_into_f32_modules() {
     save_params(&b64, &l64.params, &path).unwrap();
     load_params(&b32, &mut l32.params, &path).unwrap();
     let x: Vec<f64> = (0..24).map(|i| (i as f64).cos()).collect();
-    let y64 = l64.forward(&b64, &HopfieldInput::single(b64.from_vec(x.clone(), &[1, 6, 4]))).unwrap().0.output;
-    let y32 = l32.forward(&b32, &HopfieldInput::single(b32.from_vec(x.iter().map(|&v| v as f32).collect(), &[1, 6, 4]))).unwrap().0.output;
+    let y64 = l64.forward(&b64, l64.params(), &HopfieldInput::single(b64.from_vec(x.clone(), &[1, 6, 4])), Mode::Eval).unwrap().0.output;
+    let y32 = l32.forward(&b32, l32.params(), &HopfieldInput::single(b32.from_vec(x.iter().map(|&v| v as f32).collect(), &[1, 6, 4])), Mode::Eval).unwrap().0.output;
     for (a, b) in y64.iter().zip(y32.iter()) {
         assert!((a - *b as f64).abs() < 1e-5);
     }

@@ -3,6 +3,7 @@
 mod common;
 
 use common::{host, rel_err};
+use hopfield::layers::{Layer, Mode};
 use hopfield::energy::energy;
 use hopfield::layers::hopfield::{Convergence, PerHead};
 use hopfield::layers::{HopfieldConfig, HopfieldInput, HopfieldPoolingConfig, Mask, PoolingInput};
@@ -29,7 +30,7 @@ fn masked_stored_patterns_change_nothing() {
         let projection = rand_tensor(&mut rng, &[b, s, 6]);
         let run = |k: &hopfield::backend::CpuTensor<f64>, v: &hopfield::backend::CpuTensor<f64>| {
             let input = HopfieldInput::new(k.clone(), state.clone(), v.clone()).padding_mask(Mask::bool(mask.clone(), &[b, s]));
-            layer.forward(&be, &input).unwrap()
+            layer.forward(&be, layer.params(), &input, Mode::Eval).unwrap()
         };
         let (y0, cache) = run(&stored, &projection);
         let (mut k2, mut v2) = (stored.clone(), projection.clone());
@@ -42,7 +43,7 @@ fn masked_stored_patterns_change_nothing() {
         let (y1, _) = run(&k2, &v2);
         assert!(rel_err(&host(&be, &y1.output), &host(&be, &y0.output)) < 1e-12, "heads {heads}");
         let mut grads = layer.zero_grads(&be);
-        let g = layer.backward(&be, &cache, &be.full(&[b, l, 6], 1.0), &mut grads).unwrap();
+        let g = layer.backward(&be, layer.params(), &cache, &be.full(&[b, l, 6], 1.0), &mut grads).unwrap();
         for bi in 0..b {
             for si in [1, 4] {
                 assert!(g.stored.slice(ndarray::s![bi, si, ..]).iter().all(|v| v.abs() < 1e-14));
@@ -60,7 +61,7 @@ fn fully_masked_rows_give_zero_association_not_nan() {
     let x = rand_tensor(&mut rng, &[2, 3, 4]);
     // Sample 1 hides every stored pattern; sample 0 none.
     let mask = Mask::bool(vec![false, false, false, true, true, true], &[2, 3]);
-    let (out, cache) = layer.forward(&be, &HopfieldInput::single(x).padding_mask(mask).with_association()).unwrap();
+    let (out, cache) = layer.forward(&be, layer.params(), &HopfieldInput::single(x).padding_mask(mask).with_association(), Mode::Eval).unwrap();
     let a = out.association.unwrap();
     assert!(a.iter().all(|v| v.is_finite()) && out.output.iter().all(|v| v.is_finite()));
     assert!(a.slice(ndarray::s![1, .., .., ..]).iter().all(|&v| v == 0.0));
@@ -70,7 +71,7 @@ fn fully_masked_rows_give_zero_association_not_nan() {
         assert_eq!(out.output.slice(ndarray::s![1, l, ..]).to_owned().into_dyn(), bias.clone());
     }
     let mut grads = layer.zero_grads(&be);
-    let g = layer.backward(&be, &cache, &be.full(&[2, 3, 4], 1.0), &mut grads).unwrap();
+    let g = layer.backward(&be, layer.params(), &cache, &be.full(&[2, 3, 4], 1.0), &mut grads).unwrap();
     assert!(g.single(&be).iter().all(|v| v.is_finite()));
 }
 
@@ -82,8 +83,8 @@ fn u8_masks_equal_bool_masks() {
     let x = rand_tensor(&mut rng, &[1, 4, 4]);
     let bools = vec![false, true, false, false, true, false, false, false, false, false, true, false, false, false, false, false];
     let bytes: Vec<u8> = bools.iter().map(|&b| if b { 255 } else { 0 }).collect();
-    let y_bool = layer.forward(&be, &HopfieldInput::single(x.clone()).association_mask(Mask::bool(bools, &[4, 4]))).unwrap().0;
-    let y_u8 = layer.forward(&be, &HopfieldInput::single(x).association_mask(Mask::from_u8(&bytes, &[4, 4]))).unwrap().0;
+    let y_bool = layer.forward(&be, layer.params(), &HopfieldInput::single(x.clone()).association_mask(Mask::bool(bools, &[4, 4])), Mode::Eval).unwrap().0;
+    let y_u8 = layer.forward(&be, layer.params(), &HopfieldInput::single(x).association_mask(Mask::from_u8(&bytes, &[4, 4])), Mode::Eval).unwrap().0;
     assert_eq!(y_bool.output, y_u8.output);
 }
 
@@ -97,12 +98,12 @@ fn pooling_equals_hopfield_with_the_expanded_state_pattern() {
         randomise(&mut pool.params, &mut rng);
         let b = 3;
         let x = rand_tensor(&mut rng, &if batch_first { [b, 5, 8] } else { [5, b, 8] });
-        let (y, _) = pool.forward(&be, &PoolingInput::single(x.clone())).unwrap();
+        let (y, _) = pool.forward(&be, pool.params(), &PoolingInput::single(x.clone()), Mode::Eval).unwrap();
         let mut hop = hcfg.init(&be, &mut rng).unwrap();
         hop.params = pool.params.hopfield.clone();
         let w = pool.params.pooling_weights.clone();
         let state = if batch_first { be.expand(&w, 0, b) } else { be.expand(&be.reshape(&w, &[quantity, 1, 8]), 1, b) };
-        let out = hop.forward(&be, &HopfieldInput::new(x.clone(), state, x)).unwrap().0.output;
+        let out = hop.forward(&be, hop.params(), &HopfieldInput::new(x.clone(), state, x), Mode::Eval).unwrap().0.output;
         let out = if batch_first { out } else { be.permute(&out, &[1, 0, 2]) };
         assert_eq!(be.reshape(&out, &[b, quantity * 8]), y);
     }
@@ -117,7 +118,7 @@ fn update_steps_never_increase_the_energy() {
         let layer = cfg.init(&be, &mut rng).unwrap();
         let x = rand_tensor(&mut rng, &[2, 7, 6]);
         let xi = rand_tensor(&mut rng, &[2, 4, 6]);
-        let (out, cache) = layer.forward(&be, &HopfieldInput::new(x.clone(), xi, x.clone())).unwrap();
+        let (out, cache) = layer.forward(&be, layer.params(), &HopfieldInput::new(x.clone(), xi, x.clone()), Mode::Eval).unwrap();
         assert_eq!(out.update_steps, vec![3]);
         let energies: Vec<Vec<f64>> = cache.states()
             .map(|s| energy(&be, &x, &be.reshape(s, &[2, 4, 6]), beta).unwrap())
@@ -140,11 +141,11 @@ fn static_patterns_stay_with_their_sample_for_several_heads() {
     let cfg = HopfieldConfig::static_retrieval(5, 3.0).num_heads(3);
     let layer = cfg.init(&be, &mut rng).unwrap();
     let (k, q) = (rand_tensor(&mut rng, &[4, 6, 5]), rand_tensor(&mut rng, &[4, 2, 5]));
-    let y = layer.forward(&be, &HopfieldInput::new(k.clone(), q.clone(), k.clone())).unwrap().0.output;
+    let y = layer.forward(&be, layer.params(), &HopfieldInput::new(k.clone(), q.clone(), k.clone()), Mode::Eval).unwrap().0.output;
     let single = HopfieldConfig::static_retrieval(5, 3.0).init(&be, &mut rng).unwrap();
     for b in 0..4 {
         let kb = be.slice(&k, 0, b, 1);
-        let yb = single.forward(&be, &HopfieldInput::new(kb.clone(), be.slice(&q, 0, b, 1), kb)).unwrap().0.output;
+        let yb = single.forward(&be, single.params(), &HopfieldInput::new(kb.clone(), be.slice(&q, 0, b, 1), kb), Mode::Eval).unwrap().0.output;
         for h in 0..3 {
             let got = y.slice(ndarray::s![b..b + 1, .., h * 5..(h + 1) * 5]).to_owned().into_dyn().into_shared();
             assert!(rel_err(&host(&be, &got), &host(&be, &yb)) < 1e-14, "sample {b} head {h}");
@@ -175,10 +176,10 @@ fn concat_bias_pattern_is_appended_and_learned() {
     let mut rng = StdRng::seed_from_u64(8);
     let mut layer = HopfieldConfig::new(4).num_heads(2).concat_bias_pattern(true).init(&be, &mut rng).unwrap();
     let x = rand_tensor(&mut rng, &[2, 3, 4]);
-    let (out, _) = layer.forward(&be, &HopfieldInput::single(x.clone()).with_association()).unwrap();
+    let (out, _) = layer.forward(&be, layer.params(), &HopfieldInput::single(x.clone()).with_association(), Mode::Eval).unwrap();
     assert_eq!(be.shape(out.association.as_ref().unwrap()), vec![2, 2, 3, 4]);
     layer.params.bias_k = Some(be.full(&[1, 1, 4], 3.0));
-    let (out2, _) = layer.forward(&be, &HopfieldInput::single(x)).unwrap();
+    let (out2, _) = layer.forward(&be, layer.params(), &HopfieldInput::single(x), Mode::Eval).unwrap();
     assert!(rel_err(&host(&be, &out2.output), &host(&be, &out.output)) > 1e-6);
 }
 
@@ -193,7 +194,7 @@ fn convergence_stops_each_head_and_reports_its_steps() {
         cfg.update_steps_max = PerHead::Each(vec![None, Some(1), Some(0)]);
         cfg.update_steps_eps = PerHead::All(1e-6);
         let layer = cfg.init(&be, &mut rng).unwrap();
-        let (out, cache) = layer.forward(&be, &HopfieldInput::new(x.clone(), q.clone(), x.clone())).unwrap();
+        let (out, cache) = layer.forward(&be, layer.params(), &HopfieldInput::new(x.clone(), q.clone(), x.clone()), Mode::Eval).unwrap();
         let s = &out.update_steps;
         assert_eq!(&s[1..], &[1, 0], "{conv:?}");
         assert!(s[0] >= 2 && s[0] < 1000, "{conv:?}: unbounded head ran {} steps", s[0]);
@@ -235,11 +236,11 @@ fn wrong_input_shapes_are_errors_naming_the_input() {
     let be = B::new();
     let mut rng = StdRng::seed_from_u64(10);
     let layer = HopfieldConfig::new(4).init(&be, &mut rng).unwrap();
-    let err = layer.forward(&be, &HopfieldInput::single(rand_tensor(&mut rng, &[2, 3, 5]))).unwrap_err();
+    let err = layer.forward(&be, layer.params(), &HopfieldInput::single(rand_tensor(&mut rng, &[2, 3, 5])), Mode::Eval).unwrap_err();
     assert!(err.to_string().contains("hopfield.forward(stored)") && err.to_string().contains("[2, 3, 5]"), "{err}");
     let bad_mask = HopfieldInput::single(rand_tensor(&mut rng, &[2, 3, 4])).padding_mask(Mask::bool(vec![false; 5], &[1, 5]));
-    assert!(layer.forward(&be, &bad_mask).unwrap_err().to_string().contains("padding_mask"));
-    let (_, cache) = layer.forward(&be, &HopfieldInput::single(rand_tensor(&mut rng, &[2, 3, 4]))).unwrap();
+    assert!(layer.forward(&be, layer.params(), &bad_mask, Mode::Eval).unwrap_err().to_string().contains("padding_mask"));
+    let (_, cache) = layer.forward(&be, layer.params(), &HopfieldInput::single(rand_tensor(&mut rng, &[2, 3, 4])), Mode::Eval).unwrap();
     let mut g = layer.zero_grads(&be);
-    assert!(layer.backward(&be, &cache, &be.zeros(&[2, 3, 3]), &mut g).is_err());
+    assert!(layer.backward(&be, layer.params(), &cache, &be.zeros(&[2, 3, 3]), &mut g).is_err());
 }

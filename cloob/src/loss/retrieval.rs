@@ -2,7 +2,7 @@
 //! of the `hopfield` crate (cloob's `hopfield_retrieval`), and the four retrieved sets of CLOOB.
 
 use super::normalize::{l2_normalize, l2_normalize_backward, L2NormCache};
-use hopfield::layers::{Hopfield, HopfieldCache, HopfieldConfig, HopfieldInput};
+use hopfield::layers::{Hopfield, HopfieldCache, HopfieldConfig, HopfieldInput, Layer, Mode};
 use hopfield::{Backend, HopfieldError, Result};
 use rand::{rngs::StdRng, SeedableRng};
 
@@ -41,7 +41,7 @@ impl<B: Backend> Retrieval<B> {
         let batched = |t: &B::Tensor, s: &[usize]| backend.reshape(t, &[1, s[0], s[1]]);
         let m = batched(memory, &ms);
         let input = HopfieldInput::new(m.clone(), batched(state, &qs), m);
-        let (out, hopfield) = self.hopfield.forward(backend, &input)?;
+        let (out, hopfield) = self.hopfield.forward(backend, &self.hopfield.params, &input, Mode::Eval)?;
         let s = backend.shape(&out.output);
         let (n, d) = (s[1], s[2]);
         let (y, norm) = l2_normalize(backend, &backend.reshape(&out.output, &[n, d]))?;
@@ -56,7 +56,8 @@ impl<B: Backend> Retrieval<B> {
         let d_out = l2_normalize_backward(backend, &cache.norm, dy);
         let d = backend.shape(&d_out)[1];
         let mut no_params = self.hopfield.zero_grads(backend);
-        let g = self.hopfield.backward(backend, &cache.hopfield, &backend.reshape(&d_out, &[1, cache.n, d]), &mut no_params)?;
+        let d_out = backend.reshape(&d_out, &[1, cache.n, d]);
+        let g = self.hopfield.backward(backend, &self.hopfield.params, &cache.hopfield, &d_out, &mut no_params)?;
         let flat = |t: &B::Tensor| {
             let s = backend.shape(t);
             backend.reshape(t, &[s[1], s[2]])

@@ -11,8 +11,8 @@ use hopfield::layers::{
     HopfieldConfig, HopfieldPooling, HopfieldPoolingConfig, HopfieldPoolingParams, LinearParams, Linear, Mask,
     PoolingCache, PoolingInput,
 };
-use hopfield::params::{visit_child, visit_child_mut};
-use hopfield::{Activation, Backend, Element, Parameters};
+use hopfield::layers::{Layer, Mode};
+use hopfield::{Activation, Backend, Element, HopfieldError, Parameters};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -59,10 +59,11 @@ impl MilModelConfig {
     }
 }
 
-/// The model; also its own gradient struct ([`MilModel::zero_grads`]), so the optimiser sees one type.
-#[derive(Clone, Debug)]
+/// The model; also its own gradient struct ([`Layer::zero_grads`]), so the optimiser sees one type.
+#[derive(Clone, Debug, Parameters)]
 pub struct MilModel<B: Backend> {
     /// Its configuration.
+    #[param(skip)]
     pub config: MilModelConfig,
     /// `embed.{i}`: instance embedding layers.
     pub embed: Vec<Linear<B>>,
@@ -70,23 +71,6 @@ pub struct MilModel<B: Backend> {
     pub pooling: HopfieldPooling<B>,
     /// `head`: pooled bag → logit.
     pub head: Linear<B>,
-}
-
-impl<B: Backend> Parameters<B> for MilModel<B> {
-    fn visit<'a>(&'a self, f: &mut dyn FnMut(&str, &'a B::Tensor, bool)) {
-        for (i, l) in self.embed.iter().enumerate() {
-            visit_child(&l.params, &format!("embed.{i}"), f);
-        }
-        visit_child(&self.pooling.params, "pooling", f);
-        visit_child(&self.head.params, "head", f);
-    }
-    fn visit_mut(&mut self, f: &mut dyn FnMut(&str, &mut B::Tensor, bool)) {
-        for (i, l) in self.embed.iter_mut().enumerate() {
-            visit_child_mut(&mut l.params, &format!("embed.{i}"), f);
-        }
-        visit_child_mut(&mut self.pooling.params, "pooling", f);
-        visit_child_mut(&mut self.head.params, "head", f);
-    }
 }
 
 /// A batch of bags: instances packed row after row, and each bag's length.
@@ -113,7 +97,7 @@ impl<E: Copy> BagBatch<E> {
     }
 }
 
-/// What [`MilModel::backward`] needs.
+/// What [`MilModel`]'s backward needs.
 #[derive(Clone, Debug)]
 pub struct MilCache<B: Backend> {
     /// Input of each embedding layer (`[N, ·]`), then the last embedding output.
@@ -129,20 +113,33 @@ pub struct MilCache<B: Backend> {
     head_input: B::Tensor,
 }
 
-impl<B: Backend> MilModel<B> {
-    /// Logits `[B, 1]` for a batch; `dropout_seed` switches on bag dropout (training).
-    pub fn forward(&self, backend: &B, batch: &BagBatch<B::Elem>, dropout_seed: Option<u64>)
-        -> Result<(B::Tensor, MilCache<B>)> {
+impl<B: Backend> Layer<B> for MilModel<B> {
+    type Params = MilModel<B>;
+    type Input = BagBatch<B::Elem>;
+    type Output = B::Tensor;
+    type Cache = MilCache<B>;
+    type OutputGrad = B::Tensor;
+    type InputGrad = ();
+
+    fn params(&self) -> &Self {
+        self
+    }
+    fn params_mut(&mut self) -> &mut Self {
+        self
+    }
+
+    /// Logits `[B, 1]` for a batch; training switches on bag dropout.
+    fn forward(&self, backend: &B, p: &Self, batch: &BagBatch<B::Elem>, mode: Mode)
+        -> hopfield::Result<(B::Tensor, MilCache<B>)> {
         let d = self.config.input_size;
         let n: usize = batch.lens.iter().sum();
         if batch.lens.is_empty() || batch.lens.contains(&0) || batch.instances.len() != n * d {
-            return Err(MilError::setting("batch", format!(
-                "{} bags of lengths {:?} (each ≥ 1) need {} values of {d} features, got {}",
-                batch.lens.len(), batch.lens, n * d, batch.instances.len())));
+            return Err(HopfieldError::shape("mil_model.forward(batch)",
+                format!("{n} · {d} values in bags of length ≥ 1"), &[batch.lens.len(), batch.instances.len()]));
         }
         let mut h = backend.from_vec(batch.instances.clone(), &[n, d]);
         let (mut embed_inputs, mut embed_pre) = (Vec::new(), Vec::new());
-        for layer in &self.embed {
+        for layer in &p.embed {
             let z = linear_forward(backend, &h, &layer.params.weight, layer.params.bias.as_ref());
             embed_inputs.push(h);
             h = backend.activation(&z, Activation::Relu);
@@ -151,46 +148,40 @@ impl<B: Backend> MilModel<B> {
         let (padded, mask, max_len) = pad(backend, &h, &batch.lens);
         embed_inputs.push(h);
         let input = PoolingInput::single(padded).padding_mask(mask);
-        let (pooled, pooling) = match dropout_seed {
-            Some(seed) if self.config.bag_dropout > 0.0 => self.pooling.forward_train(backend, &input, seed)?,
-            _ => self.pooling.forward(backend, &input)?,
-        };
+        let mode = if self.config.bag_dropout > 0.0 { mode } else { Mode::Eval };
+        let (pooled, pooling) = self.pooling.forward(backend, &p.pooling.params, &input, mode)?;
         let head_input = backend.activation(&pooled, Activation::Relu);
-        let logits = linear_forward(backend, &head_input, &self.head.params.weight, self.head.params.bias.as_ref());
+        let logits = linear_forward(backend, &head_input, &p.head.params.weight, p.head.params.bias.as_ref());
         let cache = MilCache { embed_inputs, embed_pre, lens: batch.lens.clone(), max_len, pooling, pooled, head_input };
         Ok((logits, cache))
     }
 
-    /// Backward from `d_logits` `[B, 1]`: accumulates into `grads` (a [`MilModel::zero_grads`] struct).
-    pub fn backward(&self, backend: &B, cache: &MilCache<B>, d_logits: &B::Tensor, grads: &mut MilModel<B>) -> Result<()> {
-        let hp = &self.head.params;
+    /// Backward from `d_logits` `[B, 1]`: accumulates into `grads`.
+    fn backward(&self, backend: &B, p: &Self, cache: &MilCache<B>, d_logits: &B::Tensor, grads: &mut Self)
+        -> hopfield::Result<()> {
+        let hp = &p.head.params;
         let d_head_in = linear_backward(backend, &cache.head_input, &hp.weight, d_logits,
             &mut grads.head.params.weight, grads.head.params.bias.as_mut());
         let d_pooled = backend.activation_backward(&cache.pooled, &d_head_in, Activation::Relu);
-        let g = self.pooling.backward(backend, &cache.pooling, &d_pooled, &mut grads.pooling.params)?;
+        let g = self.pooling.backward(backend, &p.pooling.params, &cache.pooling, &d_pooled, &mut grads.pooling.params)?;
         let mut dh = unpad(backend, &g.single(backend), &cache.lens, cache.max_len);
-        for (i, layer) in self.embed.iter().enumerate().rev() {
+        for (i, layer) in p.embed.iter().enumerate().rev() {
             let dz = backend.activation_backward(&cache.embed_pre[i], &dh, Activation::Relu);
             let gl = &mut grads.embed[i].params;
             dh = linear_backward(backend, &cache.embed_inputs[i], &layer.params.weight, &dz, &mut gl.weight, gl.bias.as_mut());
         }
         Ok(())
     }
+}
 
-    /// A gradient struct of zeros.
-    pub fn zero_grads(&self, backend: &B) -> MilModel<B> {
-        let mut g = self.clone();
-        g.zero(backend);
-        g
-    }
-
+impl<B: Backend> MilModel<B> {
     /// Logits of bags (evaluation mode), `chunk` bags of similar length at a time, in the order given.
     pub fn predict(&self, backend: &B, bags: &[(&[B::Elem], usize)], chunk: usize) -> Result<Vec<f64>> {
         let mut by_len: Vec<usize> = (0..bags.len()).collect();
         by_len.sort_by_key(|&i| bags[i].1);
         let mut out = vec![0.0; bags.len()];
         for part in by_len.chunks(chunk.max(1)) {
-            let (logits, _) = self.forward(backend, &BagBatch::pack(part.iter().map(|&i| bags[i])), None)?;
+            let logits = self.infer(backend, &BagBatch::pack(part.iter().map(|&i| bags[i])))?;
             for (&i, l) in part.iter().zip(backend.to_vec(&logits)) {
                 out[i] = l.f64();
             }

@@ -8,6 +8,7 @@ use super::metrics::roc_auc;
 use super::model::{BagBatch, MilModel, MilModelConfig};
 use hopfield::loss::bce_with_logits;
 use hopfield::optim::{clip_grad_norm, AdamConfig, AdamW, DecayFilter, LrSchedule, Optimizer};
+use hopfield::layers::{Layer, Mode};
 use hopfield::{Backend, Element};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -133,7 +134,7 @@ pub fn train_with<B: Backend>(
         let mut loss_sum = 0.0;
         for chunk in &batches {
             let batch = BagBatch::pack(chunk.iter().map(|&i| bags.bag(i)));
-            let (logits, cache) = model.forward(backend, &batch, Some(derive_seed(seed, step)))?;
+            let (logits, cache) = model.forward(backend, &model, &batch, Mode::Train { seed: derive_seed(seed, step) })?;
             let y: Vec<B::Elem> = chunk.iter().map(|&i| B::Elem::of(bags.labels[i] as u8 as f64)).collect();
             let targets = backend.from_vec(y, &[chunk.len(), 1]);
             let (loss, d_logits) = bce_with_logits(backend, &logits, &targets, None)?;
@@ -143,7 +144,7 @@ pub fn train_with<B: Backend>(
                 }));
             }
             let mut grads = model.zero_grads(backend);
-            model.backward(backend, &cache, &d_logits, &mut grads)?;
+            model.backward(backend, &model, &cache, &d_logits, &mut grads)?;
             if let Some(max) = cfg.grad_clip {
                 clip_grad_norm(backend, &mut grads, max)?;
             }

@@ -10,7 +10,8 @@ use super::norm::{layer_norm_backward, layer_norm_forward, LayerNormCache, Layer
 use crate::activation::Activation;
 use crate::backend::Backend;
 use crate::error::{HopfieldError, Result};
-use crate::params::{visit_child, visit_child_mut, Parameters};
+use crate::layers::{Layer, Mode};
+use crate::params::Parameters;
 use num_traits::One;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -171,7 +172,7 @@ fn hidden_shape(shape: &[usize], hidden: usize) -> Vec<usize> {
 }
 
 /// Parameters (and gradients) of a [`HopfieldEncoderLayer`], named as hflayers.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Parameters)]
 pub struct EncoderParams<B: Backend> {
     /// `hopfield_association.*`.
     pub hopfield_association: HopfieldParams<B>,
@@ -185,41 +186,59 @@ pub struct EncoderParams<B: Backend> {
     pub norm_output: LayerNormParams<B>,
 }
 
-impl<B: Backend> Parameters<B> for EncoderParams<B> {
-    fn visit<'a>(&'a self, f: &mut dyn FnMut(&str, &'a B::Tensor, bool)) {
-        visit_child(&self.hopfield_association, "hopfield_association", f);
-        visit_child(&self.linear_residual, "linear_residual", f);
-        visit_child(&self.linear_output, "linear_output", f);
-        visit_child(&self.norm_residual, "norm_residual", f);
-        visit_child(&self.norm_output, "norm_output", f);
-    }
-    fn visit_mut(&mut self, f: &mut dyn FnMut(&str, &mut B::Tensor, bool)) {
-        visit_child_mut(&mut self.hopfield_association, "hopfield_association", f);
-        visit_child_mut(&mut self.linear_residual, "linear_residual", f);
-        visit_child_mut(&mut self.linear_output, "linear_output", f);
-        visit_child_mut(&mut self.norm_residual, "norm_residual", f);
-        visit_child_mut(&mut self.norm_output, "norm_output", f);
-    }
-}
-
 /// A transformer encoder layer with a Hopfield self-association.
 ///
 /// # Shapes
 /// `src`: `[B, L, width]` (sequence-first when the association's `batch_first` is off) → same shape;
 /// `src_mask`: `[L, L]` or `[B·H, L, L]`; `src_key_padding_mask`: `[B, L]`.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Parameters)]
 pub struct HopfieldEncoderLayer<B: Backend> {
     /// Its configuration.
+    #[param(skip)]
     pub config: HopfieldEncoderLayerConfig,
     /// The association's sizes.
+    #[param(skip)]
     pub spec: HopfieldSpec,
     /// The MLP activation.
+    #[param(skip)]
     pub activation: Activation,
     /// All learned tensors.
+    #[param(flatten)]
     pub params: EncoderParams<B>,
 }
 
-/// What [`HopfieldEncoderLayer::backward`] needs.
+/// Input of a [`HopfieldEncoderLayer`]: the sequence and its optional masks.
+///
+/// # Shapes
+/// `src`: `[B, L, width]`; `src_mask`: `[L, L]` or `[B·H, L, L]`; `src_key_padding_mask`: `[B, L]`.
+#[derive(Clone, Debug)]
+pub struct EncoderInput<B: Backend> {
+    /// The sequence.
+    pub src: B::Tensor,
+    /// Association mask (e.g. causal).
+    pub src_mask: Option<Mask>,
+    /// Hides padded positions per sample.
+    pub src_key_padding_mask: Option<Mask>,
+}
+
+impl<B: Backend> EncoderInput<B> {
+    /// A sequence without masks.
+    pub fn new(src: B::Tensor) -> Self {
+        EncoderInput { src, src_mask: None, src_key_padding_mask: None }
+    }
+    /// Add an association mask.
+    pub fn mask(mut self, mask: Mask) -> Self {
+        self.src_mask = Some(mask);
+        self
+    }
+    /// Add a key padding mask `[B, L]`.
+    pub fn padding_mask(mut self, mask: Mask) -> Self {
+        self.src_key_padding_mask = Some(mask);
+        self
+    }
+}
+
+/// What [`HopfieldEncoderLayer`]'s backward needs.
 #[derive(Clone, Debug)]
 pub struct EncoderCache<B: Backend> {
     hopfield: HopfieldCache<B>,
@@ -229,11 +248,26 @@ pub struct EncoderCache<B: Backend> {
     drops: [Option<B::Tensor>; 2],
 }
 
-impl<B: Backend> HopfieldEncoderLayer<B> {
-    /// Forward; `seed` switches on dropout (train mode).
-    pub fn forward(&self, backend: &B, src: &B::Tensor, src_mask: Option<Mask>, src_key_padding_mask: Option<Mask>, seed: Option<u64>)
+impl<B: Backend> Layer<B> for HopfieldEncoderLayer<B> {
+    type Params = EncoderParams<B>;
+    type Input = EncoderInput<B>;
+    type Output = B::Tensor;
+    type Cache = EncoderCache<B>;
+    type OutputGrad = B::Tensor;
+    type InputGrad = B::Tensor;
+
+    fn params(&self) -> &EncoderParams<B> {
+        &self.params
+    }
+    fn params_mut(&mut self) -> &mut EncoderParams<B> {
+        &mut self.params
+    }
+
+    /// Forward; training switches on dropout.
+    fn forward(&self, backend: &B, p: &EncoderParams<B>, input: &EncoderInput<B>, mode: Mode)
         -> Result<(B::Tensor, EncoderCache<B>)> {
-        let (c, p) = (&self.config, &self.params);
+        let (c, seed, src) = (&self.config, mode.seed(), &input.src);
+        let (src_mask, src_key_padding_mask) = (&input.src_mask, &input.src_key_padding_mask);
         let shape = backend.shape(src);
         if shape.len() != 3 || shape[2] != self.spec.dims.input {
             return Err(HopfieldError::shape("hopfield_encoder_layer.forward(src)", format!("[.., .., {}]", self.spec.dims.input), &shape));
@@ -264,16 +298,9 @@ impl<B: Backend> HopfieldEncoderLayer<B> {
         Ok((y, EncoderCache { hopfield, ln1, ln2, mlp, drops }))
     }
 
-    /// A zeroed gradient struct.
-    pub fn zero_grads(&self, backend: &B) -> EncoderParams<B> {
-        let mut g = self.params.clone();
-        g.zero(backend);
-        g
-    }
-
     /// Backward: accumulates into `grads`, returns d loss / d src.
-    pub fn backward(&self, backend: &B, cache: &EncoderCache<B>, dy: &B::Tensor, grads: &mut EncoderParams<B>) -> Result<B::Tensor> {
-        let p = &self.params;
+    fn backward(&self, backend: &B, p: &EncoderParams<B>, cache: &EncoderCache<B>, dy: &B::Tensor,
+                grads: &mut EncoderParams<B>) -> Result<B::Tensor> {
         let one = B::Elem::one();
         let assoc_bwd = |d: &B::Tensor, g: &mut HopfieldParams<B>| -> Result<B::Tensor> {
             Ok(self.spec.backward(backend, &p.hopfield_association, &cache.hopfield, d, g)?.single(backend))
@@ -303,7 +330,7 @@ impl<B: Backend> HopfieldEncoderLayer<B> {
 }
 
 /// Parameters (and gradients) of a [`HopfieldDecoderLayer`], named as hflayers.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Parameters)]
 pub struct DecoderParams<B: Backend> {
     /// `hopfield_association_self.*`.
     pub hopfield_association_self: HopfieldParams<B>,
@@ -319,27 +346,6 @@ pub struct DecoderParams<B: Backend> {
     pub norm_residual_cross: LayerNormParams<B>,
     /// `norm_output.*`.
     pub norm_output: LayerNormParams<B>,
-}
-
-impl<B: Backend> Parameters<B> for DecoderParams<B> {
-    fn visit<'a>(&'a self, f: &mut dyn FnMut(&str, &'a B::Tensor, bool)) {
-        visit_child(&self.hopfield_association_self, "hopfield_association_self", f);
-        visit_child(&self.hopfield_association_cross, "hopfield_association_cross", f);
-        visit_child(&self.linear_residual, "linear_residual", f);
-        visit_child(&self.linear_output, "linear_output", f);
-        visit_child(&self.norm_residual_self, "norm_residual_self", f);
-        visit_child(&self.norm_residual_cross, "norm_residual_cross", f);
-        visit_child(&self.norm_output, "norm_output", f);
-    }
-    fn visit_mut(&mut self, f: &mut dyn FnMut(&str, &mut B::Tensor, bool)) {
-        visit_child_mut(&mut self.hopfield_association_self, "hopfield_association_self", f);
-        visit_child_mut(&mut self.hopfield_association_cross, "hopfield_association_cross", f);
-        visit_child_mut(&mut self.linear_residual, "linear_residual", f);
-        visit_child_mut(&mut self.linear_output, "linear_output", f);
-        visit_child_mut(&mut self.norm_residual_self, "norm_residual_self", f);
-        visit_child_mut(&mut self.norm_residual_cross, "norm_residual_cross", f);
-        visit_child_mut(&mut self.norm_output, "norm_output", f);
-    }
 }
 
 /// Masks of a decoder call.
@@ -361,21 +367,58 @@ pub struct DecoderMasks {
 /// # Shapes
 /// `tgt`: `[B, T, width]`, `memory`: `[B, S, width]` → `[B, T, width]` (sequence-first when `batch_first`
 /// is off); masks as in [`DecoderMasks`].
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Parameters)]
 pub struct HopfieldDecoderLayer<B: Backend> {
     /// Its configuration (the self-association's and the block's).
+    #[param(skip)]
     pub config: HopfieldEncoderLayerConfig,
     /// Self-association sizes.
+    #[param(skip)]
     pub self_spec: HopfieldSpec,
     /// Cross-association sizes.
+    #[param(skip)]
     pub cross_spec: HopfieldSpec,
     /// The MLP activation.
+    #[param(skip)]
     pub activation: Activation,
     /// All learned tensors.
+    #[param(flatten)]
     pub params: DecoderParams<B>,
 }
 
-/// What [`HopfieldDecoderLayer::backward`] needs.
+/// Input of a [`HopfieldDecoderLayer`]: target, memory and masks.
+#[derive(Clone, Debug)]
+pub struct DecoderInput<B: Backend> {
+    /// `[B, T, width]`.
+    pub tgt: B::Tensor,
+    /// `[B, S, width]`.
+    pub memory: B::Tensor,
+    /// The four optional masks.
+    pub masks: DecoderMasks,
+}
+
+impl<B: Backend> DecoderInput<B> {
+    /// Target and memory without masks.
+    pub fn new(tgt: B::Tensor, memory: B::Tensor) -> Self {
+        DecoderInput { tgt, memory, masks: DecoderMasks::default() }
+    }
+    /// Set the masks.
+    pub fn masks(mut self, masks: DecoderMasks) -> Self {
+        self.masks = masks;
+        self
+    }
+}
+
+/// Gradients of a decoder's inputs.
+#[derive(Clone, Debug)]
+pub struct DecoderInputGrads<B: Backend> {
+    /// d loss / d tgt.
+    pub tgt: B::Tensor,
+    /// d loss / d memory.
+    pub memory: B::Tensor,
+}
+
+/// What [`HopfieldDecoderLayer`]'s backward needs.
 #[derive(Clone, Debug)]
 pub struct DecoderCache<B: Backend> {
     self_cache: HopfieldCache<B>,
@@ -385,18 +428,26 @@ pub struct DecoderCache<B: Backend> {
     drops: [Option<B::Tensor>; 3],
 }
 
-impl<B: Backend> HopfieldDecoderLayer<B> {
-    /// A zeroed gradient struct.
-    pub fn zero_grads(&self, backend: &B) -> DecoderParams<B> {
-        let mut g = self.params.clone();
-        g.zero(backend);
-        g
+impl<B: Backend> Layer<B> for HopfieldDecoderLayer<B> {
+    type Params = DecoderParams<B>;
+    type Input = DecoderInput<B>;
+    type Output = B::Tensor;
+    type Cache = DecoderCache<B>;
+    type OutputGrad = B::Tensor;
+    type InputGrad = DecoderInputGrads<B>;
+
+    fn params(&self) -> &DecoderParams<B> {
+        &self.params
+    }
+    fn params_mut(&mut self) -> &mut DecoderParams<B> {
+        &mut self.params
     }
 
-    /// Forward; `seed` switches on dropout.
-    pub fn forward(&self, backend: &B, tgt: &B::Tensor, memory: &B::Tensor, masks: &DecoderMasks, seed: Option<u64>)
+    /// Forward; training switches on dropout.
+    fn forward(&self, backend: &B, p: &DecoderParams<B>, input: &DecoderInput<B>, mode: Mode)
         -> Result<(B::Tensor, DecoderCache<B>)> {
-        let (c, p) = (&self.config, &self.params);
+        let (c, seed) = (&self.config, mode.seed());
+        let (tgt, memory, masks) = (&input.tgt, &input.memory, &input.masks);
         let shape = backend.shape(tgt);
         let drops = [0, 1, 3].map(|i| dropout(backend, c.dropout, seed, i, &shape));
         let mlp_drop = dropout(backend, c.dropout, seed, 2, &hidden_shape(&shape, c.dim_feedforward));
@@ -437,10 +488,9 @@ impl<B: Backend> HopfieldDecoderLayer<B> {
         }
     }
 
-    /// Backward: accumulates into `grads`, returns `(d tgt, d memory)`.
-    pub fn backward(&self, backend: &B, cache: &DecoderCache<B>, dy: &B::Tensor, grads: &mut DecoderParams<B>)
-        -> Result<(B::Tensor, B::Tensor)> {
-        let p = &self.params;
+    /// Backward: accumulates into `grads`, returns the gradients of target and memory.
+    fn backward(&self, backend: &B, p: &DecoderParams<B>, cache: &DecoderCache<B>, dy: &B::Tensor,
+                grads: &mut DecoderParams<B>) -> Result<DecoderInputGrads<B>> {
         let one = B::Elem::one();
         let g = grads;
         let self_bwd = |d: &B::Tensor, g: &mut HopfieldParams<B>| -> Result<B::Tensor> {
@@ -465,7 +515,7 @@ impl<B: Backend> HopfieldDecoderLayer<B> {
             let da_in = self_bwd(&masked(backend, &dx1, &drops[0]), &mut g.hopfield_association_self)?;
             let mut dtgt = dx1;
             backend.axpy(&mut dtgt, one, &layer_norm_backward(backend, &p.norm_residual_self, &cache.lns[0], &da_in, &mut g.norm_residual_self));
-            Ok((dtgt, dmem))
+            Ok(DecoderInputGrads { tgt: dtgt, memory: dmem })
         } else {
             // y = n2(x2 + drop(mlp(x2))); x2 = n1(x1 + drop(cross(x1))); x1 = n0(tgt + drop(self(tgt)))
             let d2 = layer_norm_backward(backend, &p.norm_output, &cache.lns[2], dy, &mut g.norm_output);
@@ -478,7 +528,7 @@ impl<B: Backend> HopfieldDecoderLayer<B> {
             let d0 = layer_norm_backward(backend, &p.norm_residual_self, &cache.lns[0], &dx1, &mut g.norm_residual_self);
             let mut dtgt = d0.clone();
             backend.axpy(&mut dtgt, one, &self_bwd(&masked(backend, &d0, &drops[0]), &mut g.hopfield_association_self)?);
-            Ok((dtgt, dmem))
+            Ok(DecoderInputGrads { tgt: dtgt, memory: dmem })
         }
     }
 }

@@ -3,11 +3,12 @@
 use crate::backend::Backend;
 use crate::error::{HopfieldError, Result};
 use crate::init;
+use crate::layers::{Layer, Mode};
 use crate::params::Parameters;
 use rand::Rng;
 
 /// Parameters (and gradients) of a [`Linear`]: `weight [out, in]`, optional `bias [out]`.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Parameters)]
 pub struct LinearParams<B: Backend> {
     /// `[out, in]`.
     pub weight: B::Tensor,
@@ -15,33 +16,28 @@ pub struct LinearParams<B: Backend> {
     pub bias: Option<B::Tensor>,
 }
 
-impl<B: Backend> Parameters<B> for LinearParams<B> {
-    fn visit<'a>(&'a self, f: &mut dyn FnMut(&str, &'a B::Tensor, bool)) {
-        f("weight", &self.weight, true);
-        if let Some(b) = &self.bias {
-            f("bias", b, true);
-        }
-    }
-    fn visit_mut(&mut self, f: &mut dyn FnMut(&str, &mut B::Tensor, bool)) {
-        f("weight", &mut self.weight, true);
-        if let Some(b) = &mut self.bias {
-            f("bias", b, true);
-        }
-    }
-}
-
 /// A dense layer.
 ///
 /// # Shapes
 /// input `[.., in]` → output `[.., out]`.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Parameters)]
 pub struct Linear<B: Backend> {
     /// Input features.
+    #[param(skip)]
     pub in_features: usize,
     /// Output features.
+    #[param(skip)]
     pub out_features: usize,
     /// Weights.
+    #[param(flatten)]
     pub params: LinearParams<B>,
+}
+
+/// What [`Linear`]'s backward needs: the forward input.
+#[derive(Clone, Debug)]
+pub struct LinearCache<B: Backend> {
+    /// `[.., in]`.
+    pub x: B::Tensor,
 }
 
 impl<B: Backend> Linear<B> {
@@ -55,28 +51,41 @@ impl<B: Backend> Linear<B> {
         let bias = bias.then(|| init::uniform(backend, &[out_features], bound, rng));
         Ok(Linear { in_features, out_features, params: LinearParams { weight, bias } })
     }
+}
 
-    /// Weights drawn from N(0, std²), bias zero (hflayers' and CLIP's initialisation).
-    pub fn new_normal(backend: &B, in_features: usize, out_features: usize, bias: bool, std: f64, rng: &mut impl Rng)
-        -> Result<Self> {
-        let mut l = Self::new(backend, in_features, out_features, bias, rng)?;
-        l.params.weight = init::normal(backend, &[out_features, in_features], std, rng);
-        l.params.bias = bias.then(|| backend.zeros(&[out_features]));
-        Ok(l)
+impl<B: Backend> Layer<B> for Linear<B> {
+    type Params = LinearParams<B>;
+    type Input = B::Tensor;
+    type Output = B::Tensor;
+    type Cache = LinearCache<B>;
+    type OutputGrad = B::Tensor;
+    type InputGrad = B::Tensor;
+
+    fn params(&self) -> &LinearParams<B> {
+        &self.params
+    }
+    fn params_mut(&mut self) -> &mut LinearParams<B> {
+        &mut self.params
     }
 
     /// `x Wᵀ + b`. Checks the last axis of `x`.
-    pub fn forward(&self, backend: &B, x: &B::Tensor) -> Result<B::Tensor> {
+    fn forward(&self, backend: &B, params: &LinearParams<B>, x: &B::Tensor, _mode: Mode)
+        -> Result<(B::Tensor, LinearCache<B>)> {
         let shape = backend.shape(x);
         if shape.last() != Some(&self.in_features) || shape.len() < 2 {
             return Err(HopfieldError::shape("linear.forward", format!("[.., {}]", self.in_features), &shape));
         }
-        Ok(linear_forward(backend, x, &self.params.weight, self.params.bias.as_ref()))
+        Ok((linear_forward(backend, x, &params.weight, params.bias.as_ref()), LinearCache { x: x.clone() }))
     }
 
-    /// Backward of [`Linear::forward`] with the forward input `x`: accumulates into `grads`, returns `dx`.
-    pub fn backward(&self, backend: &B, x: &B::Tensor, dy: &B::Tensor, grads: &mut LinearParams<B>) -> B::Tensor {
-        linear_backward(backend, x, &self.params.weight, dy, &mut grads.weight, grads.bias.as_mut())
+    /// `dW += dyᵀ x`, `db += Σ dy`; returns `dx`.
+    fn backward(&self, backend: &B, params: &LinearParams<B>, cache: &LinearCache<B>, dy: &B::Tensor,
+                grads: &mut LinearParams<B>) -> Result<B::Tensor> {
+        let (want, got) = (backend.shape(&cache.x), backend.shape(dy));
+        if got.len() != want.len() || got[..got.len() - 1] != want[..want.len() - 1] || got.last() != Some(&self.out_features) {
+            return Err(HopfieldError::shape("linear.backward(dy)", format!("[.., {}]", self.out_features), &got));
+        }
+        Ok(linear_backward(backend, &cache.x, &params.weight, dy, &mut grads.weight, grads.bias.as_mut()))
     }
 }
 

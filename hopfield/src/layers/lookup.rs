@@ -5,7 +5,8 @@ use super::hopfield::{HopfieldCache, HopfieldConfig, HopfieldInput, HopfieldPara
 use crate::backend::Backend;
 use crate::error::{HopfieldError, Result};
 use crate::init;
-use crate::params::{visit_child, visit_child_mut, Parameters};
+use crate::layers::{Layer, Mode};
+use crate::params::Parameters;
 use num_traits::One;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -93,35 +94,22 @@ impl HopfieldLayerConfig {
 }
 
 /// Parameters (and gradients) of a [`HopfieldLayer`].
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Parameters)]
 pub struct HopfieldLayerParams<B: Backend> {
     /// `lookup_weights`, `[1, quantity, stored]`.
+    #[param(trainable = self.trainable)]
     pub lookup_weights: B::Tensor,
     /// `target_weights`, `[1, quantity, projection]` when separated.
+    #[param(trainable = self.targets_trainable)]
     pub target_weights: Option<B::Tensor>,
     /// `hopfield.*`.
     pub hopfield: HopfieldParams<B>,
     /// Whether `lookup_weights` is trainable.
+    #[param(skip)]
     pub trainable: bool,
     /// Whether `target_weights` is trainable.
+    #[param(skip)]
     pub targets_trainable: bool,
-}
-
-impl<B: Backend> Parameters<B> for HopfieldLayerParams<B> {
-    fn visit<'a>(&'a self, f: &mut dyn FnMut(&str, &'a B::Tensor, bool)) {
-        f("lookup_weights", &self.lookup_weights, self.trainable);
-        if let Some(t) = &self.target_weights {
-            f("target_weights", t, self.targets_trainable);
-        }
-        visit_child(&self.hopfield, "hopfield", f);
-    }
-    fn visit_mut(&mut self, f: &mut dyn FnMut(&str, &mut B::Tensor, bool)) {
-        f("lookup_weights", &mut self.lookup_weights, self.trainable);
-        if let Some(t) = &mut self.target_weights {
-            f("target_weights", t, self.targets_trainable);
-        }
-        visit_child_mut(&mut self.hopfield, "hopfield", f);
-    }
 }
 
 /// A learned associative memory queried by the input.
@@ -129,17 +117,52 @@ impl<B: Backend> Parameters<B> for HopfieldLayerParams<B> {
 /// # Shapes
 /// input `[B, L, input]` (sequence-first when `batch_first` is off) → output `[B, L, output]`; padding mask
 /// `[B, quantity]`, association mask `[L, quantity]` or `[B·H, L, quantity]`.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Parameters)]
 pub struct HopfieldLayer<B: Backend> {
     /// Its configuration.
+    #[param(skip)]
     pub config: HopfieldLayerConfig,
     /// The association's sizes.
+    #[param(skip)]
     pub spec: HopfieldSpec,
     /// Learned tensors.
+    #[param(flatten)]
     pub params: HopfieldLayerParams<B>,
 }
 
-/// What [`HopfieldLayer::backward`] needs.
+/// Input of a [`HopfieldLayer`]: the queries (state patterns) and optional masks over the learned memory.
+///
+/// # Shapes
+/// input `[B, L, input]` (sequence-first when `batch_first` is off), padding mask `[B, quantity]`,
+/// association mask `[L, quantity]` or `[B·H, L, quantity]`.
+#[derive(Clone, Debug)]
+pub struct LookupInput<B: Backend> {
+    /// State patterns (queries).
+    pub input: B::Tensor,
+    /// Hides stored patterns per sample.
+    pub stored_pattern_padding_mask: Option<Mask>,
+    /// Hides single associations.
+    pub association_mask: Option<Mask>,
+}
+
+impl<B: Backend> LookupInput<B> {
+    /// Queries without masks.
+    pub fn new(input: B::Tensor) -> Self {
+        LookupInput { input, stored_pattern_padding_mask: None, association_mask: None }
+    }
+    /// Add a padding mask `[B, quantity]` (`true` = hidden).
+    pub fn padding_mask(mut self, mask: Mask) -> Self {
+        self.stored_pattern_padding_mask = Some(mask);
+        self
+    }
+    /// Add an association mask.
+    pub fn association_mask(mut self, mask: Mask) -> Self {
+        self.association_mask = Some(mask);
+        self
+    }
+}
+
+/// What [`HopfieldLayer`]'s backward needs.
 #[derive(Clone, Debug)]
 pub struct LookupCache<B: Backend> {
     /// The inner association's cache.
@@ -147,8 +170,34 @@ pub struct LookupCache<B: Backend> {
 }
 
 impl<B: Backend> HopfieldLayer<B> {
-    fn run(&self, backend: &B, x: &B::Tensor, masks: (Option<Mask>, Option<Mask>), seed: Option<u64>)
+    /// The association matrix `[B, H, L, quantity']`.
+    pub fn association_matrix(&self, backend: &B, input: &LookupInput<B>) -> Result<B::Tensor> {
+        let mut materialised = self.clone();
+        materialised.spec.config.fused_association = false;
+        let (_, cache) = materialised.forward(backend, &self.params, input, Mode::Eval)?;
+        Ok(cache.hopfield.association().expect("the materialised path keeps its association matrices").clone())
+    }
+}
+
+impl<B: Backend> Layer<B> for HopfieldLayer<B> {
+    type Params = HopfieldLayerParams<B>;
+    type Input = LookupInput<B>;
+    type Output = B::Tensor;
+    type Cache = LookupCache<B>;
+    type OutputGrad = B::Tensor;
+    type InputGrad = B::Tensor;
+
+    fn params(&self) -> &HopfieldLayerParams<B> {
+        &self.params
+    }
+    fn params_mut(&mut self) -> &mut HopfieldLayerParams<B> {
+        &mut self.params
+    }
+
+    /// The retrieval `[B, L, output]`; in training, association dropout drawn from the seed.
+    fn forward(&self, backend: &B, params: &HopfieldLayerParams<B>, input: &LookupInput<B>, mode: Mode)
         -> Result<(B::Tensor, LookupCache<B>)> {
+        let x = &input.input;
         let shape = backend.shape(x);
         if shape.len() != 3 {
             return Err(HopfieldError::shape("hopfield_layer.forward(input)", "rank 3", &shape));
@@ -163,49 +212,19 @@ impl<B: Backend> HopfieldLayer<B> {
                 backend.expand(&backend.reshape(w, &[s[1], 1, s[2]]), 1, batch)
             }
         };
-        let stored = expand(&self.params.lookup_weights);
-        let projection = self.params.target_weights.as_ref().map_or_else(|| stored.clone(), expand);
+        let stored = expand(&params.lookup_weights);
+        let projection = params.target_weights.as_ref().map_or_else(|| stored.clone(), expand);
         let mut hin = HopfieldInput::new(stored, x.clone(), projection);
-        hin.stored_pattern_padding_mask = masks.0;
-        hin.association_mask = masks.1;
-        let (out, cache) = self.spec.forward(backend, &self.params.hopfield, &hin, seed)?;
+        hin.stored_pattern_padding_mask = input.stored_pattern_padding_mask.clone();
+        hin.association_mask = input.association_mask.clone();
+        let (out, cache) = self.spec.forward(backend, &params.hopfield, &hin, mode.seed())?;
         Ok((out.output, LookupCache { hopfield: cache }))
     }
 
-    /// Evaluation forward.
-    pub fn forward(&self, backend: &B, x: &B::Tensor) -> Result<(B::Tensor, LookupCache<B>)> {
-        self.run(backend, x, (None, None), None)
-    }
-
-    /// Forward with a padding mask over the stored patterns and/or an association mask.
-    pub fn forward_masked(&self, backend: &B, x: &B::Tensor, padding: Option<Mask>, association: Option<Mask>, seed: Option<u64>)
-        -> Result<(B::Tensor, LookupCache<B>)> {
-        self.run(backend, x, (padding, association), seed)
-    }
-
-    /// Training forward with association dropout drawn from `seed`.
-    pub fn forward_train(&self, backend: &B, x: &B::Tensor, seed: u64) -> Result<(B::Tensor, LookupCache<B>)> {
-        self.run(backend, x, (None, None), Some(seed))
-    }
-
-    /// The association matrix `[B, H, L, quantity']`.
-    pub fn association_matrix(&self, backend: &B, x: &B::Tensor) -> Result<B::Tensor> {
-        let mut materialised = self.clone();
-        materialised.spec.config.fused_association = false;
-        Ok(materialised.forward(backend, x)?.1.hopfield.association().clone())
-    }
-
-    /// A zeroed gradient struct.
-    pub fn zero_grads(&self, backend: &B) -> HopfieldLayerParams<B> {
-        let mut g = self.params.clone();
-        g.zero(backend);
-        g
-    }
-
     /// Backward: accumulates into `grads` (trainable tensors only) and returns d loss / d input.
-    pub fn backward(&self, backend: &B, cache: &LookupCache<B>, d_output: &B::Tensor, grads: &mut HopfieldLayerParams<B>)
-        -> Result<B::Tensor> {
-        let g = self.spec.backward(backend, &self.params.hopfield, &cache.hopfield, d_output, &mut grads.hopfield)?;
+    fn backward(&self, backend: &B, params: &HopfieldLayerParams<B>, cache: &LookupCache<B>, d_output: &B::Tensor,
+                grads: &mut HopfieldLayerParams<B>) -> Result<B::Tensor> {
+        let g = self.spec.backward(backend, &params.hopfield, &cache.hopfield, d_output, &mut grads.hopfield)?;
         let bf = self.spec.config.batch_first;
         let batch_sum = |t: &B::Tensor| {
             let t = if bf { t.clone() } else { backend.permute(t, &[1, 0, 2]) };
@@ -214,14 +233,14 @@ impl<B: Backend> HopfieldLayer<B> {
         let one = B::Elem::one();
         match grads.target_weights.as_mut() {
             Some(gt) => {
-                if self.params.targets_trainable {
+                if params.targets_trainable {
                     backend.axpy(gt, one, &batch_sum(&g.projection));
                 }
-                if self.params.trainable {
+                if params.trainable {
                     backend.axpy(&mut grads.lookup_weights, one, &batch_sum(&g.stored));
                 }
             }
-            None if self.params.trainable => {
+            None if params.trainable => {
                 backend.axpy(&mut grads.lookup_weights, one, &batch_sum(&backend.add(&g.stored, &g.projection)));
             }
             None => {}

@@ -3,11 +3,12 @@
 use crate::backend::Backend;
 use crate::element::Element;
 use crate::error::{HopfieldError, Result};
+use crate::layers::{Layer, Mode};
 use crate::params::Parameters;
 use num_traits::One;
 
 /// Affine parameters (and gradients) of a [`LayerNorm`]: `weight [n]`, `bias [n]`.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Parameters)]
 pub struct LayerNormParams<B: Backend> {
     /// `[n]`, initialised to one.
     pub weight: B::Tensor,
@@ -15,32 +16,24 @@ pub struct LayerNormParams<B: Backend> {
     pub bias: B::Tensor,
 }
 
-impl<B: Backend> Parameters<B> for LayerNormParams<B> {
-    fn visit<'a>(&'a self, f: &mut dyn FnMut(&str, &'a B::Tensor, bool)) {
-        f("weight", &self.weight, true);
-        f("bias", &self.bias, true);
-    }
-    fn visit_mut(&mut self, f: &mut dyn FnMut(&str, &mut B::Tensor, bool)) {
-        f("weight", &mut self.weight, true);
-        f("bias", &mut self.bias, true);
-    }
-}
-
 /// Layer norm with optional elementwise affine parameters.
 ///
 /// # Shapes
 /// input `[.., n]` → output `[.., n]`.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Parameters)]
 pub struct LayerNorm<B: Backend> {
     /// Normalised size.
+    #[param(skip)]
     pub size: usize,
     /// Denominator offset.
+    #[param(skip)]
     pub eps: f64,
     /// `None` without elementwise affine.
+    #[param(flatten)]
     pub params: Option<LayerNormParams<B>>,
 }
 
-/// What [`LayerNorm::backward`] needs: the input and the per-row statistics.
+/// What [`LayerNorm`]'s backward needs: the input and the per-row statistics.
 #[derive(Clone, Debug)]
 pub struct LayerNormCache<B: Backend> {
     /// Forward input.
@@ -58,20 +51,34 @@ impl<B: Backend> LayerNorm<B> {
         if !(eps > 0.0) {
             return Err(HopfieldError::config("layer_norm", format!("eps must be positive, got {eps}")));
         }
-        let params = affine.then(|| LayerNormParams {
-            weight: backend.full(&[size], B::Elem::one()),
-            bias: backend.zeros(&[size]),
-        });
+        let params = affine.then(|| LayerNormParams::new(backend, size));
         Ok(LayerNorm { size, eps, params })
+    }
+}
+
+impl<B: Backend> Layer<B> for LayerNorm<B> {
+    type Params = Option<LayerNormParams<B>>;
+    type Input = B::Tensor;
+    type Output = B::Tensor;
+    type Cache = LayerNormCache<B>;
+    type OutputGrad = B::Tensor;
+    type InputGrad = B::Tensor;
+
+    fn params(&self) -> &Option<LayerNormParams<B>> {
+        &self.params
+    }
+    fn params_mut(&mut self) -> &mut Option<LayerNormParams<B>> {
+        &mut self.params
     }
 
     /// Normalise the last axis.
-    pub fn forward(&self, backend: &B, x: &B::Tensor) -> Result<(B::Tensor, LayerNormCache<B>)> {
+    fn forward(&self, backend: &B, params: &Option<LayerNormParams<B>>, x: &B::Tensor, _mode: Mode)
+        -> Result<(B::Tensor, LayerNormCache<B>)> {
         let shape = backend.shape(x);
         if shape.last() != Some(&self.size) {
             return Err(HopfieldError::shape("layer_norm.forward", format!("[.., {}]", self.size), &shape));
         }
-        let (w, b) = match &self.params {
+        let (w, b) = match params {
             Some(p) => (Some(&p.weight), Some(&p.bias)),
             None => (None, None),
         };
@@ -80,14 +87,18 @@ impl<B: Backend> LayerNorm<B> {
     }
 
     /// Accumulates the affine gradients into `grads` (when affine) and returns `dx`.
-    pub fn backward(&self, backend: &B, cache: &LayerNormCache<B>, dy: &B::Tensor, grads: Option<&mut LayerNormParams<B>>)
-        -> B::Tensor {
-        let (dx, affine) = backend.layer_norm_backward(&cache.x, &cache.stats, self.params.as_ref().map(|p| &p.weight), dy);
-        if let (Some((dw, db)), Some(g)) = (affine, grads) {
+    fn backward(&self, backend: &B, params: &Option<LayerNormParams<B>>, cache: &LayerNormCache<B>, dy: &B::Tensor,
+                grads: &mut Option<LayerNormParams<B>>) -> Result<B::Tensor> {
+        let (want, got) = (backend.shape(&cache.x), backend.shape(dy));
+        if want != got {
+            return Err(HopfieldError::shape("layer_norm.backward(dy)", format!("{want:?}"), &got));
+        }
+        let (dx, affine) = backend.layer_norm_backward(&cache.x, &cache.stats, params.as_ref().map(|p| &p.weight), dy);
+        if let (Some((dw, db)), Some(g)) = (affine, grads.as_mut()) {
             backend.axpy(&mut g.weight, B::Elem::one(), &dw);
             backend.axpy(&mut g.bias, B::Elem::one(), &db);
         }
-        dx
+        Ok(dx)
     }
 }
 

@@ -5,7 +5,8 @@ use super::hopfield::{HopfieldCache, HopfieldConfig, HopfieldInput, HopfieldPara
 use crate::backend::Backend;
 use crate::error::{HopfieldError, Result};
 use crate::init;
-use crate::params::{visit_child, visit_child_mut, Parameters};
+use crate::layers::{Layer, Mode};
+use crate::params::Parameters;
 use num_traits::One;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -66,25 +67,16 @@ impl HopfieldPoolingConfig {
 }
 
 /// Parameters (and gradients) of a [`HopfieldPooling`].
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Parameters)]
 pub struct HopfieldPoolingParams<B: Backend> {
     /// `pooling_weights`, `[1, quantity, input]`.
+    #[param(trainable = self.trainable)]
     pub pooling_weights: B::Tensor,
     /// `hopfield.*`.
     pub hopfield: HopfieldParams<B>,
     /// Whether `pooling_weights` is trainable.
+    #[param(skip)]
     pub trainable: bool,
-}
-
-impl<B: Backend> Parameters<B> for HopfieldPoolingParams<B> {
-    fn visit<'a>(&'a self, f: &mut dyn FnMut(&str, &'a B::Tensor, bool)) {
-        f("pooling_weights", &self.pooling_weights, self.trainable);
-        visit_child(&self.hopfield, "hopfield", f);
-    }
-    fn visit_mut(&mut self, f: &mut dyn FnMut(&str, &mut B::Tensor, bool)) {
-        f("pooling_weights", &mut self.pooling_weights, self.trainable);
-        visit_child_mut(&mut self.hopfield, "hopfield", f);
-    }
 }
 
 /// Input of a [`HopfieldPooling`]: the set to pool (as stored patterns and pattern projections) and masks.
@@ -130,17 +122,20 @@ impl<B: Backend> PoolingInput<B> {
 /// # Shapes
 /// input as [`PoolingInput`] → output `[B, quantity · output]` (both layouts; hflayers flattens the
 /// sequence-first output `[quantity, B, out]` to `[quantity, B·out]` instead).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Parameters)]
 pub struct HopfieldPooling<B: Backend> {
     /// Its configuration.
+    #[param(skip)]
     pub config: HopfieldPoolingConfig,
     /// The association's sizes.
+    #[param(skip)]
     pub spec: HopfieldSpec,
     /// Learned tensors.
+    #[param(flatten)]
     pub params: HopfieldPoolingParams<B>,
 }
 
-/// What [`HopfieldPooling::backward`] needs.
+/// What [`HopfieldPooling`]'s backward needs.
 #[derive(Clone, Debug)]
 pub struct PoolingCache<B: Backend> {
     /// The inner association's cache.
@@ -165,7 +160,8 @@ impl<B: Backend> PoolingInputGrads<B> {
 }
 
 impl<B: Backend> HopfieldPooling<B> {
-    fn hopfield_input(&self, backend: &B, input: &PoolingInput<B>) -> Result<HopfieldInput<B>> {
+    fn hopfield_input(&self, backend: &B, params: &HopfieldPoolingParams<B>, input: &PoolingInput<B>)
+        -> Result<HopfieldInput<B>> {
         let shape = backend.shape(&input.stored);
         if shape.len() != 3 {
             return Err(HopfieldError::shape("hopfield_pooling.forward(stored)", "rank 3", &shape));
@@ -173,7 +169,7 @@ impl<B: Backend> HopfieldPooling<B> {
         let bf = self.spec.config.batch_first;
         let batch = if bf { shape[0] } else { shape[1] };
         let q = self.config.quantity;
-        let w = &self.params.pooling_weights;
+        let w = &params.pooling_weights;
         let state = if bf {
             backend.expand(w, 0, batch)
         } else {
@@ -186,42 +182,44 @@ impl<B: Backend> HopfieldPooling<B> {
         })
     }
 
-    fn run(&self, backend: &B, input: &PoolingInput<B>, seed: Option<u64>) -> Result<(B::Tensor, PoolingCache<B>)> {
-        let hin = self.hopfield_input(backend, input)?;
-        let (out, cache) = self.spec.forward(backend, &self.params.hopfield, &hin, seed)?;
+    /// The association matrix `[B, H, quantity, S']`.
+    pub fn association_matrix(&self, backend: &B, input: &PoolingInput<B>) -> Result<B::Tensor> {
+        let mut materialised = self.clone();
+        materialised.spec.config.fused_association = false;
+        let (_, cache) = materialised.forward(backend, &self.params, input, Mode::Eval)?;
+        Ok(cache.hopfield.association().expect("the materialised path keeps its association matrices").clone())
+    }
+}
+
+impl<B: Backend> Layer<B> for HopfieldPooling<B> {
+    type Params = HopfieldPoolingParams<B>;
+    type Input = PoolingInput<B>;
+    type Output = B::Tensor;
+    type Cache = PoolingCache<B>;
+    type OutputGrad = B::Tensor;
+    type InputGrad = PoolingInputGrads<B>;
+
+    fn params(&self) -> &HopfieldPoolingParams<B> {
+        &self.params
+    }
+    fn params_mut(&mut self) -> &mut HopfieldPoolingParams<B> {
+        &mut self.params
+    }
+
+    /// `[B, quantity · output]` and the cache; in training, association dropout drawn from the seed.
+    fn forward(&self, backend: &B, params: &HopfieldPoolingParams<B>, input: &PoolingInput<B>, mode: Mode)
+        -> Result<(B::Tensor, PoolingCache<B>)> {
+        let hin = self.hopfield_input(backend, params, input)?;
+        let (out, cache) = self.spec.forward(backend, &params.hopfield, &hin, mode.seed())?;
         let bf = self.spec.config.batch_first;
         let y = if bf { out.output } else { backend.permute(&out.output, &[1, 0, 2]) };
         let s = backend.shape(&y);
         Ok((backend.reshape(&y, &[s[0], s[1] * s[2]]), PoolingCache { hopfield: cache, batch: s[0] }))
     }
 
-    /// Evaluation forward: `[B, quantity · output]` and the cache.
-    pub fn forward(&self, backend: &B, input: &PoolingInput<B>) -> Result<(B::Tensor, PoolingCache<B>)> {
-        self.run(backend, input, None)
-    }
-
-    /// Training forward with association dropout drawn from `seed`.
-    pub fn forward_train(&self, backend: &B, input: &PoolingInput<B>, seed: u64) -> Result<(B::Tensor, PoolingCache<B>)> {
-        self.run(backend, input, Some(seed))
-    }
-
-    /// The association matrix `[B, H, quantity, S']`.
-    pub fn association_matrix(&self, backend: &B, input: &PoolingInput<B>) -> Result<B::Tensor> {
-        let mut materialised = self.clone();
-        materialised.spec.config.fused_association = false;
-        Ok(materialised.forward(backend, input)?.1.hopfield.association().clone())
-    }
-
-    /// A zeroed gradient struct.
-    pub fn zero_grads(&self, backend: &B) -> HopfieldPoolingParams<B> {
-        let mut g = self.params.clone();
-        g.zero(backend);
-        g
-    }
-
     /// Backward: accumulates into `grads` (the state patterns only when trainable) and returns the input grads.
-    pub fn backward(&self, backend: &B, cache: &PoolingCache<B>, d_output: &B::Tensor, grads: &mut HopfieldPoolingParams<B>)
-        -> Result<PoolingInputGrads<B>> {
+    fn backward(&self, backend: &B, params: &HopfieldPoolingParams<B>, cache: &PoolingCache<B>, d_output: &B::Tensor,
+                grads: &mut HopfieldPoolingParams<B>) -> Result<PoolingInputGrads<B>> {
         let (q, out) = (self.config.quantity, self.spec.dims.output);
         let got = backend.shape(d_output);
         if got != [cache.batch, q * out] {
@@ -230,8 +228,8 @@ impl<B: Backend> HopfieldPooling<B> {
         let dy = backend.reshape(d_output, &[cache.batch, q, out]);
         let bf = self.spec.config.batch_first;
         let dy = if bf { dy } else { backend.permute(&dy, &[1, 0, 2]) };
-        let g = self.spec.backward(backend, &self.params.hopfield, &cache.hopfield, &dy, &mut grads.hopfield)?;
-        if self.params.trainable {
+        let g = self.spec.backward(backend, &params.hopfield, &cache.hopfield, &dy, &mut grads.hopfield)?;
+        if params.trainable {
             let d_state = if bf { g.state } else { backend.permute(&g.state, &[1, 0, 2]) };
             backend.axpy(&mut grads.pooling_weights, B::Elem::one(), &backend.sum_axis(&d_state, 0));
         }

@@ -48,7 +48,9 @@ impl HopfieldSpec {
         let (mut dq, mut dk, mut dv) = match &cache.fused {
             Some(f) => self.fused_backward(backend, k, &cache.v, f, &cache.active, &beta, &d_o),
             None => {
-                let a_final = cache.association();
+                let a_final = cache.assocs.last().ok_or_else(|| {
+                    HopfieldError::Format { op: "hopfield.backward", reason: "the cache holds no association matrix".into() }
+                })?;
                 let a_used = match &cache.dropout {
                     Some(m) => backend.mul(a_final, m),
                     None => a_final.clone(),

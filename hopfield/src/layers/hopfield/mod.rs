@@ -21,6 +21,8 @@ pub use params::HopfieldParams;
 use crate::backend::Backend;
 use crate::error::Result;
 use crate::layers::norm::LayerNormCache;
+use crate::layers::{Layer, Mode};
+use crate::params::Parameters;
 use params::ProjLayout;
 use rand::Rng;
 
@@ -33,11 +35,13 @@ pub const MAX_UNBOUNDED_STEPS: usize = 1000;
 /// # Shapes
 /// See [`HopfieldInput`]: stored `[B, S, stored]`, state `[B, L, input]`, projection `[B, S, projection]`
 /// → output `[B, L, output]` (sequence-first when `batch_first` is off).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Parameters)]
 pub struct Hopfield<B: Backend> {
     /// Configuration and derived sizes.
+    #[param(skip)]
     pub spec: HopfieldSpec,
     /// Learned tensors (hflayers' state_dict layout).
+    #[param(flatten)]
     pub params: HopfieldParams<B>,
 }
 
@@ -92,9 +96,10 @@ pub(crate) struct FusedCache<B: Backend> {
 }
 
 impl<B: Backend> HopfieldCache<B> {
-    /// The final association matrix `[B, H, L, S']` (before dropout).
-    pub fn association(&self) -> &B::Tensor {
-        self.assocs.last().expect("no association matrix: the fused path (`fused_association`) never materialises it")
+    /// The final association matrix `[B, H, L, S']` (before dropout); `None` on the fused path
+    /// (`fused_association`), which never materialises it (see [`Hopfield::association_matrix`]).
+    pub fn association(&self) -> Option<&B::Tensor> {
+        self.assocs.last()
     }
     /// The state patterns of every update step, `[B, H, L, hd]` each (ξ₀ is the projected query, unscaled).
     pub fn states(&self) -> impl Iterator<Item = &B::Tensor> {
@@ -118,39 +123,45 @@ impl HopfieldConfig {
     }
 }
 
-impl<B: Backend> Hopfield<B> {
-    /// Evaluation forward pass (no dropout).
-    pub fn forward(&self, backend: &B, input: &HopfieldInput<B>) -> Result<(HopfieldOutput<B>, HopfieldCache<B>)> {
-        self.spec.forward(backend, &self.params, input, None)
+impl<B: Backend> Layer<B> for Hopfield<B> {
+    type Params = HopfieldParams<B>;
+    type Input = HopfieldInput<B>;
+    type Output = HopfieldOutput<B>;
+    type Cache = HopfieldCache<B>;
+    type OutputGrad = B::Tensor;
+    type InputGrad = HopfieldInputGrads<B>;
+
+    fn params(&self) -> &HopfieldParams<B> {
+        &self.params
+    }
+    fn params_mut(&mut self) -> &mut HopfieldParams<B> {
+        &mut self.params
     }
 
-    /// Training forward pass: dropout on the association matrix drawn from `seed`.
-    pub fn forward_train(&self, backend: &B, input: &HopfieldInput<B>, seed: u64)
+    /// The association; in training, dropout on the association matrix drawn from the seed.
+    fn forward(&self, backend: &B, params: &HopfieldParams<B>, input: &HopfieldInput<B>, mode: Mode)
         -> Result<(HopfieldOutput<B>, HopfieldCache<B>)> {
-        self.spec.forward(backend, &self.params, input, Some(seed))
+        self.spec.forward(backend, params, input, mode.seed())
     }
 
-    /// Backward of [`Hopfield::forward`]: accumulates parameter gradients into `grads` and returns the
-    /// gradients of the three inputs (in the caller's layout).
+    /// Accumulates parameter gradients into `grads` and returns the gradients of the three inputs (in the
+    /// caller's layout).
     ///
     /// # Shapes
     /// `d_output` has the output's shape.
-    pub fn backward(&self, backend: &B, cache: &HopfieldCache<B>, d_output: &B::Tensor, grads: &mut HopfieldParams<B>)
-        -> Result<HopfieldInputGrads<B>> {
-        self.spec.backward(backend, &self.params, cache, d_output, grads)
+    fn backward(&self, backend: &B, params: &HopfieldParams<B>, cache: &HopfieldCache<B>, d_output: &B::Tensor,
+                grads: &mut HopfieldParams<B>) -> Result<HopfieldInputGrads<B>> {
+        self.spec.backward(backend, params, cache, d_output, grads)
     }
+}
 
-    /// A zeroed gradient struct for this module's parameters.
-    pub fn zero_grads(&self, backend: &B) -> HopfieldParams<B> {
-        self.params.zeros_like(backend)
-    }
-
+impl<B: Backend> Hopfield<B> {
     /// The association matrix `[B, H, L, S']` for `input` (hflayers' `get_association_matrix`).
     pub fn association_matrix(&self, backend: &B, input: &HopfieldInput<B>) -> Result<B::Tensor> {
         let mut spec = self.spec.clone();
         spec.config.fused_association = false;
         let (_, cache) = spec.forward(backend, &self.params, input, None)?;
-        Ok(cache.association().clone())
+        Ok(cache.association().expect("the materialised path keeps its association matrices").clone())
     }
 }
 

@@ -6,35 +6,46 @@ use crate::backend::Backend;
 use crate::element::Element;
 use crate::init;
 use crate::layers::norm::LayerNormParams;
-use crate::params::{visit_child, visit_child_mut, Parameters};
+use crate::params::Parameters;
 use rand::Rng;
 
 /// Parameters (and gradients) of a [`Hopfield`](super::Hopfield). Each field is `None` where the config
 /// does not create it; the comments give the state_dict name and shape.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Parameters)]
 pub struct HopfieldParams<B: Backend> {
     /// `association_core.in_proj_weight`, `[(q? H·hd) + (k? H·hd) + (v? H·pd), input]`: packed q/k/v
     /// projections when all inputs share one size.
+    #[param(rename = "association_core.in_proj_weight")]
     pub in_proj_weight: Option<B::Tensor>,
     /// `association_core.q_proj_weight`, `[H·hd, input]`.
+    #[param(rename = "association_core.q_proj_weight")]
     pub q_proj_weight: Option<B::Tensor>,
     /// `association_core.k_proj_weight`, `[H·hd, stored]`.
+    #[param(rename = "association_core.k_proj_weight")]
     pub k_proj_weight: Option<B::Tensor>,
     /// `association_core.v_proj_weight`, `[H·pd, projection]` (`[H·pd, H·hd]` when connected).
+    #[param(rename = "association_core.v_proj_weight")]
     pub v_proj_weight: Option<B::Tensor>,
     /// `association_core.in_proj_bias`, `[(q? H·hd) + (k? H·hd) + H·pd]`.
+    #[param(rename = "association_core.in_proj_bias")]
     pub in_proj_bias: Option<B::Tensor>,
     /// `association_core.p_norm_weight`, `[hd]`: Hopfield-space norm, shared by heads.
+    #[param(rename = "association_core.p_norm_weight")]
     pub p_norm_weight: Option<B::Tensor>,
     /// `association_core.p_norm_bias`, `[hd]`.
+    #[param(rename = "association_core.p_norm_bias")]
     pub p_norm_bias: Option<B::Tensor>,
     /// `association_core.out_proj.weight`, `[output, H·pd]`.
+    #[param(rename = "association_core.out_proj.weight")]
     pub out_proj_weight: Option<B::Tensor>,
     /// `association_core.out_proj.bias`, `[output]`.
+    #[param(rename = "association_core.out_proj.bias")]
     pub out_proj_bias: Option<B::Tensor>,
     /// `association_core.bias_k`, `[1, 1, H·hd]`: the concatenated bias stored pattern.
+    #[param(rename = "association_core.bias_k")]
     pub bias_k: Option<B::Tensor>,
     /// `association_core.bias_v`, `[1, 1, H·pd]`: its pattern projection.
+    #[param(rename = "association_core.bias_v")]
     pub bias_v: Option<B::Tensor>,
     /// `norm_stored_pattern.{weight,bias}`, `[stored]`.
     pub norm_stored_pattern: Option<LayerNormParams<B>>,
@@ -140,60 +151,5 @@ impl<B: Backend> HopfieldParams<B> {
         p.norm_pattern_projection =
             ln(c.normalize_pattern_projection, c.normalize_pattern_projection_affine, d.projection);
         p
-    }
-
-    /// A gradient struct for these parameters: same tensors, all zero.
-    pub fn zeros_like(&self, backend: &B) -> Self {
-        let mut g = self.clone();
-        g.zero(backend);
-        g
-    }
-}
-
-impl<B: Backend> Parameters<B> for HopfieldParams<B> {
-    fn visit<'a>(&'a self, f: &mut dyn FnMut(&str, &'a B::Tensor, bool)) {
-        let core = [
-            ("in_proj_weight", &self.in_proj_weight), ("q_proj_weight", &self.q_proj_weight),
-            ("k_proj_weight", &self.k_proj_weight), ("v_proj_weight", &self.v_proj_weight),
-            ("in_proj_bias", &self.in_proj_bias), ("p_norm_weight", &self.p_norm_weight),
-            ("p_norm_bias", &self.p_norm_bias), ("out_proj.weight", &self.out_proj_weight),
-            ("out_proj.bias", &self.out_proj_bias), ("bias_k", &self.bias_k), ("bias_v", &self.bias_v),
-        ];
-        for (name, t) in core {
-            if let Some(t) = t {
-                f(&format!("association_core.{name}"), t, true);
-            }
-        }
-        for (name, ln) in [
-            ("norm_stored_pattern", &self.norm_stored_pattern), ("norm_state_pattern", &self.norm_state_pattern),
-            ("norm_pattern_projection", &self.norm_pattern_projection),
-        ] {
-            if let Some(ln) = ln {
-                visit_child(ln, name, f);
-            }
-        }
-    }
-    fn visit_mut(&mut self, f: &mut dyn FnMut(&str, &mut B::Tensor, bool)) {
-        let core = [
-            ("in_proj_weight", &mut self.in_proj_weight), ("q_proj_weight", &mut self.q_proj_weight),
-            ("k_proj_weight", &mut self.k_proj_weight), ("v_proj_weight", &mut self.v_proj_weight),
-            ("in_proj_bias", &mut self.in_proj_bias), ("p_norm_weight", &mut self.p_norm_weight),
-            ("p_norm_bias", &mut self.p_norm_bias), ("out_proj.weight", &mut self.out_proj_weight),
-            ("out_proj.bias", &mut self.out_proj_bias), ("bias_k", &mut self.bias_k), ("bias_v", &mut self.bias_v),
-        ];
-        for (name, t) in core {
-            if let Some(t) = t {
-                f(&format!("association_core.{name}"), t, true);
-            }
-        }
-        for (name, ln) in [
-            ("norm_stored_pattern", &mut self.norm_stored_pattern),
-            ("norm_state_pattern", &mut self.norm_state_pattern),
-            ("norm_pattern_projection", &mut self.norm_pattern_projection),
-        ] {
-            if let Some(ln) = ln {
-                visit_child_mut(ln, name, f);
-            }
-        }
     }
 }
