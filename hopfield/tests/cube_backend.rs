@@ -9,14 +9,13 @@
 
 mod common;
 
-use common::rel_err;
+use common::{random_config, random_masks, rel_err, WIDE};
 // CUDA device 0 when built with `cuda` (the GPU machine's binaries), else wgpu.
 #[cfg(feature = "cuda")]
 type Gpu = hopfield::backend::cube::Cuda;
 #[cfg(not(feature = "cuda"))]
 type Gpu = hopfield::backend::cube::Wgpu;
 use hopfield::layers::{DecoderInput, EncoderInput, Layer, LookupInput, Mode};
-use hopfield::layers::hopfield::PerHead;
 use hopfield::layers::{
     DecoderMasks, HopfieldConfig, HopfieldEncoderLayerConfig, HopfieldInput, HopfieldLayerConfig, HopfieldPoolingConfig, Mask,
     PoolingInput,
@@ -88,62 +87,6 @@ fn randomise<P: Parameters<C>>(p: &mut P, rng: &mut StdRng) {
     p.visit_mut(&mut |_, t, _| t.mapv_inplace(|v| v + rng.gen_range(-0.5..0.5)));
 }
 
-fn random_config(rng: &mut StdRng) -> HopfieldConfig {
-    let heads = rng.gen_range(1..=8);
-    let hd = rng.gen_range(2..=19);
-    let (ks, qs, vs) = (rng.gen_bool(0.2), rng.gen_bool(0.2), rng.gen_bool(0.2));
-    let connected = !ks && rng.gen_bool(0.2);
-    let pattern = if connected { hd } else { rng.gen_range(2..=9) };
-    let mut c = HopfieldConfig::new(if qs { hd } else { rng.gen_range(3..=21) })
-        .num_heads(heads).hidden_size(hd).pattern_size(pattern)
-        .stored_pattern_as_static(ks).state_pattern_as_static(qs).pattern_projection_as_static(vs)
-        .pattern_projection_as_connected(connected)
-        .stored_pattern_size(if ks { hd } else { rng.gen_range(3..=17) })
-        .batch_first(rng.gen_bool(0.7))
-        .input_bias(rng.gen_bool(0.8))
-        .concat_bias_pattern(rng.gen_bool(0.3))
-        .add_zero_association(rng.gen_bool(0.3))
-        .disable_out_projection(rng.gen_bool(0.2))
-        .normalize_hopfield_space(rng.gen_bool(0.3));
-    c.pattern_projection_size = Some(if vs { pattern } else { rng.gen_range(3..=9) });
-    if connected {
-        c.pattern_projection_size = c.stored_pattern_size;
-    }
-    c.normalize_hopfield_space_affine = c.normalize_hopfield_space && rng.gen_bool(0.5);
-    c.output_size = Some(rng.gen_range(2..=11));
-    for (on, affine) in [
-        (&mut c.normalize_stored_pattern, &mut c.normalize_stored_pattern_affine),
-        (&mut c.normalize_state_pattern, &mut c.normalize_state_pattern_affine),
-        (&mut c.normalize_pattern_projection, &mut c.normalize_pattern_projection_affine),
-    ] {
-        *on = rng.gen_bool(0.6);
-        *affine = *on && rng.gen_bool(0.7);
-    }
-    c.update_steps_max = PerHead::Each((0..heads).map(|_| Some(rng.gen_range(0..=3))).collect());
-    // Step counts must not depend on rounding: no early convergence stop.
-    c.update_steps_eps = PerHead::All(1e-30);
-    // β around the default 1/√head: larger ones saturate the softmax over 3 update steps, where f32 rounding
-    // (CPU or GPU alike) moves the gradients by more than the tolerance.
-    c.scaling = Some(PerHead::Each((0..heads).map(|_| rng.gen_range(0.3..2.0) / (hd as f64).sqrt()).collect()));
-    if rng.gen_bool(0.3) {
-        c.association_activation = Some(["tanh", "gelu", "sigmoid", "silu"][rng.gen_range(0..4)].to_string());
-    }
-    if rng.gen_bool(0.3) {
-        c.dropout = 0.3;
-    }
-    c
-}
-
-fn random_masks(rng: &mut StdRng, b: usize, h: usize, l: usize, s: usize) -> (Option<Mask>, Option<Mask>) {
-    let padding = rng.gen_bool(0.4).then(|| Mask::bool((0..b * s).map(|_| rng.gen_bool(0.3)).collect(), &[b, s]));
-    let association = match rng.gen_range(0..4) {
-        0 => Some(Mask::bool((0..l * s).map(|_| rng.gen_bool(0.3)).collect(), &[l, s])),
-        1 => Some(Mask::additive((0..b * h * l * s).map(|_| rng.gen_range(-1.0..1.0)).collect(), &[b * h, l, s])),
-        _ => None,
-    };
-    (padding, association)
-}
-
 #[test]
 fn hopfield_forward_and_backward_equal_the_cpu_oracle() {
     let _device = device_lock();
@@ -151,7 +94,7 @@ fn hopfield_forward_and_backward_equal_the_cpu_oracle() {
     let mut rng = StdRng::seed_from_u64(21);
     let mut checked = 0;
     while checked < 24 {
-        let cfg = random_config(&mut rng);
+        let cfg = random_config(&mut rng, &WIDE);
         if cfg.validate().is_err() {
             continue;
         }
@@ -199,7 +142,7 @@ fn pooling_and_lookup_equal_the_cpu_oracle() {
     let mut rng = StdRng::seed_from_u64(22);
     let mut checked = 0;
     while checked < 8 {
-        let mut cfg = random_config(&mut rng);
+        let mut cfg = random_config(&mut rng, &WIDE);
         cfg.state_pattern_as_static = false;
         if cfg.validate().is_err() {
             continue;
@@ -304,7 +247,7 @@ fn fused_hopfield_on_the_gpu_equals_the_materialised_cpu_layer() {
     let mut rng = StdRng::seed_from_u64(24);
     let mut checked = 0;
     while checked < 12 {
-        let mut cfg = random_config(&mut rng);
+        let mut cfg = random_config(&mut rng, &WIDE);
         cfg.dropout = 0.0;
         cfg.convergence = Convergence::State;
         if cfg.validate().is_err() {

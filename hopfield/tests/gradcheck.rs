@@ -15,7 +15,7 @@ use hopfield::{Backend, Cpu};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 type B = Cpu<f64>;
-use common::{rand_tensor, randomise};
+use common::{rand_tensor, random_config, random_masks, randomise, SMALL};
 
 /// The loss `⟨y, g⟩`, whose upstream gradient is `g`.
 fn dot(a: &CpuTensor<f64>, b: &CpuTensor<f64>) -> f64 {
@@ -34,66 +34,13 @@ fn ok(ctx: &str, r: Result<usize, hopfield::testing::GradMismatch>) {
     }
 }
 
-fn random_config(rng: &mut StdRng) -> HopfieldConfig {
-    let heads = rng.gen_range(1..=4);
-    let hd = rng.gen_range(2..=3);
-    let (ks, qs, vs) = (rng.gen_bool(0.3), rng.gen_bool(0.3), rng.gen_bool(0.3));
-    let connected = !ks && rng.gen_bool(0.3);
-    let pattern = if connected { hd } else { rng.gen_range(2..=3) };
-    let mut c = HopfieldConfig::new(if qs { hd } else { rng.gen_range(3..=6) })
-        .num_heads(heads).hidden_size(hd).pattern_size(pattern)
-        .stored_pattern_as_static(ks).state_pattern_as_static(qs).pattern_projection_as_static(vs)
-        .pattern_projection_as_connected(connected)
-        .stored_pattern_size(if ks { hd } else { rng.gen_range(3..=5) })
-        .batch_first(rng.gen_bool(0.7))
-        .input_bias(rng.gen_bool(0.8))
-        .concat_bias_pattern(rng.gen_bool(0.3))
-        .add_zero_association(rng.gen_bool(0.3))
-        .disable_out_projection(rng.gen_bool(0.2))
-        .normalize_hopfield_space(rng.gen_bool(0.3));
-    c.pattern_projection_size = Some(if vs { pattern } else if connected { c.stored_pattern_size.unwrap() } else { rng.gen_range(3..=5) });
-    if connected {
-        c.pattern_projection_size = c.stored_pattern_size;
-    }
-    c.normalize_hopfield_space_affine = c.normalize_hopfield_space && rng.gen_bool(0.5);
-    c.output_size = Some(rng.gen_range(2..=4));
-    for (on, affine) in [
-        (&mut c.normalize_stored_pattern, &mut c.normalize_stored_pattern_affine),
-        (&mut c.normalize_state_pattern, &mut c.normalize_state_pattern_affine),
-        (&mut c.normalize_pattern_projection, &mut c.normalize_pattern_projection_affine),
-    ] {
-        *on = rng.gen_bool(0.6);
-        *affine = *on && rng.gen_bool(0.7);
-    }
-    c.update_steps_max = hopfield::layers::hopfield::PerHead::Each((0..heads).map(|_| Some(rng.gen_range(0..=3))).collect());
-    c.update_steps_eps = hopfield::layers::hopfield::PerHead::All(1e-12);
-    c.scaling = Some(hopfield::layers::hopfield::PerHead::Each((0..heads).map(|_| rng.gen_range(0.3..2.0)).collect()));
-    if rng.gen_bool(0.3) {
-        c.association_activation = Some(["tanh", "gelu", "sigmoid", "silu"][rng.gen_range(0..4)].to_string());
-    }
-    if rng.gen_bool(0.3) {
-        c.dropout = 0.3;
-    }
-    c
-}
-
-fn random_masks(rng: &mut StdRng, b: usize, h: usize, l: usize, s: usize) -> (Option<Mask>, Option<Mask>) {
-    let padding = rng.gen_bool(0.4).then(|| Mask::bool((0..b * s).map(|_| rng.gen_bool(0.3)).collect(), &[b, s]));
-    let association = match rng.gen_range(0..4) {
-        0 => Some(Mask::bool((0..l * s).map(|_| rng.gen_bool(0.3)).collect(), &[l, s])),
-        1 => Some(Mask::additive((0..b * h * l * s).map(|_| rng.gen_range(-1.0..1.0)).collect(), &[b * h, l, s])),
-        _ => None,
-    };
-    (padding, association)
-}
-
 #[test]
 fn hopfield_backward_matches_finite_differences() {
     let backend = B::new();
     let mut rng = StdRng::seed_from_u64(7);
     let mut checked = 0;
     while checked < 40 {
-        let cfg = random_config(&mut rng);
+        let cfg = random_config(&mut rng, &SMALL);
         if cfg.validate().is_err() {
             continue;
         }
@@ -139,7 +86,7 @@ fn pooling_and_lookup_backward_match_finite_differences() {
     let mut rng = StdRng::seed_from_u64(11);
     let mut checked = 0;
     while checked < 12 {
-        let mut cfg = random_config(&mut rng);
+        let mut cfg = random_config(&mut rng, &SMALL);
         cfg.state_pattern_as_static = false;
         if rng.gen_bool(0.5) {
             cfg.pattern_projection_size = cfg.stored_pattern_size;

@@ -51,3 +51,101 @@ pub fn randomise<P: hopfield::Parameters<hopfield::Cpu<f64>>>(p: &mut P, rng: &m
     use rand::Rng;
     p.visit_mut(&mut |_, t, _| t.mapv_inplace(|v| v + rng.gen_range(-0.5..0.5)));
 }
+
+/// The ranges a randomised `Hopfield` configuration is drawn from ([`random_config`]).
+pub struct ConfigRanges {
+    /// Heads `1..=heads`.
+    pub heads: usize,
+    /// Head size `2..=head`.
+    pub head: usize,
+    /// Probability of each static input and of a connected projection.
+    pub p_static: f64,
+    /// Pattern (value) size `2..=pattern`.
+    pub pattern: usize,
+    /// Input, stored and projection sizes `3..=`, output size `2..=`.
+    pub input: usize,
+    pub stored: usize,
+    pub projection: usize,
+    pub output: usize,
+    /// The convergence threshold of the update steps.
+    pub eps: f64,
+    /// β drawn around `1/√head` (else around 1).
+    pub beta_by_head: bool,
+}
+
+/// Small sizes for f64 finite differences: every option, cheap to perturb entry by entry.
+pub const SMALL: ConfigRanges = ConfigRanges {
+    heads: 4, head: 3, p_static: 0.3, pattern: 3, input: 6, stored: 5, projection: 5, output: 4, eps: 1e-12,
+    beta_by_head: false,
+};
+
+/// Wide sizes for backend comparisons in f32: odd sizes across tile boundaries, no early convergence stop
+/// (step counts must not depend on rounding), β around `1/√head` (larger ones saturate the softmax over 3
+/// update steps, where f32 rounding moves the gradients by more than the tolerance).
+pub const WIDE: ConfigRanges = ConfigRanges {
+    heads: 8, head: 19, p_static: 0.2, pattern: 9, input: 21, stored: 17, projection: 9, output: 11, eps: 1e-30,
+    beta_by_head: true,
+};
+
+/// A random `Hopfield` configuration: every static/connected combination, norms, biases, zero and bias
+/// patterns, update steps 0–3 per head, activations, dropout and both layouts. May fail validation.
+pub fn random_config(rng: &mut rand::rngs::StdRng, r: &ConfigRanges) -> hopfield::layers::HopfieldConfig {
+    use hopfield::layers::hopfield::PerHead;
+    use rand::Rng;
+    let heads = rng.gen_range(1..=r.heads);
+    let hd = rng.gen_range(2..=r.head);
+    let (ks, qs, vs) = (rng.gen_bool(r.p_static), rng.gen_bool(r.p_static), rng.gen_bool(r.p_static));
+    let connected = !ks && rng.gen_bool(r.p_static);
+    let pattern = if connected { hd } else { rng.gen_range(2..=r.pattern) };
+    let mut c = hopfield::layers::HopfieldConfig::new(if qs { hd } else { rng.gen_range(3..=r.input) })
+        .num_heads(heads).hidden_size(hd).pattern_size(pattern)
+        .stored_pattern_as_static(ks).state_pattern_as_static(qs).pattern_projection_as_static(vs)
+        .pattern_projection_as_connected(connected)
+        .stored_pattern_size(if ks { hd } else { rng.gen_range(3..=r.stored) })
+        .batch_first(rng.gen_bool(0.7))
+        .input_bias(rng.gen_bool(0.8))
+        .concat_bias_pattern(rng.gen_bool(0.3))
+        .add_zero_association(rng.gen_bool(0.3))
+        .disable_out_projection(rng.gen_bool(0.2))
+        .normalize_hopfield_space(rng.gen_bool(0.3));
+    c.pattern_projection_size = Some(if vs { pattern } else { rng.gen_range(3..=r.projection) });
+    if connected {
+        c.pattern_projection_size = c.stored_pattern_size;
+    }
+    c.normalize_hopfield_space_affine = c.normalize_hopfield_space && rng.gen_bool(0.5);
+    c.output_size = Some(rng.gen_range(2..=r.output));
+    for (on, affine) in [
+        (&mut c.normalize_stored_pattern, &mut c.normalize_stored_pattern_affine),
+        (&mut c.normalize_state_pattern, &mut c.normalize_state_pattern_affine),
+        (&mut c.normalize_pattern_projection, &mut c.normalize_pattern_projection_affine),
+    ] {
+        *on = rng.gen_bool(0.6);
+        *affine = *on && rng.gen_bool(0.7);
+    }
+    c.update_steps_max = PerHead::Each((0..heads).map(|_| Some(rng.gen_range(0..=3))).collect());
+    c.update_steps_eps = PerHead::All(r.eps);
+    let scale = if r.beta_by_head { 1.0 / (hd as f64).sqrt() } else { 1.0 };
+    c.scaling = Some(PerHead::Each((0..heads).map(|_| rng.gen_range(0.3..2.0) * scale).collect()));
+    if rng.gen_bool(0.3) {
+        c.association_activation = Some(["tanh", "gelu", "sigmoid", "silu"][rng.gen_range(0..4)].to_string());
+    }
+    if rng.gen_bool(0.3) {
+        c.dropout = 0.3;
+    }
+    c
+}
+
+/// A random padding mask `[b, s]` (or none) and association mask (`[l, s]` boolean, `[b·h, l, s]` additive,
+/// or none).
+pub fn random_masks(rng: &mut rand::rngs::StdRng, b: usize, h: usize, l: usize, s: usize)
+    -> (Option<hopfield::layers::Mask>, Option<hopfield::layers::Mask>) {
+    use hopfield::layers::Mask;
+    use rand::Rng;
+    let padding = rng.gen_bool(0.4).then(|| Mask::bool((0..b * s).map(|_| rng.gen_bool(0.3)).collect(), &[b, s]));
+    let association = match rng.gen_range(0..4) {
+        0 => Some(Mask::bool((0..l * s).map(|_| rng.gen_bool(0.3)).collect(), &[l, s])),
+        1 => Some(Mask::additive((0..b * h * l * s).map(|_| rng.gen_range(-1.0..1.0)).collect(), &[b * h, l, s])),
+        _ => None,
+    };
+    (padding, association)
+}
