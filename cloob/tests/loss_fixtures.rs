@@ -1,49 +1,53 @@
 //! Every golden case of tests/fixtures/cloob (cloob's methods.py and CLIP's loss in PyTorch, float64):
 //! loss, gradients w.r.t. the un-normalised embeddings and, for CLOOB, the four retrieved sets, to
-//! relative 1e-9 in f64 (1e-4 in f32). A missing or unreadable fixture fails.
+//! relative 1e-9 in f64 (1e-4 in f32). Every `*.json` there is a case; a case that is unreadable,
+//! incomplete or off fails with its file named.
 
 #[path = "../../hopfield/tests/common/mod.rs"]
 mod common;
 
 use cloob::loss::{contrastive_loss, LossConfig, LossKind};
+use common::fixtures::{check_each, scratch_copy, Case};
 use common::{assert_close, get, host, upload};
-use hopfield::io::{read_safetensors, HostTensor, TensorMap};
+use hopfield::io::{HostTensor, TensorMap};
 use hopfield::{Backend, Cpu};
-use std::path::PathBuf;
-
-/// The cases that must be there; any further case in the directory runs too.
-const CASES: &[&str] = &["clip_n8_d16", "cloob_n8_d16", "cloob_n32_d64_beta8"];
+use serde_json::Value;
+use std::path::{Path, PathBuf};
 
 /// The cases, kept beside this test.
 fn fixture_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cloob")
 }
 
-/// Every case in the fixture directory, checked to include [`CASES`].
-fn all_cases() -> Vec<String> {
-    let dir = fixture_dir();
-    let mut found: Vec<String> = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .filter_map(|e| e.ok()?.file_name().to_str()?.strip_suffix(".json").map(str::to_string)).collect();
-    found.sort();
-    for name in CASES {
-        assert!(found.iter().any(|f| f == name), "fixture {name}.json missing from {}", dir.display());
+/// Every case in `dir` (each `*.json`), compared on `backend`; the number of cases, or every failure
+/// with its case file.
+fn check_dir<B: Backend>(backend: &B, dir: &Path, tol: f64) -> Result<usize, String> {
+    check_each(dir, validate, |case| run_case(backend, case, tol))
+}
+
+/// What `run_case` reads, checked first so that an incomplete case fails with its file named.
+fn validate(case: &Case) -> Result<(), String> {
+    let at = case.path.display();
+    let retrieved = match case.str_field("loss")? {
+        "cloob" => true,
+        "clip" => false,
+        other => return Err(format!("{at}: unknown loss `{other}`")),
+    };
+    let number = |key: &str| case.json[key].as_f64().ok_or_else(|| format!("{at}: json field `{key}` missing"));
+    let (n, d) = (number("n")? as usize, number("d")? as usize);
+    number("inv_tau")?;
+    number("loss_value")?;
+    if retrieved {
+        number("hopfield_beta")?;
     }
-    found
-}
-
-struct Case {
-    name: String,
-    json: serde_json::Value,
-    tensors: TensorMap,
-}
-
-fn load(name: &str) -> Case {
-    let dir = fixture_dir();
-    let json_path = dir.join(format!("{name}.json"));
-    let text = std::fs::read_to_string(&json_path).unwrap_or_else(|e| panic!("{}: {e}", json_path.display()));
-    let json = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}.json: {e}"));
-    let tensors = read_safetensors(dir.join(format!("{name}.safetensors"))).unwrap_or_else(|e| panic!("{name}: {e}"));
-    Case { name: name.to_string(), json, tensors }
+    let mut names = vec!["input.image", "input.text", "grad.image", "grad.text"];
+    if retrieved {
+        names.extend(["retrieved.xx", "retrieved.xy", "retrieved.yx", "retrieved.yy"]);
+    }
+    for name in names {
+        case.expect_shape(name, &[n, d])?;
+    }
+    case.expect_shape("loss", &[1])
 }
 
 fn run_case<B: Backend>(backend: &B, case: &Case, tol: f64) {
@@ -79,14 +83,37 @@ fn run_case<B: Backend>(backend: &B, case: &Case, tol: f64) {
 
 #[test]
 fn every_fixture_matches_in_f64() {
-    for name in all_cases() {
-        run_case(&Cpu::<f64>::new(), &load(&name), 1e-9);
-    }
+    let n = check_dir(&Cpu::<f64>::new(), &fixture_dir(), 1e-9).unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("{n} cloob cases match in f64");
 }
 
 #[test]
 fn every_fixture_matches_in_f32() {
-    for name in all_cases() {
-        run_case(&Cpu::<f32>::new(), &load(&name), 1e-4);
-    }
+    let n = check_dir(&Cpu::<f32>::new(), &fixture_dir(), 1e-4).unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("{n} cloob cases match in f32");
+}
+
+/// The discovery itself, on copies of one case under a new name in a scratch folder: the unchanged copy
+/// passes; one changed retrieved value, a missing tensor, a tensor of the wrong shape and an unknown loss
+/// each fail with the copy's file named.
+#[test]
+fn a_changed_or_incomplete_case_fails_naming_its_file() {
+    let cpu = Cpu::<f64>::new();
+    let src = fixture_dir().join("cloob_n8_d16.json");
+    let copy = |tag: &str, edit: fn(&mut Value, &mut TensorMap)| {
+        scratch_copy(&format!("cloob-{tag}"), &src, "renamed", edit)
+    };
+    let fails = |dir: PathBuf, why: &str| {
+        let err = check_dir(&cpu, &dir, 1e-9).expect_err(why);
+        assert!(err.contains("renamed.json") && err.contains(why), "expected `{why}` naming renamed.json: {err}");
+        std::fs::remove_dir_all(dir).unwrap();
+    };
+    let same = copy("same", |_, _| {});
+    assert_eq!(check_dir(&cpu, &same, 1e-9), Ok(1));
+    std::fs::remove_dir_all(same).unwrap();
+    fails(copy("value", |_, t| t.get_mut("retrieved.xy").unwrap().values[5] += 1e-6), "retrieved.xy: relative error");
+    fails(copy("tensor", |_, t| drop(t.remove("grad.text"))), "`grad.text` missing");
+    let why = "`input.image` has shape [16, 8]";
+    fails(copy("shape", |_, t| t.get_mut("input.image").unwrap().shape = vec![16, 8]), why);
+    fails(copy("loss", |j, _| j["loss"] = "siglip".into()), "unknown loss `siglip`");
 }

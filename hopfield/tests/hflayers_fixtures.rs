@@ -1,23 +1,21 @@
 //! Every golden case computed with hflayers 1.0.2 (tests/fixtures/hflayers): output, association matrix
-//! and every gradient, in f64 (relative 1e-9) and f32 (1e-4). A missing or unreadable fixture fails.
+//! and every gradient, in f64 (relative 1e-9) and f32 (1e-4). Every `*.json` there is a case; a case that
+//! is unreadable, incomplete or off fails with its file named.
 
 mod common;
 
+use common::fixtures::{check_each, scratch_copy, Case};
 use common::{assert_close, get, host, upload};
+use hopfield::io::TensorMap;
 use hopfield::layers::{Layer, LookupInput, Mode};
-use hopfield::io::{read_safetensors, TensorMap};
 use hopfield::layers::{
     HopfieldConfig, HopfieldInput, HopfieldLayerConfig, HopfieldPoolingConfig, Mask, PoolingInput,
 };
 use hopfield::params::Parameters;
 use hopfield::{Backend, Cpu};
 use rand::{rngs::StdRng, SeedableRng};
-use std::path::PathBuf;
-
-const CASES: &[&str] = &[
-    "connected", "hopfield_space_norm", "lookup_separated", "masks", "pooling", "self_default",
-    "static_retrieval_cloob", "tuple_sizes", "update_steps", "zero_assoc_no_out",
-];
+use serde_json::Value;
+use std::path::{Path, PathBuf};
 
 /// `tests/fixtures/hflayers`, or `$HOPFIELD_FIXTURES` (test binaries shipped to another machine).
 fn fixture_dir() -> PathBuf {
@@ -25,19 +23,47 @@ fn fixture_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hflayers"))
 }
 
-struct Case {
-    name: String,
-    json: serde_json::Value,
-    tensors: TensorMap,
+/// Every case in `dir` (each `*.json`), compared on `backend`; the number of cases, or every failure
+/// with its case file.
+fn check_dir<B: Backend>(backend: &B, dir: &Path, tol: f64) -> Result<usize, String> {
+    check_each(dir, validate, |case| run_case(backend, case, tol))
 }
 
-fn load(name: &str) -> Case {
-    let dir = fixture_dir();
-    let json_path = dir.join(format!("{name}.json"));
-    let text = std::fs::read_to_string(&json_path).unwrap_or_else(|e| panic!("{}: {e}", json_path.display()));
-    let json: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}.json: {e}"));
-    let tensors = read_safetensors(dir.join(format!("{name}.safetensors"))).unwrap_or_else(|e| panic!("{name}: {e}"));
-    Case { name: name.to_string(), json, tensors }
+/// What `run_case` reads, checked first so that an incomplete case fails with its file named.
+fn validate(case: &Case) -> Result<(), String> {
+    let at = case.path.display();
+    let (module, call) = (case.str_field("module")?, case.str_field("call")?);
+    let inputs: &[&str] = match (module, call) {
+        ("Hopfield" | "HopfieldPooling" | "HopfieldLayer", "single") => &["x"],
+        ("Hopfield", "tuple") => &["stored", "state", "projection"],
+        _ => return Err(format!("{at}: unknown module/call `{module}`/`{call}`")),
+    };
+    if !case.json["kwargs"].is_object() {
+        return Err(format!("{at}: `kwargs` missing or not an object"));
+    }
+    for input in inputs {
+        let shape = &case.tensor(&format!("input.{input}"))?.shape;
+        case.expect_shape(&format!("grad.input.{input}"), shape)?;
+    }
+    case.expect_shape("grad_output", &case.tensor("output")?.shape)?;
+    if case.tensor("association")?.shape.len() != 4 {
+        return Err(format!("{at}: `association` must be (B, H, L, S)"));
+    }
+    let masks = case.json["masks"].as_array().ok_or_else(|| format!("{at}: `masks` missing or not a list"))?;
+    for m in masks {
+        match (module, m.as_str()) {
+            ("Hopfield", Some(m @ ("stored_pattern_padding_mask" | "association_mask"))) => {
+                case.tensor(&format!("mask.{m}"))?;
+            }
+            _ => return Err(format!("{at}: mask {m} is not one this suite applies to {module}")),
+        }
+    }
+    for (key, t) in &case.tensors {
+        if let Some(p) = key.strip_prefix("param.") {
+            case.expect_shape(&format!("grad.param.{p}"), &t.shape)?;
+        }
+    }
+    Ok(())
 }
 
 /// The `param.*` tensors, prefix stripped.
@@ -136,31 +162,15 @@ fn run_case<B: Backend>(backend: &B, case: &Case, tol: f64) {
 }
 
 #[test]
-fn every_fixture_is_present_and_listed() {
-    let dir = fixture_dir();
-    let mut found: Vec<String> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("fixture directory {}: {e}", dir.display()))
-        .filter_map(|e| e.ok()?.file_name().to_str()?.strip_suffix(".json").map(str::to_string))
-        .collect();
-    found.sort();
-    assert_eq!(found, CASES, "fixture set changed: every case must be listed here");
-    for c in CASES {
-        assert!(dir.join(format!("{c}.safetensors")).is_file(), "{c}.safetensors missing");
-    }
-}
-
-#[test]
 fn fixtures_match_in_f64() {
-    for name in CASES {
-        run_case(&Cpu::<f64>::new(), &load(name), 1e-9);
-    }
+    let n = check_dir(&Cpu::<f64>::new(), &fixture_dir(), 1e-9).unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("{n} hflayers cases match in f64");
 }
 
 #[test]
 fn fixtures_match_in_f32() {
-    for name in CASES {
-        run_case(&Cpu::<f32>::new(), &load(name), 1e-4);
-    }
+    let n = check_dir(&Cpu::<f32>::new(), &fixture_dir(), 1e-4).unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("{n} hflayers cases match in f32");
 }
 
 /// The same fixtures on the CubeCL backend (CUDA device 0 when built, else wgpu: lavapipe in CI), NaN-poisoned outputs,
@@ -172,7 +182,41 @@ fn fixtures_match_on_the_cube_backend() {
     let backend = hopfield::backend::cube::Wgpu::wgpu().unwrap_or_else(|e| panic!("{e}")).poisoned();
     #[cfg(feature = "cuda")]
     let backend = hopfield::backend::cube::Cuda::cuda(0).unwrap_or_else(|e| panic!("{e}")).poisoned();
-    for name in CASES {
-        run_case(&backend, &load(name), 1e-4);
-    }
+    check_dir(&backend, &fixture_dir(), 1e-4).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// The discovery itself, on copies of one case under a new name in a scratch folder: the unchanged copy
+/// passes; one changed output value, a missing safetensors file, a missing tensor, a tensor of the wrong
+/// shape, an unknown module and a listed mask that is absent each fail with the copy's file named.
+#[test]
+fn a_changed_or_incomplete_case_fails_naming_its_file() {
+    let cpu = Cpu::<f64>::new();
+    let src = fixture_dir().join("self_default.json");
+    let copy = |tag: &str, edit: fn(&mut Value, &mut TensorMap)| {
+        scratch_copy(&format!("hflayers-{tag}"), &src, "renamed", edit)
+    };
+    let fails = |dir: PathBuf, why: &str| {
+        let err = check_dir(&cpu, &dir, 1e-9).expect_err(why);
+        assert!(err.contains("renamed.json") && err.contains(why), "expected `{why}` naming renamed.json: {err}");
+        std::fs::remove_dir_all(dir).unwrap();
+    };
+    let same = copy("same", |_, _| {});
+    assert_eq!(check_dir(&cpu, &same, 1e-9), Ok(1));
+    std::fs::remove_dir_all(same).unwrap();
+    fails(copy("output", |_, t| t.get_mut("output").unwrap().values[3] += 1e-6), "output: relative error");
+    let no_st = copy("no-st", |_, _| {});
+    std::fs::remove_file(no_st.join("renamed.safetensors")).unwrap();
+    fails(no_st, "renamed.safetensors");
+    fails(copy("tensor", |j, t| {
+        t.remove("grad.input.x");
+        j["shapes"].as_object_mut().unwrap().remove("grad.input.x");
+    }), "`grad.input.x` missing");
+    fails(copy("shape", |_, t| t.get_mut("input.x").unwrap().shape = vec![5, 2, 8]), "`input.x` has shape [5, 2, 8]");
+    fails(copy("module", |j, _| j["module"] = "HopfieldEncoder".into()), "unknown module/call `HopfieldEncoder`");
+    fails(copy("mask", |j, _| j["masks"] = serde_json::json!(["association_mask"])), "`mask.association_mask` missing");
+    let orphan = copy("orphan", |_, _| {});
+    std::fs::remove_file(orphan.join("renamed.json")).unwrap();
+    let err = check_dir(&cpu, &orphan, 1e-9).expect_err("a safetensors without json");
+    assert!(err.contains("renamed.safetensors: no matching .json"), "{err}");
+    std::fs::remove_dir_all(orphan).unwrap();
 }

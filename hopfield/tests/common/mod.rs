@@ -4,6 +4,8 @@
 use hopfield::io::{HostTensor, TensorMap};
 use hopfield::{Backend, Element};
 
+pub mod fixtures;
+
 /// `max |a − b| / max(max |b|, 1e-2)`: relative to the tensor's scale. The floor keeps tensors that are
 /// zero in exact arithmetic (e.g. the stored-pattern norm's bias gradient: softmax is invariant to a
 /// shift shared by all keys) from comparing rounding noise with rounding noise.
