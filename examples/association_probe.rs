@@ -10,7 +10,7 @@
 //! line per measurement: `{"backend", "mode", "what", "b", "h", "l", "s", "d", "steps", "ms"}`, and (on
 //! Linux) one `memory` line: resident memory once the inputs exist, the peak, and the growth between them.
 //!
-//! The issue's memory check (CPU, blocked path, one warm-up forward + backward, no timed iterations):
+//! The memory check (CPU, blocked path, one warm-up forward + backward, no timed iterations):
 //! ```text
 //! /usr/bin/time -v target/release/examples/association_probe cpu 1 1 65536 65536 64 0 0
 //! ```

@@ -2,7 +2,7 @@
 //! character, 0 or 1; the rest is noise from characters 2..20. Trains the plain, adapted, pooling and
 //! lookup models of the notebook (BCE, AdamW lr 1e-3, clip 1.0, batch 32, 20 epochs, 18 for lookup), prints
 //! a table and writes per-epoch metrics as JSONL.
-//! Exits with status 2 when a model misses its target eval accuracy (the table marks it `MISSED`).
+//! Exits with status 2 when a model's final eval accuracy is below 0.99 (the table marks it `MISSED`).
 //!
 //! ```text
 //! cargo run --release --example latch_sequence -- --seed 42 --out target/demos
@@ -14,7 +14,7 @@ use hopfield::Cpu;
 #[allow(dead_code, unused_imports)]
 mod demos;
 
-use demos::harness::format_table;
+use demos::harness::{format_table, Check};
 use demos::run::{run_task, Plan, RunOptions, Task};
 use demos::{BagDataset, LatchSequenceSet, Split, Variant};
 use std::path::PathBuf;
@@ -53,7 +53,8 @@ fn main() -> ExitCode {
     let split = Split::edges(data.len(), EVAL_EDGE);
     let lookup_patterns = data.unique_instances(&split.train);
     let epochs = |v| if matches!(v, Variant::Lookup | Variant::LookupAdapted) { 18 } else { 20 };
-    let plans = Variant::ALL.iter().map(|&variant| Plan { variant, epochs: epochs(variant), target: Some(0.99) }).collect();
+    let check = Check::AtLeast(0.99);
+    let plans = Variant::ALL.iter().map(|&variant| Plan { variant, epochs: epochs(variant), check }).collect();
     let task = Task { name: "latch_sequence", data: &data, split, lookup_patterns, plans };
     let options = RunOptions { seed: args.seed, epochs: args.epochs, only: args.models, out_dir: args.out, verbose: args.verbose };
     match run_task(&Cpu::<f32>::new(), &task, &options) {

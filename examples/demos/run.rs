@@ -2,7 +2,7 @@
 //! summarise. The two examples only describe their task and parse their flags.
 
 use super::data::{BagDataset, Split};
-use super::harness::{EpochRecord, MetricsLog, Summary};
+use super::harness::{Check, EpochRecord, MetricsLog, Summary};
 use super::model::{DemoNet, Variant};
 use super::train::{fit, TrainConfig};
 use hopfield::{Backend, HopfieldError, Result};
@@ -15,8 +15,8 @@ pub struct Plan {
     pub variant: Variant,
     /// The notebook's epoch count for this variant.
     pub epochs: usize,
-    /// Eval accuracy the variant must reach, where the task sets one.
-    pub target: Option<f64>,
+    /// What the variant's final eval accuracy is checked against.
+    pub check: Check,
 }
 
 /// A demo task: its data, split and per-variant plans.
@@ -92,6 +92,6 @@ fn run_plan<B: Backend>(backend: &B, task: &Task<'_>, plan: &Plan, options: &Run
         eval_accuracy: last.map_or(0.0, |s| s.eval_accuracy),
         best_eval_accuracy: history.iter().map(|s| s.eval_accuracy).fold(0.0, f64::max),
         wall_s: last.map_or(0.0, |s| s.elapsed_s),
-        target: plan.target,
+        check: plan.check,
     })
 }

@@ -7,10 +7,10 @@
 use super::rng::{permutation, rng_for, tag};
 use super::transform::normalize_chw;
 use super::{DataError, EvalSet, Example, TrainSource, ZeroShotTask};
-use flate2::read::GzDecoder;
+use hopfield::io::idx;
+use hopfield::HopfieldError;
 use rand::Rng;
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 /// Where Debian installs the files.
@@ -62,8 +62,8 @@ impl Split {
 
 /// Read `{prefix}-images-idx3-ubyte.gz` and `{prefix}-labels-idx1-ubyte.gz` (`prefix` = `train` or `t10k`).
 pub fn load_split(dir: &Path, prefix: &str) -> Result<Split, DataError> {
-    let images = read_idx(&dir.join(format!("{prefix}-images-idx3-ubyte.gz")), 2051)?;
-    let labels = read_idx(&dir.join(format!("{prefix}-labels-idx1-ubyte.gz")), 2049)?;
+    let images = read_idx(&dir.join(format!("{prefix}-images-idx3-ubyte.gz")), 3)?;
+    let labels = read_idx(&dir.join(format!("{prefix}-labels-idx1-ubyte.gz")), 1)?;
     if images.len() != labels.len() * 784 {
         return Err(DataError(format!("{}: {} image bytes for {} labels", dir.display(), images.len(), labels.len())));
     }
@@ -73,27 +73,19 @@ pub fn load_split(dir: &Path, prefix: &str) -> Result<Split, DataError> {
     Ok(Split { images: Arc::new(images), labels: Arc::new(labels) })
 }
 
-/// The payload of a gzipped IDX file with the given magic number.
-fn read_idx(path: &PathBuf, magic: u32) -> Result<Vec<u8>, DataError> {
-    let file = std::fs::File::open(path).map_err(|e| DataError(format!(
-        "cannot open {}: {e}. Fashion-MNIST comes from Debian: `apt-get install -y dataset-fashion-mnist` \
-         (or pass its directory with --fashion-dir)", path.display())))?;
-    let mut bytes = Vec::new();
-    GzDecoder::new(file).read_to_end(&mut bytes).map_err(|e| DataError(format!("{}: not a gzip file: {e}", path.display())))?;
-    let word = |i: usize| bytes.get(4 * i..4 * i + 4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
-    let found = word(0).ok_or_else(|| DataError(format!("{}: truncated header", path.display())))?;
-    if found != magic {
-        return Err(DataError(format!("{}: IDX magic {found}, expected {magic}", path.display())));
-    }
-    let dims = (magic & 0xff) as usize;
-    let shape: Vec<usize> = (1..=dims).map(|i| word(i).map(|w| w as usize))
-        .collect::<Option<_>>().ok_or_else(|| DataError(format!("{}: truncated header", path.display())))?;
-    let start = 4 * (dims + 1);
-    let n: usize = shape.iter().product();
-    if bytes.len() != start + n {
-        return Err(DataError(format!("{}: {} data bytes, header says {n}", path.display(), bytes.len() - start)));
-    }
-    Ok(bytes.split_off(start))
+/// The data of an IDX file of `rank` dimensions, read with [`hopfield::io::idx::read_idx`]; a missing file
+/// says how to install the data set.
+fn read_idx(path: &Path, rank: usize) -> Result<Vec<u8>, DataError> {
+    idx::read_idx(path, rank).map(|a| a.data).map_err(|e| match e {
+        HopfieldError::Io { source, .. } if !path.is_file() => {
+            DataError(format!(
+                "cannot open {}: {source}. Fashion-MNIST comes from Debian: `apt-get install -y dataset-fashion-mnist` \
+                 (or pass its directory with --fashion-dir)",
+                path.display()
+            ))
+        }
+        other => DataError(other.to_string()),
+    })
 }
 
 /// The training split as captioned pairs: a new order and a new template per image every epoch.
@@ -180,7 +172,9 @@ mod tests {
         assert_eq!(set.len(), 2);
         assert!(EVAL_TEMPLATES.iter().all(|t| !TRAIN_TEMPLATES.contains(t)));
         write_gz(&dir.join("train-labels-idx1-ubyte.gz"), &[0, 0, 8, 1, 0, 0, 0, 3, 3, 9]);
-        assert!(load_split(&dir, "train").unwrap_err().to_string().contains("header says 3"));
+        let err = load_split(&dir, "train").unwrap_err().to_string();
+        assert!(err.contains("train-labels-idx1-ubyte.gz"), "{err}");
+        assert!(err.contains("need 3 bytes of data, the file has 2"), "{err}");
         std::fs::remove_dir_all(&dir).ok();
     }
 }

@@ -5,7 +5,8 @@ use thiserror::Error;
 /// What went wrong while reading a data set, splitting it, or training on it.
 #[derive(Debug, Error)]
 pub enum MilError {
-    /// The file could not be opened or read (line 0: before the first line).
+    /// The file could not be opened or read, or (IDX files) its bytes are not the array its header
+    /// announces; line 0: before the first line, or a binary file.
     #[error("{path}:{line}: {source}")]
     Io {
         path: String,

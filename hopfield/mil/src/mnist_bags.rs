@@ -6,11 +6,11 @@
 
 use super::data::{Bag, MilDataset};
 use super::error::{MilError, Result};
-use flate2::read::MultiGzDecoder;
+use hopfield::io::idx::{self, IdxArray};
+use hopfield::HopfieldError;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Normal};
-use std::io::{BufReader, Read};
 use std::path::Path;
 
 /// Images and labels of one IDX pair (`*-images-idx3-ubyte[.gz]`, `*-labels-idx1-ubyte[.gz]`).
@@ -40,11 +40,18 @@ impl IdxImages {
         &self.pixels[i * n..(i + 1) * n]
     }
 
-    /// Read an image file and its label file (plain or gzipped).
+    /// Read an image file and its label file (plain or gzipped) with [`hopfield::io::idx::read_idx`]. A file
+    /// that cannot be read or is not an IDX array of the right rank and size is a [`MilError::Io`] naming it.
     pub fn read(images: impl AsRef<Path>, labels: impl AsRef<Path>) -> Result<Self> {
         let (images, labels) = (images.as_ref(), labels.as_ref());
-        let (img_dims, pixels) = read_idx(images, 3)?;
-        let (lab_dims, classes) = read_idx(labels, 1)?;
+        let read = |path: &Path, rank| {
+            idx::read_idx(path, rank).map_err(|e| match e {
+                HopfieldError::Io { path, source, .. } => MilError::Io { path, line: 0, source },
+                other => other.into(),
+            })
+        };
+        let IdxArray { dims: img_dims, data: pixels } = read(images, 3)?;
+        let IdxArray { dims: lab_dims, data: classes } = read(labels, 1)?;
         if img_dims[0] != lab_dims[0] {
             return Err(MilError::Parse {
                 path: labels.display().to_string(),
@@ -54,34 +61,6 @@ impl IdxImages {
         }
         Ok(IdxImages { rows: img_dims[1], cols: img_dims[2], pixels, labels: classes })
     }
-}
-
-/// Read an unsigned-byte IDX file of `rank` dimensions: returns the dimensions and the data.
-pub fn read_idx(path: &Path, rank: usize) -> Result<(Vec<usize>, Vec<u8>)> {
-    let shown = path.display().to_string();
-    let io = |source| MilError::Io { path: shown.clone(), line: 0, source };
-    let bad = |reason: String| MilError::Parse { path: shown.clone(), line: 0, reason };
-    let mut file = BufReader::new(std::fs::File::open(path).map_err(io)?);
-    let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes).map_err(io)?;
-    if bytes.starts_with(&[0x1f, 0x8b]) {
-        let mut plain = Vec::new();
-        MultiGzDecoder::new(&bytes[..]).read_to_end(&mut plain).map_err(io)?;
-        bytes = plain;
-    }
-    let header = 4 + 4 * rank;
-    if bytes.len() < header || bytes[0] != 0 || bytes[1] != 0 || bytes[2] != 0x08 || bytes[3] as usize != rank {
-        return Err(bad(format!("not an unsigned-byte IDX file of rank {rank} (magic {:02x?})", &bytes[..bytes.len().min(4)])));
-    }
-    let dims: Vec<usize> = (0..rank)
-        .map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().expect("4 bytes")) as usize)
-        .collect();
-    let n: usize = dims.iter().product();
-    if bytes.len() - header != n {
-        return Err(bad(format!("dimensions {dims:?} need {n} bytes of data, the file has {}", bytes.len() - header)));
-    }
-    bytes.drain(..header);
-    Ok((dims, bytes))
 }
 
 /// Settings of [`mnist_bags`] (the notebook's: target 9, mean length 10, var 2, 200 train / 50 test bags).

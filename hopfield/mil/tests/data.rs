@@ -254,7 +254,8 @@ fn idx_files_read_and_bags_follow_the_target() {
     let msg = IdxImages::read(&img, &lab).unwrap_err().to_string();
     assert!(msg.contains("5 labels for 6 images"), "{msg}");
     write_idx(&lab, &[7], &[0, 1, 2, 3, 4]);
-    assert!(IdxImages::read(&img, &lab).unwrap_err().to_string().contains("need 7 bytes"));
+    let msg = IdxImages::read(&img, &lab).unwrap_err().to_string();
+    assert!(msg.starts_with(&format!("{}:0: ", lab.display())) && msg.contains("need 7 bytes"), "{msg}");
     std::fs::write(&lab, b"not idx").unwrap();
     assert!(IdxImages::read(&img, &lab).unwrap_err().to_string().contains("not an unsigned-byte IDX"));
     std::fs::remove_file(img).unwrap();

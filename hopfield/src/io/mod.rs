@@ -3,6 +3,9 @@
 //! Parameter names are hflayers' PyTorch `state_dict` keys, so `torch.save`d weights converted with
 //! `safetensors.torch.save_file(model.state_dict(), path)` load with [`load_params`] unchanged, and files
 //! written with [`save_params`] load into hflayers with `model.load_state_dict(load_file(path))`.
+//!
+//! [`idx`] reads MNIST-format (IDX) files, plain or gzipped, for MNIST-format data sets
+//! (hopfield-mil's MNIST bags, cloob's Fashion-MNIST).
 
 use crate::backend::Backend;
 use crate::element::Element;
@@ -11,6 +14,8 @@ use crate::params::Parameters;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use std::collections::BTreeMap;
 use std::path::Path;
+
+pub mod idx;
 
 /// A tensor on the host, in `f64`, with its shape.
 #[derive(Clone, Debug, PartialEq)]
