@@ -21,6 +21,8 @@
 
 use clap::Parser;
 use hopfield::Cpu;
+// The harness is shared with `latch_sequence`: each example uses its own part of it.
+#[allow(dead_code, unused_imports)]
 mod demos;
 
 use demos::harness::{format_table, Check, Summary};

@@ -10,7 +10,7 @@
 
 use clap::Parser;
 use hopfield::Cpu;
-// The harness is shared with `bit_pattern`, which uses all of it.
+// The harness is shared with `bit_pattern`: each example uses its own part of it.
 #[allow(dead_code, unused_imports)]
 mod demos;
 
