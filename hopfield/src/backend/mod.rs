@@ -7,17 +7,17 @@
 //! Operations take shapes that the layer code has already validated: a backend checks them with
 //! `debug_assert!` only. Public, user-facing functions validate and return
 //! [`HopfieldError`](crate::HopfieldError).
+//!
+//! - [`cpu`]: the ndarray backend ([`Cpu`]) and its opt-in allocator tuning ([`cpu::tune_allocator`]).
+//! - [`reference`]: the materialised association, the default of [`Backend::association`] and the oracle.
+//! - `cube` (features `wgpu`, `cuda`): the CubeCL backend.
 
-pub mod association;
-mod cpu;
-mod cpu_gemm;
-mod cpu_memory;
-mod cpu_rows;
+pub mod cpu;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 pub mod cube;
+pub mod reference;
 
 pub use cpu::{Cpu, CpuTensor};
-pub use cpu_memory::retain_freed_memory;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 pub use cube::{Cube, CubeTensor};
 
@@ -197,7 +197,7 @@ pub trait Backend: Clone + Debug + Send + Sync + 'static {
     /// Fused association per head `h`: `out = softmax(β_h · q kᵀ + bias) · v`, with the per-row
     /// log-sum-exp of the biased scores that [`Backend::association_backward`] recomputes the
     /// probabilities from. Backends override it with a streaming (flash-attention) version that never
-    /// holds the whole `L × S` matrix; the default materialises it ([`association::reference_forward`],
+    /// holds the whole `L × S` matrix; the default materialises it ([`reference::association`],
     /// whose `lse` is zeros: its backward recomputes everything).
     ///
     /// # Shapes
@@ -205,7 +205,7 @@ pub trait Backend: Clone + Debug + Send + Sync + 'static {
     /// Returns `out: [B, H, L, dv]` and `lse: [B, H, L]` (`-inf` for a fully masked row, whose output is 0).
     fn association(&self, q: &Self::Tensor, k: &Self::Tensor, v: &Self::Tensor, beta: &[Self::Elem],
                    bias: &ScoreBias<'_, Self::Tensor>) -> (Self::Tensor, Self::Tensor) {
-        association::reference_forward(self, q, k, v, beta, bias)
+        reference::association(self, q, k, v, beta, bias)
     }
     /// Backward of [`Backend::association`] from its `out` and `lse`: returns `(dq, dk, dv)`.
     #[allow(clippy::too_many_arguments)]
@@ -213,7 +213,7 @@ pub trait Backend: Clone + Debug + Send + Sync + 'static {
                             bias: &ScoreBias<'_, Self::Tensor>, out: &Self::Tensor, lse: &Self::Tensor,
                             d_out: &Self::Tensor) -> (Self::Tensor, Self::Tensor, Self::Tensor) {
         let _ = (out, lse);
-        association::reference_backward(self, q, k, v, beta, bias, d_out)
+        reference::association_backward(self, q, k, v, beta, bias, d_out)
     }
     /// Per head `h`: `max_b ‖a[b,h] − b[b,h]‖_F` over the trailing axes. `a, b: [B, H, ..]`. Host result `[H]`.
     fn head_distance(&self, a: &Self::Tensor, b: &Self::Tensor) -> Vec<Self::Elem>;

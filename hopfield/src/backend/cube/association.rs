@@ -13,7 +13,7 @@
 //! Head sizes above [`MAX_HEAD`] (registers) fall back to the materialised reference.
 
 use super::{Cube, CubeTensor};
-use crate::backend::association::{reference_backward, reference_forward};
+use crate::backend::reference;
 use crate::backend::ScoreBias;
 use cubecl::prelude::*;
 
@@ -338,7 +338,7 @@ fn assoc_strides(a: &CubeTensor) -> (usize, usize) {
 pub(crate) fn association(g: &Cube, q: &CubeTensor, k: &CubeTensor, v: &CubeTensor, beta: &[f32],
                                       bias: &ScoreBias<'_, CubeTensor>) -> (CubeTensor, CubeTensor) {
     let Some([b, h, l, s, d, dv]) = fused_dims(g, q, k, v) else {
-        return reference_forward(g, q, k, v, beta, bias);
+        return reference::association(g, q, k, v, beta, bias);
     };
     let out = g.alloc(&[b, h, l, dv]);
     let lse = g.alloc(&[b, h, l]);
@@ -357,7 +357,7 @@ pub(crate) fn association_backward(g: &Cube, q: &CubeTensor, k: &CubeTensor, v: 
                                                bias: &ScoreBias<'_, CubeTensor>, out: &CubeTensor, lse: &CubeTensor,
                                                d_out: &CubeTensor) -> (CubeTensor, CubeTensor, CubeTensor) {
     let Some([b, h, l, s, d, dv]) = fused_dims(g, q, k, v) else {
-        return reference_backward(g, q, k, v, beta, bias, d_out);
+        return reference::association_backward(g, q, k, v, beta, bias, d_out);
     };
     debug_assert_eq!(d_out.shape, [b, h, l, dv], "association_backward: d_out");
     let rows = b * h * l;
@@ -384,7 +384,7 @@ pub(crate) fn association_backward(g: &Cube, q: &CubeTensor, k: &CubeTensor, v: 
 #[cfg(test)]
 mod tests {
     use super::super::test_util::*;
-    use crate::backend::association::{reference_backward, reference_forward};
+    use crate::backend::reference;
     use crate::backend::{Backend, ScoreBias};
     use rand::Rng;
 
@@ -413,10 +413,10 @@ mod tests {
             for (i, (bg, bc)) in cases.iter().enumerate() {
                 let ctx = format!("{:?} case {i}", (b, h, l, s, d, dv));
                 let (og, lg) = g.association(&qg, &kg, &vg, &beta, bg);
-                let (oc, _) = reference_forward(&c, &qc, &kc, &vc, &beta, bc);
+                let (oc, _) = reference::association(&c, &qc, &kc, &vc, &beta, bc);
                 assert_close(&format!("{ctx}: out"), &g, &og, &oc, 1e-4);
                 let (dqg, dkg, dvg) = g.association_backward(&qg, &kg, &vg, &beta, bg, &og, &lg, &dog);
-                let (dqc, dkc, dvc) = reference_backward(&c, &qc, &kc, &vc, &beta, bc, &doc);
+                let (dqc, dkc, dvc) = reference::association_backward(&c, &qc, &kc, &vc, &beta, bc, &doc);
                 assert_close(&format!("{ctx}: dq"), &g, &dqg, &dqc, 1e-4);
                 assert_close(&format!("{ctx}: dk"), &g, &dkg, &dkc, 1e-4);
                 assert_close(&format!("{ctx}: dv"), &g, &dvg, &dvc, 1e-4);
