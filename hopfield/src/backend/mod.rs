@@ -10,7 +10,7 @@
 //!
 //! - [`cpu`]: the ndarray backend ([`Cpu`]) and its opt-in allocator tuning ([`cpu::tune_allocator`]).
 //! - [`reference`]: the materialised association, the default of [`Backend::association`] and the oracle.
-//! - `cube` (features `wgpu`, `cuda`): the CubeCL backend.
+//! - `cube` (features `wgpu`, `cuda`): the CubeCL backend, `Cube<R>` on the runtime `R`.
 
 pub mod cpu;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
@@ -66,6 +66,13 @@ pub struct AdamStep {
 ///
 /// # Shapes
 /// Each method states its shapes. `[.., m, k]` means any number of leading batch axes.
+///
+/// # Fully masked rows
+/// A score row whose every entry is masked (`-inf` in the [`ScoreBias`]) has no pattern to retrieve. On
+/// every backend it yields a zero row, never NaN: zero probabilities from [`Backend::masked_softmax`], a
+/// zero output row and `lse = -inf` from [`Backend::association`] (a streaming implementation; the
+/// materialised default returns zeros for every `lse`), and no gradient from either backward. A layer
+/// then outputs its output projection's bias for that row.
 pub trait Backend: Clone + Debug + Send + Sync + 'static {
     /// Scalar type.
     type Elem: Element;
@@ -187,7 +194,8 @@ pub trait Backend: Clone + Debug + Send + Sync + 'static {
     /// `softmax(β_h · scores + bias)` over the last axis, per head `h`.
     ///
     /// # Shapes
-    /// `scores: [B, H, L, S]`, `beta: [H]` (host), bias as in [`ScoreBias`]. A fully masked row gives zeros.
+    /// `scores: [B, H, L, S]`, `beta: [H]` (host), bias as in [`ScoreBias`]. A fully masked row gives
+    /// zeros (see the trait doc).
     fn masked_softmax(&self, scores: &Self::Tensor, beta: &[Self::Elem], bias: &ScoreBias<'_, Self::Tensor>)
         -> Self::Tensor;
     /// Gradient w.r.t. the unscaled `scores` of [`Backend::masked_softmax`], from its output `probs` and
@@ -202,7 +210,8 @@ pub trait Backend: Clone + Debug + Send + Sync + 'static {
     ///
     /// # Shapes
     /// `q: [B, H, L, d]`, `k: [B, H, S, d]`, `v: [B, H, S, dv]`, `beta: [H]`, bias as in [`ScoreBias`].
-    /// Returns `out: [B, H, L, dv]` and `lse: [B, H, L]` (`-inf` for a fully masked row, whose output is 0).
+    /// Returns `out: [B, H, L, dv]` and `lse: [B, H, L]`, opaque outside this backend's
+    /// [`Backend::association_backward`] (a fully masked row: output 0, `lse = -inf`; see the trait doc).
     fn association(&self, q: &Self::Tensor, k: &Self::Tensor, v: &Self::Tensor, beta: &[Self::Elem],
                    bias: &ScoreBias<'_, Self::Tensor>) -> (Self::Tensor, Self::Tensor) {
         reference::association(self, q, k, v, beta, bias)

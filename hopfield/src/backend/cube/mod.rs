@@ -38,6 +38,18 @@ pub(crate) const BLOCK: u32 = 256;
 /// [`BLOCK`] as an index (a plain constant, so `#[cube]` code sees it at compile time).
 pub(crate) const BLOCK_SIZE: usize = 256;
 
+/// The score that stands for `-inf` inside the softmax kernels, which WGSL cannot write as a literal: the
+/// running maxima start at it and padded tile columns get it. Any real score is above it and a `-inf` bias
+/// stays below it, so a row whose maximum is still `MASKED_SCORE` after every column is fully masked; such a
+/// row yields zeros (and `lse = -inf` from the association), the convention of [`Backend`].
+pub(crate) const MASKED_SCORE: f32 = -3.0e38;
+
+/// [`MASKED_SCORE`] as an f32 value in `#[cube]` code (a Rust `const` there is a comptime value).
+#[cube]
+pub(crate) fn masked_score() -> f32 {
+    f32::new(MASKED_SCORE)
+}
+
 /// A dense row-major f32 tensor on a CubeCL device.
 #[derive(Clone)]
 pub struct CubeTensor {

@@ -1,11 +1,11 @@
 //! Masked softmax over the last axis of `[B, H, L, S]` scores with per-head β, padding and association
 //! biases, and its backward. One cube per row `(b, h, l)`.
 //!
-//! Masked entries are `-inf` in the bias buffers. The running maximum starts at `-3e38` instead of `-inf`
-//! (WGSL has no infinite literals): a row whose maximum stays there is fully masked and gives zeros, as
-//! on the CPU.
+//! Masked entries are `-inf` in the bias buffers. The running maximum starts at
+//! [`MASKED_SCORE`](super::MASKED_SCORE) instead of `-inf` (WGSL has no infinite literals): a row whose
+//! maximum stays there is fully masked and gives zeros, as on the CPU.
 
-use super::{grid_cubes, Cube, CubeTensor, BLOCK_SIZE};
+use super::{grid_cubes, masked_score, Cube, CubeTensor, BLOCK_SIZE};
 use crate::backend::ScoreBias;
 use super::reduce::tree_sum;
 use cubecl::prelude::*;
@@ -25,7 +25,7 @@ fn masked_softmax_kernel(scores: &[f32], beta: &[f32], pad: &[f32], assoc: &[f32
         let bh = beta[h];
         let mut smem = Shared::<[f32]>::new_slice(BLOCK_SIZE);
 
-        let mut m = f32::new(-3.0e38);
+        let mut m = masked_score();
         let mut j = u;
         while j < cols {
             let mut v = scores[base + j] * bh;
@@ -53,7 +53,7 @@ fn masked_softmax_kernel(scores: &[f32], beta: &[f32], pad: &[f32], assoc: &[f32
         let row_max = smem[0];
         sync_cube();
 
-        let masked = row_max <= -3.0e38f32;
+        let masked = row_max <= masked_score();
         let mut acc = 0.0f32;
         let mut j2 = u;
         while j2 < cols {
