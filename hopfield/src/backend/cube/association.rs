@@ -14,7 +14,7 @@
 //! row whose maximum stays there is fully masked: output 0 and `lse = -inf`, as on the CPU.
 //! Head sizes above [`MAX_HEAD`] (registers) fall back to the materialised reference.
 
-use super::{masked_score, Cube, CubeTensor};
+use super::{masked_score, Cube, CubeRuntime, CubeTensor};
 use crate::backend::reference;
 use crate::backend::ScoreBias;
 use cubecl::prelude::*;
@@ -297,7 +297,7 @@ fn assoc_dkdv_kernel(q: &[f32], k: &[f32], v: &[f32], beta: &[f32], pad: &[f32],
 }
 
 /// Shapes `(B, H, L, S, d, dv)` of a fused association, or `None` when it does not fit the kernels.
-fn fused_dims(g: &Cube, q: &CubeTensor, k: &CubeTensor, v: &CubeTensor) -> Option<[usize; 6]> {
+fn fused_dims<R: CubeRuntime>(g: &Cube<R>, q: &CubeTensor, k: &CubeTensor, v: &CubeTensor) -> Option<[usize; 6]> {
     let (qs, ks, vs) = (&q.shape, &k.shape, &v.shape);
     debug_assert!(qs.len() == 4 && ks.len() == 4 && vs.len() == 4, "association: rank-4 q, k, v");
     debug_assert!(qs[..2] == ks[..2] && ks[..3] == vs[..3] && qs[3] == ks[3], "association: q {qs:?} k {ks:?} v {vs:?}");
@@ -316,8 +316,8 @@ fn assoc_strides(a: &CubeTensor) -> (usize, usize) {
     (if ab == 1 { 0 } else { ah * l * s }, if ah == 1 { 0 } else { l * s })
 }
 
-pub(crate) fn association(g: &Cube, q: &CubeTensor, k: &CubeTensor, v: &CubeTensor, beta: &[f32],
-                                      bias: &ScoreBias<'_, CubeTensor>) -> (CubeTensor, CubeTensor) {
+pub(crate) fn association<R: CubeRuntime>(g: &Cube<R>, q: &CubeTensor, k: &CubeTensor, v: &CubeTensor,
+                                          beta: &[f32], bias: &ScoreBias<'_, CubeTensor>) -> (CubeTensor, CubeTensor) {
     let Some([b, h, l, s, d, dv]) = fused_dims(g, q, k, v) else {
         return reference::association(g, q, k, v, beta, bias);
     };
@@ -334,9 +334,10 @@ pub(crate) fn association(g: &Cube, q: &CubeTensor, k: &CubeTensor, v: &CubeTens
 }
 
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn association_backward(g: &Cube, q: &CubeTensor, k: &CubeTensor, v: &CubeTensor, beta: &[f32],
-                                               bias: &ScoreBias<'_, CubeTensor>, out: &CubeTensor, lse: &CubeTensor,
-                                               d_out: &CubeTensor) -> (CubeTensor, CubeTensor, CubeTensor) {
+pub(crate) fn association_backward<R: CubeRuntime>(g: &Cube<R>, q: &CubeTensor, k: &CubeTensor, v: &CubeTensor,
+                                                   beta: &[f32], bias: &ScoreBias<'_, CubeTensor>, out: &CubeTensor,
+                                                   lse: &CubeTensor, d_out: &CubeTensor)
+    -> (CubeTensor, CubeTensor, CubeTensor) {
     let Some([b, h, l, s, d, dv]) = fused_dims(g, q, k, v) else {
         return reference::association_backward(g, q, k, v, beta, bias, d_out);
     };

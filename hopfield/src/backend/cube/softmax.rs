@@ -5,7 +5,7 @@
 //! [`MASKED_SCORE`](super::MASKED_SCORE) instead of `-inf` (WGSL has no infinite literals): a row whose
 //! maximum stays there is fully masked and gives zeros, as on the CPU.
 
-use super::{grid_cubes, masked_score, Cube, CubeTensor, BLOCK_SIZE};
+use super::{grid_cubes, masked_score, Cube, CubeRuntime, CubeTensor, BLOCK_SIZE};
 use crate::backend::ScoreBias;
 use super::reduce::tree_sum;
 use cubecl::prelude::*;
@@ -111,8 +111,8 @@ fn assoc_strides(a: &CubeTensor) -> (usize, usize) {
     (sb, sh)
 }
 
-pub(crate) fn masked_softmax(g: &Cube, scores: &CubeTensor, beta: &[f32], bias: &ScoreBias<'_, CubeTensor>)
-    -> CubeTensor {
+pub(crate) fn masked_softmax<R: CubeRuntime>(g: &Cube<R>, scores: &CubeTensor, beta: &[f32],
+                                             bias: &ScoreBias<'_, CubeTensor>) -> CubeTensor {
     let sh = &scores.shape;
     debug_assert_eq!(sh.len(), 4, "masked_softmax: scores [B, H, L, S], got {sh:?}");
     let (b, h, l, s) = (sh[0], sh[1], sh[2], sh[3]);
@@ -132,8 +132,8 @@ pub(crate) fn masked_softmax(g: &Cube, scores: &CubeTensor, beta: &[f32], bias: 
     out
 }
 
-pub(crate) fn masked_softmax_backward(g: &Cube, probs: &CubeTensor, d_probs: &CubeTensor, beta: &[f32])
-    -> CubeTensor {
+pub(crate) fn masked_softmax_backward<R: CubeRuntime>(g: &Cube<R>, probs: &CubeTensor, d_probs: &CubeTensor,
+                                                      beta: &[f32]) -> CubeTensor {
     debug_assert_eq!(probs.shape, d_probs.shape, "masked_softmax_backward: shapes");
     let sh = &probs.shape;
     let (b, h, l, s) = (sh[0], sh[1], sh[2], sh[3]);
