@@ -15,7 +15,7 @@
 //! /usr/bin/time -v target/release/examples/association_probe cpu 1 1 65536 65536 64 0 0
 //! ```
 
-use hopfield::backend::association::{reference_backward, reference_forward};
+use hopfield::backend::reference;
 use hopfield::backend::ScoreBias;
 use hopfield::{Backend, Cpu};
 use rand::{rngs::StdRng, Rng, SeedableRng};
@@ -38,11 +38,11 @@ fn forward<B: Backend>(be: &B, a: &Args, q: &B::Tensor, k: &B::Tensor, v: &B::Te
     let mut saved = Vec::new();
     let mut xi = q.clone();
     for _ in 0..a.steps {
-        let (x, lse) = if a.materialised { reference_forward(be, &xi, k, k, beta, &bias) } else { be.association(&xi, k, k, beta, &bias) };
+        let (x, lse) = if a.materialised { reference::association(be, &xi, k, k, beta, &bias) } else { be.association(&xi, k, k, beta, &bias) };
         saved.push((xi, x.clone(), lse));
         xi = x;
     }
-    let (out, lse) = if a.materialised { reference_forward(be, &xi, k, v, beta, &bias) } else { be.association(&xi, k, v, beta, &bias) };
+    let (out, lse) = if a.materialised { reference::association(be, &xi, k, v, beta, &bias) } else { be.association(&xi, k, v, beta, &bias) };
     saved.push((xi, out.clone(), lse.clone()));
     (saved, out, lse)
 }
@@ -55,7 +55,7 @@ fn backward<B: Backend>(be: &B, a: &Args, saved: &[(B::Tensor, B::Tensor, B::Ten
     for (i, (u, out, lse)) in saved.iter().enumerate().rev() {
         let vv = if i + 1 == saved.len() { v } else { k };
         let (du, dk, dv) = if a.materialised {
-            reference_backward(be, u, k, vv, beta, &bias, &g)
+            reference::association_backward(be, u, k, vv, beta, &bias, &g)
         } else {
             be.association_backward(u, k, vv, beta, &bias, out, lse, &g)
         };
@@ -132,7 +132,7 @@ fn main() {
         materialised: argv.get(8).is_some_and(|m| m == "materialised"),
     };
     match backend.as_str() {
-        "cpu" => run(&Cpu::<f32>::new(), "cpu", &a, &|| {}),
+        "cpu" => run(&Cpu::<f32>::with_tuned_allocator(), "cpu", &a, &|| {}),
         #[cfg(feature = "wgpu")]
         "wgpu" => match hopfield::backend::cube::Wgpu::wgpu() {
             Ok(be) => run(&be, "wgpu", &a, &|| be.sync().expect("device sync")),

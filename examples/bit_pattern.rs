@@ -151,7 +151,7 @@ fn main() -> ExitCode {
         .collect();
     let task = Task { name: "bit_pattern", data: &data, split, lookup_patterns, plans };
     let options = RunOptions { seed: args.seed, epochs: args.epochs, only: args.models, out_dir: args.out, verbose: args.verbose };
-    match run_task(&Cpu::<f32>::new(), &task, &options) {
+    match run_task(&Cpu::<f32>::with_tuned_allocator(), &task, &options) {
         Ok(rows) => {
             print!("{}", format_table(&rows));
             ExitCode::from(exit_status(&rows))

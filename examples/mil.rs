@@ -116,7 +116,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     };
     let settings = CvSettings { folds: args.folds, repeats: args.repeats, seed: args.seed, val_fraction: args.val_fraction,
         inner_folds: args.inner_folds, grid };
-    let backend = Cpu::<f32>::new();
+    let backend = Cpu::<f32>::with_tuned_allocator();
     let mut summaries = Vec::new();
     for path in &args.data {
         let data = MilDataset::read(path)?;

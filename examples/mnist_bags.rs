@@ -87,7 +87,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         beta: 1.0 / (32f64).sqrt(), bag_dropout: 0.1, epochs: args.epochs, batch_size: args.batch_size,
         grad_clip: Some(1.0),
     };
-    let backend = Cpu::<f32>::new();
+    let backend = Cpu::<f32>::with_tuned_allocator();
     let start = Instant::now();
     println!("epoch  train loss  test AUC  test acc   time");
     let model = train_with(&backend, &cfg, &train_bags, args.seed, &mut |epoch, model, loss| {

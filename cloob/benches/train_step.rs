@@ -12,7 +12,7 @@ use hopfield::Cpu;
 use rand::{rngs::StdRng, SeedableRng};
 
 fn train_step(c: &mut Criterion) {
-    let cpu = Cpu::<f32>::new();
+    let cpu = Cpu::<f32>::with_tuned_allocator();
     let config = ClipConfig::tiny();
     let mut rng = StdRng::seed_from_u64(0);
     let data = ShapesBatch::generate(&mut rng, 128, config.vision.image_size);

@@ -6,7 +6,7 @@
 //! materialised path (`L × S` with the backend's own ops, the hflayers-style computation) is timed too.
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use hopfield::backend::association::{reference_backward, reference_forward};
+use hopfield::backend::reference;
 use hopfield::backend::ScoreBias;
 use hopfield::{Backend, Cpu};
 use rand::{rngs::StdRng, Rng, SeedableRng};
@@ -35,13 +35,13 @@ fn bench_backend<B: Backend<Elem = f32>>(c: &mut Criterion, group: &str, be: &B,
     }));
     if materialised_too {
         g.bench_function(format!("materialised_fwd_{tag}"), |it| it.iter(|| {
-            let r = reference_forward(be, &q, &k, &v, &beta, &bias);
+            let r = reference::association(be, &q, &k, &v, &beta, &bias);
             sync();
             r
         }));
         g.bench_function(format!("materialised_fwd_bwd_{tag}"), |it| it.iter(|| {
-            let r = reference_forward(be, &q, &k, &v, &beta, &bias);
-            let g = reference_backward(be, &q, &k, &v, &beta, &bias, &d_out);
+            let r = reference::association(be, &q, &k, &v, &beta, &bias);
+            let g = reference::association_backward(be, &q, &k, &v, &beta, &bias, &d_out);
             sync();
             (r, g)
         }));
@@ -50,7 +50,7 @@ fn bench_backend<B: Backend<Elem = f32>>(c: &mut Criterion, group: &str, be: &B,
 }
 
 fn benches(c: &mut Criterion) {
-    bench_backend(c, "association/cpu", &Cpu::<f32>::new(), &|| {}, [1, 1, 2048, 2048, 64], false);
+    bench_backend(c, "association/cpu", &Cpu::<f32>::with_tuned_allocator(), &|| {}, [1, 1, 2048, 2048, 64], false);
     #[cfg(feature = "wgpu")]
     {
         match hopfield::backend::cube::Wgpu::wgpu() {

@@ -1,8 +1,14 @@
 //! Forward + backward timings of the cases the hflayers comparison uses (f32, CPU backend):
 //! self-association B=8 S=256 D=512 H=8 with 0 and 3 update steps, and CLOOB's parameter-free static
 //! retrieval N=512 d=512 β=14.3.
+//!
+//! Every case runs twice: first with glibc's default allocator settings (`hopfield_cpu_f32/untuned/…`),
+//! then after [`tune_allocator`] (`hopfield_cpu_f32/tuned/…`). The tuning is process-wide and cannot be
+//! undone, so the untuned group must run first: a filter that selects only `untuned` cases is fine, one that
+//! selects only `tuned` cases still tunes. `HOPFIELD_CPU_MALLOC_TUNING=0` makes both groups untuned.
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use hopfield::backend::cpu::tune_allocator;
 use hopfield::layers::{Layer, Mode};
 use hopfield::layers::{HopfieldConfig, HopfieldInput};
 use hopfield::{Backend, Cpu};
@@ -31,20 +37,30 @@ fn fwd_bwd(c: &mut Criterion, name: &str, cfg: HopfieldConfig, stored: &[usize],
     });
 }
 
-fn benches(c: &mut Criterion) {
-    let mut g = c.benchmark_group("hopfield_cpu_f32");
-    g.sample_size(10);
-    drop(g);
+fn cases(c: &mut Criterion, group: &str) {
     let base = HopfieldConfig::new(512).num_heads(8);
-    fwd_bwd(c, "self_assoc_b8_s256_d512_h8_steps0", base.clone(), &[8, 256, 512], &[8, 256, 512]);
-    fwd_bwd(c, "self_assoc_b8_s256_d512_h8_steps3",
+    let name = |case: &str| format!("hopfield_cpu_f32/{group}/{case}");
+    fwd_bwd(c, &name("self_assoc_b8_s256_d512_h8_steps0"), base.clone(), &[8, 256, 512], &[8, 256, 512]);
+    fwd_bwd(c, &name("self_assoc_b8_s256_d512_h8_steps3"),
             base.update_steps_max(Some(3)).update_steps_eps(1e-30), &[8, 256, 512], &[8, 256, 512]);
-    fwd_bwd(c, "static_retrieval_n512_d512_beta14.3", HopfieldConfig::static_retrieval(512, 14.3), &[1, 512, 512], &[1, 512, 512]);
+    fwd_bwd(c, &name("static_retrieval_n512_d512_beta14.3"), HopfieldConfig::static_retrieval(512, 14.3),
+            &[1, 512, 512], &[1, 512, 512]);
+}
+
+fn untuned(c: &mut Criterion) {
+    cases(c, "untuned");
+}
+
+fn tuned(c: &mut Criterion) {
+    if !tune_allocator() {
+        eprintln!("allocator tuning is off (not glibc, or HOPFIELD_CPU_MALLOC_TUNING=0): `tuned` is untuned");
+    }
+    cases(c, "tuned");
 }
 
 criterion_group! {
     name = group;
     config = Criterion::default().sample_size(10).measurement_time(std::time::Duration::from_secs(8));
-    targets = benches
+    targets = untuned, tuned
 }
 criterion_main!(group);

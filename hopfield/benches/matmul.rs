@@ -9,7 +9,7 @@
 //! association bench's B = 8, H = 8, L = S = 4096, d = 64 and B·L = 32768, D = 512 too.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use hopfield::backend::cube::{Cube, MatmulKernel};
+use hopfield::backend::cube::{Cube, CubeRuntime, MatmulKernel};
 use hopfield::Backend;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
@@ -29,7 +29,8 @@ fn cases(bh: usize, l: usize, d: usize, rows: usize, dm: usize) -> Vec<Case> {
     ]
 }
 
-fn bench_cube(c: &mut Criterion, group: &str, be: &Cube, kernels: &[MatmulKernel], cases: &[Case]) {
+fn bench_cube<R: CubeRuntime>(c: &mut Criterion, group: &str, be: &Cube<R>, kernels: &[MatmulKernel],
+                               cases: &[Case]) {
     let mut rng = StdRng::seed_from_u64(0);
     let mut t = |shape: &[usize]| be.from_vec((0..shape.iter().product::<usize>()).map(|_| rng.gen_range(-1.0f32..1.0)).collect(), shape);
     let mut g = c.benchmark_group(group);

@@ -31,7 +31,7 @@ struct Args {
 fn main() {
     let a = Args::parse();
     let run = || -> Result<(), Box<dyn std::error::Error>> {
-        let backend = Cpu::<f32>::new();
+        let backend = Cpu::<f32>::with_tuned_allocator();
         let (model, state) = load_model(&backend, &a.checkpoint)?;
         let mut cfg = state.config.clone();
         if let Some(d) = &a.data {

@@ -123,6 +123,8 @@ struct Args {
 }
 
 fn main() {
+    // Training allocates and frees large tensors every step: keep freed memory in the process.
+    hopfield::backend::cpu::tune_allocator();
     let a = Args::parse();
     let loss = match a.loss {
         Loss::Cloob => LossKind::Cloob,

@@ -7,17 +7,17 @@
 //! Operations take shapes that the layer code has already validated: a backend checks them with
 //! `debug_assert!` only. Public, user-facing functions validate and return
 //! [`HopfieldError`](crate::HopfieldError).
+//!
+//! - [`cpu`]: the ndarray backend ([`Cpu`]) and its opt-in allocator tuning ([`cpu::tune_allocator`]).
+//! - [`reference`]: the materialised association, the default of [`Backend::association`] and the oracle.
+//! - `cube` (features `wgpu`, `cuda`): the CubeCL backend, `Cube<R>` on the runtime `R`.
 
-pub mod association;
-mod cpu;
-mod cpu_gemm;
-mod cpu_memory;
-mod cpu_rows;
+pub mod cpu;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 pub mod cube;
+pub mod reference;
 
 pub use cpu::{Cpu, CpuTensor};
-pub use cpu_memory::retain_freed_memory;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 pub use cube::{Cube, CubeTensor};
 
@@ -66,6 +66,13 @@ pub struct AdamStep {
 ///
 /// # Shapes
 /// Each method states its shapes. `[.., m, k]` means any number of leading batch axes.
+///
+/// # Fully masked rows
+/// A score row whose every entry is masked (`-inf` in the [`ScoreBias`]) has no pattern to retrieve. On
+/// every backend it yields a zero row, never NaN: zero probabilities from [`Backend::masked_softmax`], a
+/// zero output row and `lse = -inf` from [`Backend::association`] (a streaming implementation; the
+/// materialised default returns zeros for every `lse`), and no gradient from either backward. A layer
+/// then outputs its output projection's bias for that row.
 pub trait Backend: Clone + Debug + Send + Sync + 'static {
     /// Scalar type.
     type Elem: Element;
@@ -187,7 +194,8 @@ pub trait Backend: Clone + Debug + Send + Sync + 'static {
     /// `softmax(β_h · scores + bias)` over the last axis, per head `h`.
     ///
     /// # Shapes
-    /// `scores: [B, H, L, S]`, `beta: [H]` (host), bias as in [`ScoreBias`]. A fully masked row gives zeros.
+    /// `scores: [B, H, L, S]`, `beta: [H]` (host), bias as in [`ScoreBias`]. A fully masked row gives
+    /// zeros (see the trait doc).
     fn masked_softmax(&self, scores: &Self::Tensor, beta: &[Self::Elem], bias: &ScoreBias<'_, Self::Tensor>)
         -> Self::Tensor;
     /// Gradient w.r.t. the unscaled `scores` of [`Backend::masked_softmax`], from its output `probs` and
@@ -197,15 +205,16 @@ pub trait Backend: Clone + Debug + Send + Sync + 'static {
     /// Fused association per head `h`: `out = softmax(β_h · q kᵀ + bias) · v`, with the per-row
     /// log-sum-exp of the biased scores that [`Backend::association_backward`] recomputes the
     /// probabilities from. Backends override it with a streaming (flash-attention) version that never
-    /// holds the whole `L × S` matrix; the default materialises it ([`association::reference_forward`],
+    /// holds the whole `L × S` matrix; the default materialises it ([`reference::association`],
     /// whose `lse` is zeros: its backward recomputes everything).
     ///
     /// # Shapes
     /// `q: [B, H, L, d]`, `k: [B, H, S, d]`, `v: [B, H, S, dv]`, `beta: [H]`, bias as in [`ScoreBias`].
-    /// Returns `out: [B, H, L, dv]` and `lse: [B, H, L]` (`-inf` for a fully masked row, whose output is 0).
+    /// Returns `out: [B, H, L, dv]` and `lse: [B, H, L]`, opaque outside this backend's
+    /// [`Backend::association_backward`] (a fully masked row: output 0, `lse = -inf`; see the trait doc).
     fn association(&self, q: &Self::Tensor, k: &Self::Tensor, v: &Self::Tensor, beta: &[Self::Elem],
                    bias: &ScoreBias<'_, Self::Tensor>) -> (Self::Tensor, Self::Tensor) {
-        association::reference_forward(self, q, k, v, beta, bias)
+        reference::association(self, q, k, v, beta, bias)
     }
     /// Backward of [`Backend::association`] from its `out` and `lse`: returns `(dq, dk, dv)`.
     #[allow(clippy::too_many_arguments)]
@@ -213,7 +222,7 @@ pub trait Backend: Clone + Debug + Send + Sync + 'static {
                             bias: &ScoreBias<'_, Self::Tensor>, out: &Self::Tensor, lse: &Self::Tensor,
                             d_out: &Self::Tensor) -> (Self::Tensor, Self::Tensor, Self::Tensor) {
         let _ = (out, lse);
-        association::reference_backward(self, q, k, v, beta, bias, d_out)
+        reference::association_backward(self, q, k, v, beta, bias, d_out)
     }
     /// Per head `h`: `max_b ‖a[b,h] − b[b,h]‖_F` over the trailing axes. `a, b: [B, H, ..]`. Host result `[H]`.
     fn head_distance(&self, a: &Self::Tensor, b: &Self::Tensor) -> Vec<Self::Elem>;

@@ -8,12 +8,14 @@
 //! - backward: `Δ = rowsum(dO ⊙ O)`; a `dq` kernel shaped like the forward; a `dk, dv` kernel with one
 //!   unit per stored pattern looping over tiles of state patterns.
 //!
-//! Masked entries are `-inf` in the bias buffers; running maxima start at `FLOOR = -3e38` (written as a literal: a Rust `const` would be comptime in `#[cube]` code) (WGSL has no
-//! infinite literals). A fully masked row gives output 0 and `lse = FLOOR` (the CPU writes `-inf`).
+//! The three kernels share their tile loads ([`load_tile`]) and the biased score
+//! `β q·k + padding + association` ([`biased_score`]). Masked entries are `-inf` in the bias buffers;
+//! running maxima start at [`MASKED_SCORE`](super::MASKED_SCORE) (WGSL has no infinite literals), and a
+//! row whose maximum stays there is fully masked: output 0 and `lse = -inf`, as on the CPU.
 //! Head sizes above [`MAX_HEAD`] (registers) fall back to the materialised reference.
 
-use super::{Cube, CubeTensor};
-use crate::backend::association::{reference_backward, reference_forward};
+use super::{masked_score, Cube, CubeRuntime, CubeTensor};
+use crate::backend::reference;
 use crate::backend::ScoreBias;
 use cubecl::prelude::*;
 
@@ -24,11 +26,47 @@ pub const BC: usize = 32;
 /// Largest head size (q/k and v) the fused kernels take.
 pub const MAX_HEAD: usize = 128;
 
+/// Rows `start..start + BC` of the `[len, width]` matrix that starts at row `first` of `src` into `tile`,
+/// zeros past `len`. Every unit of the cube calls it (unit `u` copies every [`ROWS`]-th element).
+#[cube]
+fn load_tile(src: &[f32], tile: &mut Shared<[f32]>, first: usize, start: usize, len: usize, u: usize,
+             #[comptime] width: usize) {
+    let mut i = u;
+    while i < BC * width {
+        tile[i] = if start + i / width < len { src[(first + start) * width + i] } else { 0.0f32 };
+        i += ROWS;
+    }
+}
+
+/// The biased score `β · (x · tile[at..at + d]) + padding[b, col] + association[b, h, row, col]` of a
+/// register row `x` against one row of a shared tile, with the biases the comptime flags switch on.
+/// `row` and `col` must be in range: callers clamp them and discard the scores of clamped entries.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn biased_score(x: &Array<f32>, tile: &Shared<[f32]>, at: usize, beta: f32, pad: &[f32], assoc: &[f32],
+                b: usize, h: usize, row: usize, col: usize, len_s: usize, assoc_sb: usize, assoc_sh: usize,
+                #[comptime] d: usize, #[comptime] has_pad: bool, #[comptime] has_assoc: bool) -> f32 {
+    let mut s = 0.0f32;
+    #[unroll]
+    for c in 0..d {
+        s += x[c] * tile[at + c];
+    }
+    s *= beta;
+    if comptime![has_pad] {
+        s += pad[b * len_s + col];
+    }
+    if comptime![has_assoc] {
+        s += assoc[b * assoc_sb + h * assoc_sh + row * len_s + col];
+    }
+    s
+}
+
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 fn assoc_forward_kernel(q: &[f32], k: &[f32], v: &[f32], beta: &[f32], pad: &[f32], assoc: &[f32], out: &mut [f32],
                         lse: &mut [f32], len_l: usize, len_s: usize, heads: usize, assoc_sb: usize, assoc_sh: usize,
-                        #[comptime] d: usize, #[comptime] dv: usize, #[comptime] has_pad: bool, #[comptime] has_assoc: bool) {
+                        masked_lse: f32, #[comptime] d: usize, #[comptime] dv: usize, #[comptime] has_pad: bool,
+                        #[comptime] has_assoc: bool) {
     let u = UNIT_POS as usize;
     let bh = CUBE_POS_Y as usize;
     let b = bh / heads;
@@ -51,47 +89,27 @@ fn assoc_forward_kernel(q: &[f32], k: &[f32], v: &[f32], beta: &[f32], pad: &[f3
     // rather than a register array: `sc[j]` is indexed by a loop variable, and lavapipe compiled the kernel
     // with such an array in 5–8 s (of the fused layer test's 7 cold minutes), against under 1 s without.
     let mut sc = Shared::<[f32]>::new_slice(BC * ROWS);
-    let mut m = f32::new(-3.0e38);
+    let mut m = masked_score();
     let mut lsum = 0.0f32;
     let mut ks = Shared::<[f32]>::new_slice(BC * d);
     let mut vs = Shared::<[f32]>::new_slice(BC * dv);
     let tiles = (len_s + BC - 1) / BC;
     for t in 0..tiles {
         let s0 = t * BC;
-        let mut i = u;
-        while i < BC * d {
-            ks[i] = if s0 + i / d < len_s { k[(bh * len_s + s0) * d + i] } else { 0.0f32 };
-            i += ROWS;
-        }
-        let mut i2 = u;
-        while i2 < BC * dv {
-            vs[i2] = if s0 + i2 / dv < len_s { v[(bh * len_s + s0) * dv + i2] } else { 0.0f32 };
-            i2 += ROWS;
-        }
+        load_tile(k, &mut ks, bh * len_s, s0, len_s, u, d);
+        load_tile(v, &mut vs, bh * len_s, s0, len_s, u, dv);
         sync_cube();
-        let mut tmax = f32::new(-3.0e38);
+        let mut tmax = masked_score();
         for j in 0..BC {
             let col = s0 + j;
-            // Reads outside the L × S matrix are clamped in range; their scores are discarded below.
-            let cc = min(col, len_s - 1);
-            let mut sj = 0.0f32;
-            #[unroll]
-            for c in 0..d {
-                sj += qr[c] * ks[j * d + c];
-            }
-            sj *= bq;
-            if comptime![has_pad] {
-                sj += pad[b * len_s + cc];
-            }
-            if comptime![has_assoc] {
-                sj += assoc[b * assoc_sb + h * assoc_sh + rc * len_s + cc];
-            }
-            sj = if col < len_s { sj } else { -3.0e38f32 };
+            let sj = biased_score(&qr, &ks, j * d, bq, pad, assoc, b, h, rc, min(col, len_s - 1), len_s, assoc_sb,
+                                  assoc_sh, d, has_pad, has_assoc);
+            let sj = if col < len_s { sj } else { masked_score() };
             sc[j * ROWS + u] = sj;
             tmax = max(tmax, sj);
         }
         let m_new = max(m, tmax);
-        if m_new > -3.0e38f32 {
+        if m_new > masked_score() {
             let alpha = (m - m_new).exp();
             #[unroll]
             for c in 0..dv {
@@ -113,13 +131,13 @@ fn assoc_forward_kernel(q: &[f32], k: &[f32], v: &[f32], beta: &[f32], pad: &[f3
     }
     if valid_row {
         let o = (bh * len_l + row) * dv;
-        let masked = m <= -3.0e38f32;
+        let masked = m <= masked_score();
         let inv = if masked { 0.0f32 } else { 1.0 / lsum };
         #[unroll]
         for c in 0..dv {
             out[o + c] = acc[c] * inv;
         }
-        lse[bh * len_l + row] = if masked { -3.0e38f32 } else { m + lsum.ln() };
+        lse[bh * len_l + row] = if masked { masked_lse } else { m + lsum.ln() };
     }
 }
 
@@ -162,41 +180,22 @@ fn assoc_dq_kernel(q: &[f32], k: &[f32], v: &[f32], beta: &[f32], pad: &[f32], a
     for c in 0..dv {
         dor[c] = if valid_row { d_out[(bh * len_l + row) * dv + c] } else { 0.0f32 };
     }
-    let lse_r = if valid_row { lse[bh * len_l + row] } else { -3.0e38f32 };
+    let lse_r = if valid_row { lse[bh * len_l + row] } else { masked_score() };
     let delta_r = if valid_row { delta[bh * len_l + row] } else { 0.0f32 };
-    let live = valid_row && lse_r > -3.0e38f32;
+    // A fully masked row (`lse = -inf`) has no gradient.
+    let live = valid_row && lse_r > masked_score();
     let mut ks = Shared::<[f32]>::new_slice(BC * d);
     let mut vs = Shared::<[f32]>::new_slice(BC * dv);
     let tiles = (len_s + BC - 1) / BC;
     for t in 0..tiles {
         let s0 = t * BC;
-        let mut i = u;
-        while i < BC * d {
-            ks[i] = if s0 + i / d < len_s { k[(bh * len_s + s0) * d + i] } else { 0.0f32 };
-            i += ROWS;
-        }
-        let mut i2 = u;
-        while i2 < BC * dv {
-            vs[i2] = if s0 + i2 / dv < len_s { v[(bh * len_s + s0) * dv + i2] } else { 0.0f32 };
-            i2 += ROWS;
-        }
+        load_tile(k, &mut ks, bh * len_s, s0, len_s, u, d);
+        load_tile(v, &mut vs, bh * len_s, s0, len_s, u, dv);
         sync_cube();
         for j in 0..BC {
             let col = s0 + j;
-            // Reads outside the L × S matrix are clamped in range; their scores are discarded below.
-            let cc = min(col, len_s - 1);
-            let mut sj = 0.0f32;
-            #[unroll]
-            for c in 0..d {
-                sj += qr[c] * ks[j * d + c];
-            }
-            sj *= bq;
-            if comptime![has_pad] {
-                sj += pad[b * len_s + cc];
-            }
-            if comptime![has_assoc] {
-                sj += assoc[b * assoc_sb + h * assoc_sh + rc * len_s + cc];
-            }
+            let sj = biased_score(&qr, &ks, j * d, bq, pad, assoc, b, h, rc, min(col, len_s - 1), len_s, assoc_sb,
+                                  assoc_sh, d, has_pad, has_assoc);
             let p = if live && col < len_s { (sj - lse_r).exp() } else { 0.0f32 };
             let mut dp = 0.0f32;
             #[unroll]
@@ -249,10 +248,6 @@ fn assoc_dkdv_kernel(q: &[f32], k: &[f32], v: &[f32], beta: &[f32], pad: &[f32],
         vr[c] = if valid_col { v[(bh * len_s + col) * dv + c] } else { 0.0f32 };
         dv_acc[c] = 0.0;
     }
-    let mut pad_c = 0.0f32;
-    if comptime![has_pad] {
-        pad_c = if valid_col { pad[b * len_s + cc] } else { 0.0f32 };
-    }
     let mut qs = Shared::<[f32]>::new_slice(BC * d);
     let mut dos = Shared::<[f32]>::new_slice(BC * dv);
     let mut ls = Shared::<[f32]>::new_slice(BC);
@@ -260,35 +255,21 @@ fn assoc_dkdv_kernel(q: &[f32], k: &[f32], v: &[f32], beta: &[f32], pad: &[f32],
     let tiles = (len_l + BC - 1) / BC;
     for t in 0..tiles {
         let l0 = t * BC;
-        let mut i = u;
-        while i < BC * d {
-            qs[i] = if l0 + i / d < len_l { q[(bh * len_l + l0) * d + i] } else { 0.0f32 };
-            i += ROWS;
-        }
-        let mut i2 = u;
-        while i2 < BC * dv {
-            dos[i2] = if l0 + i2 / dv < len_l { d_out[(bh * len_l + l0) * dv + i2] } else { 0.0f32 };
-            i2 += ROWS;
-        }
+        load_tile(q, &mut qs, bh * len_l, l0, len_l, u, d);
+        load_tile(d_out, &mut dos, bh * len_l, l0, len_l, u, dv);
         if u < BC {
             let live_row = l0 + u < len_l;
-            ls[u] = if live_row { lse[bh * len_l + l0 + u] } else { -3.0e38f32 };
+            ls[u] = if live_row { lse[bh * len_l + l0 + u] } else { masked_score() };
             dls[u] = if live_row { delta[bh * len_l + l0 + u] } else { 0.0f32 };
         }
         sync_cube();
         for r in 0..BC {
             let row = l0 + r;
-            let mut sj = 0.0f32;
-            #[unroll]
-            for c in 0..d {
-                sj += qs[r * d + c] * kr[c];
-            }
-            sj = sj * bq + pad_c;
-            if comptime![has_assoc] {
-                sj += assoc[b * assoc_sb + h * assoc_sh + min(row, len_l - 1) * len_s + cc];
-            }
+            let sj = biased_score(&kr, &qs, r * d, bq, pad, assoc, b, h, min(row, len_l - 1), cc, len_s, assoc_sb,
+                                  assoc_sh, d, has_pad, has_assoc);
             let lr = ls[r];
-            let p = if valid_col && row < len_l && lr > -3.0e38f32 { (sj - lr).exp() } else { 0.0f32 };
+            // Padded rows and fully masked ones (`lse = -inf`) contribute nothing.
+            let p = if valid_col && row < len_l && lr > masked_score() { (sj - lr).exp() } else { 0.0f32 };
             let mut dp = 0.0f32;
             #[unroll]
             for c in 0..dv {
@@ -316,7 +297,7 @@ fn assoc_dkdv_kernel(q: &[f32], k: &[f32], v: &[f32], beta: &[f32], pad: &[f32],
 }
 
 /// Shapes `(B, H, L, S, d, dv)` of a fused association, or `None` when it does not fit the kernels.
-fn fused_dims(g: &Cube, q: &CubeTensor, k: &CubeTensor, v: &CubeTensor) -> Option<[usize; 6]> {
+fn fused_dims<R: CubeRuntime>(g: &Cube<R>, q: &CubeTensor, k: &CubeTensor, v: &CubeTensor) -> Option<[usize; 6]> {
     let (qs, ks, vs) = (&q.shape, &k.shape, &v.shape);
     debug_assert!(qs.len() == 4 && ks.len() == 4 && vs.len() == 4, "association: rank-4 q, k, v");
     debug_assert!(qs[..2] == ks[..2] && ks[..3] == vs[..3] && qs[3] == ks[3], "association: q {qs:?} k {ks:?} v {vs:?}");
@@ -335,10 +316,10 @@ fn assoc_strides(a: &CubeTensor) -> (usize, usize) {
     (if ab == 1 { 0 } else { ah * l * s }, if ah == 1 { 0 } else { l * s })
 }
 
-pub(crate) fn association(g: &Cube, q: &CubeTensor, k: &CubeTensor, v: &CubeTensor, beta: &[f32],
-                                      bias: &ScoreBias<'_, CubeTensor>) -> (CubeTensor, CubeTensor) {
+pub(crate) fn association<R: CubeRuntime>(g: &Cube<R>, q: &CubeTensor, k: &CubeTensor, v: &CubeTensor,
+                                          beta: &[f32], bias: &ScoreBias<'_, CubeTensor>) -> (CubeTensor, CubeTensor) {
     let Some([b, h, l, s, d, dv]) = fused_dims(g, q, k, v) else {
-        return reference_forward(g, q, k, v, beta, bias);
+        return reference::association(g, q, k, v, beta, bias);
     };
     let out = g.alloc(&[b, h, l, dv]);
     let lse = g.alloc(&[b, h, l]);
@@ -347,17 +328,18 @@ pub(crate) fn association(g: &Cube, q: &CubeTensor, k: &CubeTensor, v: &CubeTens
     let assoc = bias.association.map_or_else(|| g.dummy(), |a| a.arg());
     assoc_forward_kernel::launch(&g.client, CubeCount::Static(l.div_ceil(ROWS) as u32, (b * h) as u32, 1),
                                  CubeDim::new_1d(ROWS as u32), q.arg(), k.arg(), v.arg(), g.upload_f32(beta), pad, assoc,
-                                 out.arg(), lse.arg(), l, s, h, sb, sh, d, dv, bias.padding.is_some(),
-                                 bias.association.is_some());
+                                 out.arg(), lse.arg(), l, s, h, sb, sh, f32::NEG_INFINITY, d, dv,
+                                 bias.padding.is_some(), bias.association.is_some());
     (out, lse)
 }
 
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn association_backward(g: &Cube, q: &CubeTensor, k: &CubeTensor, v: &CubeTensor, beta: &[f32],
-                                               bias: &ScoreBias<'_, CubeTensor>, out: &CubeTensor, lse: &CubeTensor,
-                                               d_out: &CubeTensor) -> (CubeTensor, CubeTensor, CubeTensor) {
+pub(crate) fn association_backward<R: CubeRuntime>(g: &Cube<R>, q: &CubeTensor, k: &CubeTensor, v: &CubeTensor,
+                                                   beta: &[f32], bias: &ScoreBias<'_, CubeTensor>, out: &CubeTensor,
+                                                   lse: &CubeTensor, d_out: &CubeTensor)
+    -> (CubeTensor, CubeTensor, CubeTensor) {
     let Some([b, h, l, s, d, dv]) = fused_dims(g, q, k, v) else {
-        return reference_backward(g, q, k, v, beta, bias, d_out);
+        return reference::association_backward(g, q, k, v, beta, bias, d_out);
     };
     debug_assert_eq!(d_out.shape, [b, h, l, dv], "association_backward: d_out");
     let rows = b * h * l;
@@ -384,9 +366,15 @@ pub(crate) fn association_backward(g: &Cube, q: &CubeTensor, k: &CubeTensor, v: 
 #[cfg(test)]
 mod tests {
     use super::super::test_util::*;
-    use crate::backend::association::{reference_backward, reference_forward};
+    use crate::backend::reference;
     use crate::backend::{Backend, ScoreBias};
     use rand::Rng;
+
+    /// A fully masked row gives zeros (output, probabilities, gradients) and `lse = -inf`, as on the CPU.
+    #[test]
+    fn fully_masked_rows_are_zero() {
+        reference::tests::check_fully_masked_rows(&gpu(), true);
+    }
 
     /// Fused forward and backward equal the materialised CPU oracle, on sizes straddling the tiles, with
     /// heads, padding (sample 0 fully masked), shared and per-sample association biases.
@@ -413,10 +401,10 @@ mod tests {
             for (i, (bg, bc)) in cases.iter().enumerate() {
                 let ctx = format!("{:?} case {i}", (b, h, l, s, d, dv));
                 let (og, lg) = g.association(&qg, &kg, &vg, &beta, bg);
-                let (oc, _) = reference_forward(&c, &qc, &kc, &vc, &beta, bc);
+                let (oc, _) = reference::association(&c, &qc, &kc, &vc, &beta, bc);
                 assert_close(&format!("{ctx}: out"), &g, &og, &oc, 1e-4);
                 let (dqg, dkg, dvg) = g.association_backward(&qg, &kg, &vg, &beta, bg, &og, &lg, &dog);
-                let (dqc, dkc, dvc) = reference_backward(&c, &qc, &kc, &vc, &beta, bc, &doc);
+                let (dqc, dkc, dvc) = reference::association_backward(&c, &qc, &kc, &vc, &beta, bc, &doc);
                 assert_close(&format!("{ctx}: dq"), &g, &dqg, &dqc, 1e-4);
                 assert_close(&format!("{ctx}: dk"), &g, &dkg, &dkc, 1e-4);
                 assert_close(&format!("{ctx}: dv"), &g, &dvg, &dvc, 1e-4);

@@ -1,7 +1,7 @@
 //! Element-wise kernels: fill, binary ops, `αx + βy`, bias add, activations and their derivatives,
 //! the fused Adam/AdamW update. One unit per element, `ABSOLUTE_POS` guarded by the length.
 
-use super::{grid_1d, Cube, CubeTensor};
+use super::{grid_1d, Cube, CubeRuntime, CubeTensor};
 use crate::activation::Activation;
 use crate::backend::AdamStep;
 use cubecl::prelude::*;
@@ -208,7 +208,7 @@ fn adam_kernel(p: &[f32], g: &[f32], m: &[f32], v: &[f32], p_out: &mut [f32], m_
 
 // ---- host wrappers -----------------------------------------------------------------------------------
 
-pub(crate) fn fill(g: &Cube, shape: &[usize], value: f32) -> CubeTensor {
+pub(crate) fn fill<R: CubeRuntime>(g: &Cube<R>, shape: &[usize], value: f32) -> CubeTensor {
     let out = g.alloc(shape);
     let n = out.len();
     if n > 0 {
@@ -218,7 +218,7 @@ pub(crate) fn fill(g: &Cube, shape: &[usize], value: f32) -> CubeTensor {
     out
 }
 
-pub(crate) fn binary(g: &Cube, a: &CubeTensor, b: &CubeTensor, op: Op) -> CubeTensor {
+pub(crate) fn binary<R: CubeRuntime>(g: &Cube<R>, a: &CubeTensor, b: &CubeTensor, op: Op) -> CubeTensor {
     debug_assert_eq!(a.shape, b.shape, "{op:?}: shapes");
     let out = g.alloc(&a.shape);
     let n = out.len();
@@ -230,7 +230,7 @@ pub(crate) fn binary(g: &Cube, a: &CubeTensor, b: &CubeTensor, op: Op) -> CubeTe
 }
 
 /// `α x + β y`; with `alpha == 0` the `x` term is left out entirely (so `0 · ∞` does not make NaN).
-pub(crate) fn axpby(g: &Cube, alpha: f32, x: &CubeTensor, beta: f32, y: &CubeTensor) -> CubeTensor {
+pub(crate) fn axpby<R: CubeRuntime>(g: &Cube<R>, alpha: f32, x: &CubeTensor, beta: f32, y: &CubeTensor) -> CubeTensor {
     debug_assert_eq!(x.shape, y.shape, "axpby: shapes");
     // Argument order mirrors `Backend::axpy(y, α, x)`: here `x` is the tensor scaled by `alpha`.
     let out = g.alloc(&x.shape);
@@ -243,7 +243,7 @@ pub(crate) fn axpby(g: &Cube, alpha: f32, x: &CubeTensor, beta: f32, y: &CubeTen
     out
 }
 
-pub(crate) fn add_bias(g: &Cube, x: &CubeTensor, bias: &CubeTensor) -> CubeTensor {
+pub(crate) fn add_bias<R: CubeRuntime>(g: &Cube<R>, x: &CubeTensor, bias: &CubeTensor) -> CubeTensor {
     let cols = *x.shape.last().expect("add_bias: x has a last axis");
     debug_assert_eq!(bias.len(), cols, "add_bias: bias {:?} for x {:?}", bias.shape, x.shape);
     let out = g.alloc(&x.shape);
@@ -255,7 +255,7 @@ pub(crate) fn add_bias(g: &Cube, x: &CubeTensor, bias: &CubeTensor) -> CubeTenso
     out
 }
 
-pub(crate) fn activation(g: &Cube, x: &CubeTensor, act: Activation) -> CubeTensor {
+pub(crate) fn activation<R: CubeRuntime>(g: &Cube<R>, x: &CubeTensor, act: Activation) -> CubeTensor {
     let out = g.alloc(&x.shape);
     let n = out.len();
     if n > 0 {
@@ -265,7 +265,8 @@ pub(crate) fn activation(g: &Cube, x: &CubeTensor, act: Activation) -> CubeTenso
     out
 }
 
-pub(crate) fn activation_backward(g: &Cube, x: &CubeTensor, dy: &CubeTensor, act: Activation) -> CubeTensor {
+pub(crate) fn activation_backward<R: CubeRuntime>(g: &Cube<R>, x: &CubeTensor, dy: &CubeTensor,
+                                                  act: Activation) -> CubeTensor {
     debug_assert_eq!(x.shape, dy.shape, "activation_backward: shapes");
     let out = g.alloc(&x.shape);
     let n = out.len();
@@ -276,8 +277,8 @@ pub(crate) fn activation_backward(g: &Cube, x: &CubeTensor, dy: &CubeTensor, act
     out
 }
 
-pub(crate) fn adam_step(g: &Cube, p: &CubeTensor, grad: &CubeTensor, m: &CubeTensor, v: &CubeTensor, hp: AdamStep)
-    -> (CubeTensor, CubeTensor, CubeTensor) {
+pub(crate) fn adam_step<R: CubeRuntime>(g: &Cube<R>, p: &CubeTensor, grad: &CubeTensor, m: &CubeTensor, v: &CubeTensor,
+                                        hp: AdamStep) -> (CubeTensor, CubeTensor, CubeTensor) {
     debug_assert!(p.shape == grad.shape && p.shape == m.shape && p.shape == v.shape, "adam_step: shapes");
     let bc1 = 1.0 - hp.beta1.powi(hp.step as i32);
     let bc2 = 1.0 - hp.beta2.powi(hp.step as i32);

@@ -2,7 +2,7 @@
 //! strides, output strides and offsets in a small metadata buffer), optionally accumulating; and the
 //! per-head select.
 
-use super::{grid_1d, row_major_strides, Cube, CubeTensor};
+use super::{grid_1d, row_major_strides, Cube, CubeRuntime, CubeTensor};
 use cubecl::prelude::*;
 
 /// `out[o(i)] (+)= input[s(i)]` for every multi-index `i` of `shape`, where `s` and `o` are the strided
@@ -44,8 +44,9 @@ fn select_heads_kernel(new: &[f32], old: &[f32], take: &[u32], out: &mut [f32], 
 
 /// Launch one strided copy of `shape` from `input` into `out`.
 #[allow(clippy::too_many_arguments)]
-fn strided_copy(g: &Cube, input: &CubeTensor, out: &CubeTensor, shape: &[usize], in_strides: &[usize],
-                            out_strides: &[usize], in_offset: usize, out_offset: usize, accumulate: bool) {
+fn strided_copy<R: CubeRuntime>(g: &Cube<R>, input: &CubeTensor, out: &CubeTensor, shape: &[usize],
+                                in_strides: &[usize], out_strides: &[usize], in_offset: usize, out_offset: usize,
+                                accumulate: bool) {
     let n: usize = shape.iter().product();
     if n == 0 {
         return;
@@ -59,7 +60,7 @@ fn strided_copy(g: &Cube, input: &CubeTensor, out: &CubeTensor, shape: &[usize],
                                 in_offset, out_offset, n, accumulate);
 }
 
-pub(crate) fn permute(g: &Cube, t: &CubeTensor, axes: &[usize]) -> CubeTensor {
+pub(crate) fn permute<R: CubeRuntime>(g: &Cube<R>, t: &CubeTensor, axes: &[usize]) -> CubeTensor {
     debug_assert_eq!(axes.len(), t.shape.len(), "permute: axes {axes:?} for {:?}", t.shape);
     let in_strides = row_major_strides(&t.shape);
     let shape: Vec<usize> = axes.iter().map(|&a| t.shape[a]).collect();
@@ -69,7 +70,7 @@ pub(crate) fn permute(g: &Cube, t: &CubeTensor, axes: &[usize]) -> CubeTensor {
     out
 }
 
-pub(crate) fn slice(g: &Cube, t: &CubeTensor, axis: usize, start: usize, len: usize) -> CubeTensor {
+pub(crate) fn slice<R: CubeRuntime>(g: &Cube<R>, t: &CubeTensor, axis: usize, start: usize, len: usize) -> CubeTensor {
     debug_assert!(start + len <= t.shape[axis], "slice {start}+{len} of axis {axis} of {:?}", t.shape);
     let in_strides = row_major_strides(&t.shape);
     let mut shape = t.shape.clone();
@@ -79,7 +80,7 @@ pub(crate) fn slice(g: &Cube, t: &CubeTensor, axis: usize, start: usize, len: us
     out
 }
 
-pub(crate) fn expand(g: &Cube, t: &CubeTensor, axis: usize, n: usize) -> CubeTensor {
+pub(crate) fn expand<R: CubeRuntime>(g: &Cube<R>, t: &CubeTensor, axis: usize, n: usize) -> CubeTensor {
     debug_assert_eq!(t.shape[axis], 1, "expand: axis {axis} of {:?}", t.shape);
     let mut in_strides = row_major_strides(&t.shape);
     in_strides[axis] = 0;
@@ -90,7 +91,7 @@ pub(crate) fn expand(g: &Cube, t: &CubeTensor, axis: usize, n: usize) -> CubeTen
     out
 }
 
-pub(crate) fn concat(g: &Cube, a: &CubeTensor, b: &CubeTensor, axis: usize) -> CubeTensor {
+pub(crate) fn concat<R: CubeRuntime>(g: &Cube<R>, a: &CubeTensor, b: &CubeTensor, axis: usize) -> CubeTensor {
     debug_assert!(a.shape.len() == b.shape.len()
         && a.shape.iter().zip(&b.shape).enumerate().all(|(i, (x, y))| i == axis || x == y),
         "concat {:?} and {:?} along {axis}", a.shape, b.shape);
@@ -104,14 +105,15 @@ pub(crate) fn concat(g: &Cube, a: &CubeTensor, b: &CubeTensor, axis: usize) -> C
 }
 
 /// A new buffer with the contents of `t` (the out-of-place start of the `&mut` ops).
-pub(crate) fn copy(g: &Cube, t: &CubeTensor) -> CubeTensor {
+pub(crate) fn copy<R: CubeRuntime>(g: &Cube<R>, t: &CubeTensor) -> CubeTensor {
     let out = g.alloc(&t.shape);
     strided_copy(g, t, &out, &[t.len()], &[1], &[1], 0, 0, false);
     out
 }
 
 /// A copy of `dst` with `src` added into `[start, start + len)` along `axis`.
-pub(crate) fn slice_add(g: &Cube, dst: &CubeTensor, axis: usize, start: usize, src: &CubeTensor) -> CubeTensor {
+pub(crate) fn slice_add<R: CubeRuntime>(g: &Cube<R>, dst: &CubeTensor, axis: usize, start: usize,
+                                        src: &CubeTensor) -> CubeTensor {
     debug_assert!(start + src.shape[axis] <= dst.shape[axis], "slice_add {:?} at {start} into {:?}", src.shape, dst.shape);
     let out = copy(g, dst);
     let os = row_major_strides(&dst.shape);
@@ -119,7 +121,8 @@ pub(crate) fn slice_add(g: &Cube, dst: &CubeTensor, axis: usize, start: usize, s
     out
 }
 
-pub(crate) fn select_heads(g: &Cube, new: &CubeTensor, old: &CubeTensor, take_new: &[bool]) -> CubeTensor {
+pub(crate) fn select_heads<R: CubeRuntime>(g: &Cube<R>, new: &CubeTensor, old: &CubeTensor,
+                                           take_new: &[bool]) -> CubeTensor {
     debug_assert_eq!(new.shape, old.shape, "select_heads: shapes");
     debug_assert_eq!(new.shape[1], take_new.len(), "select_heads: one flag per head");
     let out = g.alloc(&new.shape);

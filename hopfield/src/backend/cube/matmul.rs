@@ -11,7 +11,7 @@
 //!
 //! Which is faster, and why ours stays the default, is measured in docs/cubecl.md (`hopfield/benches/matmul.rs`).
 
-use super::{Cube, CubeTensor};
+use super::{Cube, CubeRuntime, CubeTensor};
 use cubecl::prelude::*;
 
 const TILE: usize = 16;
@@ -84,14 +84,15 @@ fn matmul_kernel(a: &[f32], b: &[f32], out: &mut [f32], m: usize, n: usize, k: u
     }
 }
 
-pub(crate) fn matmul(g: &Cube, a: &CubeTensor, b: &CubeTensor, ta: bool, tb: bool, kernel: MatmulKernel) -> CubeTensor {
+pub(crate) fn matmul<R: CubeRuntime>(g: &Cube<R>, a: &CubeTensor, b: &CubeTensor, ta: bool, tb: bool,
+                                     kernel: MatmulKernel) -> CubeTensor {
     launch(g, a, b, ta, tb, kernel, true).expect("our kernel takes every problem")
 }
 
 /// [`matmul`]; where cubek refuses the problem, our kernel with `fallback`, else `None` (for the tests,
 /// which must know that cubek ran).
-fn launch(g: &Cube, a: &CubeTensor, b: &CubeTensor, ta: bool, tb: bool, kernel: MatmulKernel, fallback: bool)
-    -> Option<CubeTensor> {
+fn launch<R: CubeRuntime>(g: &Cube<R>, a: &CubeTensor, b: &CubeTensor, ta: bool, tb: bool, kernel: MatmulKernel,
+                          fallback: bool) -> Option<CubeTensor> {
     let (ar, br) = (a.shape.len(), b.shape.len());
     debug_assert!(ar >= 2 && br >= 2, "matmul: operands of rank ≥ 2, got {:?} x {:?}", a.shape, b.shape);
     let (a0, a1) = (a.shape[ar - 2], a.shape[ar - 1]);
@@ -133,7 +134,7 @@ fn launch(g: &Cube, a: &CubeTensor, b: &CubeTensor, ta: bool, tb: bool, kernel: 
 /// The launch through cubek-matmul.
 #[cfg(feature = "cubek")]
 mod cubek {
-    use super::{Cube, CubeTensor, MatmulKernel};
+    use super::{Cube, CubeRuntime, CubeTensor, MatmulKernel};
     use cubecl::prelude::*;
     use cubek_matmul::definition::{MatmulElems, MatmulSetupError};
     use cubek_matmul::multi_level::Strategy as Routine;
@@ -156,8 +157,9 @@ mod cubek {
     /// `out = op(a) · op(b)` for `[na, m, n, k]`; `Err` when cubek-matmul refuses the problem (the caller
     /// then runs our kernel; `out` is untouched by a refused launch).
     #[allow(clippy::too_many_arguments, clippy::result_large_err)]
-    pub(super) fn matmul(g: &Cube, a: &CubeTensor, b: &CubeTensor, out: &CubeTensor, [na, m, n, k]: [usize; 4], ta: bool,
-                         tb: bool, shared_b: bool, kernel: MatmulKernel) -> Result<(), MatmulSetupError> {
+    pub(super) fn matmul<R: CubeRuntime>(g: &Cube<R>, a: &CubeTensor, b: &CubeTensor, out: &CubeTensor,
+                                         [na, m, n, k]: [usize; 4], ta: bool, tb: bool, shared_b: bool,
+                                         kernel: MatmulKernel) -> Result<(), MatmulSetupError> {
         let f32_ty = f32::elem_type_native();
         let (lhs, rhs, dst) = if shared_b && !ta {
             // One GEMM over every batch row: the projections' `[.., m, k] · [k, n]`.
@@ -189,11 +191,12 @@ mod cubek {
 mod tests {
     use super::super::test_util::*;
     use super::{launch, MatmulKernel};
-    use crate::backend::cube::{Cube, CubeTensor};
+    use crate::backend::cube::{Cube, CubeRuntime, CubeTensor};
     use crate::backend::Backend;
 
     /// `kernel`'s product; fails the test where cubek refused the problem (no silent fallback here).
-    fn product(g: &Cube, a: &CubeTensor, b: &CubeTensor, ta: bool, tb: bool, kernel: MatmulKernel) -> CubeTensor {
+    fn product<R: CubeRuntime>(g: &Cube<R>, a: &CubeTensor, b: &CubeTensor, ta: bool, tb: bool,
+                               kernel: MatmulKernel) -> CubeTensor {
         launch(g, a, b, ta, tb, kernel, false)
             .unwrap_or_else(|| panic!("{kernel:?} refused {:?} x {:?} (ta {ta}, tb {tb})", a.shape, b.shape))
     }

@@ -30,6 +30,7 @@ use crate::activation::Activation;
 use cubecl::prelude::*;
 use cubecl::server::Handle;
 use std::fmt;
+use std::marker::PhantomData;
 
 pub use matmul::MatmulKernel;
 
@@ -37,6 +38,18 @@ pub use matmul::MatmulKernel;
 pub(crate) const BLOCK: u32 = 256;
 /// [`BLOCK`] as an index (a plain constant, so `#[cube]` code sees it at compile time).
 pub(crate) const BLOCK_SIZE: usize = 256;
+
+/// The score that stands for `-inf` inside the softmax kernels, which WGSL cannot write as a literal: the
+/// running maxima start at it and padded tile columns get it. Any real score is above it and a `-inf` bias
+/// stays below it, so a row whose maximum is still `MASKED_SCORE` after every column is fully masked; such a
+/// row yields zeros (and `lse = -inf` from the association), the convention of [`Backend`].
+pub(crate) const MASKED_SCORE: f32 = -3.0e38;
+
+/// [`MASKED_SCORE`] as an f32 value in `#[cube]` code (a Rust `const` there is a comptime value).
+#[cube]
+pub(crate) fn masked_score() -> f32 {
+    f32::new(MASKED_SCORE)
+}
 
 /// A dense row-major f32 tensor on a CubeCL device.
 #[derive(Clone)]
@@ -67,26 +80,62 @@ impl fmt::Debug for CubeTensor {
     }
 }
 
-/// The CubeCL backend (f32) on one device of any CubeCL runtime: the kernels are written once against
-/// CubeCL's runtime-independent client, the device picks the runtime ([`Cube::wgpu`], [`Cube::cuda`]).
-#[derive(Clone)]
-pub struct Cube {
-    pub(crate) client: Client,
-    name: &'static str,
-    poison: bool,
-    matmul: MatmulKernel,
+/// A CubeCL runtime the [`Cube`] backend runs on: its type parameter, so that a backend on wgpu and one on
+/// CUDA are different types. Implemented by [`WgpuRuntime`] (feature `wgpu`) and [`CudaRuntime`] (feature
+/// `cuda`); sealed.
+pub trait CubeRuntime: sealed::Sealed + 'static {
+    /// The backend's name on this runtime ([`Backend::name`]).
+    const NAME: &'static str;
 }
 
-impl fmt::Debug for Cube {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Cube<{}>", self.name)
+mod sealed {
+    pub trait Sealed {}
+}
+
+#[cfg(feature = "wgpu")]
+pub use cubecl::wgpu::WgpuRuntime;
+#[cfg(feature = "wgpu")]
+impl sealed::Sealed for WgpuRuntime {}
+#[cfg(feature = "wgpu")]
+impl CubeRuntime for WgpuRuntime {
+    const NAME: &'static str = "wgpu";
+}
+
+#[cfg(feature = "cuda")]
+pub use cubecl::cuda::CudaRuntime;
+#[cfg(feature = "cuda")]
+impl sealed::Sealed for CudaRuntime {}
+#[cfg(feature = "cuda")]
+impl CubeRuntime for CudaRuntime {
+    const NAME: &'static str = "cuda";
+}
+
+/// The CubeCL backend (f32) on one device of the runtime `R`. The kernels are written once against
+/// CubeCL's runtime-independent client; each runtime has its own constructor ([`Cube::wgpu`] on
+/// [`Wgpu`], [`Cube::cuda`] on [`Cuda`]).
+pub struct Cube<R: CubeRuntime> {
+    pub(crate) client: Client,
+    poison: bool,
+    matmul: MatmulKernel,
+    runtime: PhantomData<fn() -> R>,
+}
+
+impl<R: CubeRuntime> Clone for Cube<R> {
+    fn clone(&self) -> Self {
+        Cube { client: self.client.clone(), poison: self.poison, matmul: self.matmul, runtime: PhantomData }
     }
 }
 
-impl Cube {
-    /// The backend on `device`, named after its runtime (`wgpu`, `cuda`).
-    fn on(device: cubecl::Device, name: &'static str) -> Self {
-        Cube { client: device.client(), name, poison: false, matmul: MatmulKernel::default() }
+impl<R: CubeRuntime> fmt::Debug for Cube<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Cube<{}>", R::NAME)
+    }
+}
+
+impl<R: CubeRuntime> Cube<R> {
+    /// The backend on `device` (of runtime `R`).
+    fn on(device: cubecl::Device) -> Self {
+        Cube { client: device.client(), poison: false, matmul: MatmulKernel::default(), runtime: PhantomData }
     }
 
     /// Run [`Backend::matmul`] with `kernel` (default: [`MatmulKernel::default`]). A clone shares the
@@ -109,7 +158,7 @@ impl Cube {
 
     /// Block until every launched kernel has finished.
     pub fn sync(&self) -> crate::Result<()> {
-        cubecl::future::block_on(self.client.sync()).map_err(|e| device_error(self.name, format!("{e:?}")))
+        cubecl::future::block_on(self.client.sync()).map_err(|e| device_error(R::NAME, format!("{e:?}")))
     }
 
     /// An output buffer of `shape`: uninitialised, or NaN-filled when poisoned.
@@ -153,31 +202,32 @@ impl Cube {
     }
 }
 
-/// [`Cube`] on wgpu (Vulkan, Metal, DX12; lavapipe in CI), for type annotations that name the runtime.
+/// [`Cube`] on wgpu (Vulkan, Metal, DX12; lavapipe in CI).
 #[cfg(feature = "wgpu")]
-pub type Wgpu = Cube;
+pub type Wgpu = Cube<WgpuRuntime>;
 
 #[cfg(feature = "wgpu")]
-impl Cube {
+impl Cube<WgpuRuntime> {
     /// The default wgpu adapter (on a CPU-only machine Mesa's lavapipe), or
     /// [`HopfieldError::Device`](crate::HopfieldError::Device) when the machine has none.
     pub fn wgpu() -> crate::Result<Self> {
-        let device = cubecl::Device::wgpu(cubecl::device::WgpuDeviceKind::default()).map_err(|e| device_error("wgpu", e))?;
-        Ok(Self::on(device, "wgpu"))
+        let device = cubecl::Device::wgpu(cubecl::device::WgpuDeviceKind::default())
+            .map_err(|e| device_error(WgpuRuntime::NAME, e))?;
+        Ok(Self::on(device))
     }
 }
 
-/// [`Cube`] on CUDA, for type annotations that name the runtime.
+/// [`Cube`] on CUDA.
 #[cfg(feature = "cuda")]
-pub type Cuda = Cube;
+pub type Cuda = Cube<CudaRuntime>;
 
 #[cfg(feature = "cuda")]
-impl Cube {
+impl Cube<CudaRuntime> {
     /// CUDA device `index`, or [`HopfieldError::Device`](crate::HopfieldError::Device) when there is
     /// none (no GPU, no driver).
     pub fn cuda(index: usize) -> crate::Result<Self> {
-        let device = cubecl::Device::cuda(index).map_err(|e| device_error("cuda", e))?;
-        Ok(Self::on(device, "cuda"))
+        let device = cubecl::Device::cuda(index).map_err(|e| device_error(CudaRuntime::NAME, e))?;
+        Ok(Self::on(device))
     }
 }
 
@@ -211,12 +261,12 @@ pub(crate) fn row_major_strides(shape: &[usize]) -> Vec<usize> {
     s
 }
 
-impl Backend for Cube {
+impl<R: CubeRuntime> Backend for Cube<R> {
     type Elem = f32;
     type Tensor = CubeTensor;
 
     fn name(&self) -> &'static str {
-        self.name
+        R::NAME
     }
 
     fn from_vec(&self, data: Vec<f32>, shape: &[usize]) -> CubeTensor {

@@ -1,7 +1,7 @@
 //! Layer norm over the last axis, forward and backward. One cube per row for the row statistics and
 //! `dx`; one unit per column for the affine gradients (a loop over rows, no atomics).
 
-use super::{grid_1d, grid_cubes, Cube, CubeTensor, BLOCK_SIZE};
+use super::{grid_1d, grid_cubes, Cube, CubeRuntime, CubeTensor, BLOCK_SIZE};
 use super::reduce::tree_sum;
 use cubecl::prelude::*;
 
@@ -133,8 +133,8 @@ fn layer_norm_affine_kernel(x: &[f32], stats: &[f32], dy: &[f32], dw: &mut [f32]
     }
 }
 
-pub(crate) fn layer_norm(g: &Cube, x: &CubeTensor, weight: Option<&CubeTensor>, bias: Option<&CubeTensor>,
-                                     eps: f32) -> (CubeTensor, CubeTensor) {
+pub(crate) fn layer_norm<R: CubeRuntime>(g: &Cube<R>, x: &CubeTensor, weight: Option<&CubeTensor>,
+                                         bias: Option<&CubeTensor>, eps: f32) -> (CubeTensor, CubeTensor) {
     let cols = *x.shape.last().expect("layer_norm: x has a last axis");
     let rows = x.len() / cols.max(1);
     debug_assert!(weight.is_none_or(|w| w.len() == cols) && bias.is_none_or(|b| b.len() == cols), "layer_norm: affine size");
@@ -150,8 +150,9 @@ pub(crate) fn layer_norm(g: &Cube, x: &CubeTensor, weight: Option<&CubeTensor>, 
     (y, stats)
 }
 
-pub(crate) fn layer_norm_backward(g: &Cube, x: &CubeTensor, stats: &CubeTensor, weight: Option<&CubeTensor>,
-                                              dy: &CubeTensor) -> (CubeTensor, Option<(CubeTensor, CubeTensor)>) {
+pub(crate) fn layer_norm_backward<R: CubeRuntime>(g: &Cube<R>, x: &CubeTensor, stats: &CubeTensor,
+                                                  weight: Option<&CubeTensor>, dy: &CubeTensor)
+    -> (CubeTensor, Option<(CubeTensor, CubeTensor)>) {
     debug_assert_eq!(x.shape, dy.shape, "layer_norm_backward: shapes");
     let cols = *x.shape.last().expect("layer_norm_backward: x has a last axis");
     let rows = x.len() / cols.max(1);

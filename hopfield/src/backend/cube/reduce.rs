@@ -4,7 +4,7 @@
 //! Totals: each cube reduces a chunk through shared memory; the per-cube partials come back to the host
 //! and are summed in f64 (the result is a host scalar anyway).
 
-use super::{grid_1d, grid_cubes, Cube, CubeTensor, BLOCK_SIZE};
+use super::{grid_1d, grid_cubes, Cube, CubeRuntime, CubeTensor, BLOCK_SIZE};
 use cubecl::prelude::*;
 
 /// Elements per cube of the total kernel.
@@ -99,7 +99,7 @@ fn row_sq_dist_kernel(a: &[f32], b: &[f32], out: &mut [f32], cols: usize, rows: 
     }
 }
 
-pub(crate) fn total(g: &Cube, t: &CubeTensor, kind: Total) -> f64 {
+pub(crate) fn total<R: CubeRuntime>(g: &Cube<R>, t: &CubeTensor, kind: Total) -> f64 {
     let n = t.len();
     if n == 0 {
         return 0.0;
@@ -112,7 +112,7 @@ pub(crate) fn total(g: &Cube, t: &CubeTensor, kind: Total) -> f64 {
 }
 
 /// Sum over `axis`, keeping it with size 1.
-pub(crate) fn sum_axis(g: &Cube, t: &CubeTensor, axis: usize) -> CubeTensor {
+pub(crate) fn sum_axis<R: CubeRuntime>(g: &Cube<R>, t: &CubeTensor, axis: usize) -> CubeTensor {
     let outer: usize = t.shape[..axis].iter().product();
     let inner: usize = t.shape[axis + 1..].iter().product();
     let mut shape = t.shape.clone();
@@ -127,7 +127,7 @@ pub(crate) fn sum_axis(g: &Cube, t: &CubeTensor, axis: usize) -> CubeTensor {
 }
 
 /// Per head `h`: `max_b ‖a[b,h] − b[b,h]‖_F`. The `[B·H]` squared norms come back to the host.
-pub(crate) fn head_distance(g: &Cube, a: &CubeTensor, b: &CubeTensor) -> Vec<f32> {
+pub(crate) fn head_distance<R: CubeRuntime>(g: &Cube<R>, a: &CubeTensor, b: &CubeTensor) -> Vec<f32> {
     debug_assert_eq!(a.shape, b.shape, "head_distance: shapes");
     let (bn, hn) = (a.shape[0], a.shape[1]);
     let rows = bn * hn;

@@ -4,7 +4,7 @@
 //! row (a CSR list: unique rows, then the source rows of each), so one unit owns each destination element
 //! and adds its sources in their original order, as `Cpu` does.
 
-use super::{grid_1d, Cube, CubeTensor};
+use super::{grid_1d, Cube, CubeRuntime, CubeTensor};
 use cubecl::prelude::*;
 
 /// `out[i, c] = table[ids[i], c]`.
@@ -41,7 +41,7 @@ fn ids_u32(ids: &[usize], rows: usize) -> Vec<u32> {
     }).collect()
 }
 
-pub(crate) fn gather_rows(g: &Cube, table: &CubeTensor, ids: &[usize]) -> CubeTensor {
+pub(crate) fn gather_rows<R: CubeRuntime>(g: &Cube<R>, table: &CubeTensor, ids: &[usize]) -> CubeTensor {
     debug_assert_eq!(table.shape.len(), 2, "gather_rows: table {:?}", table.shape);
     let cols = table.shape[1];
     let out = g.alloc(&[ids.len(), cols]);
@@ -55,7 +55,8 @@ pub(crate) fn gather_rows(g: &Cube, table: &CubeTensor, ids: &[usize]) -> CubeTe
 }
 
 /// A copy of `dst` with `src[i]` added to row `ids[i]`.
-pub(crate) fn scatter_add_rows(g: &Cube, dst: &CubeTensor, ids: &[usize], src: &CubeTensor) -> CubeTensor {
+pub(crate) fn scatter_add_rows<R: CubeRuntime>(g: &Cube<R>, dst: &CubeTensor, ids: &[usize],
+                                               src: &CubeTensor) -> CubeTensor {
     let cols = dst.shape[1];
     debug_assert_eq!(src.shape, [ids.len(), cols], "scatter_add_rows: src {:?} for {} ids", src.shape, ids.len());
     let out = super::layout::copy(g, dst);

@@ -1,11 +1,11 @@
 //! Masked softmax over the last axis of `[B, H, L, S]` scores with per-head β, padding and association
 //! biases, and its backward. One cube per row `(b, h, l)`.
 //!
-//! Masked entries are `-inf` in the bias buffers. The running maximum starts at `-3e38` instead of `-inf`
-//! (WGSL has no infinite literals): a row whose maximum stays there is fully masked and gives zeros, as
-//! on the CPU.
+//! Masked entries are `-inf` in the bias buffers. The running maximum starts at
+//! [`MASKED_SCORE`](super::MASKED_SCORE) instead of `-inf` (WGSL has no infinite literals): a row whose
+//! maximum stays there is fully masked and gives zeros, as on the CPU.
 
-use super::{grid_cubes, Cube, CubeTensor, BLOCK_SIZE};
+use super::{grid_cubes, masked_score, Cube, CubeRuntime, CubeTensor, BLOCK_SIZE};
 use crate::backend::ScoreBias;
 use super::reduce::tree_sum;
 use cubecl::prelude::*;
@@ -25,7 +25,7 @@ fn masked_softmax_kernel(scores: &[f32], beta: &[f32], pad: &[f32], assoc: &[f32
         let bh = beta[h];
         let mut smem = Shared::<[f32]>::new_slice(BLOCK_SIZE);
 
-        let mut m = f32::new(-3.0e38);
+        let mut m = masked_score();
         let mut j = u;
         while j < cols {
             let mut v = scores[base + j] * bh;
@@ -53,7 +53,7 @@ fn masked_softmax_kernel(scores: &[f32], beta: &[f32], pad: &[f32], assoc: &[f32
         let row_max = smem[0];
         sync_cube();
 
-        let masked = row_max <= -3.0e38f32;
+        let masked = row_max <= masked_score();
         let mut acc = 0.0f32;
         let mut j2 = u;
         while j2 < cols {
@@ -111,8 +111,8 @@ fn assoc_strides(a: &CubeTensor) -> (usize, usize) {
     (sb, sh)
 }
 
-pub(crate) fn masked_softmax(g: &Cube, scores: &CubeTensor, beta: &[f32], bias: &ScoreBias<'_, CubeTensor>)
-    -> CubeTensor {
+pub(crate) fn masked_softmax<R: CubeRuntime>(g: &Cube<R>, scores: &CubeTensor, beta: &[f32],
+                                             bias: &ScoreBias<'_, CubeTensor>) -> CubeTensor {
     let sh = &scores.shape;
     debug_assert_eq!(sh.len(), 4, "masked_softmax: scores [B, H, L, S], got {sh:?}");
     let (b, h, l, s) = (sh[0], sh[1], sh[2], sh[3]);
@@ -132,8 +132,8 @@ pub(crate) fn masked_softmax(g: &Cube, scores: &CubeTensor, beta: &[f32], bias: 
     out
 }
 
-pub(crate) fn masked_softmax_backward(g: &Cube, probs: &CubeTensor, d_probs: &CubeTensor, beta: &[f32])
-    -> CubeTensor {
+pub(crate) fn masked_softmax_backward<R: CubeRuntime>(g: &Cube<R>, probs: &CubeTensor, d_probs: &CubeTensor,
+                                                      beta: &[f32]) -> CubeTensor {
     debug_assert_eq!(probs.shape, d_probs.shape, "masked_softmax_backward: shapes");
     let sh = &probs.shape;
     let (b, h, l, s) = (sh[0], sh[1], sh[2], sh[3]);

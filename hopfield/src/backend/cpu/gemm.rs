@@ -4,9 +4,8 @@
 //! head-split operands are read through their strides instead of being copied, a shared weight is one
 //! GEMM over all rows of every batch entry, and the output is written once (never zero-filled first).
 
-use super::cpu::CpuTensor;
 use crate::element::Element;
-use ndarray::{CowArray, IxDyn};
+use ndarray::{ArrayD, ArrayViewD, CowArray, IxDyn};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
@@ -26,10 +25,10 @@ struct Operand<'a, E> {
 }
 
 impl<'a, E: Element> Operand<'a, E> {
-    fn new(t: &'a CpuTensor<E>, transpose: bool) -> Self {
+    fn new(t: ArrayViewD<'a, E>, transpose: bool) -> Self {
         let nd = t.ndim();
         let data = match batch_stride(t.shape(), t.strides()) {
-            Some(_) if t.strides().iter().all(|&s| s >= 0) => CowArray::from(t.view()),
+            Some(_) if t.strides().iter().all(|&s| s >= 0) => CowArray::from(t),
             _ => CowArray::from(t.as_standard_layout().into_owned()),
         };
         let (sh, st) = (data.shape(), data.strides());
@@ -64,7 +63,7 @@ fn batch_stride(shape: &[usize], strides: &[isize]) -> Option<isize> {
 
 /// `op(a) · op(b)` for `a [.., m, k]` and `b [.., k, n]` with equal batch sizes, or `b` of batch size 1
 /// (shared by every entry of `a`); `op` transposes the last two axes when asked.
-pub(super) fn matmul<E: Element>(a: &CpuTensor<E>, b: &CpuTensor<E>, ta: bool, tb: bool) -> CpuTensor<E> {
+pub(super) fn matmul<E: Element>(a: ArrayViewD<'_, E>, b: ArrayViewD<'_, E>, ta: bool, tb: bool) -> ArrayD<E> {
     let a = Operand::new(a, ta);
     let b = Operand::new(b, tb);
     let (m, k, n) = (a.rows, a.cols, b.cols);
@@ -74,7 +73,7 @@ pub(super) fn matmul<E: Element>(a: &CpuTensor<E>, b: &CpuTensor<E>, ta: bool, t
     out_shape.extend([m, n]);
     let len = a.batch * m * n;
     if k == 0 || len == 0 {
-        return ndarray::ArrayD::zeros(IxDyn(&out_shape)).into_shared();
+        return ArrayD::zeros(IxDyn(&out_shape));
     }
     let mut out: Vec<MaybeUninit<E>> = Vec::with_capacity(len);
     // SAFETY: MaybeUninit needs no initialisation; every element is written by a GEMM below (β = 0).
@@ -102,24 +101,22 @@ pub(super) fn matmul<E: Element>(a: &CpuTensor<E>, b: &CpuTensor<E>, ta: bool, t
     let mut out = std::mem::ManuallyDrop::new(out);
     // SAFETY: every element was initialised by the GEMMs; MaybeUninit<E> has E's layout.
     let data = unsafe { Vec::from_raw_parts(out.as_mut_ptr() as *mut E, len, out.capacity()) };
-    ndarray::ArrayD::from_shape_vec(IxDyn(&out_shape), data).expect("product shape").into_shared()
+    ArrayD::from_shape_vec(IxDyn(&out_shape), data).expect("product shape")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ndarray::ArrayD;
 
-    fn tensor(shape: &[usize], seed: usize) -> CpuTensor<f64> {
+    fn tensor(shape: &[usize], seed: usize) -> ArrayD<f64> {
         let n: usize = shape.iter().product();
         ArrayD::from_shape_vec(IxDyn(shape), (0..n).map(|i| (((i + seed) * 7919 % 211) as f64 - 105.0) / 37.0).collect())
             .unwrap()
-            .into_shared()
     }
 
     /// The product by definition, on standard-layout copies.
-    fn naive(a: &CpuTensor<f64>, b: &CpuTensor<f64>, ta: bool, tb: bool) -> ArrayD<f64> {
-        let op = |t: &CpuTensor<f64>, tr: bool| {
+    fn naive(a: &ArrayD<f64>, b: &ArrayD<f64>, ta: bool, tb: bool) -> ArrayD<f64> {
+        let op = |t: &ArrayD<f64>, tr: bool| {
             let mut v = t.to_owned();
             if tr {
                 v.swap_axes(t.ndim() - 2, t.ndim() - 1);
@@ -145,8 +142,8 @@ mod tests {
         ArrayD::from_shape_vec(IxDyn(&shape), out).unwrap()
     }
 
-    fn check(a: &CpuTensor<f64>, b: &CpuTensor<f64>, ta: bool, tb: bool) {
-        let got = matmul(a, b, ta, tb);
+    fn check(a: &ArrayD<f64>, b: &ArrayD<f64>, ta: bool, tb: bool) {
+        let got = matmul(a.view(), b.view(), ta, tb);
         let want = naive(a, b, ta, tb);
         assert_eq!(got.shape(), want.shape());
         for (g, w) in got.iter().zip(want.iter()) {
@@ -180,7 +177,7 @@ mod tests {
         check(&a, &tensor(&[3, 4, 2], 12), false, false);
         check(&a, &tensor(&[4, 2], 13), false, false);
         // Empty inner size gives zeros.
-        let z = matmul(&tensor(&[2, 3, 0], 0), &tensor(&[2, 0, 4], 0), false, false);
+        let z = matmul(tensor(&[2, 3, 0], 0).view(), tensor(&[2, 0, 4], 0).view(), false, false);
         assert_eq!(z.shape(), [2, 3, 4]);
         assert!(z.iter().all(|&v| v == 0.0));
     }

@@ -1,79 +1,124 @@
-//! The association `softmax(β_h · q kᵀ + bias) · v`, forward and backward, two ways:
+//! The streaming (flash-attention) association of the CPU backend, forward and backward, on host slices.
 //!
-//! - [`reference_forward`]/[`reference_backward`]: materialise the `[B, H, L, S]` matrix with the
-//!   backend's own ops. The oracle, and the default of [`Backend::association`].
-//! - [`blocked_forward`]/[`blocked_backward`]: the streaming (flash-attention) algorithm on host slices,
-//!   used by `Cpu`. Rows in blocks of [`ROWS`], stored patterns in blocks of [`COLS`]; an online
-//!   softmax keeps per-row maximum, sum and output accumulator, so memory is `O((L + S)·d)` plus one
-//!   `ROWS × COLS` block. Forward saves the per-row log-sum-exp; backward recomputes each block's
-//!   probabilities from it (`p = exp(s − lse)`) and uses `Δ = rowsum(dO ⊙ O)`:
-//!   `dV += pᵀ dO`, `ds = p ⊙ (dO Vᵀ − Δ)`, `dQ += β ds K`, `dK += β dsᵀ Q`.
+//! Rows in blocks of [`ROWS`], stored patterns in blocks of [`COLS`]; an online softmax keeps per-row
+//! maximum, sum and output accumulator, so memory is `O((L + S)·d)` plus one `ROWS × COLS` block. Forward
+//! saves the per-row log-sum-exp; backward recomputes each block's probabilities from it
+//! (`p = exp(s − lse)`) and uses `Δ = rowsum(dO ⊙ O)`:
+//! `dV += pᵀ dO`, `ds = p ⊙ (dO Vᵀ − Δ)`, `dQ += β ds K`, `dK += β dsᵀ Q`.
 //!
 //! A fully masked row (every bias `-inf`) has `lse = -inf`, output zero and no gradient, as in
-//! `masked_softmax`.
+//! `masked_softmax` (the convention of [`Backend`](crate::backend::Backend)).
 
-use super::{Backend, ScoreBias};
+use crate::backend::ScoreBias;
 use crate::element::Element;
 use ndarray::linalg::general_mat_mul;
-use ndarray::{ArrayView2, ArrayViewMut2};
+use ndarray::{ArcArray, ArrayD, ArrayView2, ArrayViewMut2, CowArray, IxDyn};
 
 /// Rows (state patterns) per block.
-pub const ROWS: usize = 64;
+const ROWS: usize = 64;
 /// Columns (stored patterns) per block.
-pub const COLS: usize = 256;
+const COLS: usize = 256;
 
-/// Materialised forward: `(out [B, H, L, dv], lse)`; this path returns zeros for `lse` (its backward
-/// recomputes the whole matrix and ignores them).
-pub fn reference_forward<B: Backend>(backend: &B, q: &B::Tensor, k: &B::Tensor, v: &B::Tensor, beta: &[B::Elem],
-                                     bias: &ScoreBias<'_, B::Tensor>) -> (B::Tensor, B::Tensor) {
-    let p = backend.masked_softmax(&backend.matmul(q, k, false, true), beta, bias);
-    let out = backend.matmul(&p, v, false, false);
-    let s = backend.shape(q);
-    (out, backend.zeros(&s[..3]))
+type Tensor<E> = ArcArray<E, IxDyn>;
+
+/// [`Backend::association`](crate::backend::Backend::association) on tensors: `(out, lse)`.
+pub(super) fn association<E: Element>(q: &Tensor<E>, k: &Tensor<E>, v: &Tensor<E>, beta: &[E],
+                                      bias: &ScoreBias<'_, Tensor<E>>) -> (ArrayD<E>, ArrayD<E>) {
+    let (q, k, v) = (q.as_standard_layout(), k.as_standard_layout(), v.as_standard_layout());
+    let dims = Dims::of(q.shape(), k.shape(), v.shape());
+    let biases = HostBiases::new(bias);
+    let (out, lse) = forward(slice(&q), slice(&k), slice(&v), beta, &biases.view(), dims);
+    (array(&[dims.b, dims.h, dims.l, dims.dv], out), array(&[dims.b, dims.h, dims.l], lse))
 }
 
-/// Materialised backward: `(dq, dk, dv)`.
+/// [`Backend::association_backward`](crate::backend::Backend::association_backward) on tensors:
+/// `(dq, dk, dv)`.
 #[allow(clippy::too_many_arguments)]
-pub fn reference_backward<B: Backend>(backend: &B, q: &B::Tensor, k: &B::Tensor, v: &B::Tensor, beta: &[B::Elem],
-                                      bias: &ScoreBias<'_, B::Tensor>, d_out: &B::Tensor)
-    -> (B::Tensor, B::Tensor, B::Tensor) {
-    let p = backend.masked_softmax(&backend.matmul(q, k, false, true), beta, bias);
-    let dv = backend.matmul(&p, d_out, true, false);
-    let dp = backend.matmul(d_out, v, false, true);
-    let ds = backend.masked_softmax_backward(&p, &dp, beta);
-    (backend.matmul(&ds, k, false, false), backend.matmul(&ds, q, true, false), dv)
+pub(super) fn association_backward<E: Element>(q: &Tensor<E>, k: &Tensor<E>, v: &Tensor<E>, beta: &[E],
+                                               bias: &ScoreBias<'_, Tensor<E>>, out: &Tensor<E>, lse: &Tensor<E>,
+                                               d_out: &Tensor<E>) -> (ArrayD<E>, ArrayD<E>, ArrayD<E>) {
+    let (q, k, v) = (q.as_standard_layout(), k.as_standard_layout(), v.as_standard_layout());
+    let (out, lse, d_out) = (out.as_standard_layout(), lse.as_standard_layout(), d_out.as_standard_layout());
+    let dims = Dims::of(q.shape(), k.shape(), v.shape());
+    let biases = HostBiases::new(bias);
+    let (dq, dk, dv) = backward(slice(&q), slice(&k), slice(&v), beta, &biases.view(), dims, slice(&out),
+                                slice(&lse), slice(&d_out));
+    (array(q.shape(), dq), array(k.shape(), dk), array(v.shape(), dv))
+}
+
+fn slice<'a, E>(t: &'a CowArray<'_, E, IxDyn>) -> &'a [E] {
+    t.as_slice().expect("standard layout")
+}
+
+fn array<E>(shape: &[usize], data: Vec<E>) -> ArrayD<E> {
+    ArrayD::from_shape_vec(IxDyn(shape), data).expect("data length equals the shape's size")
+}
+
+/// Standard-layout copies (or borrows) of the biases, with the association's broadcast strides.
+struct HostBiases<'a, E> {
+    padding: Option<CowArray<'a, E, IxDyn>>,
+    association: Option<(CowArray<'a, E, IxDyn>, usize, usize)>,
+}
+
+impl<'a, E: Element> HostBiases<'a, E> {
+    fn new(bias: &ScoreBias<'a, Tensor<E>>) -> Self {
+        let association = bias.association.map(|a| {
+            let sh = a.shape();
+            let sh_h = if sh[1] == 1 { 0 } else { sh[2] * sh[3] };
+            let sh_b = if sh[0] == 1 { 0 } else { sh[1] * sh[2] * sh[3] };
+            (a.as_standard_layout(), sh_b, sh_h)
+        });
+        HostBiases { padding: bias.padding.map(|p| p.as_standard_layout()), association }
+    }
+
+    fn view(&self) -> HostBias<'_, E> {
+        HostBias {
+            padding: self.padding.as_ref().map(slice),
+            association: self.association.as_ref().map(|(a, sb, sh)| (slice(a), *sb, *sh)),
+        }
+    }
 }
 
 /// Sizes of one association problem.
 #[derive(Clone, Copy, Debug)]
-pub struct Dims {
+struct Dims {
     /// Batch.
-    pub b: usize,
+    b: usize,
     /// Heads.
-    pub h: usize,
+    h: usize,
     /// State patterns (rows).
-    pub l: usize,
+    l: usize,
     /// Stored patterns (columns).
-    pub s: usize,
+    s: usize,
     /// Head size of q and k.
-    pub d: usize,
+    d: usize,
     /// Head size of v.
-    pub dv: usize,
+    dv: usize,
+}
+
+impl Dims {
+    fn of(qs: &[usize], ks: &[usize], vs: &[usize]) -> Dims {
+        debug_assert!(qs.len() == 4 && ks.len() == 4 && vs.len() == 4, "association: rank-4 q, k, v");
+        debug_assert!(qs[..2] == ks[..2] && ks[..3] == vs[..3] && qs[3] == ks[3],
+                      "association: q {qs:?} k {ks:?} v {vs:?}");
+        Dims { b: qs[0], h: qs[1], l: qs[2], s: ks[2], d: qs[3], dv: vs[3] }
+    }
 }
 
 /// Host views of the optional biases: padding `[B, S]`, association `[B|1, H|1, L, S]` with its
 /// batch and head strides (0 on a broadcast axis).
 #[derive(Clone, Copy, Debug, Default)]
-pub struct HostBias<'a, E> {
+struct HostBias<'a, E> {
     /// `[B, S]`.
-    pub padding: Option<&'a [E]>,
+    padding: Option<&'a [E]>,
     /// `([B|1, H|1, L, S], stride over b, stride over h)`.
-    pub association: Option<(&'a [E], usize, usize)>,
+    association: Option<(&'a [E], usize, usize)>,
 }
 
 impl<E: Element> HostBias<'_, E> {
     /// Add the biases of rows `l0..l0+rows`, columns `s0..s0+cols` of head `(b, h)` to `block`.
-    fn add(&self, block: &mut [E], (b, h): (usize, usize), (l0, rows): (usize, usize), (s0, cols): (usize, usize), s: usize) {
+    fn add(&self, block: &mut [E], (b, h): (usize, usize), (l0, rows): (usize, usize), (s0, cols): (usize, usize),
+           s: usize) {
         if let Some(p) = self.padding {
             for r in 0..rows {
                 for c in 0..cols {
@@ -105,7 +150,7 @@ fn scores<E: Element>(block: &mut [E], q: &[E], k: &[E], beta: E, bias: &HostBia
 }
 
 /// Streaming forward on host slices: returns `out [B, H, L, dv]` and `lse [B, H, L]`.
-pub fn blocked_forward<E: Element>(q: &[E], k: &[E], v: &[E], beta: &[E], bias: &HostBias<'_, E>, dims: Dims)
+fn forward<E: Element>(q: &[E], k: &[E], v: &[E], beta: &[E], bias: &HostBias<'_, E>, dims: Dims)
     -> (Vec<E>, Vec<E>) {
     let Dims { b, h, l, s, d, dv } = dims;
     let mut out = vec![E::zero(); b * h * l * dv];
@@ -139,8 +184,9 @@ pub fn blocked_forward<E: Element>(q: &[E], k: &[E], v: &[E], beta: &[E], bias: 
 
 /// Online softmax over every column block for rows `l0..l0+rows` of one head.
 #[allow(clippy::too_many_arguments)]
-fn forward_rows<E: Element>(block: &mut [E], q: &[E], k: &[E], v: &[E], beta: E, bias: &HostBias<'_, E>, bh: (usize, usize),
-                            (l0, rows): (usize, usize), dims: &Dims, out: &mut [E], lse: &mut [E]) {
+fn forward_rows<E: Element>(block: &mut [E], q: &[E], k: &[E], v: &[E], beta: E, bias: &HostBias<'_, E>,
+                            bh: (usize, usize), (l0, rows): (usize, usize), dims: &Dims, out: &mut [E],
+                            lse: &mut [E]) {
     let (s, dv) = (dims.s, dims.dv);
     let mut m = vec![E::neg_infinity(); rows];
     let mut sum = vec![E::zero(); rows];
@@ -188,8 +234,8 @@ fn forward_rows<E: Element>(block: &mut [E], q: &[E], k: &[E], v: &[E], beta: E,
 
 /// Streaming backward on host slices: `(dq, dk, dv)`.
 #[allow(clippy::too_many_arguments)]
-pub fn blocked_backward<E: Element>(q: &[E], k: &[E], v: &[E], beta: &[E], bias: &HostBias<'_, E>, dims: Dims, out: &[E],
-                                    lse: &[E], d_out: &[E]) -> (Vec<E>, Vec<E>, Vec<E>) {
+fn backward<E: Element>(q: &[E], k: &[E], v: &[E], beta: &[E], bias: &HostBias<'_, E>, dims: Dims, out: &[E],
+                        lse: &[E], d_out: &[E]) -> (Vec<E>, Vec<E>, Vec<E>) {
     let Dims { b, h, l, s, d, dv } = dims;
     let mut dq = vec![E::zero(); b * h * l * d];
     let mut dk = vec![E::zero(); b * h * s * d];
@@ -266,7 +312,8 @@ pub fn blocked_backward<E: Element>(q: &[E], k: &[E], v: &[E], beta: &[E], bias:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::Cpu;
+    use crate::backend::reference;
+    use crate::backend::{Backend, Cpu};
     use rand::{rngs::StdRng, Rng, SeedableRng};
 
     fn rel(a: &crate::backend::CpuTensor<f64>, b: &crate::backend::CpuTensor<f64>) -> f64 {
@@ -292,8 +339,8 @@ mod tests {
             let assoc_t = be.from_vec(assoc.clone(), &[1, h, l, s]);
             for (use_pad, use_assoc) in [(false, false), (true, false), (true, true)] {
                 let bias = ScoreBias { padding: use_pad.then_some(&pad_t), association: use_assoc.then_some(&assoc_t) };
-                let (o_ref, _) = reference_forward(&be, &q, &k, &v, &beta, &bias);
-                let (dq_ref, dk_ref, dv_ref) = reference_backward(&be, &q, &k, &v, &beta, &bias, &dout);
+                let (o_ref, _) = reference::association(&be, &q, &k, &v, &beta, &bias);
+                let (dq_ref, dk_ref, dv_ref) = reference::association_backward(&be, &q, &k, &v, &beta, &bias, &dout);
                 let (o, lse) = be.association(&q, &k, &v, &beta, &bias);
                 let (dq, dk, dvv) = be.association_backward(&q, &k, &v, &beta, &bias, &o, &lse, &dout);
                 let ctx = format!("{:?} pad {use_pad} assoc {use_assoc}", (b, h, l, s, d, dv));

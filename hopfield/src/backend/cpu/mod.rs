@@ -1,35 +1,51 @@
 //! The CPU backend: ndarray tensors, matrix products through matrixmultiply (threaded).
 //! This is the reference every other backend is tested against; it favours plain loops over cleverness.
+//!
+//! This file holds the tensor type and the ops; its helpers are leaves that know nothing of [`Cpu`]:
+//! `gemm` (batched strided matrix products), `rows` (vectorisable row reductions), `blocked` (the
+//! streaming association) and `memory` (the opt-in allocator tuning, [`tune_allocator`]).
 
-use super::association::{blocked_backward, blocked_forward, Dims, HostBias};
-use super::{cpu_rows as rows, AdamStep, Backend, ScoreBias};
+mod blocked;
+mod gemm;
+mod memory;
+mod rows;
+
+pub use memory::{tune_allocator, MALLOC_TUNING_ENV};
+
+use super::{AdamStep, Backend, ScoreBias};
 use crate::activation::Activation;
 use crate::element::Element;
 use ndarray::{ArcArray, ArrayD, Axis, IxDyn, Zip};
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use rayon::prelude::*;
+use std::marker::PhantomData;
 
 /// The CPU tensor: a reference-counted n-dimensional array, so clones (caches, reshapes) are free and
 /// writes copy only when shared.
 pub type CpuTensor<E> = ArcArray<E, IxDyn>;
-use rand::{rngs::StdRng, Rng, SeedableRng};
-use rayon::prelude::*;
 
 /// Row loops over fewer elements than this stay on the calling thread.
 const PAR_MIN: usize = 1 << 15;
-use std::marker::PhantomData;
 
 /// The ndarray backend, generic over `f32` and `f64`.
 ///
-/// Creating one (`new` or `default`) also tunes glibc's allocator to keep freed tensor memory in the
-/// process (see [`retain_freed_memory`](super::retain_freed_memory); opt out with
-/// `HOPFIELD_CPU_MALLOC_TUNING=0`).
+/// Creating one has no side effect. Long-running programs should also call [`tune_allocator`] (or create
+/// the backend with [`Cpu::with_tuned_allocator`]): without it, glibc returns every freed tensor to the
+/// kernel and a layer's forward + backward spends about a quarter of its time in page faults.
 #[derive(Clone, Copy, Debug)]
 pub struct Cpu<E = f32>(PhantomData<E>);
 
 impl<E: Element> Cpu<E> {
     /// The (only) CPU device.
     pub fn new() -> Self {
-        super::cpu_memory::retain_freed_memory();
         Cpu(PhantomData)
+    }
+
+    /// The CPU device, after [`tune_allocator`]: for programs (binaries, benches), never for libraries,
+    /// since the tuning changes the allocator of the whole process.
+    pub fn with_tuned_allocator() -> Self {
+        tune_allocator();
+        Self::new()
     }
 }
 
@@ -210,7 +226,7 @@ impl<E: Element> Backend for Cpu<E> {
     }
 
     fn matmul(&self, a: &CpuTensor<E>, b: &CpuTensor<E>, ta: bool, tb: bool) -> CpuTensor<E> {
-        super::cpu_gemm::matmul(a, b, ta, tb)
+        gemm::matmul(a.view(), b.view(), ta, tb).into_shared()
     }
     fn add_bias(&self, x: &CpuTensor<E>, bias: &CpuTensor<E>) -> CpuTensor<E> {
         debug_assert_eq!(x.shape()[x.ndim() - 1], bias.len());
@@ -369,26 +385,17 @@ impl<E: Element> Backend for Cpu<E> {
         arr(p.shape(), out)
     }
 
-    fn association(&self, q: &CpuTensor<E>, k: &CpuTensor<E>, v: &CpuTensor<E>, beta: &[E], bias: &ScoreBias<'_, CpuTensor<E>>)
-        -> (CpuTensor<E>, CpuTensor<E>) {
-        let (q, k, v) = (std_layout(q), std_layout(k), std_layout(v));
-        let dims = association_dims(q.shape(), k.shape(), v.shape());
-        let (pad, assoc) = host_bias(bias);
-        let (out, lse) = blocked_forward(q.as_slice().unwrap(), k.as_slice().unwrap(), v.as_slice().unwrap(), beta,
-                                         &bias_view(&pad, &assoc), dims);
-        (self.from_vec(out, &[dims.b, dims.h, dims.l, dims.dv]), self.from_vec(lse, &[dims.b, dims.h, dims.l]))
+    fn association(&self, q: &CpuTensor<E>, k: &CpuTensor<E>, v: &CpuTensor<E>, beta: &[E],
+                   bias: &ScoreBias<'_, CpuTensor<E>>) -> (CpuTensor<E>, CpuTensor<E>) {
+        let (out, lse) = blocked::association(q, k, v, beta, bias);
+        (out.into_shared(), lse.into_shared())
     }
 
-    fn association_backward(&self, q: &CpuTensor<E>, k: &CpuTensor<E>, v: &CpuTensor<E>, beta: &[E], bias: &ScoreBias<'_, CpuTensor<E>>,
-                            out: &CpuTensor<E>, lse: &CpuTensor<E>, d_out: &CpuTensor<E>) -> (CpuTensor<E>, CpuTensor<E>, CpuTensor<E>) {
-        let (q, k, v) = (std_layout(q), std_layout(k), std_layout(v));
-        let (out, lse, d_out) = (std_layout(out), std_layout(lse), std_layout(d_out));
-        let dims = association_dims(q.shape(), k.shape(), v.shape());
-        let (pad, assoc) = host_bias(bias);
-        let (dq, dk, dv) = blocked_backward(q.as_slice().unwrap(), k.as_slice().unwrap(), v.as_slice().unwrap(), beta,
-                                            &bias_view(&pad, &assoc), dims, out.as_slice().unwrap(),
-                                            lse.as_slice().unwrap(), d_out.as_slice().unwrap());
-        (self.from_vec(dq, q.shape()), self.from_vec(dk, k.shape()), self.from_vec(dv, v.shape()))
+    fn association_backward(&self, q: &CpuTensor<E>, k: &CpuTensor<E>, v: &CpuTensor<E>, beta: &[E],
+                            bias: &ScoreBias<'_, CpuTensor<E>>, out: &CpuTensor<E>, lse: &CpuTensor<E>,
+                            d_out: &CpuTensor<E>) -> (CpuTensor<E>, CpuTensor<E>, CpuTensor<E>) {
+        let (dq, dk, dv) = blocked::association_backward(q, k, v, beta, bias, out, lse, d_out);
+        (dq.into_shared(), dk.into_shared(), dv.into_shared())
     }
 
     fn head_distance(&self, a: &CpuTensor<E>, b: &CpuTensor<E>) -> Vec<E> {
@@ -441,35 +448,6 @@ impl<E: Element> Backend for Cpu<E> {
             *v = b2 * *v + (E::one() - b2) * g * g;
             *p -= step_size * *m / (v.sqrt() / bc2_sqrt + eps);
         });
-    }
-}
-
-fn association_dims(qs: &[usize], ks: &[usize], vs: &[usize]) -> Dims {
-    debug_assert!(qs.len() == 4 && ks.len() == 4 && vs.len() == 4, "association: rank-4 q, k, v");
-    debug_assert!(qs[..2] == ks[..2] && ks[..3] == vs[..3] && qs[3] == ks[3], "association: q {qs:?} k {ks:?} v {vs:?}");
-    Dims { b: qs[0], h: qs[1], l: qs[2], s: ks[2], d: qs[3], dv: vs[3] }
-}
-
-/// Standard-layout copies of the biases, with the association's broadcast strides.
-type HostBiases<'a, E> = (Option<CowTensor<'a, E>>, Option<(CowTensor<'a, E>, usize, usize)>);
-type CowTensor<'a, E> = ndarray::CowArray<'a, E, IxDyn>;
-
-fn host_bias<'a, E: Element>(bias: &ScoreBias<'a, CpuTensor<E>>) -> HostBiases<'a, E> {
-    let pad = bias.padding.map(std_layout);
-    let assoc = bias.association.map(|a| {
-        let sh = a.shape();
-        let sh_h = if sh[1] == 1 { 0 } else { sh[2] * sh[3] };
-        let sh_b = if sh[0] == 1 { 0 } else { sh[1] * sh[2] * sh[3] };
-        (std_layout(a), sh_b, sh_h)
-    });
-    (pad, assoc)
-}
-
-fn bias_view<'a, E: Element>(pad: &'a Option<CowTensor<'_, E>>, assoc: &'a Option<(CowTensor<'_, E>, usize, usize)>)
-    -> HostBias<'a, E> {
-    HostBias {
-        padding: pad.as_ref().map(|p| p.as_slice().unwrap()),
-        association: assoc.as_ref().map(|(a, sb, sh)| (a.as_slice().unwrap(), *sb, *sh)),
     }
 }
 
