@@ -109,7 +109,7 @@ impl BitPatternSet {
         loop {
             signals.sort();
             signals.dedup();
-            signals.retain(|s| s.iter().any(|&b| b == 1));
+            signals.retain(|s| s.contains(&1));
             let missing = num_signals - signals.len();
             if missing == 0 {
                 break;

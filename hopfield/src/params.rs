@@ -102,7 +102,7 @@ pub fn visit_child_mut<B: Backend, P: Parameters<B> + ?Sized>(
 }
 
 /// Collect `(name, tensor)` pairs, in visiting order.
-pub fn named_tensors<'a, B: Backend, P: Parameters<B> + ?Sized>(p: &'a P) -> Vec<(String, &'a B::Tensor)> {
+pub fn named_tensors<B: Backend, P: Parameters<B> + ?Sized>(p: &P) -> Vec<(String, &B::Tensor)> {
     let mut out = Vec::new();
     p.visit(&mut |n, t, _| out.push((n.to_string(), t)));
     out

@@ -249,7 +249,7 @@ fn backward<E: Element>(q: &[E], k: &[E], v: &[E], beta: &[E], bias: &HostBias<'
         for group in heads.chunks_mut(chunk.max(1)) {
             scope.spawn(move || {
                 let mut p = vec![E::zero(); ROWS * COLS];
-                let mut dp = vec![E::zero(); ROWS * COLS];
+                let mut dp = [E::zero(); ROWS * COLS];
                 for (bh, (dqh, (dkh, dvh))) in group.iter_mut() {
                     let bh = *bh;
                     let (bi, hi) = (bh / h, bh % h);

@@ -355,11 +355,11 @@ impl<E: Element> Backend for Cpu<E> {
                 row.fill(E::zero());
                 continue;
             }
-            row.iter_mut().for_each(|v| *v = *v - max);
+            row.iter_mut().for_each(|v| *v -= max);
             E::exp_in_place(row);
             let sum = rows::sum(row);
             let inv = E::one() / sum;
-            row.iter_mut().for_each(|v| *v = *v * inv);
+            row.iter_mut().for_each(|v| *v *= inv);
         }
         });
         arr(sh, out)

@@ -93,7 +93,7 @@ fn assoc_forward_kernel(q: &[f32], k: &[f32], v: &[f32], beta: &[f32], pad: &[f3
     let mut lsum = 0.0f32;
     let mut ks = Shared::<[f32]>::new_slice(BC * d);
     let mut vs = Shared::<[f32]>::new_slice(BC * dv);
-    let tiles = (len_s + BC - 1) / BC;
+    let tiles = len_s.div_ceil(BC);
     for t in 0..tiles {
         let s0 = t * BC;
         load_tile(k, &mut ks, bh * len_s, s0, len_s, u, d);
@@ -186,7 +186,7 @@ fn assoc_dq_kernel(q: &[f32], k: &[f32], v: &[f32], beta: &[f32], pad: &[f32], a
     let live = valid_row && lse_r > masked_score();
     let mut ks = Shared::<[f32]>::new_slice(BC * d);
     let mut vs = Shared::<[f32]>::new_slice(BC * dv);
-    let tiles = (len_s + BC - 1) / BC;
+    let tiles = len_s.div_ceil(BC);
     for t in 0..tiles {
         let s0 = t * BC;
         load_tile(k, &mut ks, bh * len_s, s0, len_s, u, d);
@@ -252,7 +252,7 @@ fn assoc_dkdv_kernel(q: &[f32], k: &[f32], v: &[f32], beta: &[f32], pad: &[f32],
     let mut dos = Shared::<[f32]>::new_slice(BC * dv);
     let mut ls = Shared::<[f32]>::new_slice(BC);
     let mut dls = Shared::<[f32]>::new_slice(BC);
-    let tiles = (len_l + BC - 1) / BC;
+    let tiles = len_l.div_ceil(BC);
     for t in 0..tiles {
         let l0 = t * BC;
         load_tile(q, &mut qs, bh * len_l, l0, len_l, u, d);

@@ -51,7 +51,7 @@ fn matmul_kernel(a: &[f32], b: &[f32], out: &mut [f32], m: usize, n: usize, k: u
     let mut sa = Shared::<[f32]>::new_slice(TILE * TILE);
     let mut sb = Shared::<[f32]>::new_slice(TILE * TILE);
     let mut acc = 0.0f32;
-    let tiles = (k + TILE - 1) / TILE;
+    let tiles = k.div_ceil(TILE);
     for t in 0..tiles {
         let ka = t * TILE + tx;
         let mut va = 0.0f32;

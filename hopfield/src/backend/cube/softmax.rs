@@ -68,7 +68,7 @@ fn masked_softmax_kernel(scores: &[f32], beta: &[f32], pad: &[f32], assoc: &[f32
         let inv = if masked { 0.0f32 } else { 1.0 / smem[0] };
         let mut j3 = u;
         while j3 < cols {
-            out[base + j3] = out[base + j3] * inv;
+            out[base + j3] *= inv;
             j3 += BLOCK_SIZE;
         }
     }
