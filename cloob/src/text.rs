@@ -145,7 +145,8 @@ impl<B: Backend> TextTransformer<B> {
                 format!("[B > 0, 0 < L ≤ {}] ids", c.context_length), &[tokens.batch, tokens.context_length]));
         }
         if let Some(&bad) = tokens.ids.iter().find(|&&i| i as usize >= c.vocab_size) {
-            return Err(HopfieldError::config("text.forward(tokens)", format!("id {bad} ≥ vocab_size {}", c.vocab_size)));
+            let reason = format!("token id {bad} ≥ vocab_size {}", c.vocab_size);
+            return Err(HopfieldError::input("text.forward(tokens)", reason));
         }
         Ok(tokens.ids.iter().map(|&i| i as usize).collect())
     }

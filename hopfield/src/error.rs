@@ -8,6 +8,9 @@ pub enum HopfieldError {
     /// A configuration value is invalid; `field` names it as in the config struct.
     #[error("invalid config `{field}`: {reason}")]
     Config { field: &'static str, reason: String },
+    /// Input data is out of range for the operation (a token id, a label, an index), whatever its shape.
+    #[error("{op}: invalid input: {reason}")]
+    Input { op: &'static str, reason: String },
     /// Tensor shapes do not fit the operation.
     #[error("{op}: shape mismatch: expected {expected}, got {got:?}")]
     Shape { op: &'static str, expected: String, got: Vec<usize> },
@@ -35,6 +38,10 @@ impl HopfieldError {
     /// Shorthand for a [`HopfieldError::Config`].
     pub fn config(field: &'static str, reason: impl Into<String>) -> Self {
         HopfieldError::Config { field, reason: reason.into() }
+    }
+    /// Shorthand for a [`HopfieldError::Input`].
+    pub fn input(op: &'static str, reason: impl Into<String>) -> Self {
+        HopfieldError::Input { op, reason: reason.into() }
     }
     /// Shorthand for a [`HopfieldError::Shape`].
     pub fn shape(op: &'static str, expected: impl Into<String>, got: &[usize]) -> Self {

@@ -78,7 +78,7 @@ pub fn cross_entropy<B: Backend>(backend: &B, logits: &B::Tensor, labels: &[usiz
     }
     let (n, c) = (shape[0], shape[1]);
     if let Some((i, &l)) = labels.iter().enumerate().find(|(_, &l)| l >= c) {
-        return Err(HopfieldError::config("labels", format!("{OP}: label {l} at {i} is not below {c} classes")));
+        return Err(HopfieldError::input(OP, format!("label {l} at {i} is not below {c} classes")));
     }
     let host = backend.to_vec(logits);
     let mut loss = 0.0;

@@ -5,7 +5,7 @@ use clap::Parser;
 use cloob::pretrain::checkpoint::load_model;
 use cloob::pretrain::evaluate::evaluate;
 use cloob::pretrain::run::open_data;
-use cloob::pretrain::DataSpec;
+use cloob::pretrain::{DataSpec, RunConfig};
 use hopfield::Cpu;
 use std::path::PathBuf;
 
@@ -17,8 +17,8 @@ struct Args {
     /// Data source (default: the checkpoint's own).
     #[arg(long)]
     data: Option<DataSpec>,
-    /// Images per evaluation set.
-    #[arg(long, default_value_t = 1000)]
+    /// Images per evaluation set (as `cloob-pretrain --eval-size`).
+    #[arg(long, default_value_t = RunConfig::default().eval_size)]
     eval_size: usize,
     /// Skip the linear probe.
     #[arg(long)]

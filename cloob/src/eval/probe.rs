@@ -78,7 +78,7 @@ impl LogisticRegression {
             return Err(HopfieldError::shape("logistic_regression", format!("[N = {} labels, d > 0]", labels.len()), &[n, d]));
         }
         if let Some(&l) = labels.iter().find(|&&l| l >= classes) {
-            return Err(HopfieldError::config("labels", format!("logistic_regression: label {l} is not below {classes}")));
+            return Err(HopfieldError::input("logistic_regression", format!("label {l} is not below {classes}")));
         }
         if !(config.c > 0.0 && config.c.is_finite()) {
             return Err(HopfieldError::config("c", format!("logistic_regression: C = {} must be positive", config.c)));

@@ -60,7 +60,7 @@ pub fn retrieval_from_similarity(similarity: ArrayView2<'_, f64>, text_image: &[
         return Err(HopfieldError::shape("retrieval", format!("[N_images > 0, {} texts]", text_image.len()), &[ni, nt]));
     }
     if let Some(&i) = text_image.iter().find(|&&i| i >= ni) {
-        return Err(HopfieldError::config("text_image", format!("retrieval: image {i} is not below {ni} images")));
+        return Err(HopfieldError::input("retrieval", format!("text_image: image {i} is not below {ni} images")));
     }
     let text_to_image: Vec<usize> = text_image.iter().enumerate()
         .map(|(t, &i)| rank_of(similarity.column(t).iter().copied(), i, similarity[[i, t]]))
@@ -71,7 +71,7 @@ pub fn retrieval_from_similarity(similarity: ArrayView2<'_, f64>, text_image: &[
         best[i] = best[i].min(rank_of(row.iter().copied(), t, row[t]));
     }
     if let Some(i) = best.iter().position(|&r| r == usize::MAX) {
-        return Err(HopfieldError::config("text_image", format!("retrieval: image {i} has no caption")));
+        return Err(HopfieldError::input("retrieval", format!("text_image: image {i} has no caption")));
     }
     Ok(RetrievalReport {
         image_to_text: RetrievalMetrics::from_ranks(&best),

@@ -31,7 +31,7 @@ pub fn top_k_accuracy(logits: ArrayView2<'_, f64>, labels: &[usize], k: usize) -
         return Err(HopfieldError::shape("top_k_accuracy", format!("[N = {} labels, C > 0]", labels.len()), &[n, c]));
     }
     if let Some(&l) = labels.iter().find(|&&l| l >= c) {
-        return Err(HopfieldError::config("labels", format!("top_k_accuracy: label {l} is not below {c} classes")));
+        return Err(HopfieldError::input("top_k_accuracy", format!("label {l} is not below {c} classes")));
     }
     let hits = logits.outer_iter().zip(labels)
         .filter(|(row, &l)| rank_of(row.iter().copied(), l, row[l]) <= k)

@@ -165,7 +165,7 @@ pub fn contrastive_loss_normalized<B: Backend>(backend: &B, config: &LossConfig,
     -> Result<LossOutput<B>> {
     let (_, d) = check_inputs(backend, x, y)?;
     if !(inv_tau.is_finite() && inv_tau > 0.0) {
-        return Err(HopfieldError::config("inv_tau", format!("must be positive and finite, got {inv_tau}")));
+        return Err(HopfieldError::input("contrastive_loss", format!("inv_tau {inv_tau} is not positive and finite")));
     }
     let s = inv_tau;
     let objective = config.kind.objective();

@@ -56,92 +56,179 @@ impl std::fmt::Display for DataSpec {
 }
 
 /// How to read a CSV source (open_clip's `--csv-*` flags).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, clap::Args)]
 pub struct CsvOptions {
-    /// Image path column.
+    /// CSV image path column.
+    #[arg(long = "csv-img-key", value_name = "CSV_IMG_KEY", default_value = "filepath")]
     pub img_key: String,
-    /// Caption column.
+    /// CSV caption column.
+    #[arg(long = "csv-caption-key", value_name = "CSV_CAPTION_KEY", default_value = "title")]
     pub caption_key: String,
-    /// Field separator.
+    /// CSV separator (one character; `\t` or `tab` for tab).
+    #[arg(long = "csv-separator", value_name = "CSV_SEPARATOR", default_value = "\\t", value_parser = separator)]
     pub separator: char,
-    /// A validation CSV for retrieval (default: the first rows of the training file).
+    /// A validation CSV for retrieval (default: the first rows of the training CSV).
+    #[arg(long = "val-data", value_name = "VAL_DATA")]
     pub val: Option<PathBuf>,
 }
 
 impl Default for CsvOptions {
+    /// The flags' defaults.
     fn default() -> Self {
-        CsvOptions { img_key: "filepath".into(), caption_key: "title".into(), separator: '\t', val: None }
+        flag_defaults()
     }
 }
 
-/// Everything a run depends on.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// Everything a run depends on, and `cloob-pretrain`'s flags: each field's doc is its `--help` line and
+/// its default is written here once ([`RunConfig::default`] reads the flags' defaults).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, clap::Args)]
 pub struct RunConfig {
-    /// `tiny`, `small` or `vit-b32`.
+    /// Model preset: tiny (2 CPU cores, minutes), small, vit-b32 (the paper's).
+    #[arg(long = "model", value_name = "MODEL", default_value = "tiny")]
     pub model_preset: String,
-    /// The loss.
+    /// Loss.
+    #[arg(long, value_enum, default_value_t = LossKind::Cloob)]
     pub loss: LossKind,
     /// β of CLOOB's Hopfield retrieval.
+    #[arg(long = "scale-hopfield", value_name = "SCALE_HOPFIELD", default_value_t = 14.3, value_parser = positive)]
     pub hopfield_beta: f64,
-    /// Pairs per optimiser step (split into `accum_freq` micro-batches).
+    /// Pairs per optimiser step (split into --accum-freq micro-batches).
+    #[arg(long, default_value_t = 64, value_parser = at_least_one::<usize>)]
     pub batch_size: usize,
-    /// Optimiser steps (used when `epochs` is `None`).
+    /// Optimiser steps (ignored with --epochs).
+    #[arg(long, default_value_t = 1000, value_parser = at_least_one::<u64>)]
     pub steps: u64,
-    /// Epochs instead of steps (the total is rounded up to whole steps).
+    /// Train for this many epochs instead (the total is rounded up to whole steps).
+    #[arg(long, value_parser = positive)]
     pub epochs: Option<f64>,
     /// Peak learning rate.
+    #[arg(long, default_value_t = 2e-3, value_parser = non_negative)]
     pub lr: f64,
-    /// AdamW weight decay (open_clip's groups; embedding tables exempt unless `decay_embeddings`).
+    /// AdamW weight decay (not on biases, norms, embeddings, τ).
+    #[arg(long, default_value_t = 0.1, value_parser = non_negative)]
     pub wd: f64,
-    /// Decay the token/positional embedding tables too (open_clip's exact groups).
+    /// Decay the token and positional embedding tables too (open_clip's exact parameter groups).
+    #[arg(long)]
     #[serde(default)]
     pub decay_embeddings: bool,
     /// Warmup steps.
+    #[arg(long, default_value_t = 30)]
     pub warmup: u64,
     /// Schedule after the warmup.
+    #[arg(long = "lr-scheduler", value_name = "LR_SCHEDULER", value_enum, default_value_t = Scheduler::Cosine)]
     pub scheduler: Scheduler,
-    /// Cycles of `cosine-restarts`.
+    /// Cycles of cosine-restarts.
+    #[arg(long = "restart-cycles", value_name = "RESTART_CYCLES", default_value_t = 1)]
+    #[arg(value_parser = at_least_one::<u64>)]
     pub cycles: u64,
-    /// Initial τ⁻¹.
+    /// Initial inverse temperature τ⁻¹.
+    #[arg(long, default_value_t = 30.0, value_parser = positive)]
     pub init_inv_tau: f64,
-    /// Whether τ⁻¹ is trained.
+    /// Train τ⁻¹ (fixed by default, as cloob).
+    #[arg(long)]
     pub learnable_inv_tau: bool,
-    /// Micro-batches per step.
+    /// Micro-batches per step (the loss is over the whole batch).
+    #[arg(long, default_value_t = 1, value_parser = at_least_one::<usize>)]
     pub accum_freq: usize,
-    /// Clip the gradient norm to this.
-    pub grad_clip_norm: Option<f64>,
-    /// Seeds the initialisation, the data order, the captions and the crops.
+    /// Clip the gradient norm to this (0: off).
+    // The full path keeps clap from reading `Option` as "flag may be absent": `clip_norm` maps 0 to `None`.
+    #[arg(long, default_value = "1", value_parser = clip_norm)]
+    pub grad_clip_norm: ::std::option::Option<f64>,
+    /// Seed of the initialisation, the data order, the captions and the crops.
+    #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Training data.
+    /// Training data: embedded, fashion-mnist or csv:PATH.
+    #[arg(long, default_value_t = DataSpec::Embedded)]
     pub data: DataSpec,
-    /// Fashion-MNIST's directory.
+    /// Fashion-MNIST's IDX directory.
+    #[arg(long, default_value = crate::data::fashion::DEFAULT_DIR)]
     pub fashion_dir: PathBuf,
     /// CSV layout.
+    #[command(flatten)]
     pub csv: CsvOptions,
     /// Generated scenes per epoch of the embedded set.
+    #[arg(long, default_value_t = 20_000, value_parser = at_least_one::<usize>)]
     pub embedded_len: usize,
     /// Images per evaluation set.
+    #[arg(long, default_value_t = 1000, value_parser = at_least_one::<usize>)]
     pub eval_size: usize,
-    /// Evaluate every this many steps (0: only at the end).
+    /// Evaluate (zero-shot, retrieval, embeddings) every N steps; 0: only at the end.
+    #[arg(long = "zeroshot-frequency", value_name = "ZEROSHOT_FREQUENCY", default_value_t = 100)]
     pub eval_every: u64,
-    /// Save a checkpoint every this many steps (0: only at the end).
+    /// Save a checkpoint every N steps; 0: only at the end.
+    #[arg(long = "save-frequency", value_name = "SAVE_FREQUENCY", default_value_t = 100)]
     pub save_every: u64,
-    /// Logs directory; the run writes to `logs/name/`.
+    /// Logs directory; a run writes to <logs>/<name>/.
+    #[arg(long, default_value = "logs")]
     pub logs: PathBuf,
-    /// Run name.
+    /// Run name (the binary's `--name`; by default [`RunConfig::default_name`]).
+    #[arg(skip)]
     pub name: String,
 }
 
 impl Default for RunConfig {
-    /// The default command's run: tiny model, CLOOB, the embedded set.
+    /// The run of `cloob-pretrain` without flags: tiny model, CLOOB, the embedded set.
     fn default() -> Self {
-        RunConfig {
-            model_preset: "tiny".into(), loss: LossKind::Cloob, hopfield_beta: 14.3, batch_size: 64, steps: 1000, epochs: None,
-            lr: 2e-3, wd: 0.1, decay_embeddings: false, warmup: 30, scheduler: Scheduler::Cosine, cycles: 1, init_inv_tau: 30.0,
-            learnable_inv_tau: false, accum_freq: 1, grad_clip_norm: Some(1.0), seed: 0, data: DataSpec::Embedded,
-            fashion_dir: crate::data::fashion::DEFAULT_DIR.into(), csv: CsvOptions::default(), embedded_len: 20_000,
-            eval_size: 1000, eval_every: 100, save_every: 100, logs: "logs".into(), name: "cloob-tiny".into(),
-        }
+        let cfg: RunConfig = flag_defaults();
+        RunConfig { name: cfg.default_name(), ..cfg }
+    }
+}
+
+/// The value of flags `T` when none is given.
+fn flag_defaults<T: clap::Args + clap::FromArgMatches>() -> T {
+    let matches = T::augment_args(clap::Command::new("defaults")).get_matches_from(["defaults"]);
+    T::from_arg_matches(&matches).expect("every flag has a default")
+}
+
+/// `--loss` values, under open_clip's and cloob's names.
+impl clap::ValueEnum for LossKind {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[LossKind::Cloob, LossKind::Clip, LossKind::ClipHopfield, LossKind::InfoLoob]
+    }
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        use clap::builder::PossibleValue as V;
+        Some(match self {
+            LossKind::Cloob => V::new("cloob").help("InfoLOOB on Hopfield-retrieved embeddings (CLOOB)"),
+            LossKind::Clip => V::new("clip").help("InfoNCE on the embeddings (CLIP)"),
+            LossKind::ClipHopfield => {
+                V::new("infonce-hopfield").help("Ablation: InfoNCE on Hopfield-retrieved embeddings")
+            }
+            LossKind::InfoLoob => V::new("infoloob").help("Ablation: InfoLOOB without Hopfield retrieval"),
+        })
+    }
+}
+
+fn parse_f64(s: &str) -> std::result::Result<f64, String> {
+    let v = s.parse::<f64>().map_err(|e| format!("{e}"))?;
+    if v.is_finite() { Ok(v) } else { Err(format!("must be finite, got {v}")) }
+}
+
+fn non_negative(s: &str) -> std::result::Result<f64, String> {
+    parse_f64(s).and_then(|v| if v >= 0.0 { Ok(v) } else { Err(format!("must be ≥ 0, got {v}")) })
+}
+
+fn positive(s: &str) -> std::result::Result<f64, String> {
+    parse_f64(s).and_then(|v| if v > 0.0 { Ok(v) } else { Err(format!("must be > 0, got {v}")) })
+}
+
+fn clip_norm(s: &str) -> std::result::Result<Option<f64>, String> {
+    non_negative(s).map(|v| (v > 0.0).then_some(v))
+}
+
+fn at_least_one<T: std::str::FromStr<Err = std::num::ParseIntError> + Default + PartialEq>(s: &str)
+    -> std::result::Result<T, String> {
+    match s.parse::<T>() {
+        Ok(n) if n == T::default() => Err("must be at least 1, got 0".into()),
+        r => r.map_err(|e| format!("{e}")),
+    }
+}
+
+fn separator(s: &str) -> std::result::Result<char, String> {
+    let mut chars = s.chars();
+    match (s, chars.next(), chars.next()) {
+        ("\\t" | "tab", _, _) => Ok('\t'),
+        (_, Some(c), None) => Ok(c),
+        _ => Err(format!("must be one character (or `\\t`), got {s:?}")),
     }
 }
 
@@ -149,6 +236,17 @@ impl Default for RunConfig {
 const MAY_CHANGE: [&str; 6] = ["eval_every", "save_every", "logs", "name", "eval_size", "fashion_dir"];
 
 impl RunConfig {
+    /// The run name when none is given: `<loss>-<model>-<data>-s<seed>`, a CSV source by its file stem.
+    pub fn default_name(&self) -> String {
+        use clap::ValueEnum;
+        let loss = self.loss.to_possible_value().expect("every loss has a flag value");
+        let data = match &self.data {
+            DataSpec::Csv(p) => p.file_stem().and_then(|s| s.to_str()).unwrap_or("csv").to_string(),
+            d => d.to_string(),
+        };
+        format!("{}-{}-{}-s{}", loss.get_name(), self.model_preset, data, self.seed)
+    }
+
     /// The model's shape: the preset with this run's τ⁻¹ settings.
     pub fn clip_config(&self) -> Result<ClipConfig> {
         let base = match self.model_preset.as_str() {

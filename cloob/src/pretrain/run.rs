@@ -109,6 +109,9 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary> {
     let model_cfg = cfg.clip_config()?;
     let data = open_data(cfg, model_cfg.vision.image_size)?;
     let total = cfg.total_steps(data.train.epoch_len())?;
+    if cfg.warmup >= total {
+        return Err(PretrainError(format!("--warmup {} must be below the run's {total} steps", cfg.warmup)));
+    }
     if cfg.batch_size == 0 || cfg.batch_size % cfg.accum_freq.max(1) != 0 {
         return Err(PretrainError(format!("batch size {} must be a positive multiple of accum-freq {}", cfg.batch_size, cfg.accum_freq)));
     }
