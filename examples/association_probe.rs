@@ -6,7 +6,7 @@
 //! `mode`: `fused` (default: `Backend::association`, streaming on backends that implement it) or
 //! `materialised` (the reference path: the `L × S` matrix with the backend's own ops). Runs `steps`
 //! update steps `ξ ← softmax(β ξ Kᵀ) K` then the retrieval `softmax(β ξ Kᵀ) V`, forward, then forward
-//! + backward, `iters` times after one warm-up, with a device sync around each timing. Prints one JSON
+//! and backward, `iters` times after one warm-up, with a device sync around each timing. Prints one JSON
 //! line per measurement: `{"backend", "mode", "what", "b", "h", "l", "s", "d", "steps", "ms"}`, and (on
 //! Linux) one `memory` line: resident memory once the inputs exist, the peak, and the growth between them.
 //!

@@ -38,7 +38,7 @@ impl StackShape<'_> {
             return Err(HopfieldError::config(tower, format!("width {}, layers {} and heads {} must be positive",
                 self.width, self.layers, self.heads)));
         }
-        if self.width % self.heads != 0 {
+        if !self.width.is_multiple_of(self.heads) {
             return Err(HopfieldError::config(tower, format!("width {} is not divisible by heads {}", self.width, self.heads)));
         }
         let hidden = (self.width as f64 * self.mlp_ratio).round() as usize;

@@ -238,7 +238,7 @@ mod tests {
         let mut trainable = Vec::new();
         model.visit(&mut |n, t, tr| trainable.push((n.to_string(), cpu.shape(t), tr)));
         let find = |name: &str| trainable.iter().find(|(n, _, _)| n == name).unwrap_or_else(|| panic!("{name}"));
-        assert_eq!(find("logit_scale").2, false);
+        assert!(!find("logit_scale").2);
         assert_eq!(find("visual.conv1.weight").1, [64, 3, 8, 8]);
         assert_eq!(find("token_embedding.weight").1, [49408, 64]);
         // open_clip's groups: matrices and embeddings decay; norms, biases, the class token and τ do not.

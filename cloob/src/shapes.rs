@@ -62,7 +62,7 @@ impl ShapesBatch {
                     let inside = match SHAPES[shape] {
                         "square" => dx.abs() <= 1.0 && dy.abs() <= 1.0,
                         "circle" => dx * dx + dy * dy <= 1.0,
-                        _ => dy <= 1.0 && dy >= -1.0 && dx.abs() <= (dy + 1.0) / 2.0,
+                        _ => (-1.0..=1.0).contains(&dy) && dx.abs() <= (dy + 1.0) / 2.0,
                     };
                     for ch in 0..3 {
                         let v = if inside { rgb[ch] } else { background } + rng.gen_range(-0.05..0.05);

@@ -79,7 +79,7 @@ impl VisionConfig {
 
     /// Check the sizes.
     pub fn validate(&self) -> Result<()> {
-        if self.patch_size == 0 || self.image_size == 0 || self.image_size % self.patch_size != 0 {
+        if self.patch_size == 0 || self.image_size == 0 || !self.image_size.is_multiple_of(self.patch_size) {
             return Err(HopfieldError::config("vision.patch_size",
                 format!("must divide image_size {}, got {}", self.image_size, self.patch_size)));
         }

@@ -112,7 +112,7 @@ fn learnable_temperature_is_clamped_to_ln_100() {
         assert!((f.inv_tau - 14.3).abs() < 1e-4, "a fixed τ⁻¹ stays: {}", f.inv_tau);
     }
     let logit = cpu.to_vec(&trainer.model.logit_scale)[0] as f64;
-    assert!(logit <= MAX_LOGIT_SCALE + 1e-6 && logit >= 0.0);
+    assert!((0.0..=MAX_LOGIT_SCALE + 1e-6).contains(&logit));
 }
 
 /// Zero-shot top-1 accuracy: each image is assigned the class whose prompt embedding (normalised, averaged

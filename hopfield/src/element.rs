@@ -73,6 +73,8 @@ pub fn exp_f32(x: f32) -> f32 {
     const LN2_LO: f32 = -2.121_944_4e-4;
     // Adding 1.5·2²³ rounds to the nearest integer without a rounding instruction.
     const SHIFT: f32 = 12_582_912.0;
+    // max/min, not clamp: a NaN input becomes a finite value here and NaN comes back through `x` below.
+    #[allow(clippy::manual_clamp)]
     let xc = x.max(-87.0).min(88.0);
     let t = xc * std::f32::consts::LOG2_E + SHIFT;
     let n = t - SHIFT;

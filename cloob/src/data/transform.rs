@@ -8,7 +8,7 @@ use rand::Rng;
 /// CLIP's channel means (OpenAI's, used by open_clip and cloob).
 pub const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
 /// CLIP's channel standard deviations.
-pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_6, 0.275_777_11];
+pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_6, 0.275_777_1];
 
 /// open_clip's training crop scale range.
 pub const TRAIN_SCALE: (f64, f64) = (0.9, 1.0);

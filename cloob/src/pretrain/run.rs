@@ -112,7 +112,7 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary> {
     if cfg.warmup >= total {
         return Err(PretrainError(format!("--warmup {} must be below the run's {total} steps", cfg.warmup)));
     }
-    if cfg.batch_size == 0 || cfg.batch_size % cfg.accum_freq.max(1) != 0 {
+    if cfg.batch_size == 0 || !cfg.batch_size.is_multiple_of(cfg.accum_freq.max(1)) {
         return Err(PretrainError(format!("batch size {} must be a positive multiple of accum-freq {}", cfg.batch_size, cfg.accum_freq)));
     }
     let run_dir = cfg.logs.join(&cfg.name);

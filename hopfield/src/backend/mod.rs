@@ -85,6 +85,7 @@ pub trait Backend: Clone + Debug + Send + Sync + 'static {
     // ---- host edge -------------------------------------------------------------------------------------
 
     /// Upload row-major `data` of `shape` (`data.len()` must equal the product of `shape`).
+    #[allow(clippy::wrong_self_convention)] // the backend (device, allocator) does the upload
     fn from_vec(&self, data: Vec<Self::Elem>, shape: &[usize]) -> Self::Tensor;
     /// Download to row-major host memory.
     fn to_vec(&self, t: &Self::Tensor) -> Vec<Self::Elem>;

@@ -333,7 +333,7 @@ mod tests {
             let (q, k, v, dout) = (t(&[b, h, l, d]), t(&[b, h, s, d]), t(&[b, h, s, dv]), t(&[b, h, l, dv]));
             let beta: Vec<f64> = (0..h).map(|i| 0.7 + i as f64).collect();
             let ninf = f64::NEG_INFINITY;
-            let pad: Vec<f64> = (0..b * s).map(|i| if i < s && b > 1 { ninf } else if rng.gen_bool(0.2) { ninf } else { 0.0 }).collect();
+            let pad: Vec<f64> = (0..b * s).map(|i| if (i < s && b > 1) || rng.gen_bool(0.2) { ninf } else { 0.0 }).collect();
             let assoc: Vec<f64> = (0..h * l * s).map(|_| if rng.gen_bool(0.1) { ninf } else { rng.gen_range(-1.0..1.0) }).collect();
             let pad_t = be.from_vec(pad.clone(), &[b, s]);
             let assoc_t = be.from_vec(assoc.clone(), &[1, h, l, s]);

@@ -154,9 +154,9 @@ mod tests {
     #[test]
     fn products_equal_the_definition_for_every_layout() {
         for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
-            let (a_sh, b_sh) = |m: usize, k: usize, n: usize| -> (Vec<usize>, Vec<usize>) {
-                (if ta { vec![k, m] } else { vec![m, k] }, if tb { vec![n, k] } else { vec![k, n] })
-            }(5, 7, 3);
+            let (m, k, n) = (5, 7, 3);
+            let a_sh = if ta { vec![k, m] } else { vec![m, k] };
+            let b_sh = if tb { vec![n, k] } else { vec![k, n] };
             // 2-D, batched, batched with a shared 2-D right operand, size-1 batch axes.
             check(&tensor(&a_sh, 1), &tensor(&b_sh, 2), ta, tb);
             let batched = |pre: &[usize], sh: &[usize]| [pre, sh].concat();

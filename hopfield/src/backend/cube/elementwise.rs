@@ -331,7 +331,7 @@ mod tests {
         let (dyg, dyc) = pair(&g, &mut r, &[7, 143]);
         for name in Activation::NAMES {
             let act: Activation = name.parse().unwrap();
-            assert_close(&name.to_string(), &g, &g.activation(&xg, act), &c.activation(&xc, act), 1e-5);
+            assert_close(name, &g, &g.activation(&xg, act), &c.activation(&xc, act), 1e-5);
             assert_close(&format!("{name}'"), &g, &g.activation_backward(&xg, &dyg, act),
                          &c.activation_backward(&xc, &dyc, act), 1e-5);
         }
