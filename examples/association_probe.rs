@@ -32,23 +32,44 @@ struct Args {
     materialised: bool,
 }
 
-fn forward<B: Backend>(be: &B, a: &Args, q: &B::Tensor, k: &B::Tensor, v: &B::Tensor, beta: &[B::Elem])
-    -> (Vec<(B::Tensor, B::Tensor, B::Tensor)>, B::Tensor, B::Tensor) {
+fn forward<B: Backend>(
+    be: &B,
+    a: &Args,
+    q: &B::Tensor,
+    k: &B::Tensor,
+    v: &B::Tensor,
+    beta: &[B::Elem],
+) -> (Vec<(B::Tensor, B::Tensor, B::Tensor)>, B::Tensor, B::Tensor) {
     let bias = ScoreBias::default();
     let mut saved = Vec::new();
     let mut xi = q.clone();
     for _ in 0..a.steps {
-        let (x, lse) = if a.materialised { reference::association(be, &xi, k, k, beta, &bias) } else { be.association(&xi, k, k, beta, &bias) };
+        let (x, lse) = if a.materialised {
+            reference::association(be, &xi, k, k, beta, &bias)
+        } else {
+            be.association(&xi, k, k, beta, &bias)
+        };
         saved.push((xi, x.clone(), lse));
         xi = x;
     }
-    let (out, lse) = if a.materialised { reference::association(be, &xi, k, v, beta, &bias) } else { be.association(&xi, k, v, beta, &bias) };
+    let (out, lse) = if a.materialised {
+        reference::association(be, &xi, k, v, beta, &bias)
+    } else {
+        be.association(&xi, k, v, beta, &bias)
+    };
     saved.push((xi, out.clone(), lse.clone()));
     (saved, out, lse)
 }
 
-fn backward<B: Backend>(be: &B, a: &Args, saved: &[(B::Tensor, B::Tensor, B::Tensor)], k: &B::Tensor, v: &B::Tensor,
-                        beta: &[B::Elem], d_out: &B::Tensor) -> B::Tensor {
+fn backward<B: Backend>(
+    be: &B,
+    a: &Args,
+    saved: &[(B::Tensor, B::Tensor, B::Tensor)],
+    k: &B::Tensor,
+    v: &B::Tensor,
+    beta: &[B::Elem],
+    d_out: &B::Tensor,
+) -> B::Tensor {
     let bias = ScoreBias::default();
     let mut g = d_out.clone();
     let mut dk_total = None::<B::Tensor>;
@@ -77,7 +98,9 @@ fn backward<B: Backend>(be: &B, a: &Args, saved: &[(B::Tensor, B::Tensor, B::Ten
 
 fn run<B: Backend<Elem = f32>>(be: &B, name: &str, a: &Args, sync: &dyn Fn()) {
     let mut rng = StdRng::seed_from_u64(0);
-    let mut t = |shape: &[usize]| be.from_vec((0..shape.iter().product::<usize>()).map(|_| rng.gen_range(-1.0f32..1.0)).collect(), shape);
+    let mut t = |shape: &[usize]| {
+        be.from_vec((0..shape.iter().product::<usize>()).map(|_| rng.gen_range(-1.0f32..1.0)).collect(), shape)
+    };
     let (q, k, v) = (t(&[a.b, a.h, a.l, a.d]), t(&[a.b, a.h, a.s, a.d]), t(&[a.b, a.h, a.s, a.d]));
     let d_out = t(&[a.b, a.h, a.l, a.d]);
     let beta = vec![1.0 / (a.d as f32).sqrt(); a.h];
@@ -128,7 +151,13 @@ fn main() {
     let num = |i: usize, default: usize| argv.get(i).map_or(default, |s| s.parse().expect("a number"));
     let backend = argv.first().map_or("cpu", |s| s.as_str()).to_string();
     let a = Args {
-        b: num(1, 1), h: num(2, 1), l: num(3, 4096), s: num(4, 4096), d: num(5, 64), steps: num(6, 0), iters: num(7, 3),
+        b: num(1, 1),
+        h: num(2, 1),
+        l: num(3, 4096),
+        s: num(4, 4096),
+        d: num(5, 64),
+        steps: num(6, 0),
+        iters: num(7, 3),
         materialised: argv.get(8).is_some_and(|m| m == "materialised"),
     };
     match backend.as_str() {

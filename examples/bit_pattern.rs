@@ -80,12 +80,8 @@ impl Reference {
 
 /// The final values (epoch 250) of the notebook's curves for the models without a five-seed spread of ours:
 /// shown beside our result, not judged.
-const NOTEBOOK_ONLY: [(Variant, f64); 4] = [
-    (Variant::Hopfield, 0.565),
-    (Variant::Pooling, 0.578),
-    (Variant::Lookup, 0.521),
-    (Variant::LookupAdapted, 0.848),
-];
+const NOTEBOOK_ONLY: [(Variant, f64); 4] =
+    [(Variant::Hopfield, 0.565), (Variant::Pooling, 0.578), (Variant::Lookup, 0.521), (Variant::LookupAdapted, 0.848)];
 
 /// What `variant`'s final eval accuracy after `epochs` is checked against; `notebook_data` when the bags are
 /// the notebook's.
@@ -137,7 +133,8 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let config = BitPatternConfig { seed_signals: args.seed_signals, seed_data: args.seed_data, ..BitPatternConfig::demo() };
+    let config =
+        BitPatternConfig { seed_signals: args.seed_signals, seed_data: args.seed_data, ..BitPatternConfig::demo() };
     let data = BitPatternSet::new(&config);
     let split = Split::edges(data.len(), EVAL_EDGE);
     let lookup_patterns = data.unique_instances(&split.train);
@@ -150,7 +147,13 @@ fn main() -> ExitCode {
         })
         .collect();
     let task = Task { name: "bit_pattern", data: &data, split, lookup_patterns, plans };
-    let options = RunOptions { seed: args.seed, epochs: args.epochs, only: args.models, out_dir: args.out, verbose: args.verbose };
+    let options = RunOptions {
+        seed: args.seed,
+        epochs: args.epochs,
+        only: args.models,
+        out_dir: args.out,
+        verbose: args.verbose,
+    };
     match run_task(&Cpu::<f32>::with_tuned_allocator(), &task, &options) {
         Ok(rows) => {
             print!("{}", format_table(&rows));
@@ -204,10 +207,8 @@ mod tests {
             assert!(lo <= r.notebook && r.notebook <= hi, "{} {}: {lo}..{hi}", r.variant.name(), r.epochs);
         }
         // The default run (seed 42): 0.855 and 0.820.
-        let default = [
-            row(Variant::HopfieldAdapted, EPOCHS_ADAPTED, 0.855),
-            row(Variant::PoolingAdapted, EPOCHS, 0.820),
-        ];
+        let default =
+            [row(Variant::HopfieldAdapted, EPOCHS_ADAPTED, 0.855), row(Variant::PoolingAdapted, EPOCHS, 0.820)];
         assert_eq!(exit_status(&default), 0);
     }
 

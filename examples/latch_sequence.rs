@@ -56,11 +56,21 @@ fn main() -> ExitCode {
     let check = Check::AtLeast(0.99);
     let plans = Variant::ALL.iter().map(|&variant| Plan { variant, epochs: epochs(variant), check }).collect();
     let task = Task { name: "latch_sequence", data: &data, split, lookup_patterns, plans };
-    let options = RunOptions { seed: args.seed, epochs: args.epochs, only: args.models, out_dir: args.out, verbose: args.verbose };
+    let options = RunOptions {
+        seed: args.seed,
+        epochs: args.epochs,
+        only: args.models,
+        out_dir: args.out,
+        verbose: args.verbose,
+    };
     match run_task(&Cpu::<f32>::with_tuned_allocator(), &task, &options) {
         Ok(rows) => {
             print!("{}", format_table(&rows));
-            if rows.iter().all(|r| r.passes()) { ExitCode::SUCCESS } else { ExitCode::from(2) }
+            if rows.iter().all(|r| r.passes()) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            }
         }
         Err(e) => {
             eprintln!("latch_sequence: {e}");

@@ -105,29 +105,53 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         rayon::ThreadPoolBuilder::new().num_threads(n).build_global()?;
     }
     let base = MilConfig {
-        lr: args.lr, lr_decay: args.lr_decay, weight_decay: args.weight_decay, embedding_layers: args.layers,
-        width: args.width, heads: args.heads, head_dim: args.head_dim, beta: args.beta, bag_dropout: args.bag_dropout,
-        epochs: args.epochs, batch_size: args.batch_size, ..MilConfig::default()
+        lr: args.lr,
+        lr_decay: args.lr_decay,
+        weight_decay: args.weight_decay,
+        embedding_layers: args.layers,
+        width: args.width,
+        heads: args.heads,
+        head_dim: args.head_dim,
+        beta: args.beta,
+        bag_dropout: args.bag_dropout,
+        epochs: args.epochs,
+        batch_size: args.batch_size,
+        ..MilConfig::default()
     };
     let grid = match args.grid {
         Grid::Small => small_grid(&base),
         Grid::Paper => paper_grid(&base, args.grid_samples, args.seed),
         Grid::None => vec![base],
     };
-    let settings = CvSettings { folds: args.folds, repeats: args.repeats, seed: args.seed, val_fraction: args.val_fraction,
-        inner_folds: args.inner_folds, grid };
+    let settings = CvSettings {
+        folds: args.folds,
+        repeats: args.repeats,
+        seed: args.seed,
+        val_fraction: args.val_fraction,
+        inner_folds: args.inner_folds,
+        grid,
+    };
     let backend = Cpu::<f32>::with_tuned_allocator();
     let mut summaries = Vec::new();
     for path in &args.data {
         let data = MilDataset::read(path)?;
         eprintln!(
             "{}: {} bags ({} positive), {} instances, {} features; {}×{}-fold CV, {} grid point(s), {} threads",
-            data.name, data.bags.len(), data.num_positive(), data.num_instances(), data.n_features,
-            settings.repeats, settings.folds, settings.grid.len(), rayon::current_num_threads(),
+            data.name,
+            data.bags.len(),
+            data.num_positive(),
+            data.num_instances(),
+            data.n_features,
+            settings.repeats,
+            settings.folds,
+            settings.grid.len(),
+            rayon::current_num_threads(),
         );
         let bar = ProgressBar::new((settings.folds * settings.repeats) as u64);
-        bar.set_style(ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} folds {elapsed_precise} (eta {eta}) {msg}")?
-            .progress_chars("=> "));
+        bar.set_style(
+            ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} folds {elapsed_precise} (eta {eta}) {msg}")?
+                .progress_chars("=> "),
+        );
         bar.set_prefix(data.name.clone());
         let aucs = Mutex::new(Vec::new());
         let start = Instant::now();
@@ -138,8 +162,15 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             bar.inc(1);
             if bar.is_hidden() {
                 // No terminal (a log file, CI): one line per fold instead of the bar.
-                eprintln!("repeat {} fold {}: test AUC {:.3} ({} of {} done, {:.0} s)", r.repeat, r.fold, r.test_auc,
-                    a.len(), settings.folds * settings.repeats, start.elapsed().as_secs_f64());
+                eprintln!(
+                    "repeat {} fold {}: test AUC {:.3} ({} of {} done, {:.0} s)",
+                    r.repeat,
+                    r.fold,
+                    r.test_auc,
+                    a.len(),
+                    settings.folds * settings.repeats,
+                    start.elapsed().as_secs_f64()
+                );
             }
         })?;
         bar.finish();
@@ -156,7 +187,11 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         let summary = Summary::from_records(&data.name, data.bags.len(), &records, wall);
         eprintln!(
             "{}: AUC {:.3} ± {:.3} (std over repeats; {:.3} over folds) in {}; folds written to {}",
-            data.name, summary.auc_mean, summary.auc_std_repeats, summary.auc_std_folds, format_seconds(wall),
+            data.name,
+            summary.auc_mean,
+            summary.auc_std_repeats,
+            summary.auc_std_folds,
+            format_seconds(wall),
             jsonl.display(),
         );
         summaries.push(summary);

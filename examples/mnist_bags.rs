@@ -48,14 +48,19 @@ struct Args {
 /// `dir/name` or `dir/name.gz`, whichever exists.
 fn idx_file(dir: &Path, name: &str) -> PathBuf {
     let plain = dir.join(name);
-    if plain.exists() { plain } else { dir.join(format!("{name}.gz")) }
+    if plain.exists() {
+        plain
+    } else {
+        dir.join(format!("{name}.gz"))
+    }
 }
 
 fn load(dir: &Path, split: &str) -> Result<IdxImages, Box<dyn std::error::Error>> {
     let images = idx_file(dir, &format!("{split}-images-idx3-ubyte"));
     let labels = idx_file(dir, &format!("{split}-labels-idx1-ubyte"));
     IdxImages::read(&images, &labels).map_err(|e| {
-        format!("{e}\n(install Debian's Fashion-MNIST with `apt-get install dataset-fashion-mnist`, or pass --dir)").into()
+        format!("{e}\n(install Debian's Fashion-MNIST with `apt-get install dataset-fashion-mnist`, or pass --dir)")
+            .into()
     })
 }
 
@@ -71,7 +76,8 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let bags = |n| MnistBagsConfig { target: args.target, mean_len: args.mean_len, var_len: args.var_len, bags: n };
     let train_set = mnist_bags(&train_images, &bags(args.train_bags), args.seed);
     let test_set = mnist_bags(&test_images, &bags(args.test_bags), args.seed.wrapping_add(1));
-    let describe = |d: &MilDataset| format!("{} bags ({} positive), {} images", d.bags.len(), d.num_positive(), d.num_instances());
+    let describe =
+        |d: &MilDataset| format!("{} bags ({} positive), {} images", d.bags.len(), d.num_positive(), d.num_instances());
     eprintln!("train: {}; test: {}", describe(&train_set), describe(&test_set));
 
     // Pixels are already in [0, 1], as Ilse's loader feeds them.
@@ -83,8 +89,17 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     // The notebook's HopfieldPooling (hidden_size 32) after a 784 → 256 → 128 MLP encoder; its AdamW
     // (lr 5e-4, weight decay 1e-4), batch size 1 and gradient clipping at 1.
     let cfg = MilConfig {
-        lr: args.lr, lr_decay: 1.0, weight_decay: 1e-4, embedding_layers: 2, width: 128, heads: 4, head_dim: 32,
-        beta: 1.0 / (32f64).sqrt(), bag_dropout: 0.1, epochs: args.epochs, batch_size: args.batch_size,
+        lr: args.lr,
+        lr_decay: 1.0,
+        weight_decay: 1e-4,
+        embedding_layers: 2,
+        width: 128,
+        heads: 4,
+        head_dim: 32,
+        beta: 1.0 / (32f64).sqrt(),
+        bag_dropout: 0.1,
+        epochs: args.epochs,
+        batch_size: args.batch_size,
         grad_clip: Some(1.0),
     };
     let backend = Cpu::<f32>::with_tuned_allocator();

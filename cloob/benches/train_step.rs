@@ -21,7 +21,8 @@ fn train_step(c: &mut Criterion) {
     for (name, kind) in [("cloob_tiny_b128", LossKind::Cloob), ("clip_tiny_b128", LossKind::Clip)] {
         let model = config.init(&cpu, &mut StdRng::seed_from_u64(1)).unwrap();
         let schedule = LrSchedule::WarmupCosine { base: 1e-3, warmup: 10, total: 10_000, floor: 0.0 };
-        let mut trainer = Trainer::new(model, TrainConfig::new(LossConfig::new(kind), schedule).grad_clip_norm(1.0)).unwrap();
+        let mut trainer =
+            Trainer::new(model, TrainConfig::new(LossConfig::new(kind), schedule).grad_clip_norm(1.0)).unwrap();
         c.bench_function(name, |b| b.iter(|| trainer.step(&cpu, &images, &tokens).unwrap()));
     }
 }

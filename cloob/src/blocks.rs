@@ -35,11 +35,16 @@ pub(crate) struct StackShape<'a> {
 impl StackShape<'_> {
     pub fn validate(&self, tower: &'static str) -> Result<usize> {
         if self.width == 0 || self.layers == 0 || self.heads == 0 {
-            return Err(HopfieldError::config(tower, format!("width {}, layers {} and heads {} must be positive",
-                self.width, self.layers, self.heads)));
+            return Err(HopfieldError::config(
+                tower,
+                format!("width {}, layers {} and heads {} must be positive", self.width, self.layers, self.heads),
+            ));
         }
         if !self.width.is_multiple_of(self.heads) {
-            return Err(HopfieldError::config(tower, format!("width {} is not divisible by heads {}", self.width, self.heads)));
+            return Err(HopfieldError::config(
+                tower,
+                format!("width {} is not divisible by heads {}", self.width, self.heads),
+            ));
         }
         let hidden = (self.width as f64 * self.mlp_ratio).round() as usize;
         if !(self.mlp_ratio > 0.0) || hidden == 0 {
@@ -49,9 +54,13 @@ impl StackShape<'_> {
     }
 
     fn layer_config(&self, hidden: usize) -> HopfieldEncoderLayerConfig {
-        let attention = HopfieldConfig::new(self.width).num_heads(self.heads).normalize_all(false).update_steps_max(Some(0));
-        let mut c = HopfieldEncoderLayerConfig::new(attention).dim_feedforward(hidden).dropout(0.0)
-            .activation(self.activation).norm_first(true);
+        let attention =
+            HopfieldConfig::new(self.width).num_heads(self.heads).normalize_all(false).update_steps_max(Some(0));
+        let mut c = HopfieldEncoderLayerConfig::new(attention)
+            .dim_feedforward(hidden)
+            .dropout(0.0)
+            .activation(self.activation)
+            .norm_first(true);
         c.layer_norm_eps = self.layer_norm_eps;
         c
     }
@@ -69,8 +78,13 @@ pub struct Transformer<B: Backend> {
 }
 
 impl<B: Backend> Transformer<B> {
-    pub(crate) fn init(backend: &B, shape: &StackShape<'_>, tower: &'static str, how: BlockInit, rng: &mut impl Rng)
-        -> Result<Self> {
+    pub(crate) fn init(
+        backend: &B,
+        shape: &StackShape<'_>,
+        tower: &'static str,
+        how: BlockInit,
+        rng: &mut impl Rng,
+    ) -> Result<Self> {
         let hidden = shape.validate(tower)?;
         let config = shape.layer_config(hidden);
         let w = shape.width;
@@ -118,8 +132,13 @@ impl<B: Backend> Layer<B> for Transformer<B> {
     }
 
     /// Run every block; the input's `src_mask` is an association mask `[L, L]` (`true` = hidden).
-    fn forward(&self, backend: &B, p: &Self, input: &EncoderInput<B>, mode: Mode)
-        -> Result<(B::Tensor, Vec<EncoderCache<B>>)> {
+    fn forward(
+        &self,
+        backend: &B,
+        p: &Self,
+        input: &EncoderInput<B>,
+        mode: Mode,
+    ) -> Result<(B::Tensor, Vec<EncoderCache<B>>)> {
         let mut x = input.src.clone();
         let mut caches = Vec::with_capacity(self.resblocks.len());
         for (block, bp) in self.resblocks.iter().zip(&p.resblocks) {
@@ -132,8 +151,14 @@ impl<B: Backend> Layer<B> for Transformer<B> {
     }
 
     /// Backward through every block: accumulates into `grads`, returns d loss / d input.
-    fn backward(&self, backend: &B, p: &Self, caches: &Vec<EncoderCache<B>>, dy: &B::Tensor, grads: &mut Self)
-        -> Result<B::Tensor> {
+    fn backward(
+        &self,
+        backend: &B,
+        p: &Self,
+        caches: &Vec<EncoderCache<B>>,
+        dy: &B::Tensor,
+        grads: &mut Self,
+    ) -> Result<B::Tensor> {
         let mut d = dy.clone();
         let blocks = self.resblocks.iter().zip(&p.resblocks).zip(caches).zip(&mut grads.resblocks);
         for (((block, bp), cache), g) in blocks.rev() {
@@ -153,7 +178,9 @@ fn open_clip_name(name: &str) -> String {
         ("norm_residual.", "ln_1."),
         ("norm_output.", "ln_2."),
     ];
-    RENAMES.iter().find_map(|(from, to)| name.strip_prefix(from).map(|rest| format!("{to}{rest}")))
+    RENAMES
+        .iter()
+        .find_map(|(from, to)| name.strip_prefix(from).map(|rest| format!("{to}{rest}")))
         .unwrap_or_else(|| name.to_string())
 }
 
@@ -163,8 +190,13 @@ pub(crate) fn project<B: Backend>(backend: &B, x: &B::Tensor, proj: &B::Tensor) 
 }
 
 /// Backward of [`project`] for `x: [N, D]`: `d_proj += xᵀ dy`, returns `dy projᵀ`.
-pub(crate) fn project_backward<B: Backend>(backend: &B, x: &B::Tensor, proj: &B::Tensor, dy: &B::Tensor,
-                                           d_proj: &mut B::Tensor) -> B::Tensor {
+pub(crate) fn project_backward<B: Backend>(
+    backend: &B,
+    x: &B::Tensor,
+    proj: &B::Tensor,
+    dy: &B::Tensor,
+    d_proj: &mut B::Tensor,
+) -> B::Tensor {
     backend.axpy(d_proj, one::<B>(), &backend.matmul(x, dy, true, false));
     backend.matmul(dy, proj, false, true)
 }
@@ -189,20 +221,39 @@ mod tests {
     fn names_follow_open_clip_and_init_stds_follow_clip() {
         let cpu = Cpu::<f64>::new();
         let mut rng = rand::rngs::StdRng::seed_from_u64(0);
-        let shape = StackShape { width: 64, layers: 4, heads: 4, mlp_ratio: 4.0, activation: "quick_gelu", layer_norm_eps: 1e-5 };
+        let shape = StackShape {
+            width: 64,
+            layers: 4,
+            heads: 4,
+            mlp_ratio: 4.0,
+            activation: "quick_gelu",
+            layer_norm_eps: 1e-5,
+        };
         let t = Transformer::init(&cpu, &shape, "text", BlockInit::WidthDepth, &mut rng).unwrap();
         let names = t.names();
         let expected = [
-            "resblocks.0.attn.in_proj_weight", "resblocks.0.attn.in_proj_bias", "resblocks.0.attn.out_proj.weight",
-            "resblocks.0.attn.out_proj.bias", "resblocks.0.mlp.c_fc.weight", "resblocks.0.mlp.c_fc.bias",
-            "resblocks.0.mlp.c_proj.weight", "resblocks.0.mlp.c_proj.bias", "resblocks.0.ln_1.weight",
-            "resblocks.0.ln_1.bias", "resblocks.0.ln_2.weight", "resblocks.0.ln_2.bias",
+            "resblocks.0.attn.in_proj_weight",
+            "resblocks.0.attn.in_proj_bias",
+            "resblocks.0.attn.out_proj.weight",
+            "resblocks.0.attn.out_proj.bias",
+            "resblocks.0.mlp.c_fc.weight",
+            "resblocks.0.mlp.c_fc.bias",
+            "resblocks.0.mlp.c_proj.weight",
+            "resblocks.0.mlp.c_proj.bias",
+            "resblocks.0.ln_1.weight",
+            "resblocks.0.ln_1.bias",
+            "resblocks.0.ln_2.weight",
+            "resblocks.0.ln_2.bias",
         ];
         assert_eq!(&names[..12], &expected);
         assert_eq!(names.len(), 48);
         let std = |name: &str| {
             let mut v = Vec::new();
-            t.visit(&mut |n, x, _| if n == name { v = x.iter().copied().collect() });
+            t.visit(&mut |n, x, _| {
+                if n == name {
+                    v = x.iter().copied().collect()
+                }
+            });
             let m = v.iter().sum::<f64>() / v.len() as f64;
             (v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / v.len() as f64).sqrt()
         };
@@ -215,9 +266,20 @@ mod tests {
         // Xavier-uniform in_proj for the vision tower: std = bound/√3 with bound = √(6/(w + 3w)).
         let v = Transformer::init(&cpu, &shape, "vision", BlockInit::TorchDefault, &mut rng).unwrap();
         let mut w = Vec::new();
-        v.visit(&mut |n, x, _| if n == "resblocks.2.attn.in_proj_weight" { w = x.iter().copied().collect() });
+        v.visit(&mut |n, x, _| {
+            if n == "resblocks.2.attn.in_proj_weight" {
+                w = x.iter().copied().collect()
+            }
+        });
         let s = (w.iter().map(|x| x * x).sum::<f64>() / w.len() as f64).sqrt();
         close(s, (6.0f64 / 256.0).sqrt() / 3f64.sqrt());
-        assert!(Transformer::<Cpu<f64>>::init(&cpu, &StackShape { heads: 5, ..shape }, "text", BlockInit::WidthDepth, &mut rng).is_err());
+        assert!(Transformer::<Cpu<f64>>::init(
+            &cpu,
+            &StackShape { heads: 5, ..shape },
+            "text",
+            BlockInit::WidthDepth,
+            &mut rng
+        )
+        .is_err());
     }
 }

@@ -43,7 +43,13 @@ impl Default for ClipConfig {
 impl ClipConfig {
     /// Both towers' `tiny` presets, 64-dimensional embeddings.
     pub fn tiny() -> Self {
-        ClipConfig { embed_dim: 64, vision: VisionConfig::tiny(), text: TextConfig::tiny(), init_inv_tau: 14.3, learnable_inv_tau: false }
+        ClipConfig {
+            embed_dim: 64,
+            vision: VisionConfig::tiny(),
+            text: TextConfig::tiny(),
+            init_inv_tau: 14.3,
+            learnable_inv_tau: false,
+        }
     }
     /// Both towers' `small` presets, 256-dimensional embeddings.
     pub fn small() -> Self {
@@ -63,11 +69,19 @@ impl ClipConfig {
         self.vision.validate()?;
         self.text.validate()?;
         if self.vision.output_dim != self.embed_dim || self.text.output_dim != self.embed_dim {
-            return Err(HopfieldError::config("embed_dim", format!("vision.output_dim {} and text.output_dim {} must equal embed_dim {}",
-                self.vision.output_dim, self.text.output_dim, self.embed_dim)));
+            return Err(HopfieldError::config(
+                "embed_dim",
+                format!(
+                    "vision.output_dim {} and text.output_dim {} must equal embed_dim {}",
+                    self.vision.output_dim, self.text.output_dim, self.embed_dim
+                ),
+            ));
         }
         if !(1.0..=100.0).contains(&self.init_inv_tau) {
-            return Err(HopfieldError::config("init_inv_tau", format!("must lie in [1, 100], got {}", self.init_inv_tau)));
+            return Err(HopfieldError::config(
+                "init_inv_tau",
+                format!("must lie in [1, 100], got {}", self.init_inv_tau),
+            ));
         }
         Ok(())
     }
@@ -188,11 +202,21 @@ impl<B: Backend> Layer<B> for ClipModel<B> {
     ///
     /// # Shapes
     /// images `[B, C, H, W]`, tokens `[B, L]` → `[B, embed_dim]` twice.
-    fn forward(&self, backend: &B, p: &Self, input: &ClipInput<B>, mode: Mode) -> Result<(ClipOutput<B>, ClipCache<B>)> {
+    fn forward(
+        &self,
+        backend: &B,
+        p: &Self,
+        input: &ClipInput<B>,
+        mode: Mode,
+    ) -> Result<(ClipOutput<B>, ClipCache<B>)> {
         let (images, tokens) = (&input.images, &input.tokens);
         let n = backend.shape(images).first().copied().unwrap_or(0);
         if n != tokens.batch {
-            return Err(HopfieldError::shape("clip.forward", format!("as many texts as images ({n})"), &[tokens.batch]));
+            return Err(HopfieldError::shape(
+                "clip.forward",
+                format!("as many texts as images ({n})"),
+                &[tokens.batch],
+            ));
         }
         let (image, vision) = self.visual.forward(backend, &p.visual, images, mode)?;
         let (text, text_cache) = self.text.forward(backend, &p.text, tokens, mode)?;
@@ -204,10 +228,19 @@ impl<B: Backend> Layer<B> for ClipModel<B> {
 
     /// Backward from the gradients w.r.t. the normalised embeddings and w.r.t. τ⁻¹: accumulates into `grads`
     /// (`logit_scale` gets `τ⁻¹ · d_inv_tau`, also when it is fixed).
-    fn backward(&self, backend: &B, p: &Self, cache: &ClipCache<B>, d: &ClipOutputGrads<B>, grads: &mut Self)
-        -> Result<()> {
+    fn backward(
+        &self,
+        backend: &B,
+        p: &Self,
+        cache: &ClipCache<B>,
+        d: &ClipOutputGrads<B>,
+        grads: &mut Self,
+    ) -> Result<()> {
         let (d_image, d_text, d_inv_tau) = (&d.image, &d.text, d.inv_tau);
-        for (d, c, what) in [(d_image, &cache.image_norm, "clip.backward(d_image)"), (d_text, &cache.text_norm, "clip.backward(d_text)")] {
+        for (d, c, what) in [
+            (d_image, &cache.image_norm, "clip.backward(d_image)"),
+            (d_text, &cache.text_norm, "clip.backward(d_text)"),
+        ] {
             let (s, e) = (backend.shape(d), backend.shape(&c.y));
             if s != e {
                 return Err(HopfieldError::shape(what, format!("{e:?}"), &s));
@@ -243,16 +276,32 @@ mod tests {
         assert_eq!(find("token_embedding.weight").1, [49408, 64]);
         // open_clip's groups: matrices and embeddings decay; norms, biases, the class token and τ do not.
         let f = DecayFilter::OpenClip;
-        for name in ["visual.conv1.weight", "visual.proj", "text_projection", "token_embedding.weight",
-                     "visual.transformer.resblocks.0.attn.in_proj_weight", "transformer.resblocks.1.mlp.c_fc.weight"] {
+        for name in [
+            "visual.conv1.weight",
+            "visual.proj",
+            "text_projection",
+            "token_embedding.weight",
+            "visual.transformer.resblocks.0.attn.in_proj_weight",
+            "transformer.resblocks.1.mlp.c_fc.weight",
+        ] {
             assert!(f.decays(name, &find(name).1), "{name} decays");
         }
-        for name in ["visual.class_embedding", "visual.ln_pre.weight", "ln_final.bias", "logit_scale",
-                     "transformer.resblocks.0.attn.in_proj_bias", "transformer.resblocks.0.ln_2.weight"] {
+        for name in [
+            "visual.class_embedding",
+            "visual.ln_pre.weight",
+            "ln_final.bias",
+            "logit_scale",
+            "transformer.resblocks.0.attn.in_proj_bias",
+            "transformer.resblocks.0.ln_2.weight",
+        ] {
             assert!(!f.decays(name, &find(name).1), "{name} does not decay");
         }
-        assert!(ClipConfig::tiny().learnable_inv_tau(true).init(&cpu, &mut rand::rngs::StdRng::seed_from_u64(0)).unwrap()
-            .names().contains(&"logit_scale".to_string()));
+        assert!(ClipConfig::tiny()
+            .learnable_inv_tau(true)
+            .init(&cpu, &mut rand::rngs::StdRng::seed_from_u64(0))
+            .unwrap()
+            .names()
+            .contains(&"logit_scale".to_string()));
         model.logit_scale = cpu.full(&[], 7.0);
         model.clamp_logit_scale(&cpu);
         assert!((model.inv_tau(&cpu) - 100.0).abs() < 1e-3);

@@ -6,16 +6,20 @@ use hopfield::{Backend, Element};
 use rand::Rng;
 
 /// The colours, with their RGB in `[0, 1]`.
-pub const COLOURS: &[(&str, [f32; 3])] = &[
-    ("red", [0.9, 0.1, 0.1]), ("green", [0.1, 0.8, 0.2]), ("blue", [0.15, 0.25, 0.95]), ("yellow", [0.95, 0.9, 0.1]),
-];
+pub const COLOURS: &[(&str, [f32; 3])] =
+    &[("red", [0.9, 0.1, 0.1]), ("green", [0.1, 0.8, 0.2]), ("blue", [0.15, 0.25, 0.95]), ("yellow", [0.95, 0.9, 0.1])];
 /// The shapes.
 pub const SHAPES: &[&str] = &["square", "circle", "triangle"];
 
 /// Caption templates: `{c}` colour, `{s}` shape, `{z}` size word.
 const TEMPLATES: &[&str] = &[
-    "a {c} {s}", "a photo of a {c} {s}", "a {z} {c} {s}", "a {s} that is {c}", "a drawing of a {c} {s}",
-    "there is a {c} {s} in the picture", "a {c} {s} on a dark background",
+    "a {c} {s}",
+    "a photo of a {c} {s}",
+    "a {z} {c} {s}",
+    "a {s} that is {c}",
+    "a drawing of a {c} {s}",
+    "there is a {c} {s} in the picture",
+    "a {c} {s} on a dark background",
 ];
 
 /// Number of classes (colours × shapes).
@@ -52,7 +56,10 @@ impl ShapesBatch {
             let (colour, shape) = (rng.gen_range(0..COLOURS.len()), rng.gen_range(0..SHAPES.len()));
             let big = rng.gen_bool(0.5);
             let side = size as f32 * if big { rng.gen_range(0.5..0.7) } else { rng.gen_range(0.3..0.45) };
-            let (cx, cy) = (rng.gen_range(side / 2.0..size as f32 - side / 2.0), rng.gen_range(side / 2.0..size as f32 - side / 2.0));
+            let (cx, cy) = (
+                rng.gen_range(side / 2.0..size as f32 - side / 2.0),
+                rng.gen_range(side / 2.0..size as f32 - side / 2.0),
+            );
             let rgb = COLOURS[colour].1.map(|v| (v + rng.gen_range(-0.08..0.08)).clamp(0.0, 1.0));
             let background = rng.gen_range(0.05..0.3);
             let mut image = vec![0.0f32; 3 * size * size];
@@ -72,8 +79,12 @@ impl ShapesBatch {
             }
             pixels.extend(image);
             let template = TEMPLATES[rng.gen_range(0..TEMPLATES.len())];
-            captions.push(template.replace("{c}", COLOURS[colour].0).replace("{s}", SHAPES[shape])
-                .replace("{z}", if big { "big" } else { "small" }));
+            captions.push(
+                template
+                    .replace("{c}", COLOURS[colour].0)
+                    .replace("{s}", SHAPES[shape])
+                    .replace("{z}", if big { "big" } else { "small" }),
+            );
             classes.push(colour * SHAPES.len() + shape);
         }
         ShapesBatch { pixels, captions, classes, n, size }

@@ -50,30 +50,58 @@ impl TextConfig {
     /// Trains on two CPU cores in minutes: context 32, width 64, 2 blocks of 4 heads, 64-dim embeddings.
     pub fn tiny() -> Self {
         TextConfig {
-            context_length: 32, vocab_size: VOCAB_SIZE, width: 64, heads: 4, layers: 2, mlp_ratio: 4.0,
-            activation: "quick_gelu".into(), output_dim: 64, layer_norm_eps: 1e-5,
+            context_length: 32,
+            vocab_size: VOCAB_SIZE,
+            width: 64,
+            heads: 4,
+            layers: 2,
+            mlp_ratio: 4.0,
+            activation: "quick_gelu".into(),
+            output_dim: 64,
+            layer_norm_eps: 1e-5,
         }
     }
     /// Context 77, width 256, 6 blocks of 8 heads, 256-dim embeddings.
     pub fn small() -> Self {
-        TextConfig { context_length: DEFAULT_CONTEXT_LENGTH, width: 256, heads: 8, layers: 6, output_dim: 256, ..Self::tiny() }
+        TextConfig {
+            context_length: DEFAULT_CONTEXT_LENGTH,
+            width: 256,
+            heads: 8,
+            layers: 6,
+            output_dim: 256,
+            ..Self::tiny()
+        }
     }
     /// The paper's text transformer: context 77, width 512, 8 heads, 12 blocks, 512-dim embeddings.
     pub fn paper() -> Self {
-        TextConfig { context_length: DEFAULT_CONTEXT_LENGTH, width: 512, heads: 8, layers: 12, output_dim: 512, ..Self::tiny() }
+        TextConfig {
+            context_length: DEFAULT_CONTEXT_LENGTH,
+            width: 512,
+            heads: 8,
+            layers: 12,
+            output_dim: 512,
+            ..Self::tiny()
+        }
     }
 
     fn stack(&self) -> StackShape<'_> {
         StackShape {
-            width: self.width, layers: self.layers, heads: self.heads, mlp_ratio: self.mlp_ratio,
-            activation: &self.activation, layer_norm_eps: self.layer_norm_eps,
+            width: self.width,
+            layers: self.layers,
+            heads: self.heads,
+            mlp_ratio: self.mlp_ratio,
+            activation: &self.activation,
+            layer_norm_eps: self.layer_norm_eps,
         }
     }
 
     /// Check the sizes.
     pub fn validate(&self) -> Result<()> {
         if self.context_length == 0 || self.vocab_size == 0 || self.output_dim == 0 {
-            return Err(HopfieldError::config("text.context_length", "context_length, vocab_size and output_dim must be positive"));
+            return Err(HopfieldError::config(
+                "text.context_length",
+                "context_length, vocab_size and output_dim must be positive",
+            ));
         }
         if !(self.layer_norm_eps > 0.0) {
             return Err(HopfieldError::config("text.layer_norm_eps", "must be positive"));
@@ -139,10 +167,16 @@ pub fn causal_mask(len: usize) -> Mask {
 impl<B: Backend> TextTransformer<B> {
     fn check(&self, tokens: &TokenBatch) -> Result<Vec<usize>> {
         let c = &self.config;
-        if tokens.batch == 0 || tokens.context_length == 0 || tokens.context_length > c.context_length
-            || tokens.ids.len() != tokens.batch * tokens.context_length {
-            return Err(HopfieldError::shape("text.forward(tokens)",
-                format!("[B > 0, 0 < L ≤ {}] ids", c.context_length), &[tokens.batch, tokens.context_length]));
+        if tokens.batch == 0
+            || tokens.context_length == 0
+            || tokens.context_length > c.context_length
+            || tokens.ids.len() != tokens.batch * tokens.context_length
+        {
+            return Err(HopfieldError::shape(
+                "text.forward(tokens)",
+                format!("[B > 0, 0 < L ≤ {}] ids", c.context_length),
+                &[tokens.batch, tokens.context_length],
+            ));
         }
         if let Some(&bad) = tokens.ids.iter().find(|&&i| i as usize >= c.vocab_size) {
             let reason = format!("token id {bad} ≥ vocab_size {}", c.vocab_size);
@@ -150,7 +184,6 @@ impl<B: Backend> TextTransformer<B> {
         }
         Ok(tokens.ids.iter().map(|&i| i as usize).collect())
     }
-
 }
 
 impl<B: Backend> Layer<B> for TextTransformer<B> {
@@ -188,15 +221,22 @@ impl<B: Backend> Layer<B> for TextTransformer<B> {
 
     /// Backward from d loss / d features `[B, output_dim]`: accumulates every parameter gradient into
     /// `grads`.
-    fn backward(&self, backend: &B, p: &Self, cache: &TextCache<B>, d_features: &B::Tensor, grads: &mut Self)
-        -> Result<()> {
+    fn backward(
+        &self,
+        backend: &B,
+        p: &Self,
+        cache: &TextCache<B>,
+        d_features: &B::Tensor,
+        grads: &mut Self,
+    ) -> Result<()> {
         let c = &self.config;
         let (b, l, w) = (cache.pooled_rows.len(), cache.len, c.width);
         let shape = backend.shape(d_features);
         if shape != [b, c.output_dim] {
             return Err(HopfieldError::shape("text.backward(d_features)", format!("[{b}, {}]", c.output_dim), &shape));
         }
-        let d_pooled = project_backward(backend, &cache.pooled, &p.text_projection, d_features, &mut grads.text_projection);
+        let d_pooled =
+            project_backward(backend, &cache.pooled, &p.text_projection, d_features, &mut grads.text_projection);
         let d_eot = layer_norm_backward(backend, &p.ln_final, &cache.ln_final, &d_pooled, &mut grads.ln_final);
         let mut dx = backend.zeros(&[b * l, w]);
         backend.scatter_add_rows(&mut dx, &cache.pooled_rows, &d_eot);

@@ -76,11 +76,13 @@ impl TokenBatch {
     /// Per text, the position of its largest id (the first one on ties, as `torch.argmax`): the
     /// `<end_of_text>` position of an untruncated text, where CLIP's text tower reads its feature.
     pub fn eot_positions(&self) -> Vec<usize> {
-        (0..self.batch).map(|i| {
-            let row = self.row(i);
-            let max = *row.iter().max().expect("rows are non-empty");
-            row.iter().position(|&t| t == max).unwrap()
-        }).collect()
+        (0..self.batch)
+            .map(|i| {
+                let row = self.row(i);
+                let max = *row.iter().max().expect("rows are non-empty");
+                row.iter().position(|&t| t == max).unwrap()
+            })
+            .collect()
     }
     /// Rows `start..start + len`.
     pub fn rows(&self, start: usize, len: usize) -> TokenBatch {
@@ -160,9 +162,9 @@ impl ClipTokenizer {
 
     /// Text of BPE ids (for debugging: words end with a space, special tokens are spelt out).
     pub fn decode(&self, ids: &[u32]) -> String {
-        let tokens = ids.iter().filter_map(|&i| {
-            u16::try_from(i).ok().and_then(|i| instant_clip_tokenizer::Token::from_u16(i, bpe()))
-        });
+        let tokens = ids
+            .iter()
+            .filter_map(|&i| u16::try_from(i).ok().and_then(|i| instant_clip_tokenizer::Token::from_u16(i, bpe())));
         bpe().decode(tokens)
     }
 }
@@ -194,21 +196,45 @@ pub fn clean(text: &str) -> String {
     }
     let t = unescape_html(&unescape_html(&t, true), true);
     // Python's str.split() also splits at U+001C..U+001F, which Rust does not count as whitespace.
-    let words: Vec<&str> = t.split(|c: char| c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c))
-        .filter(|w| !w.is_empty()).collect();
+    let words: Vec<&str> =
+        t.split(|c: char| c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)).filter(|w| !w.is_empty()).collect();
     words.join(" ").to_lowercase()
 }
 
 /// ftfy's per-character fixes: ligatures, widths, curly quotes, control characters.
 fn fix_char(c: char) -> Vec<char> {
     let s: &str = match c {
-        'Ĳ' => "IJ", 'ĳ' => "ij", 'ŉ' => "ʼn", 'Ǳ' => "DZ", 'ǲ' => "Dz", 'ǳ' => "dz", 'Ǆ' => "DŽ", 'ǅ' => "Dž",
-        'ǆ' => "dž", 'Ǉ' => "LJ", 'ǈ' => "Lj", 'ǉ' => "lj", 'Ǌ' => "NJ", 'ǋ' => "Nj", 'ǌ' => "nj", 'ﬀ' => "ff",
-        'ﬁ' => "fi", 'ﬂ' => "fl", 'ﬃ' => "ffi", 'ﬄ' => "ffl", 'ﬅ' => "ſt", 'ﬆ' => "st",
+        'Ĳ' => "IJ",
+        'ĳ' => "ij",
+        'ŉ' => "ʼn",
+        'Ǳ' => "DZ",
+        'ǲ' => "Dz",
+        'ǳ' => "dz",
+        'Ǆ' => "DŽ",
+        'ǅ' => "Dž",
+        'ǆ' => "dž",
+        'Ǉ' => "LJ",
+        'ǈ' => "Lj",
+        'ǉ' => "lj",
+        'Ǌ' => "NJ",
+        'ǋ' => "Nj",
+        'ǌ' => "nj",
+        'ﬀ' => "ff",
+        'ﬁ' => "fi",
+        'ﬂ' => "fl",
+        'ﬃ' => "ffi",
+        'ﬄ' => "ffl",
+        'ﬅ' => "ſt",
+        'ﬆ' => "st",
         '\u{3000}' => " ",
         '\u{02bc}' | '\u{2018}'..='\u{201b}' => "'",
         '\u{201c}'..='\u{201f}' => "\"",
-        '\u{0}'..='\u{8}' | '\u{b}' | '\u{e}'..='\u{1f}' | '\u{7f}' | '\u{206a}'..='\u{206f}' | '\u{feff}'
+        '\u{0}'..='\u{8}'
+        | '\u{b}'
+        | '\u{e}'..='\u{1f}'
+        | '\u{7f}'
+        | '\u{206a}'..='\u{206f}'
+        | '\u{feff}'
         | '\u{fff9}'..='\u{fffc}' => "",
         '\u{ff01}'..='\u{ffef}' => return std::iter::once(c).nfkc().collect(),
         _ => return vec![c],
@@ -295,29 +321,141 @@ fn decode_entity(s: &str, lenient: bool) -> Option<(char, usize)> {
 
 /// HTML 4's named entities of the Latin-1 and special sets, plus `&apos;`.
 const ENTITIES: &[(&str, char)] = &[
-    ("amp", '&'), ("lt", '<'), ("gt", '>'), ("quot", '"'), ("apos", '\''),
-    ("nbsp", '\u{a0}'), ("iexcl", '¡'), ("cent", '¢'), ("pound", '£'), ("curren", '¤'), ("yen", '¥'),
-    ("brvbar", '¦'), ("sect", '§'), ("uml", '¨'), ("copy", '©'), ("ordf", 'ª'), ("laquo", '«'), ("not", '¬'),
-    ("shy", '\u{ad}'), ("reg", '®'), ("macr", '¯'), ("deg", '°'), ("plusmn", '±'), ("sup2", '²'), ("sup3", '³'),
-    ("acute", '´'), ("micro", 'µ'), ("para", '¶'), ("middot", '·'), ("cedil", '¸'), ("sup1", '¹'), ("ordm", 'º'),
-    ("raquo", '»'), ("frac14", '¼'), ("frac12", '½'), ("frac34", '¾'), ("iquest", '¿'), ("Agrave", 'À'),
-    ("Aacute", 'Á'), ("Acirc", 'Â'), ("Atilde", 'Ã'), ("Auml", 'Ä'), ("Aring", 'Å'), ("AElig", 'Æ'),
-    ("Ccedil", 'Ç'), ("Egrave", 'È'), ("Eacute", 'É'), ("Ecirc", 'Ê'), ("Euml", 'Ë'), ("Igrave", 'Ì'),
-    ("Iacute", 'Í'), ("Icirc", 'Î'), ("Iuml", 'Ï'), ("ETH", 'Ð'), ("Ntilde", 'Ñ'), ("Ograve", 'Ò'),
-    ("Oacute", 'Ó'), ("Ocirc", 'Ô'), ("Otilde", 'Õ'), ("Ouml", 'Ö'), ("times", '×'), ("Oslash", 'Ø'),
-    ("Ugrave", 'Ù'), ("Uacute", 'Ú'), ("Ucirc", 'Û'), ("Uuml", 'Ü'), ("Yacute", 'Ý'), ("THORN", 'Þ'),
-    ("szlig", 'ß'), ("agrave", 'à'), ("aacute", 'á'), ("acirc", 'â'), ("atilde", 'ã'), ("auml", 'ä'),
-    ("aring", 'å'), ("aelig", 'æ'), ("ccedil", 'ç'), ("egrave", 'è'), ("eacute", 'é'), ("ecirc", 'ê'),
-    ("euml", 'ë'), ("igrave", 'ì'), ("iacute", 'í'), ("icirc", 'î'), ("iuml", 'ï'), ("eth", 'ð'),
-    ("ntilde", 'ñ'), ("ograve", 'ò'), ("oacute", 'ó'), ("ocirc", 'ô'), ("otilde", 'õ'), ("ouml", 'ö'),
-    ("divide", '÷'), ("oslash", 'ø'), ("ugrave", 'ù'), ("uacute", 'ú'), ("ucirc", 'û'), ("uuml", 'ü'),
-    ("yacute", 'ý'), ("thorn", 'þ'), ("yuml", 'ÿ'),
-    ("OElig", 'Œ'), ("oelig", 'œ'), ("Scaron", 'Š'), ("scaron", 'š'), ("Yuml", 'Ÿ'), ("fnof", 'ƒ'),
-    ("circ", 'ˆ'), ("tilde", '˜'), ("ensp", '\u{2002}'), ("emsp", '\u{2003}'), ("thinsp", '\u{2009}'),
-    ("zwnj", '\u{200c}'), ("zwj", '\u{200d}'), ("lrm", '\u{200e}'), ("rlm", '\u{200f}'), ("ndash", '–'),
-    ("mdash", '—'), ("lsquo", '‘'), ("rsquo", '’'), ("sbquo", '‚'), ("ldquo", '“'), ("rdquo", '”'),
-    ("bdquo", '„'), ("dagger", '†'), ("Dagger", '‡'), ("bull", '•'), ("hellip", '…'), ("permil", '‰'),
-    ("prime", '′'), ("Prime", '″'), ("lsaquo", '‹'), ("rsaquo", '›'), ("oline", '‾'), ("euro", '€'),
+    ("amp", '&'),
+    ("lt", '<'),
+    ("gt", '>'),
+    ("quot", '"'),
+    ("apos", '\''),
+    ("nbsp", '\u{a0}'),
+    ("iexcl", '¡'),
+    ("cent", '¢'),
+    ("pound", '£'),
+    ("curren", '¤'),
+    ("yen", '¥'),
+    ("brvbar", '¦'),
+    ("sect", '§'),
+    ("uml", '¨'),
+    ("copy", '©'),
+    ("ordf", 'ª'),
+    ("laquo", '«'),
+    ("not", '¬'),
+    ("shy", '\u{ad}'),
+    ("reg", '®'),
+    ("macr", '¯'),
+    ("deg", '°'),
+    ("plusmn", '±'),
+    ("sup2", '²'),
+    ("sup3", '³'),
+    ("acute", '´'),
+    ("micro", 'µ'),
+    ("para", '¶'),
+    ("middot", '·'),
+    ("cedil", '¸'),
+    ("sup1", '¹'),
+    ("ordm", 'º'),
+    ("raquo", '»'),
+    ("frac14", '¼'),
+    ("frac12", '½'),
+    ("frac34", '¾'),
+    ("iquest", '¿'),
+    ("Agrave", 'À'),
+    ("Aacute", 'Á'),
+    ("Acirc", 'Â'),
+    ("Atilde", 'Ã'),
+    ("Auml", 'Ä'),
+    ("Aring", 'Å'),
+    ("AElig", 'Æ'),
+    ("Ccedil", 'Ç'),
+    ("Egrave", 'È'),
+    ("Eacute", 'É'),
+    ("Ecirc", 'Ê'),
+    ("Euml", 'Ë'),
+    ("Igrave", 'Ì'),
+    ("Iacute", 'Í'),
+    ("Icirc", 'Î'),
+    ("Iuml", 'Ï'),
+    ("ETH", 'Ð'),
+    ("Ntilde", 'Ñ'),
+    ("Ograve", 'Ò'),
+    ("Oacute", 'Ó'),
+    ("Ocirc", 'Ô'),
+    ("Otilde", 'Õ'),
+    ("Ouml", 'Ö'),
+    ("times", '×'),
+    ("Oslash", 'Ø'),
+    ("Ugrave", 'Ù'),
+    ("Uacute", 'Ú'),
+    ("Ucirc", 'Û'),
+    ("Uuml", 'Ü'),
+    ("Yacute", 'Ý'),
+    ("THORN", 'Þ'),
+    ("szlig", 'ß'),
+    ("agrave", 'à'),
+    ("aacute", 'á'),
+    ("acirc", 'â'),
+    ("atilde", 'ã'),
+    ("auml", 'ä'),
+    ("aring", 'å'),
+    ("aelig", 'æ'),
+    ("ccedil", 'ç'),
+    ("egrave", 'è'),
+    ("eacute", 'é'),
+    ("ecirc", 'ê'),
+    ("euml", 'ë'),
+    ("igrave", 'ì'),
+    ("iacute", 'í'),
+    ("icirc", 'î'),
+    ("iuml", 'ï'),
+    ("eth", 'ð'),
+    ("ntilde", 'ñ'),
+    ("ograve", 'ò'),
+    ("oacute", 'ó'),
+    ("ocirc", 'ô'),
+    ("otilde", 'õ'),
+    ("ouml", 'ö'),
+    ("divide", '÷'),
+    ("oslash", 'ø'),
+    ("ugrave", 'ù'),
+    ("uacute", 'ú'),
+    ("ucirc", 'û'),
+    ("uuml", 'ü'),
+    ("yacute", 'ý'),
+    ("thorn", 'þ'),
+    ("yuml", 'ÿ'),
+    ("OElig", 'Œ'),
+    ("oelig", 'œ'),
+    ("Scaron", 'Š'),
+    ("scaron", 'š'),
+    ("Yuml", 'Ÿ'),
+    ("fnof", 'ƒ'),
+    ("circ", 'ˆ'),
+    ("tilde", '˜'),
+    ("ensp", '\u{2002}'),
+    ("emsp", '\u{2003}'),
+    ("thinsp", '\u{2009}'),
+    ("zwnj", '\u{200c}'),
+    ("zwj", '\u{200d}'),
+    ("lrm", '\u{200e}'),
+    ("rlm", '\u{200f}'),
+    ("ndash", '–'),
+    ("mdash", '—'),
+    ("lsquo", '‘'),
+    ("rsquo", '’'),
+    ("sbquo", '‚'),
+    ("ldquo", '“'),
+    ("rdquo", '”'),
+    ("bdquo", '„'),
+    ("dagger", '†'),
+    ("Dagger", '‡'),
+    ("bull", '•'),
+    ("hellip", '…'),
+    ("permil", '‰'),
+    ("prime", '′'),
+    ("Prime", '″'),
+    ("lsaquo", '‹'),
+    ("rsaquo", '›'),
+    ("oline", '‾'),
+    ("euro", '€'),
     ("trade", '™'),
 ];
 
@@ -333,30 +471,68 @@ mod tests {
         ("   ", 77, &[49406, 49407]),
         ("  Hello,   World!  ", 77, &[49406, 3306, 267, 1002, 256, 49407]),
         ("A PHOTO of a Dog.", 77, &[49406, 320, 1125, 539, 320, 1929, 269, 49407]),
-        ("Caf\u{e9} na\u{ef}ve r\u{e9}sum\u{e9} Stra\u{df}e", 77,
-         &[49406, 15304, 1097, 35689, 563, 29106, 7054, 4166, 1894, 127, 253, 324, 49407]),
+        (
+            "Caf\u{e9} na\u{ef}ve r\u{e9}sum\u{e9} Stra\u{df}e",
+            77,
+            &[49406, 15304, 1097, 35689, 563, 29106, 7054, 4166, 1894, 127, 253, 324, 49407],
+        ),
         ("Cafe\u{301} vs Caf\u{e9}", 77, &[49406, 15304, 1547, 15304, 49407]),
-        ("\u{6771}\u{4eac}\u{30bf}\u{30ef}\u{30fc}\u{306e}\u{5199}\u{771f}", 77,
-         &[49406, 48338, 21078, 105, 34941, 2429, 107, 13457, 21575, 44653, 33440, 509, 49407]),
-        ("a photo of a \u{1f431} and a \u{1f680}!", 77, &[49406, 320, 1125, 539, 320, 22979, 537, 320, 22400, 256, 49407]),
-        ("\u{dc}n\u{ef}c\u{f6}d\u{e9} \u{3a3}\u{38a}\u{3a3}\u{3a5}\u{3a6}\u{39f}\u{3a3} \u{130}stanbul", 77,
-         &[49406, 6522, 77, 35689, 66, 7255, 67, 4166, 139, 225, 138, 107, 139, 225, 139, 227, 139, 228, 138, 123,
-           139, 480, 328, 16384, 11231, 49407]),
-        ("\u{201c}quoted\u{201d} and it\u{2019}s \u{2018}fine\u{2019}", 77,
-         &[49406, 257, 27706, 257, 537, 585, 568, 262, 3797, 262, 49407]),
+        (
+            "\u{6771}\u{4eac}\u{30bf}\u{30ef}\u{30fc}\u{306e}\u{5199}\u{771f}",
+            77,
+            &[49406, 48338, 21078, 105, 34941, 2429, 107, 13457, 21575, 44653, 33440, 509, 49407],
+        ),
+        (
+            "a photo of a \u{1f431} and a \u{1f680}!",
+            77,
+            &[49406, 320, 1125, 539, 320, 22979, 537, 320, 22400, 256, 49407],
+        ),
+        (
+            "\u{dc}n\u{ef}c\u{f6}d\u{e9} \u{3a3}\u{38a}\u{3a3}\u{3a5}\u{3a6}\u{39f}\u{3a3} \u{130}stanbul",
+            77,
+            &[
+                49406, 6522, 77, 35689, 66, 7255, 67, 4166, 139, 225, 138, 107, 139, 225, 139, 227, 139, 228, 138, 123,
+                139, 480, 328, 16384, 11231, 49407,
+            ],
+        ),
+        (
+            "\u{201c}quoted\u{201d} and it\u{2019}s \u{2018}fine\u{2019}",
+            77,
+            &[49406, 257, 27706, 257, 537, 585, 568, 262, 3797, 262, 49407],
+        ),
         ("\u{fb01}ne \u{fb02}ower of\u{fb00}ice", 77, &[49406, 3797, 4055, 892, 69, 733, 49407]),
-        ("\u{ff21}\u{ff22}\u{ff23}\u{ff11}\u{ff12}\u{ff13} \u{3000}wide", 77, &[49406, 5334, 272, 273, 274, 3184, 49407]),
-        ("Tom &amp; Jerry &lt;3 &#39;hi&#39; &amp;amp; &eacute;", 77,
-         &[49406, 2435, 261, 9164, 283, 274, 262, 1883, 262, 261, 4166, 49407]),
-        ("I'm sure they'll've done it, 'twas", 77, &[49406, 328, 880, 1650, 889, 1342, 1200, 1700, 585, 267, 713, 739, 49407]),
-        ("in 2023 we had 3.14 apples", 77, &[49406, 530, 273, 271, 273, 274, 649, 1100, 274, 269, 272, 275, 14032, 49407]),
+        (
+            "\u{ff21}\u{ff22}\u{ff23}\u{ff11}\u{ff12}\u{ff13} \u{3000}wide",
+            77,
+            &[49406, 5334, 272, 273, 274, 3184, 49407],
+        ),
+        (
+            "Tom &amp; Jerry &lt;3 &#39;hi&#39; &amp;amp; &eacute;",
+            77,
+            &[49406, 2435, 261, 9164, 283, 274, 262, 1883, 262, 261, 4166, 49407],
+        ),
+        (
+            "I'm sure they'll've done it, 'twas",
+            77,
+            &[49406, 328, 880, 1650, 889, 1342, 1200, 1700, 585, 267, 713, 739, 49407],
+        ),
+        (
+            "in 2023 we had 3.14 apples",
+            77,
+            &[49406, 530, 273, 271, 273, 274, 649, 1100, 274, 269, 272, 275, 14032, 49407],
+        ),
         ("<start_of_text>hi<end_of_text> there", 77, &[49406, 49406, 1883, 49407, 997, 49407]),
         ("a\u{0}b\u{b}c\u{7f}d", 77, &[49406, 596, 4480, 49407]),
         ("line1\nline2\tTab\r\nend\u{a0}nbsp", 77, &[49406, 1148, 272, 1148, 273, 14724, 806, 6459, 4393, 49407]),
         ("a photo of a cat", 5, &[49406, 320, 1125, 539, 49407]),
-        ("donaudampfschifffahrtsgesellschaftskapit\u{e4}nsm\u{fc}tze", 77,
-         &[49406, 1067, 627, 1880, 16680, 13731, 1021, 778, 4810, 2290, 619, 10279, 45588, 83, 909, 688, 529, 42787,
-           978, 6522, 83, 1298, 49407]),
+        (
+            "donaudampfschifffahrtsgesellschaftskapit\u{e4}nsm\u{fc}tze",
+            77,
+            &[
+                49406, 1067, 627, 1880, 16680, 13731, 1021, 778, 4810, 2290, 619, 10279, 45588, 83, 909, 688, 529,
+                42787, 978, 6522, 83, 1298, 49407,
+            ],
+        ),
     ];
 
     #[test]

@@ -12,8 +12,8 @@
 use crate::loss::{contrastive_loss_normalized, LossConfig, LossOutput};
 use crate::model::{ClipInput, ClipModel, ClipOutputGrads};
 use crate::tokenizer::TokenBatch;
-use hopfield::optim::{clip_grad_norm, AdamConfig, AdamW, DecayFilter, LrSchedule, Optimizer};
 use hopfield::layers::{Layer, Mode};
+use hopfield::optim::{clip_grad_norm, AdamConfig, AdamW, DecayFilter, LrSchedule, Optimizer};
 use hopfield::params::global_norm;
 use hopfield::{Backend, HopfieldError, Parameters, Result};
 use serde::{Deserialize, Serialize};
@@ -137,8 +137,10 @@ impl<B: Backend> Trainer<B> {
             });
             return Err(HopfieldError::NonFinite {
                 op: "train.step",
-                detail: format!("step {step}: gradient norm {grad_norm} (first non-finite gradient: {})",
-                    first.unwrap_or_else(|| "none, the norm overflowed".into())),
+                detail: format!(
+                    "step {step}: gradient norm {grad_norm} (first non-finite gradient: {})",
+                    first.unwrap_or_else(|| "none, the norm overflowed".into())
+                ),
             });
         }
         self.optimizer.step(backend, &mut self.model, &grads, lr)?;
@@ -158,20 +160,32 @@ impl<B: Backend> Trainer<B> {
     }
 
     /// [`Trainer::gradients`] into a given (zeroed) accumulator; returns the loss.
-    fn accumulate(&self, backend: &B, images: &B::Tensor, tokens: &TokenBatch, grads: &mut ClipModel<B>) -> Result<f64> {
+    fn accumulate(
+        &self,
+        backend: &B,
+        images: &B::Tensor,
+        tokens: &TokenBatch,
+        grads: &mut ClipModel<B>,
+    ) -> Result<f64> {
         let step = self.step;
         let loss = |x: &B::Tensor, y: &B::Tensor, inv_tau: f64| -> Result<LossOutput<B>> {
             let l = contrastive_loss_normalized(backend, &self.config.loss, x, y, inv_tau)?;
             if !l.loss.is_finite() {
-                return Err(HopfieldError::NonFinite { op: "train.step", detail: format!("step {step}: loss is {}", l.loss) });
+                return Err(HopfieldError::NonFinite {
+                    op: "train.step",
+                    detail: format!("step {step}: loss is {}", l.loss),
+                });
             }
             Ok(l)
         };
         let n = backend.shape(images).first().copied().unwrap_or(0);
         let k = self.config.accum_freq;
         if n != tokens.batch || n == 0 || n % k != 0 {
-            return Err(HopfieldError::shape("train.step",
-                format!("as many texts as images, a positive multiple of accum_freq {k}"), &[n, tokens.batch]));
+            return Err(HopfieldError::shape(
+                "train.step",
+                format!("as many texts as images, a positive multiple of accum_freq {k}"),
+                &[n, tokens.batch],
+            ));
         }
         let model = &self.model;
         // Training mode: dropout (none in CLIP's towers) would draw from the step.
@@ -195,7 +209,12 @@ impl<B: Backend> Trainer<B> {
                 let (imgs, toks) = micro(j);
                 let (out, _) = pass(&imgs, &toks)?;
                 inv_tau = out.inv_tau;
-                let cat = |acc: Option<B::Tensor>, t: B::Tensor| Some(match acc { Some(a) => backend.concat(&a, &t, 0), None => t });
+                let cat = |acc: Option<B::Tensor>, t: B::Tensor| {
+                    Some(match acc {
+                        Some(a) => backend.concat(&a, &t, 0),
+                        None => t,
+                    })
+                };
                 all_img = cat(all_img, out.image);
                 all_txt = cat(all_txt, out.text);
             }

@@ -7,8 +7,8 @@
 
 use crate::blocks::{broadcast_batch, one, project, project_backward, BlockInit, StackShape, Transformer};
 use hopfield::init;
-use hopfield::layers::norm::{layer_norm_backward, layer_norm_forward};
 use hopfield::layers::encoder::EncoderCache;
+use hopfield::layers::norm::{layer_norm_backward, layer_norm_forward};
 use hopfield::layers::{EncoderInput, Layer, LayerNormCache, LayerNormParams, Mode};
 use hopfield::{Backend, HopfieldError, Parameters, Result};
 use rand::Rng;
@@ -51,8 +51,16 @@ impl VisionConfig {
     /// 2 blocks of 4 heads, 64-dimensional embeddings.
     pub fn tiny() -> Self {
         VisionConfig {
-            image_size: 32, patch_size: 8, channels: 3, width: 64, layers: 2, heads: 4, mlp_ratio: 4.0,
-            activation: "quick_gelu".into(), output_dim: 64, layer_norm_eps: 1e-5,
+            image_size: 32,
+            patch_size: 8,
+            channels: 3,
+            width: 64,
+            layers: 2,
+            heads: 4,
+            mlp_ratio: 4.0,
+            activation: "quick_gelu".into(),
+            output_dim: 64,
+            layer_norm_eps: 1e-5,
         }
     }
     /// A laptop-GPU model: 64×64 images, 8×8 patches, width 256, 6 blocks of 8 heads, 256-dim embeddings.
@@ -62,7 +70,15 @@ impl VisionConfig {
     /// The paper's ViT-B/32: 224×224 images, 32×32 patches, width 768, 12 blocks of 12 heads, 512-dim
     /// embeddings.
     pub fn vit_b32() -> Self {
-        VisionConfig { image_size: 224, patch_size: 32, width: 768, layers: 12, heads: 12, output_dim: 512, ..Self::tiny() }
+        VisionConfig {
+            image_size: 224,
+            patch_size: 32,
+            width: 768,
+            layers: 12,
+            heads: 12,
+            output_dim: 512,
+            ..Self::tiny()
+        }
     }
 
     /// Patches per side.
@@ -72,16 +88,22 @@ impl VisionConfig {
 
     fn stack(&self) -> StackShape<'_> {
         StackShape {
-            width: self.width, layers: self.layers, heads: self.heads, mlp_ratio: self.mlp_ratio,
-            activation: &self.activation, layer_norm_eps: self.layer_norm_eps,
+            width: self.width,
+            layers: self.layers,
+            heads: self.heads,
+            mlp_ratio: self.mlp_ratio,
+            activation: &self.activation,
+            layer_norm_eps: self.layer_norm_eps,
         }
     }
 
     /// Check the sizes.
     pub fn validate(&self) -> Result<()> {
         if self.patch_size == 0 || self.image_size == 0 || !self.image_size.is_multiple_of(self.patch_size) {
-            return Err(HopfieldError::config("vision.patch_size",
-                format!("must divide image_size {}, got {}", self.image_size, self.patch_size)));
+            return Err(HopfieldError::config(
+                "vision.patch_size",
+                format!("must divide image_size {}, got {}", self.image_size, self.patch_size),
+            ));
         }
         if self.channels == 0 || self.output_dim == 0 {
             return Err(HopfieldError::config("vision.output_dim", "channels and output_dim must be positive"));
@@ -165,8 +187,11 @@ impl<B: Backend> VisionTransformer<B> {
         let c = &self.config;
         let s = backend.shape(images);
         if s.len() != 4 || s[0] == 0 || s[1] != c.channels || s[2] != c.image_size || s[3] != c.image_size {
-            return Err(HopfieldError::shape("vision.forward(images)",
-                format!("[B > 0, {}, {}, {}]", c.channels, c.image_size, c.image_size), &s));
+            return Err(HopfieldError::shape(
+                "vision.forward(images)",
+                format!("[B > 0, {}, {}, {}]", c.channels, c.image_size, c.image_size),
+                &s,
+            ));
         }
         Ok(s[0])
     }
@@ -209,14 +234,24 @@ impl<B: Backend> Layer<B> for VisionTransformer<B> {
 
     /// Backward from d loss / d features `[B, output_dim]`: accumulates every parameter gradient into
     /// `grads` (images get none).
-    fn backward(&self, backend: &B, p: &Self, cache: &VisionCache<B>, d_features: &B::Tensor, grads: &mut Self)
-        -> Result<()> {
+    fn backward(
+        &self,
+        backend: &B,
+        p: &Self,
+        cache: &VisionCache<B>,
+        d_features: &B::Tensor,
+        grads: &mut Self,
+    ) -> Result<()> {
         let c = &self.config;
         let (w, patch) = (c.width, c.patch_size);
         let shape = backend.shape(d_features);
         let b = backend.shape(&cache.pooled)[0];
         if shape != [b, c.output_dim] {
-            return Err(HopfieldError::shape("vision.backward(d_features)", format!("[{b}, {}]", c.output_dim), &shape));
+            return Err(HopfieldError::shape(
+                "vision.backward(d_features)",
+                format!("[{b}, {}]", c.output_dim),
+                &shape,
+            ));
         }
         let d_pooled = project_backward(backend, &cache.pooled, &p.proj, d_features, &mut grads.proj);
         let d_cls = layer_norm_backward(backend, &p.ln_post, &cache.ln_post, &d_pooled, &mut grads.ln_post);
@@ -275,7 +310,10 @@ mod tests {
         let cpu = Cpu::<f32>::new();
         let vit = VisionConfig::tiny().init(&cpu, &mut rand::rngs::StdRng::seed_from_u64(1)).unwrap();
         let names = vit.names();
-        assert_eq!(&names[..5], &["conv1.weight", "class_embedding", "positional_embedding", "ln_pre.weight", "ln_pre.bias"]);
+        assert_eq!(
+            &names[..5],
+            &["conv1.weight", "class_embedding", "positional_embedding", "ln_pre.weight", "ln_pre.bias"]
+        );
         assert!(names.contains(&"transformer.resblocks.1.attn.in_proj_weight".to_string()));
         assert_eq!(names.last().unwrap(), "proj");
         assert_eq!(cpu.shape(&vit.positional_embedding), [17, 64]);

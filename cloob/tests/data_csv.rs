@@ -18,7 +18,8 @@ fn missing_image_bad_row_and_non_image_are_counted_not_fatal() {
     let dir = fixture_dir("mixed");
     for (i, (w, h)) in [(40u32, 30u32), (20, 20), (64, 48)].iter().enumerate() {
         RgbImage::from_fn(*w, *h, |x, y| Rgb([(x * 4) as u8, (y * 5) as u8, (i * 80) as u8]))
-            .save(dir.join(format!("img/{i}.png"))).unwrap();
+            .save(dir.join(format!("img/{i}.png")))
+            .unwrap();
     }
     std::fs::write(dir.join("img/notes.png"), b"this is not a png").unwrap();
     let csv = "filepath\ttitle\n\
@@ -65,6 +66,9 @@ fn custom_columns_and_clear_errors() {
     cfg.caption_key = "caption".into();
     let ex: Vec<_> = CsvSource::open(cfg).unwrap().epoch(1, 0, 0).collect();
     assert_eq!(ex[0].caption, "a photo, with a comma");
-    assert!(CsvSource::open(CsvConfig::new(dir.join("absent.csv"), 8)).unwrap_err().to_string().contains("cannot open CSV"));
+    assert!(CsvSource::open(CsvConfig::new(dir.join("absent.csv"), 8))
+        .unwrap_err()
+        .to_string()
+        .contains("cannot open CSV"));
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -5,11 +5,11 @@ use cloob::model::{ClipConfig, ClipInput, ClipOutputGrads};
 use cloob::text::TextConfig;
 use cloob::tokenizer::TokenBatch;
 use cloob::vit::VisionConfig;
+use hopfield::backend::CpuTensor;
 use hopfield::layers::{Layer, Mode};
 use hopfield::params::Parameters;
 use hopfield::testing::{check_gradients, GradCheck};
 use hopfield::{Backend, Cpu};
-use hopfield::backend::CpuTensor;
 
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
@@ -32,28 +32,54 @@ fn dot(a: &CpuTensor<f64>, b: &CpuTensor<f64>) -> f64 {
 
 fn tensor<P: Parameters<B>>(p: &P, name: &str) -> CpuTensor<f64> {
     let mut out = None;
-    p.visit(&mut |n, t, _| if n == name { out = Some(t.clone()) });
+    p.visit(&mut |n, t, _| {
+        if n == name {
+            out = Some(t.clone())
+        }
+    });
     out.unwrap_or_else(|| panic!("no tensor {name}"))
 }
 
 /// Every tensor of `model` at `k` random entries (rows of the token embedding that the batch uses).
-fn check_all<P: Parameters<B> + Clone>(what: &str, model: &P, grads: &P, k: usize, rng: &mut StdRng,
-                                        used_rows: &[usize], loss: impl FnMut(&P) -> f64) -> usize {
+fn check_all<P: Parameters<B> + Clone>(
+    what: &str,
+    model: &P,
+    grads: &P,
+    k: usize,
+    rng: &mut StdRng,
+    used_rows: &[usize],
+    loss: impl FnMut(&P) -> f64,
+) -> usize {
     let opts = GradCheck::default().entries(k, rng.gen()).rows("token_embedding.weight", used_rows.to_vec());
     check_gradients(&B::new(), model, grads, &opts, loss).unwrap_or_else(|e| panic!("{what}: {e}"))
 }
 
 fn small_vision(activation: &str) -> VisionConfig {
     VisionConfig {
-        image_size: 8, patch_size: 4, channels: 3, width: 8, layers: 2, heads: 2, mlp_ratio: 2.0,
-        activation: activation.into(), output_dim: 6, layer_norm_eps: 1e-5,
+        image_size: 8,
+        patch_size: 4,
+        channels: 3,
+        width: 8,
+        layers: 2,
+        heads: 2,
+        mlp_ratio: 2.0,
+        activation: activation.into(),
+        output_dim: 6,
+        layer_norm_eps: 1e-5,
     }
 }
 
 fn small_text(activation: &str) -> TextConfig {
     TextConfig {
-        context_length: 7, vocab_size: 30, width: 8, heads: 2, layers: 2, mlp_ratio: 2.0,
-        activation: activation.into(), output_dim: 6, layer_norm_eps: 1e-5,
+        context_length: 7,
+        vocab_size: 30,
+        width: 8,
+        heads: 2,
+        layers: 2,
+        mlp_ratio: 2.0,
+        activation: activation.into(),
+        output_dim: 6,
+        layer_norm_eps: 1e-5,
     }
 }
 
@@ -127,7 +153,10 @@ fn two_tower_backward_matches_finite_differences_through_normalisation_and_tempe
     let backend = B::new();
     let mut rng = StdRng::seed_from_u64(23);
     let config = ClipConfig {
-        embed_dim: 6, vision: small_vision("quick_gelu"), text: small_text("quick_gelu"), init_inv_tau: 10.0,
+        embed_dim: 6,
+        vision: small_vision("quick_gelu"),
+        text: small_text("quick_gelu"),
+        init_inv_tau: 10.0,
         learnable_inv_tau: true,
     };
     let mut model = config.init(&backend, &mut rng).unwrap();

@@ -63,8 +63,14 @@ fn run_case<B: Backend>(backend: &B, case: &Case, tol: f64) {
         config = config.hopfield_beta(beta);
     }
     let inv_tau = case.json["inv_tau"].as_f64().expect("inv_tau");
-    let out = contrastive_loss(backend, &config, &upload(backend, get(t, "input.image")),
-                               &upload(backend, get(t, "input.text")), inv_tau).unwrap();
+    let out = contrastive_loss(
+        backend,
+        &config,
+        &upload(backend, get(t, "input.image")),
+        &upload(backend, get(t, "input.text")),
+        inv_tau,
+    )
+    .unwrap();
     let expected = get(t, "loss").values[0];
     assert!((expected - case.json["loss_value"].as_f64().unwrap()).abs() <= 1e-12 * expected.abs());
     assert_close(&format!("{name}: loss"), &[out.loss], &HostTensor { values: vec![expected], shape: vec![1] }, tol);
@@ -73,7 +79,12 @@ fn run_case<B: Backend>(backend: &B, case: &Case, tol: f64) {
     match (kind, &out.retrieved) {
         (LossKind::Cloob, Some(r)) => {
             for (key, tensor) in [("xx", &r.xx), ("xy", &r.xy), ("yx", &r.yx), ("yy", &r.yy)] {
-                assert_close(&format!("{name}: retrieved.{key}"), &host(backend, tensor), get(t, &format!("retrieved.{key}")), tol);
+                assert_close(
+                    &format!("{name}: retrieved.{key}"),
+                    &host(backend, tensor),
+                    get(t, &format!("retrieved.{key}")),
+                    tol,
+                );
             }
         }
         (LossKind::Cloob, None) => panic!("{name}: no retrieved sets"),
@@ -100,9 +111,8 @@ fn every_fixture_matches_in_f32() {
 fn a_changed_or_incomplete_case_fails_naming_its_file() {
     let cpu = Cpu::<f64>::new();
     let src = fixture_dir().join("cloob_n8_d16.json");
-    let copy = |tag: &str, edit: fn(&mut Value, &mut TensorMap)| {
-        scratch_copy(&format!("cloob-{tag}"), &src, "renamed", edit)
-    };
+    let copy =
+        |tag: &str, edit: fn(&mut Value, &mut TensorMap)| scratch_copy(&format!("cloob-{tag}"), &src, "renamed", edit);
     let fails = |dir: PathBuf, why: &str| {
         let err = check_dir(&cpu, &dir, 1e-9).expect_err(why);
         assert!(err.contains("renamed.json") && err.contains(why), "expected `{why}` naming renamed.json: {err}");

@@ -2,9 +2,9 @@
 //! gradients w.r.t. the un-normalised image and text embeddings and the (log) inverse temperature.
 
 use cloob::loss::{contrastive_loss, LoobScale, LossConfig, LossKind};
+use hopfield::backend::CpuTensor as ArrayD;
 use hopfield::testing::{check_tensor, GradCheck};
 use hopfield::{Backend, Cpu};
-use hopfield::backend::CpuTensor as ArrayD;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 type B = Cpu<f64>;
@@ -17,7 +17,10 @@ fn rand_tensor(rng: &mut StdRng, shape: &[usize]) -> ArrayD<f64> {
 }
 
 fn assert_fd(what: &str, fd: f64, analytic: f64) {
-    assert!((fd - analytic).abs() <= 1e-6 * (1.0 + fd.abs()), "{what}: finite difference {fd:.10} vs backward {analytic:.10}");
+    assert!(
+        (fd - analytic).abs() <= 1e-6 * (1.0 + fd.abs()),
+        "{what}: finite difference {fd:.10} vs backward {analytic:.10}"
+    );
 }
 
 /// Every entry of `x` perturbed by ±h.

@@ -9,8 +9,19 @@ use cloob::pretrain::{train, RunConfig, RunOptions};
 /// A run small enough for a test: the tiny preset, batch 16 in two micro-batches, a learnable τ, 6 steps.
 fn micro(name: &str, logs: &std::path::Path) -> RunConfig {
     RunConfig {
-        model_preset: "tiny".into(), batch_size: 16, steps: 6, warmup: 2, embedded_len: 40, eval_size: 40,
-        eval_every: 0, save_every: 0, accum_freq: 2, learnable_inv_tau: true, logs: logs.to_path_buf(), name: name.into(), ..RunConfig::default()
+        model_preset: "tiny".into(),
+        batch_size: 16,
+        steps: 6,
+        warmup: 2,
+        embedded_len: 40,
+        eval_size: 40,
+        eval_every: 0,
+        save_every: 0,
+        accum_freq: 2,
+        learnable_inv_tau: true,
+        logs: logs.to_path_buf(),
+        name: name.into(),
+        ..RunConfig::default()
     }
 }
 
@@ -32,7 +43,13 @@ fn interrupted_and_resumed_run_matches_the_uninterrupted_one_bit_for_bit() {
     let resumed = train(&micro("cut", &logs), &RunOptions { resume: Some("latest".into()), ..quiet.clone() }).unwrap();
     let stitched: Vec<u64> = cut.losses.iter().chain(&resumed.losses).map(|(_, l)| l.to_bits()).collect();
     let uninterrupted: Vec<u64> = full.losses.iter().map(|(_, l)| l.to_bits()).collect();
-    assert_eq!(stitched, uninterrupted, "losses {:?} vs {:?}", cut.losses.iter().chain(&resumed.losses).collect::<Vec<_>>(), full.losses);
+    assert_eq!(
+        stitched,
+        uninterrupted,
+        "losses {:?} vs {:?}",
+        cut.losses.iter().chain(&resumed.losses).collect::<Vec<_>>(),
+        full.losses
+    );
     // The metrics file of the resumed run holds each step once.
     let lines = std::fs::read_to_string(resumed.metrics).unwrap();
     assert_eq!(lines.lines().filter(|l| l.contains("\"loss\"")).count(), 6);
@@ -50,7 +67,8 @@ fn truncated_corrupt_and_mismatched_checkpoints_are_clear_errors() {
     let state = checkpoint::read_state(&json).unwrap();
     let weights = json.with_file_name(&state.weights.file);
     let good = std::fs::read(&weights).unwrap();
-    let resume = |c: &RunConfig| checkpoint::resume::<hopfield::Cpu<f32>>(&hopfield::Cpu::new(), &json, c, 6).map(|_| ());
+    let resume =
+        |c: &RunConfig| checkpoint::resume::<hopfield::Cpu<f32>>(&hopfield::Cpu::new(), &json, c, 6).map(|_| ());
 
     resume(&cfg).unwrap();
     std::fs::write(&weights, &good[..good.len() / 2]).unwrap();
@@ -71,7 +89,9 @@ fn truncated_corrupt_and_mismatched_checkpoints_are_clear_errors() {
     let e = resume(&cfg).unwrap_err().to_string();
     assert!(e.contains("truncated or corrupt JSON"), "{e}");
     // Through the training entry point, a bad checkpoint stops the run before a step is taken.
-    let e = train(&cfg, &RunOptions { resume: Some(json.display().to_string()), ..RunOptions::default() }).unwrap_err().to_string();
+    let e = train(&cfg, &RunOptions { resume: Some(json.display().to_string()), ..RunOptions::default() })
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("not a cloob-pretrain checkpoint"), "{e}");
     assert!(ClipConfig::tiny().validate().is_ok());
     std::fs::remove_dir_all(&logs).ok();

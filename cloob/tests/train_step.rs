@@ -18,14 +18,24 @@ use std::time::Instant;
 
 /// A two-tower model small enough for f64 gradient comparisons.
 fn micro_config() -> ClipConfig {
-    let vision = VisionConfig { image_size: 16, patch_size: 8, width: 16, layers: 1, heads: 2, output_dim: 8, ..VisionConfig::tiny() };
+    let vision = VisionConfig {
+        image_size: 16,
+        patch_size: 8,
+        width: 16,
+        layers: 1,
+        heads: 2,
+        output_dim: 8,
+        ..VisionConfig::tiny()
+    };
     let text = TextConfig { context_length: 16, width: 16, layers: 1, heads: 2, output_dim: 8, ..TextConfig::tiny() };
     ClipConfig { embed_dim: 8, vision, text, ..ClipConfig::tiny() }
 }
 
 fn tensors<B: Backend, P: Parameters<B>>(p: &P) -> HashMap<String, B::Tensor> {
     let mut out = HashMap::new();
-    p.visit(&mut |n, t, _| { out.insert(n.to_string(), t.clone()); });
+    p.visit(&mut |n, t, _| {
+        out.insert(n.to_string(), t.clone());
+    });
     out
 }
 
@@ -46,12 +56,18 @@ fn accumulated_gradients_equal_the_full_batch() {
         let reference = tensors::<Cpu<f64>, _>(&g1);
         for k in [2, 4] {
             let (loss_k, gk) = grads(k);
-            assert!((loss_k - loss1).abs() < 1e-12 * loss1.abs().max(1.0), "{kind:?} accum {k}: loss {loss_k} vs {loss1}");
+            assert!(
+                (loss_k - loss1).abs() < 1e-12 * loss1.abs().max(1.0),
+                "{kind:?} accum {k}: loss {loss_k} vs {loss1}"
+            );
             gk.visit(&mut |n, t, _| {
                 let r = &reference[n];
                 let scale = r.iter().fold(1e-8f64, |m, v| m.max(v.abs()));
                 let diff = r.iter().zip(t.iter()).fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
-                assert!(diff <= 1e-10 * scale, "{kind:?} accum {k}: gradient of {n} differs by {diff:e} (scale {scale:e})");
+                assert!(
+                    diff <= 1e-10 * scale,
+                    "{kind:?} accum {k}: gradient of {n} differs by {diff:e} (scale {scale:e})"
+                );
             });
         }
         assert!(reference["logit_scale"].iter().all(|&v| v != 0.0), "the temperature gets a gradient");
@@ -99,10 +115,13 @@ fn learnable_temperature_is_clamped_to_ln_100() {
     config.init_inv_tau = 99.0;
     let model = config.init(&cpu, &mut rng).unwrap();
     // CLIP's loss pushes τ⁻¹ up on separable pairs; a huge rate overshoots, the clamp holds it at 100.
-    let mut trainer = Trainer::new(model, TrainConfig::new(LossConfig::new(LossKind::Clip), LrSchedule::Constant { lr: 0.5 })).unwrap();
+    let mut trainer =
+        Trainer::new(model, TrainConfig::new(LossConfig::new(LossKind::Clip), LrSchedule::Constant { lr: 0.5 }))
+            .unwrap();
     let fixed = {
         let model = micro_config().init(&cpu, &mut rng).unwrap();
-        Trainer::new(model, TrainConfig::new(LossConfig::new(LossKind::Clip), LrSchedule::Constant { lr: 0.5 })).unwrap()
+        Trainer::new(model, TrainConfig::new(LossConfig::new(LossKind::Clip), LrSchedule::Constant { lr: 0.5 }))
+            .unwrap()
     };
     let mut fixed = fixed;
     for _ in 0..3 {
@@ -135,11 +154,13 @@ fn zero_shot_accuracy(cpu: &Cpu<f32>, model: &ClipModel<Cpu<f32>>, data: &Shapes
     }
     let img = model.encode_image(cpu, &data.images(cpu)).unwrap();
     let img = img.as_slice().unwrap();
-    let correct = (0..data.n).filter(|&i| {
-        let score = |c: usize| (0..d).map(|k| img[i * d + k] * classifier[c * d + k]).sum::<f32>();
-        let best = (0..names.len()).max_by(|&a, &b| score(a).total_cmp(&score(b))).unwrap();
-        best == data.classes[i]
-    }).count();
+    let correct = (0..data.n)
+        .filter(|&i| {
+            let score = |c: usize| (0..d).map(|k| img[i * d + k] * classifier[c * d + k]).sum::<f32>();
+            let best = (0..names.len()).max_by(|&a, &b| score(a).total_cmp(&score(b))).unwrap();
+            best == data.classes[i]
+        })
+        .count();
     correct as f64 / data.n as f64
 }
 
@@ -154,7 +175,8 @@ fn tiny_preset_learns_generated_captions(kind: LossKind, inv_tau: f64) {
     let model = ClipConfig { init_inv_tau: inv_tau, ..ClipConfig::tiny() }.init(&cpu, &mut rng).unwrap();
     let before = zero_shot_accuracy(&cpu, &model, &test, &tok);
     let schedule = LrSchedule::WarmupCosine { base: 2e-3, warmup: 20, total: steps, floor: 1e-4 };
-    let mut trainer = Trainer::new(model, TrainConfig::new(LossConfig::new(kind), schedule).grad_clip_norm(1.0)).unwrap();
+    let mut trainer =
+        Trainer::new(model, TrainConfig::new(LossConfig::new(kind), schedule).grad_clip_norm(1.0)).unwrap();
     let start = Instant::now();
     let mut losses = Vec::new();
     for _ in 0..steps {

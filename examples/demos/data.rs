@@ -126,7 +126,8 @@ impl BitPatternSet {
         // (`data[invalid] = torch.randint(0, 2, (invalid.sum(), num_bits))`), until none is left.
         let invalid = |row: &[u8]| row.iter().all(|&b| b == 0) || signals.iter().any(|s| s == row);
         loop {
-            let rows: Vec<usize> = data.chunks(num_bits).enumerate().filter(|(_, r)| invalid(r)).map(|(i, _)| i).collect();
+            let rows: Vec<usize> =
+                data.chunks(num_bits).enumerate().filter(|(_, r)| invalid(r)).map(|(i, _)| i).collect();
             if rows.is_empty() {
                 break;
             }
@@ -167,8 +168,11 @@ impl BitPatternSet {
 
     /// The distinct instances occurring in `bags`, sorted (the lookup demo's initial stored patterns).
     pub fn unique_instances(&self, bags: &[usize]) -> Vec<Vec<u8>> {
-        let mut rows: Vec<Vec<u8>> =
-            bags.iter().flat_map(|&b| (0..self.num_instances).map(move |i| (b, i))).map(|(b, i)| self.instance(b, i).to_vec()).collect();
+        let mut rows: Vec<Vec<u8>> = bags
+            .iter()
+            .flat_map(|&b| (0..self.num_instances).map(move |i| (b, i)))
+            .map(|(b, i)| self.instance(b, i).to_vec())
+            .collect();
         rows.sort();
         rows.dedup();
         rows
@@ -353,7 +357,11 @@ mod tests {
 
     #[test]
     fn latch_is_deterministic_by_seed_and_unique_is_sorted_like_torch() {
-        let (a, b, c) = (LatchSequenceSet::new(50, 8, 6, 1), LatchSequenceSet::new(50, 8, 6, 1), LatchSequenceSet::new(50, 8, 6, 2));
+        let (a, b, c) = (
+            LatchSequenceSet::new(50, 8, 6, 1),
+            LatchSequenceSet::new(50, 8, 6, 1),
+            LatchSequenceSet::new(50, 8, 6, 2),
+        );
         assert_eq!(a.data, b.data);
         assert_ne!(a.data, c.data);
         let unique = a.unique_instances(&(0..50).collect::<Vec<_>>());

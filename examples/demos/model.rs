@@ -132,9 +132,9 @@ impl<B: Backend> DemoNet<B> {
             Variant::Hopfield => Body::Hopfield(plain.init(backend, rng)?),
             Variant::HopfieldAdapted => Body::Hopfield(Variant::adapted(plain).init(backend, rng)?),
             Variant::Pooling => Body::Pooling(HopfieldPoolingConfig::new(features).init(backend, rng)?),
-            Variant::PoolingAdapted => {
-                Body::Pooling(HopfieldPoolingConfig::new(features).hopfield(Variant::adapted(plain)).init(backend, rng)?)
-            }
+            Variant::PoolingAdapted => Body::Pooling(
+                HopfieldPoolingConfig::new(features).hopfield(Variant::adapted(plain)).init(backend, rng)?,
+            ),
             Variant::Lookup | Variant::LookupAdapted => {
                 let quantity = lookup_patterns.len();
                 let mut config = HopfieldLayerConfig::new(features).quantity(quantity);
@@ -145,7 +145,11 @@ impl<B: Backend> DemoNet<B> {
                 let mut layer = config.init(backend, rng)?;
                 if variant == Variant::LookupAdapted {
                     if lookup_patterns.iter().any(|p| p.len() != features) {
-                        return Err(HopfieldError::shape("demo_net.lookup_patterns", format!("rows of {features}"), &[quantity]));
+                        return Err(HopfieldError::shape(
+                            "demo_net.lookup_patterns",
+                            format!("rows of {features}"),
+                            &[quantity],
+                        ));
                     }
                     let flat = lookup_patterns.iter().flatten().map(|&b| B::Elem::of(b as f64)).collect();
                     layer.params.lookup_weights = backend.from_vec(flat, &[1, quantity, features]);
@@ -223,8 +227,14 @@ impl<B: Backend> Layer<B> for DemoNet<B> {
     }
 
     /// Backward from `d_logits: [n]`, accumulating into `grads`.
-    fn backward(&self, backend: &B, p: &Self, cache: &DemoCache<B>, d_logits: &B::Tensor, grads: &mut Self)
-        -> Result<()> {
+    fn backward(
+        &self,
+        backend: &B,
+        p: &Self,
+        cache: &DemoCache<B>,
+        d_logits: &B::Tensor,
+        grads: &mut Self,
+    ) -> Result<()> {
         let n = cache.body_shape[0];
         let d_logits = backend.reshape(d_logits, &[n, 1]);
         let d_features = self.head.backward(backend, &p.head.params, &cache.head, &d_logits, &mut grads.head.params)?;
@@ -298,7 +308,11 @@ mod tests {
         }
         let lookup = net(Variant::LookupAdapted);
         let mut frozen = Vec::new();
-        lookup.visit(&mut |n, _, trainable| if !trainable { frozen.push(n.to_string()) });
+        lookup.visit(&mut |n, _, trainable| {
+            if !trainable {
+                frozen.push(n.to_string())
+            }
+        });
         assert_eq!(frozen, ["0.target_weights"]);
     }
 
@@ -311,7 +325,9 @@ mod tests {
         assert_eq!(cpu.to_vec(&layer.params.lookup_weights), flat);
         let Body::Lookup(plain) = &net(Variant::Lookup).body else { panic!("lookup body") };
         assert_eq!(cpu.shape(&plain.params.lookup_weights), [1, 5, 3], "quantity = number of patterns");
-        assert!(DemoNet::new(&cpu, Variant::LookupAdapted, SHAPE, &[vec![1, 0]], &mut StdRng::seed_from_u64(0)).is_err());
+        assert!(
+            DemoNet::new(&cpu, Variant::LookupAdapted, SHAPE, &[vec![1, 0]], &mut StdRng::seed_from_u64(0)).is_err()
+        );
     }
 
     /// The composition (flatten, read-out, gradient routing into the body) against central differences of

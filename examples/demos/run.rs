@@ -47,8 +47,11 @@ pub struct RunOptions {
 
 /// Train every selected variant of `task` in turn and return the table rows.
 pub fn run_task<B: Backend>(backend: &B, task: &Task<'_>, options: &RunOptions) -> Result<Vec<Summary>> {
-    let mut log = MetricsLog::create(&options.out_dir, task.name)
-        .map_err(|source| HopfieldError::Io { op: "metrics log", path: options.out_dir.display().to_string(), source })?;
+    let mut log = MetricsLog::create(&options.out_dir, task.name).map_err(|source| HopfieldError::Io {
+        op: "metrics log",
+        path: options.out_dir.display().to_string(),
+        source,
+    })?;
     let mut rows = Vec::new();
     for plan in task.plans.iter().filter(|p| options.only.is_empty() || options.only.contains(&p.variant)) {
         rows.push(run_plan(backend, task, plan, options, &mut log)?);
@@ -57,8 +60,13 @@ pub fn run_task<B: Backend>(backend: &B, task: &Task<'_>, options: &RunOptions) 
     Ok(rows)
 }
 
-fn run_plan<B: Backend>(backend: &B, task: &Task<'_>, plan: &Plan, options: &RunOptions, log: &mut MetricsLog)
-    -> Result<Summary> {
+fn run_plan<B: Backend>(
+    backend: &B,
+    task: &Task<'_>,
+    plan: &Plan,
+    options: &RunOptions,
+    log: &mut MetricsLog,
+) -> Result<Summary> {
     let name = plan.variant.name();
     let mut rng = StdRng::seed_from_u64(options.seed);
     let mut net = DemoNet::new(backend, plan.variant, task.data.bag_shape(), &task.lookup_patterns, &mut rng)?;

@@ -74,8 +74,7 @@ pub fn fit<B: Backend, D: BagDataset + ?Sized>(
     rng: &mut StdRng,
     mut on_epoch: impl FnMut(&EpochStats) -> Result<()>,
 ) -> Result<Vec<EpochStats>> {
-    let mut optimiser =
-        AdamW::new(AdamConfig::torch_adamw().weight_decay(config.weight_decay, DecayFilter::All))?;
+    let mut optimiser = AdamW::new(AdamConfig::torch_adamw().weight_decay(config.weight_decay, DecayFilter::All))?;
     let start = Instant::now();
     let mut history = Vec::with_capacity(config.epochs);
     for epoch in 1..=config.epochs {
@@ -85,13 +84,19 @@ pub fn fit<B: Backend, D: BagDataset + ?Sized>(
             let (logits, cache) = net.forward(backend, net.params(), &x, Mode::Train { seed: rng.gen() })?;
             let (loss, d_logits) = bce_with_logits(backend, &logits, &y, None)?;
             if !loss.is_finite() {
-                return Err(HopfieldError::NonFinite { op: "demo fit", detail: format!("loss {loss} in epoch {epoch}") });
+                return Err(HopfieldError::NonFinite {
+                    op: "demo fit",
+                    detail: format!("loss {loss} in epoch {epoch}"),
+                });
             }
             let mut grads = net.zero_grads(backend);
             net.backward(backend, net.params(), &cache, &d_logits, &mut grads)?;
             let norm = clip_grad_norm(backend, &mut grads, config.max_grad_norm)?;
             if !norm.is_finite() {
-                return Err(HopfieldError::NonFinite { op: "demo fit", detail: format!("gradient norm {norm} in epoch {epoch}") });
+                return Err(HopfieldError::NonFinite {
+                    op: "demo fit",
+                    detail: format!("gradient norm {norm} in epoch {epoch}"),
+                });
             }
             optimiser.step(backend, net, &grads, config.lr)?;
             train.add(loss, &backend.to_vec(&logits), &backend.to_vec(&y));

@@ -11,40 +11,56 @@ use hopfield::backend::ScoreBias;
 use hopfield::{Backend, Cpu};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
-fn bench_backend<B: Backend<Elem = f32>>(c: &mut Criterion, group: &str, be: &B, sync: &dyn Fn(), dims: [usize; 5],
-                                          materialised_too: bool) {
+fn bench_backend<B: Backend<Elem = f32>>(
+    c: &mut Criterion,
+    group: &str,
+    be: &B,
+    sync: &dyn Fn(),
+    dims: [usize; 5],
+    materialised_too: bool,
+) {
     let [b, h, l, s, d] = dims;
     let mut rng = StdRng::seed_from_u64(0);
-    let mut t = |shape: &[usize]| be.from_vec((0..shape.iter().product::<usize>()).map(|_| rng.gen_range(-1.0f32..1.0)).collect(), shape);
+    let mut t = |shape: &[usize]| {
+        be.from_vec((0..shape.iter().product::<usize>()).map(|_| rng.gen_range(-1.0f32..1.0)).collect(), shape)
+    };
     let (q, k, v, d_out) = (t(&[b, h, l, d]), t(&[b, h, s, d]), t(&[b, h, s, d]), t(&[b, h, l, d]));
     let beta = vec![1.0 / (d as f32).sqrt(); h];
     let bias = ScoreBias::default();
     let mut g = c.benchmark_group(group);
     g.sample_size(10);
     let tag = format!("b{b}_h{h}_l{l}_s{s}_d{d}");
-    g.bench_function(format!("fused_fwd_{tag}"), |it| it.iter(|| {
-        let r = be.association(&q, &k, &v, &beta, &bias);
-        sync();
-        r
-    }));
-    g.bench_function(format!("fused_fwd_bwd_{tag}"), |it| it.iter(|| {
-        let (o, lse) = be.association(&q, &k, &v, &beta, &bias);
-        let r = be.association_backward(&q, &k, &v, &beta, &bias, &o, &lse, &d_out);
-        sync();
-        r
-    }));
-    if materialised_too {
-        g.bench_function(format!("materialised_fwd_{tag}"), |it| it.iter(|| {
-            let r = reference::association(be, &q, &k, &v, &beta, &bias);
+    g.bench_function(format!("fused_fwd_{tag}"), |it| {
+        it.iter(|| {
+            let r = be.association(&q, &k, &v, &beta, &bias);
             sync();
             r
-        }));
-        g.bench_function(format!("materialised_fwd_bwd_{tag}"), |it| it.iter(|| {
-            let r = reference::association(be, &q, &k, &v, &beta, &bias);
-            let g = reference::association_backward(be, &q, &k, &v, &beta, &bias, &d_out);
+        })
+    });
+    g.bench_function(format!("fused_fwd_bwd_{tag}"), |it| {
+        it.iter(|| {
+            let (o, lse) = be.association(&q, &k, &v, &beta, &bias);
+            let r = be.association_backward(&q, &k, &v, &beta, &bias, &o, &lse, &d_out);
             sync();
-            (r, g)
-        }));
+            r
+        })
+    });
+    if materialised_too {
+        g.bench_function(format!("materialised_fwd_{tag}"), |it| {
+            it.iter(|| {
+                let r = reference::association(be, &q, &k, &v, &beta, &bias);
+                sync();
+                r
+            })
+        });
+        g.bench_function(format!("materialised_fwd_bwd_{tag}"), |it| {
+            it.iter(|| {
+                let r = reference::association(be, &q, &k, &v, &beta, &bias);
+                let g = reference::association_backward(be, &q, &k, &v, &beta, &bias, &d_out);
+                sync();
+                (r, g)
+            })
+        });
     }
     g.finish();
 }
@@ -54,13 +70,22 @@ fn benches(c: &mut Criterion) {
     #[cfg(feature = "wgpu")]
     {
         match hopfield::backend::cube::Wgpu::wgpu() {
-            Ok(be) => bench_backend(c, "association/wgpu", &be, &|| be.sync().expect("device sync"), [1, 1, 1024, 1024, 64], false),
+            Ok(be) => bench_backend(
+                c,
+                "association/wgpu",
+                &be,
+                &|| be.sync().expect("device sync"),
+                [1, 1, 1024, 1024, 64],
+                false,
+            ),
             Err(e) => eprintln!("association/wgpu skipped: {e}"),
         }
     }
     #[cfg(feature = "cuda")]
     match hopfield::backend::cube::Cuda::cuda(0) {
-        Ok(be) => bench_backend(c, "association/cuda", &be, &|| be.sync().expect("device sync"), [8, 8, 4096, 4096, 64], true),
+        Ok(be) => {
+            bench_backend(c, "association/cuda", &be, &|| be.sync().expect("device sync"), [8, 8, 4096, 4096, 64], true)
+        }
         Err(e) => eprintln!("association/cuda skipped: {e}"),
     }
 }

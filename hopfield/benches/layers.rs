@@ -9,8 +9,8 @@
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use hopfield::backend::cpu::tune_allocator;
-use hopfield::layers::{Layer, Mode};
 use hopfield::layers::{HopfieldConfig, HopfieldInput};
+use hopfield::layers::{Layer, Mode};
 use hopfield::{Backend, Cpu};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
@@ -41,10 +41,20 @@ fn cases(c: &mut Criterion, group: &str) {
     let base = HopfieldConfig::new(512).num_heads(8);
     let name = |case: &str| format!("hopfield_cpu_f32/{group}/{case}");
     fwd_bwd(c, &name("self_assoc_b8_s256_d512_h8_steps0"), base.clone(), &[8, 256, 512], &[8, 256, 512]);
-    fwd_bwd(c, &name("self_assoc_b8_s256_d512_h8_steps3"),
-            base.update_steps_max(Some(3)).update_steps_eps(1e-30), &[8, 256, 512], &[8, 256, 512]);
-    fwd_bwd(c, &name("static_retrieval_n512_d512_beta14.3"), HopfieldConfig::static_retrieval(512, 14.3),
-            &[1, 512, 512], &[1, 512, 512]);
+    fwd_bwd(
+        c,
+        &name("self_assoc_b8_s256_d512_h8_steps3"),
+        base.update_steps_max(Some(3)).update_steps_eps(1e-30),
+        &[8, 256, 512],
+        &[8, 256, 512],
+    );
+    fwd_bwd(
+        c,
+        &name("static_retrieval_n512_d512_beta14.3"),
+        HopfieldConfig::static_retrieval(512, 14.3),
+        &[1, 512, 512],
+        &[1, 512, 512],
+    );
 }
 
 fn untuned(c: &mut Criterion) {

@@ -29,10 +29,11 @@ fn cases(bh: usize, l: usize, d: usize, rows: usize, dm: usize) -> Vec<Case> {
     ]
 }
 
-fn bench_cube<R: CubeRuntime>(c: &mut Criterion, group: &str, be: &Cube<R>, kernels: &[MatmulKernel],
-                               cases: &[Case]) {
+fn bench_cube<R: CubeRuntime>(c: &mut Criterion, group: &str, be: &Cube<R>, kernels: &[MatmulKernel], cases: &[Case]) {
     let mut rng = StdRng::seed_from_u64(0);
-    let mut t = |shape: &[usize]| be.from_vec((0..shape.iter().product::<usize>()).map(|_| rng.gen_range(-1.0f32..1.0)).collect(), shape);
+    let mut t = |shape: &[usize]| {
+        be.from_vec((0..shape.iter().product::<usize>()).map(|_| rng.gen_range(-1.0f32..1.0)).collect(), shape)
+    };
     let mut g = c.benchmark_group(group);
     g.sample_size(10);
     for case in cases {
@@ -52,11 +53,13 @@ fn bench_cube<R: CubeRuntime>(c: &mut Criterion, group: &str, be: &Cube<R>, kern
                 #[cfg(feature = "cubek")]
                 MatmulKernel::CubekAuto => "cubek_auto",
             };
-            g.bench_function(format!("{}/{name}", case.name), |it| it.iter(|| {
-                let r = be.matmul(&a, &b, false, case.tb);
-                be.sync().expect("device sync");
-                r
-            }));
+            g.bench_function(format!("{}/{name}", case.name), |it| {
+                it.iter(|| {
+                    let r = be.matmul(&a, &b, false, case.tb);
+                    be.sync().expect("device sync");
+                    r
+                })
+            });
         }
     }
     g.finish();

@@ -37,9 +37,8 @@ pub enum Activation {
 
 impl Activation {
     /// Every accepted name, for error messages and CLIs.
-    pub const NAMES: &'static [&'static str] = &[
-        "identity", "relu", "tanh", "sigmoid", "gelu", "gelu_tanh", "quick_gelu", "silu", "elu", "selu", "softplus",
-    ];
+    pub const NAMES: &'static [&'static str] =
+        &["identity", "relu", "tanh", "sigmoid", "gelu", "gelu_tanh", "quick_gelu", "silu", "elu", "selu", "softplus"];
 
     /// Apply to one value.
     #[inline]
@@ -54,7 +53,13 @@ impl Activation {
             Activation::GeluTanh => 0.5 * xf * (1.0 + (GELU_C * (xf + 0.044715 * xf * xf * xf)).tanh()),
             Activation::QuickGelu => xf * sigmoid(1.702 * xf),
             Activation::Silu => xf * sigmoid(xf),
-            Activation::Elu => if xf > 0.0 { xf } else { xf.exp_m1() },
+            Activation::Elu => {
+                if xf > 0.0 {
+                    xf
+                } else {
+                    xf.exp_m1()
+                }
+            }
             Activation::Selu => SELU_SCALE * if xf > 0.0 { xf } else { SELU_ALPHA * xf.exp_m1() },
             Activation::Softplus => softplus(xf),
         };
@@ -67,9 +72,21 @@ impl Activation {
         let xf = x.f64();
         let d = match self {
             Activation::Identity => 1.0,
-            Activation::Relu => if xf > 0.0 { 1.0 } else { 0.0 },
-            Activation::Tanh => { let t = xf.tanh(); 1.0 - t * t }
-            Activation::Sigmoid => { let s = sigmoid(xf); s * (1.0 - s) }
+            Activation::Relu => {
+                if xf > 0.0 {
+                    1.0
+                } else {
+                    0.0
+                }
+            }
+            Activation::Tanh => {
+                let t = xf.tanh();
+                1.0 - t * t
+            }
+            Activation::Sigmoid => {
+                let s = sigmoid(xf);
+                s * (1.0 - s)
+            }
             Activation::Gelu => {
                 let cdf = 0.5 * (1.0 + libm::erf(xf / std::f64::consts::SQRT_2));
                 let pdf = (-0.5 * xf * xf).exp() / (2.0 * std::f64::consts::PI).sqrt();
@@ -80,9 +97,21 @@ impl Activation {
                 let t = u.tanh();
                 0.5 * (1.0 + t) + 0.5 * xf * (1.0 - t * t) * GELU_C * (1.0 + 3.0 * 0.044715 * xf * xf)
             }
-            Activation::QuickGelu => { let s = sigmoid(1.702 * xf); s + 1.702 * xf * s * (1.0 - s) }
-            Activation::Silu => { let s = sigmoid(xf); s + xf * s * (1.0 - s) }
-            Activation::Elu => if xf > 0.0 { 1.0 } else { xf.exp() },
+            Activation::QuickGelu => {
+                let s = sigmoid(1.702 * xf);
+                s + 1.702 * xf * s * (1.0 - s)
+            }
+            Activation::Silu => {
+                let s = sigmoid(xf);
+                s + xf * s * (1.0 - s)
+            }
+            Activation::Elu => {
+                if xf > 0.0 {
+                    1.0
+                } else {
+                    xf.exp()
+                }
+            }
             Activation::Selu => SELU_SCALE * if xf > 0.0 { 1.0 } else { SELU_ALPHA * xf.exp() },
             Activation::Softplus => sigmoid(xf),
         };
@@ -95,12 +124,21 @@ const SELU_ALPHA: f64 = 1.673_263_242_354_377_3;
 const SELU_SCALE: f64 = 1.050_700_987_355_480_5;
 
 fn sigmoid(x: f64) -> f64 {
-    if x >= 0.0 { 1.0 / (1.0 + (-x).exp()) } else { let e = x.exp(); e / (1.0 + e) }
+    if x >= 0.0 {
+        1.0 / (1.0 + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (1.0 + e)
+    }
 }
 
 fn softplus(x: f64) -> f64 {
     // PyTorch's threshold of 20 keeps large inputs exact.
-    if x > 20.0 { x } else { x.exp().ln_1p() }
+    if x > 20.0 {
+        x
+    } else {
+        x.exp().ln_1p()
+    }
 }
 
 impl FromStr for Activation {

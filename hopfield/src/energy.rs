@@ -12,7 +12,11 @@ use crate::error::{HopfieldError, Result};
 pub fn energy<B: Backend>(backend: &B, stored: &B::Tensor, state: &B::Tensor, beta: f64) -> Result<Vec<f64>> {
     let (xs, qs) = (backend.shape(stored), backend.shape(state));
     if xs.len() != 3 || qs.len() != 3 || xs[0] != qs[0] || xs[2] != qs[2] || xs[1] == 0 {
-        return Err(HopfieldError::shape("energy", format!("stored [B, N, d] and state [B, L, d] (state {qs:?})"), &xs));
+        return Err(HopfieldError::shape(
+            "energy",
+            format!("stored [B, N, d] and state [B, L, d] (state {qs:?})"),
+            &xs,
+        ));
     }
     if !(beta > 0.0 && beta.is_finite()) {
         return Err(HopfieldError::config("beta", format!("must be positive and finite, got {beta}")));

@@ -19,7 +19,12 @@ pub enum HopfieldError {
     Missing { op: &'static str, name: String },
     /// A file could not be read or written.
     #[error("{op}: {path}: {source}")]
-    Io { op: &'static str, path: String, #[source] source: std::io::Error },
+    Io {
+        op: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     /// A file was read but its content is not what it should be.
     #[error("{op}: {reason}")]
     Format { op: &'static str, reason: String },

@@ -87,7 +87,8 @@ pub fn cross_entropy<B: Backend>(backend: &B, logits: &B::Tensor, labels: &[usiz
         let lse = max + row.iter().map(|v| (v.f64() - max).exp()).sum::<f64>().ln();
         loss += lse - row[label].f64();
     }
-    let probs = backend.masked_softmax(&backend.reshape(logits, &[1, 1, n, c]), &[B::Elem::of(1.0)], &ScoreBias::default());
+    let probs =
+        backend.masked_softmax(&backend.reshape(logits, &[1, 1, n, c]), &[B::Elem::of(1.0)], &ScoreBias::default());
     let mut onehot = vec![B::Elem::of(0.0); n * c];
     for (i, &l) in labels.iter().enumerate() {
         onehot[i * c + l] = B::Elem::of(1.0);

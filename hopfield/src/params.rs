@@ -126,6 +126,10 @@ pub fn axpy_params<B: Backend, P: Parameters<B>>(backend: &B, dst: &mut P, alpha
 pub fn global_norm<B: Backend, P: Parameters<B> + ?Sized>(backend: &B, p: &P) -> f64 {
     use crate::element::Element;
     let mut sq = 0.0;
-    p.visit(&mut |_, t, tr| if tr { sq += backend.sum_squares(t).f64() });
+    p.visit(&mut |_, t, tr| {
+        if tr {
+            sq += backend.sum_squares(t).f64()
+        }
+    });
     sq.sqrt()
 }

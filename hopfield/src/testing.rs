@@ -84,8 +84,11 @@ pub struct GradMismatch {
 
 impl fmt::Display for GradMismatch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}[{}]: finite difference {:.9} vs backward {:.9}", self.name, self.index, self.finite_difference,
-               self.analytic)
+        write!(
+            f,
+            "{}[{}]: finite difference {:.9} vs backward {:.9}",
+            self.name, self.index, self.finite_difference, self.analytic
+        )
     }
 }
 

@@ -15,14 +15,14 @@ use common::{random_config, random_masks, rel_err, WIDE};
 type Gpu = hopfield::backend::cube::Cuda;
 #[cfg(not(feature = "cuda"))]
 type Gpu = hopfield::backend::cube::Wgpu;
+use hopfield::backend::CpuTensor;
 use hopfield::layers::{DecoderInput, EncoderInput, Layer, LookupInput, Mode};
 use hopfield::layers::{
-    DecoderMasks, HopfieldConfig, HopfieldEncoderLayerConfig, HopfieldInput, HopfieldLayerConfig, HopfieldPoolingConfig, Mask,
-    PoolingInput,
+    DecoderMasks, HopfieldConfig, HopfieldEncoderLayerConfig, HopfieldInput, HopfieldLayerConfig,
+    HopfieldPoolingConfig, Mask, PoolingInput,
 };
 use hopfield::params::Parameters;
 use hopfield::{Backend, Cpu};
-use hopfield::backend::CpuTensor;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use std::collections::HashMap;
 
@@ -159,8 +159,12 @@ fn pooling_and_lookup_equal_the_cpu_oracle() {
         copy_params(&g, &pc.params, &mut pg.params);
         let stored = rand_tensor(&mut rng, &lay(n, d.stored));
         let projection = rand_tensor(&mut rng, &lay(n, d.projection));
-        let (yc, cc) = pc.forward(&c, pc.params(), &PoolingInput::new(stored.clone(), projection.clone()), Mode::Train { seed }).unwrap();
-        let (yg, cg) = pg.forward(&g, pg.params(), &PoolingInput::new(up(&g, &stored), up(&g, &projection)), Mode::Train { seed }).unwrap();
+        let (yc, cc) = pc
+            .forward(&c, pc.params(), &PoolingInput::new(stored.clone(), projection.clone()), Mode::Train { seed })
+            .unwrap();
+        let (yg, cg) = pg
+            .forward(&g, pg.params(), &PoolingInput::new(up(&g, &stored), up(&g, &projection)), Mode::Train { seed })
+            .unwrap();
         check("pooling output", &g, &yg, &yc);
         let dy = rand_tensor(&mut rng, yc.shape());
         let (mut gc, mut gg) = (pc.zero_grads(&c), pg.zero_grads(&g));
@@ -170,7 +174,9 @@ fn pooling_and_lookup_equal_the_cpu_oracle() {
         check("pooling d_projection", &g, &ig.projection, &ic.projection);
         check_params("pooling", &g, &gg, &gc);
 
-        let look_cfg = HopfieldLayerConfig::new(d.input).hopfield(cfg.clone()).quantity(n)
+        let look_cfg = HopfieldLayerConfig::new(d.input)
+            .hopfield(cfg.clone())
+            .quantity(n)
             .lookup_weights_as_separated(d.stored != d.projection || rng.gen_bool(0.5));
         let mut lc = look_cfg.init(&c, &mut rng).unwrap();
         randomise(&mut lc.params, &mut rng);
@@ -196,8 +202,15 @@ fn encoder_and_decoder_layers_equal_the_cpu_oracle() {
     let (g, c) = (gpu(), C::new());
     let mut rng = StdRng::seed_from_u64(23);
     for (norm_first, batch_first, dropout, steps) in [(false, true, 0.0, 0), (true, false, 0.2, 2)] {
-        let hcfg = HopfieldConfig::new(12).num_heads(3).batch_first(batch_first).update_steps_max(Some(steps)).update_steps_eps(1e-30);
-        let cfg = HopfieldEncoderLayerConfig::new(hcfg.clone()).dim_feedforward(17).dropout(dropout).activation("gelu")
+        let hcfg = HopfieldConfig::new(12)
+            .num_heads(3)
+            .batch_first(batch_first)
+            .update_steps_max(Some(steps))
+            .update_steps_eps(1e-30);
+        let cfg = HopfieldEncoderLayerConfig::new(hcfg.clone())
+            .dim_feedforward(17)
+            .dropout(dropout)
+            .activation("gelu")
             .norm_first(norm_first);
         let lay = |n: usize| if batch_first { vec![2, n, 12] } else { vec![n, 2, 12] };
         let seed: Option<u64> = Some(rng.gen());
@@ -207,8 +220,12 @@ fn encoder_and_decoder_layers_equal_the_cpu_oracle() {
         let mut eg = cfg.init(&g, &mut rng).unwrap();
         copy_params(&g, &ec.params, &mut eg.params);
         let src = rand_tensor(&mut rng, &lay(9));
-        let (yc, cc) = ec.forward(&c, ec.params(), &EncoderInput::new(src.clone()).mask(causal.clone()), Mode::from_seed(seed)).unwrap();
-        let (yg, cg) = eg.forward(&g, eg.params(), &EncoderInput::new(up(&g, &src)).mask(causal.clone()), Mode::from_seed(seed)).unwrap();
+        let (yc, cc) = ec
+            .forward(&c, ec.params(), &EncoderInput::new(src.clone()).mask(causal.clone()), Mode::from_seed(seed))
+            .unwrap();
+        let (yg, cg) = eg
+            .forward(&g, eg.params(), &EncoderInput::new(up(&g, &src)).mask(causal.clone()), Mode::from_seed(seed))
+            .unwrap();
         check("encoder output", &g, &yg, &yc);
         let dy = rand_tensor(&mut rng, yc.shape());
         let (mut gc, mut gg) = (ec.zero_grads(&c), eg.zero_grads(&g));
@@ -224,8 +241,22 @@ fn encoder_and_decoder_layers_equal_the_cpu_oracle() {
         let masks = DecoderMasks { tgt_mask: Some(causal.clone()), ..Default::default() };
         let tgt = rand_tensor(&mut rng, &lay(9));
         let memory = rand_tensor(&mut rng, &lay(5));
-        let (yc, cc) = dc_.forward(&c, dc_.params(), &DecoderInput::new(tgt.clone(), memory.clone()).masks(masks.clone()), Mode::from_seed(seed)).unwrap();
-        let (yg, cg) = dg_.forward(&g, dg_.params(), &DecoderInput::new(up(&g, &tgt), up(&g, &memory)).masks(masks.clone()), Mode::from_seed(seed)).unwrap();
+        let (yc, cc) = dc_
+            .forward(
+                &c,
+                dc_.params(),
+                &DecoderInput::new(tgt.clone(), memory.clone()).masks(masks.clone()),
+                Mode::from_seed(seed),
+            )
+            .unwrap();
+        let (yg, cg) = dg_
+            .forward(
+                &g,
+                dg_.params(),
+                &DecoderInput::new(up(&g, &tgt), up(&g, &memory)).masks(masks.clone()),
+                Mode::from_seed(seed),
+            )
+            .unwrap();
         check("decoder output", &g, &yg, &yc);
         let dy = rand_tensor(&mut rng, yc.shape());
         let (mut gc, mut gg) = (dc_.zero_grads(&c), dg_.zero_grads(&g));

@@ -6,9 +6,9 @@
 mod common;
 
 use common::rel_err;
-use hopfield::layers::{Layer, Mode};
 use hopfield::layers::hopfield::{Convergence, PerHead};
 use hopfield::layers::{HopfieldConfig, HopfieldInput, Mask};
+use hopfield::layers::{Layer, Mode};
 use hopfield::params::Parameters;
 use hopfield::{Backend, Cpu};
 use rand::{rngs::StdRng, Rng, SeedableRng};
@@ -24,8 +24,11 @@ fn rand_tensor(rng: &mut StdRng, shape: &[usize]) -> hopfield::backend::CpuTenso
 fn random_config(rng: &mut StdRng) -> HopfieldConfig {
     let heads = rng.gen_range(1..=4);
     let mut c = HopfieldConfig::new(rng.gen_range(3..=9))
-        .num_heads(heads).hidden_size(rng.gen_range(2..=5)).pattern_size(rng.gen_range(2..=5))
-        .stored_pattern_size(rng.gen_range(3..=7)).pattern_projection_size(rng.gen_range(3..=7))
+        .num_heads(heads)
+        .hidden_size(rng.gen_range(2..=5))
+        .pattern_size(rng.gen_range(2..=5))
+        .stored_pattern_size(rng.gen_range(3..=7))
+        .pattern_projection_size(rng.gen_range(3..=7))
         .batch_first(rng.gen_bool(0.7))
         .concat_bias_pattern(rng.gen_bool(0.3))
         .add_zero_association(rng.gen_bool(0.3))
@@ -68,16 +71,21 @@ fn fused_path_equals_the_materialised_path() {
         let d = plain.spec.dims.clone();
         let (b, l, s) = (rng.gen_range(1..=3), rng.gen_range(1..=70), rng.gen_range(1..=300));
         let lay = |n: usize, f: usize| if cfg.batch_first { vec![b, n, f] } else { vec![n, b, f] };
-        let mut input = HopfieldInput::new(rand_tensor(&mut rng, &lay(s, d.stored)), rand_tensor(&mut rng, &lay(l, d.input)),
-                                           rand_tensor(&mut rng, &lay(s, d.projection)));
+        let mut input = HopfieldInput::new(
+            rand_tensor(&mut rng, &lay(s, d.stored)),
+            rand_tensor(&mut rng, &lay(l, d.input)),
+            rand_tensor(&mut rng, &lay(s, d.projection)),
+        );
         if rng.gen_bool(0.5) {
             // Sample 0 fully masked when b > 1: its rows must give zeros, not NaN.
             input.stored_pattern_padding_mask =
                 Some(Mask::bool((0..b * s).map(|i| (b > 1 && i < s) || rng.gen_bool(0.3)).collect(), &[b, s]));
         }
         if rng.gen_bool(0.4) {
-            input.association_mask = Some(Mask::additive((0..b * d.heads * l * s).map(|_| rng.gen_range(-1.0..1.0)).collect(),
-                                                         &[b * d.heads, l, s]));
+            input.association_mask = Some(Mask::additive(
+                (0..b * d.heads * l * s).map(|_| rng.gen_range(-1.0..1.0)).collect(),
+                &[b * d.heads, l, s],
+            ));
         }
         let ctx = format!("case {checked} b{b} l{l} s{s} {cfg:?}");
         let (op, cp) = plain.forward(&be, plain.params(), &input, Mode::Eval).unwrap();
@@ -107,7 +115,8 @@ fn fused_path_is_not_taken_when_the_association_is_requested() {
     cfg.fused_association = true;
     let layer = cfg.init(&be, &mut rng).unwrap();
     let x = rand_tensor(&mut rng, &[2, 5, 4]);
-    let (out, _) = layer.forward(&be, layer.params(), &HopfieldInput::single(x.clone()).with_association(), Mode::Eval).unwrap();
+    let (out, _) =
+        layer.forward(&be, layer.params(), &HopfieldInput::single(x.clone()).with_association(), Mode::Eval).unwrap();
     assert_eq!(out.association.unwrap().shape(), [2, 2, 5, 5]);
     assert_eq!(layer.association_matrix(&be, &HopfieldInput::single(x)).unwrap().shape(), [2, 2, 5, 5]);
 }

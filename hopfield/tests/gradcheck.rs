@@ -54,28 +54,45 @@ fn hopfield_backward_matches_finite_differences() {
         let projection = rand_tensor(&mut rng, &lay(s, d.projection));
         let (pm, am) = random_masks(&mut rng, b, d.heads, l, s);
         let seed = rng.gen();
-        let make = |k: &hopfield::backend::CpuTensor<f64>, q: &hopfield::backend::CpuTensor<f64>, v: &hopfield::backend::CpuTensor<f64>| {
+        let make = |k: &hopfield::backend::CpuTensor<f64>,
+                    q: &hopfield::backend::CpuTensor<f64>,
+                    v: &hopfield::backend::CpuTensor<f64>| {
             let mut i = HopfieldInput::new(k.clone(), q.clone(), v.clone());
             i.stored_pattern_padding_mask = pm.clone();
             i.association_mask = am.clone();
             i
         };
-        let (out, cache) = layer.forward(&backend, layer.params(), &make(&stored, &state, &projection), Mode::Train { seed }).unwrap();
+        let (out, cache) =
+            layer.forward(&backend, layer.params(), &make(&stored, &state, &projection), Mode::Train { seed }).unwrap();
         let g = rand_tensor(&mut rng, &backend.shape(&out.output));
         let mut grads = layer.zero_grads(&backend);
         let gi = layer.backward(&backend, layer.params(), &cache, &g, &mut grads).unwrap();
         let ctx = format!("case {checked} {cfg:?}");
         let (k0, q0, v0) = (stored.clone(), state.clone(), projection.clone());
-        let out_of = |i: &HopfieldInput<B>| dot(&layer.forward(&backend, layer.params(), i, Mode::Train { seed }).unwrap().0.output, &g);
-        ok(&ctx, check_tensor(&backend, "d_stored", &stored, &gi.stored, &some(4, &mut rng), |x| out_of(&make(x, &q0, &v0))));
-        ok(&ctx, check_tensor(&backend, "d_state", &state, &gi.state, &some(4, &mut rng), |x| out_of(&make(&k0, x, &v0))));
-        ok(&ctx, check_tensor(&backend, "d_projection", &projection, &gi.projection, &some(4, &mut rng), |x| {
-            out_of(&make(&k0, &q0, x))
-        }));
+        let out_of = |i: &HopfieldInput<B>| {
+            dot(&layer.forward(&backend, layer.params(), i, Mode::Train { seed }).unwrap().0.output, &g)
+        };
+        ok(
+            &ctx,
+            check_tensor(&backend, "d_stored", &stored, &gi.stored, &some(4, &mut rng), |x| out_of(&make(x, &q0, &v0))),
+        );
+        ok(
+            &ctx,
+            check_tensor(&backend, "d_state", &state, &gi.state, &some(4, &mut rng), |x| out_of(&make(&k0, x, &v0))),
+        );
+        ok(
+            &ctx,
+            check_tensor(&backend, "d_projection", &projection, &gi.projection, &some(4, &mut rng), |x| {
+                out_of(&make(&k0, &q0, x))
+            }),
+        );
         let input = make(&k0, &q0, &v0);
-        ok(&ctx, check_gradients(&backend, layer.params(), &grads, &some(3, &mut rng), |p| {
-            dot(&layer.forward(&backend, p, &input, Mode::Train { seed }).unwrap().0.output, &g)
-        }));
+        ok(
+            &ctx,
+            check_gradients(&backend, layer.params(), &grads, &some(3, &mut rng), |p| {
+                dot(&layer.forward(&backend, p, &input, Mode::Train { seed }).unwrap().0.output, &g)
+            }),
+        );
         checked += 1;
     }
 }
@@ -105,7 +122,14 @@ fn pooling_and_lookup_backward_match_finite_differences() {
         randomise(&mut pool.params, &mut rng);
         let stored = rand_tensor(&mut rng, &lay(n, d.stored));
         let projection = rand_tensor(&mut rng, &lay(n, d.projection));
-        let (y, cache) = pool.forward(&backend, pool.params(), &PoolingInput::new(stored.clone(), projection.clone()), Mode::Train { seed }).unwrap();
+        let (y, cache) = pool
+            .forward(
+                &backend,
+                pool.params(),
+                &PoolingInput::new(stored.clone(), projection.clone()),
+                Mode::Train { seed },
+            )
+            .unwrap();
         let g = rand_tensor(&mut rng, &backend.shape(&y));
         let mut grads = pool.zero_grads(&backend);
         let gi = pool.backward(&backend, pool.params(), &cache, &g, &mut grads).unwrap();
@@ -113,15 +137,20 @@ fn pooling_and_lookup_backward_match_finite_differences() {
             let input = PoolingInput::new(stored.clone(), projection.clone());
             dot(&pool.forward(&backend, p, &input, Mode::Train { seed }).unwrap().0, &g)
         };
-        ok("pooling", check_tensor(&backend, "d_stored", &stored, &gi.stored, &some(4, &mut rng), |x| pooled(pool.params(), x)));
+        ok(
+            "pooling",
+            check_tensor(&backend, "d_stored", &stored, &gi.stored, &some(4, &mut rng), |x| pooled(pool.params(), x)),
+        );
         ok("pooling", check_gradients(&backend, pool.params(), &grads, &some(4, &mut rng), |p| pooled(p, &stored)));
         // Lookup with n learned patterns, separated targets when the sizes allow both.
         let separated = d.stored != d.projection || rng.gen_bool(0.5);
-        let look_cfg = HopfieldLayerConfig::new(d.input).hopfield(cfg.clone()).quantity(n).lookup_weights_as_separated(separated);
+        let look_cfg =
+            HopfieldLayerConfig::new(d.input).hopfield(cfg.clone()).quantity(n).lookup_weights_as_separated(separated);
         let mut look = look_cfg.init(&backend, &mut rng).unwrap();
         randomise(&mut look.params, &mut rng);
         let x = rand_tensor(&mut rng, &lay(quantity, d.input));
-        let (y, cache) = look.forward(&backend, look.params(), &LookupInput::new(x.clone()), Mode::Train { seed }).unwrap();
+        let (y, cache) =
+            look.forward(&backend, look.params(), &LookupInput::new(x.clone()), Mode::Train { seed }).unwrap();
         let g = rand_tensor(&mut rng, &backend.shape(&y));
         let mut grads = look.zero_grads(&backend);
         let dx = look.backward(&backend, look.params(), &cache, &g, &mut grads).unwrap();
@@ -139,9 +168,19 @@ fn encoder_and_decoder_layers_match_finite_differences() {
     use hopfield::layers::{DecoderMasks, HopfieldEncoderLayerConfig};
     let backend = B::new();
     let mut rng = StdRng::seed_from_u64(13);
-    for (norm_first, batch_first, dropout, steps) in [(false, true, 0.0, 0), (true, true, 0.2, 1), (false, false, 0.2, 2), (true, false, 0.0, 0)] {
-        let hcfg = HopfieldConfig::new(6).num_heads(2).batch_first(batch_first).update_steps_max(Some(steps)).update_steps_eps(1e-12);
-        let cfg = HopfieldEncoderLayerConfig::new(hcfg.clone()).dim_feedforward(5).dropout(dropout).activation("gelu").norm_first(norm_first);
+    for (norm_first, batch_first, dropout, steps) in
+        [(false, true, 0.0, 0), (true, true, 0.2, 1), (false, false, 0.2, 2), (true, false, 0.0, 0)]
+    {
+        let hcfg = HopfieldConfig::new(6)
+            .num_heads(2)
+            .batch_first(batch_first)
+            .update_steps_max(Some(steps))
+            .update_steps_eps(1e-12);
+        let cfg = HopfieldEncoderLayerConfig::new(hcfg.clone())
+            .dim_feedforward(5)
+            .dropout(dropout)
+            .activation("gelu")
+            .norm_first(norm_first);
         let lay = |n: usize| if batch_first { vec![2, n, 6] } else { vec![n, 2, 6] };
         let mode = Mode::Train { seed: rng.gen() };
         let mode = if dropout > 0.0 { mode } else { Mode::Eval };
@@ -155,7 +194,8 @@ fn encoder_and_decoder_layers_match_finite_differences() {
             let input = EncoderInput::new(src.clone()).mask(causal.clone());
             dot(&enc.forward(&backend, p, &input, mode).unwrap().0, &g)
         };
-        let (_, cache) = enc.forward(&backend, enc.params(), &EncoderInput::new(src.clone()).mask(causal.clone()), mode).unwrap();
+        let (_, cache) =
+            enc.forward(&backend, enc.params(), &EncoderInput::new(src.clone()).mask(causal.clone()), mode).unwrap();
         let mut grads = enc.zero_grads(&backend);
         let dsrc = enc.backward(&backend, enc.params(), &cache, &g, &mut grads).unwrap();
         let ctx = format!("encoder norm_first={norm_first} batch_first={batch_first}");
@@ -179,7 +219,10 @@ fn encoder_and_decoder_layers_match_finite_differences() {
         let ctx = format!("decoder norm_first={norm_first} batch_first={batch_first}");
         let p0 = dec.params();
         ok(&ctx, check_tensor(&backend, "d_tgt", &tgt, &d_in.tgt, &some(6, &mut rng), |x| decoded(p0, x, &memory)));
-        ok(&ctx, check_tensor(&backend, "d_memory", &memory, &d_in.memory, &some(6, &mut rng), |x| decoded(p0, &tgt, x)));
+        ok(
+            &ctx,
+            check_tensor(&backend, "d_memory", &memory, &d_in.memory, &some(6, &mut rng), |x| decoded(p0, &tgt, x)),
+        );
         ok(&ctx, check_gradients(&backend, p0, &grads, &some(2, &mut rng), |p| decoded(p, &tgt, &memory)));
     }
 }

@@ -7,10 +7,8 @@ mod common;
 use common::fixtures::{check_each, scratch_copy, Case};
 use common::{assert_close, get, host, upload};
 use hopfield::io::TensorMap;
+use hopfield::layers::{HopfieldConfig, HopfieldInput, HopfieldLayerConfig, HopfieldPoolingConfig, Mask, PoolingInput};
 use hopfield::layers::{Layer, LookupInput, Mode};
-use hopfield::layers::{
-    HopfieldConfig, HopfieldInput, HopfieldLayerConfig, HopfieldPoolingConfig, Mask, PoolingInput,
-};
 use hopfield::params::Parameters;
 use hopfield::{Backend, Cpu};
 use rand::{rngs::StdRng, SeedableRng};
@@ -19,7 +17,8 @@ use std::path::{Path, PathBuf};
 
 /// `tests/fixtures/hflayers`, or `$HOPFIELD_FIXTURES` (test binaries shipped to another machine).
 fn fixture_dir() -> PathBuf {
-    std::env::var_os("HOPFIELD_FIXTURES").map(PathBuf::from)
+    std::env::var_os("HOPFIELD_FIXTURES")
+        .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hflayers"))
 }
 
@@ -111,22 +110,45 @@ fn run_case<B: Backend>(backend: &B, case: &Case, tol: f64) {
             hopfield::io::load_state_dict(backend, &mut layer.params, &params(case), "", true).unwrap();
             let mut input = match call {
                 "single" => HopfieldInput::single(upload(backend, get(t, "input.x"))),
-                _ => HopfieldInput::new(upload(backend, get(t, "input.stored")), upload(backend, get(t, "input.state")),
-                                        upload(backend, get(t, "input.projection"))),
+                _ => HopfieldInput::new(
+                    upload(backend, get(t, "input.stored")),
+                    upload(backend, get(t, "input.state")),
+                    upload(backend, get(t, "input.projection")),
+                ),
             };
             input.stored_pattern_padding_mask = mask(case, "stored_pattern_padding_mask");
             input.association_mask = mask(case, "association_mask");
             let (out, cache) = layer.forward(backend, layer.params(), &input.with_association(), Mode::Eval).unwrap();
             assert_close(&format!("{name}: output"), &host(backend, &out.output), out_exp, tol);
-            assert_close(&format!("{name}: association"), &host(backend, out.association.as_ref().unwrap()), assoc_exp, tol);
+            assert_close(
+                &format!("{name}: association"),
+                &host(backend, out.association.as_ref().unwrap()),
+                assoc_exp,
+                tol,
+            );
             let mut grads = layer.zero_grads(backend);
             let g = layer.backward(backend, layer.params(), &cache, &dy, &mut grads).unwrap();
             if call == "single" {
-                assert_close(&format!("{name}: grad x"), &host(backend, &g.single(backend)), get(t, "grad.input.x"), tol);
+                assert_close(
+                    &format!("{name}: grad x"),
+                    &host(backend, &g.single(backend)),
+                    get(t, "grad.input.x"),
+                    tol,
+                );
             } else {
-                assert_close(&format!("{name}: grad stored"), &host(backend, &g.stored), get(t, "grad.input.stored"), tol);
+                assert_close(
+                    &format!("{name}: grad stored"),
+                    &host(backend, &g.stored),
+                    get(t, "grad.input.stored"),
+                    tol,
+                );
                 assert_close(&format!("{name}: grad state"), &host(backend, &g.state), get(t, "grad.input.state"), tol);
-                assert_close(&format!("{name}: grad projection"), &host(backend, &g.projection), get(t, "grad.input.projection"), tol);
+                assert_close(
+                    &format!("{name}: grad projection"),
+                    &host(backend, &g.projection),
+                    get(t, "grad.input.projection"),
+                    tol,
+                );
             }
             check_param_grads(backend, case, &grads, tol);
         }
@@ -138,7 +160,12 @@ fn run_case<B: Backend>(backend: &B, case: &Case, tol: f64) {
             let input = PoolingInput::single(upload(backend, get(t, "input.x")));
             let (out, cache) = layer.forward(backend, layer.params(), &input, Mode::Eval).unwrap();
             assert_close(&format!("{name}: output"), &host(backend, &out), out_exp, tol);
-            assert_close(&format!("{name}: association"), &host(backend, cache.hopfield.association().unwrap()), assoc_exp, tol);
+            assert_close(
+                &format!("{name}: association"),
+                &host(backend, cache.hopfield.association().unwrap()),
+                assoc_exp,
+                tol,
+            );
             let mut grads = layer.zero_grads(backend);
             let g = layer.backward(backend, layer.params(), &cache, &dy, &mut grads).unwrap();
             assert_close(&format!("{name}: grad x"), &host(backend, &g.single(backend)), get(t, "grad.input.x"), tol);
@@ -151,7 +178,12 @@ fn run_case<B: Backend>(backend: &B, case: &Case, tol: f64) {
             let x = upload(backend, get(t, "input.x"));
             let (out, cache) = layer.forward(backend, layer.params(), &LookupInput::new(x), Mode::Eval).unwrap();
             assert_close(&format!("{name}: output"), &host(backend, &out), out_exp, tol);
-            assert_close(&format!("{name}: association"), &host(backend, cache.hopfield.association().unwrap()), assoc_exp, tol);
+            assert_close(
+                &format!("{name}: association"),
+                &host(backend, cache.hopfield.association().unwrap()),
+                assoc_exp,
+                tol,
+            );
             let mut grads = layer.zero_grads(backend);
             let dx = layer.backward(backend, layer.params(), &cache, &dy, &mut grads).unwrap();
             assert_close(&format!("{name}: grad x"), &host(backend, &dx), get(t, "grad.input.x"), tol);
@@ -207,10 +239,13 @@ fn a_changed_or_incomplete_case_fails_naming_its_file() {
     let no_st = copy("no-st", |_, _| {});
     std::fs::remove_file(no_st.join("renamed.safetensors")).unwrap();
     fails(no_st, "renamed.safetensors");
-    fails(copy("tensor", |j, t| {
-        t.remove("grad.input.x");
-        j["shapes"].as_object_mut().unwrap().remove("grad.input.x");
-    }), "`grad.input.x` missing");
+    fails(
+        copy("tensor", |j, t| {
+            t.remove("grad.input.x");
+            j["shapes"].as_object_mut().unwrap().remove("grad.input.x");
+        }),
+        "`grad.input.x` missing",
+    );
     fails(copy("shape", |_, t| t.get_mut("input.x").unwrap().shape = vec![5, 2, 8]), "`input.x` has shape [5, 2, 8]");
     fails(copy("module", |j, _| j["module"] = "HopfieldEncoder".into()), "unknown module/call `HopfieldEncoder`");
     fails(copy("mask", |j, _| j["masks"] = serde_json::json!(["association_mask"])), "`mask.association_mask` missing");

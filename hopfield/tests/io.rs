@@ -1,9 +1,9 @@
 //! Parameters saved with safetensors load back exactly, under hflayers' state_dict names; bad files are
 //! errors that change nothing.
 
-use hopfield::layers::{Layer, Mode};
 use hopfield::io::{load_params, load_state_dict, read_safetensors, save_params, state_dict};
 use hopfield::layers::{HopfieldConfig, HopfieldInput, HopfieldPoolingConfig, PoolingInput};
+use hopfield::layers::{Layer, Mode};
 use hopfield::params::Parameters;
 use hopfield::{Backend, Cpu, HopfieldError};
 use rand::{rngs::StdRng, SeedableRng};
@@ -17,7 +17,9 @@ fn tmp(name: &str) -> std::path::PathBuf {
 #[test]
 fn save_then_load_reproduces_the_module() {
     let be = Cpu::<f32>::new();
-    let cfg = HopfieldPoolingConfig::new(6).hopfield(HopfieldConfig::new(6).num_heads(2).concat_bias_pattern(true)).quantity(2);
+    let cfg = HopfieldPoolingConfig::new(6)
+        .hopfield(HopfieldConfig::new(6).num_heads(2).concat_bias_pattern(true))
+        .quantity(2);
     let a = cfg.init(&be, &mut StdRng::seed_from_u64(1)).unwrap();
     let mut b = cfg.init(&be, &mut StdRng::seed_from_u64(2)).unwrap();
     let path = tmp("pool.safetensors");
@@ -73,8 +75,21 @@ fn f64_weights_load_into_f32_modules() {
     save_params(&b64, &l64.params, &path).unwrap();
     load_params(&b32, &mut l32.params, &path).unwrap();
     let x: Vec<f64> = (0..24).map(|i| (i as f64).cos()).collect();
-    let y64 = l64.forward(&b64, l64.params(), &HopfieldInput::single(b64.from_vec(x.clone(), &[1, 6, 4])), Mode::Eval).unwrap().0.output;
-    let y32 = l32.forward(&b32, l32.params(), &HopfieldInput::single(b32.from_vec(x.iter().map(|&v| v as f32).collect(), &[1, 6, 4])), Mode::Eval).unwrap().0.output;
+    let y64 = l64
+        .forward(&b64, l64.params(), &HopfieldInput::single(b64.from_vec(x.clone(), &[1, 6, 4])), Mode::Eval)
+        .unwrap()
+        .0
+        .output;
+    let y32 = l32
+        .forward(
+            &b32,
+            l32.params(),
+            &HopfieldInput::single(b32.from_vec(x.iter().map(|&v| v as f32).collect(), &[1, 6, 4])),
+            Mode::Eval,
+        )
+        .unwrap()
+        .0
+        .output;
     for (a, b) in y64.iter().zip(y32.iter()) {
         assert!((a - *b as f64).abs() < 1e-5);
     }

@@ -40,9 +40,16 @@ fn main() {
         cfg.eval_size = a.eval_size;
         let data = open_data(&cfg, model.config.vision.image_size)?;
         let report = evaluate(&backend, &model, &data, !a.no_probe)?;
-        println!("checkpoint {} (step {}, {:?} loss)\n{}", a.checkpoint.display(), state.step, cfg.loss, report.table());
-        let out = a.out.clone().unwrap_or_else(|| a.checkpoint.with_file_name(format!("eval-{}.json",
-            cfg.data.to_string().replace(['/', ':'], "_"))));
+        println!(
+            "checkpoint {} (step {}, {:?} loss)\n{}",
+            a.checkpoint.display(),
+            state.step,
+            cfg.loss,
+            report.table()
+        );
+        let out = a.out.clone().unwrap_or_else(|| {
+            a.checkpoint.with_file_name(format!("eval-{}.json", cfg.data.to_string().replace(['/', ':'], "_")))
+        });
         std::fs::write(&out, serde_json::to_string_pretty(&report)?)?;
         println!("report: {}", out.display());
         Ok(())

@@ -88,8 +88,22 @@ mod tests {
 
     #[test]
     fn each_flag_sets_its_field() {
-        let cfg = parse(&["--scale-hopfield", "2.5", "--lr-scheduler", "cosine-restarts", "--loss", "infonce-hopfield",
-            "--grad-clip-norm", "0", "--csv-separator", ",", "--data", "csv:/tmp/pairs.csv", "--seed", "3"]);
+        let cfg = parse(&[
+            "--scale-hopfield",
+            "2.5",
+            "--lr-scheduler",
+            "cosine-restarts",
+            "--loss",
+            "infonce-hopfield",
+            "--grad-clip-norm",
+            "0",
+            "--csv-separator",
+            ",",
+            "--data",
+            "csv:/tmp/pairs.csv",
+            "--seed",
+            "3",
+        ]);
         assert_eq!(cfg.hopfield_beta, 2.5);
         assert_eq!(cfg.scheduler, cloob::pretrain::Scheduler::CosineRestarts);
         assert_eq!(cfg.loss, cloob::loss::LossKind::ClipHopfield);
@@ -103,8 +117,11 @@ mod tests {
     #[test]
     fn bad_values_are_one_line_errors_naming_the_flag() {
         let cases = [
-            (&["--lr=-1"][..], "--lr"), (&["--steps", "0"], "--steps"), (&["--batch-size", "0"], "--batch-size"),
-            (&["--csv-separator", "ab"], "--csv-separator"), (&["--loss", "nce"], "--loss"),
+            (&["--lr=-1"][..], "--lr"),
+            (&["--steps", "0"], "--steps"),
+            (&["--batch-size", "0"], "--batch-size"),
+            (&["--csv-separator", "ab"], "--csv-separator"),
+            (&["--loss", "nce"], "--loss"),
             (&["--epochs", "nan"], "--epochs"),
         ];
         for (flags, needle) in cases {

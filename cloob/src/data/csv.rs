@@ -34,8 +34,14 @@ pub struct CsvConfig {
 impl CsvConfig {
     /// open_clip's defaults (`filepath`, `title`, tab) for `path`.
     pub fn new(path: impl Into<PathBuf>, image_size: usize) -> Self {
-        CsvConfig { path: path.into(), img_key: "filepath".into(), caption_key: "title".into(), separator: b'\t', image_size,
-                    shuffle_buffer: 1024 }
+        CsvConfig {
+            path: path.into(),
+            img_key: "filepath".into(),
+            caption_key: "title".into(),
+            separator: b'\t',
+            image_size,
+            shuffle_buffer: 1024,
+        }
     }
 }
 
@@ -61,10 +67,17 @@ impl CsvSource {
     /// Open `config.path`, check the header names both columns and count the rows (without decoding).
     pub fn open(config: CsvConfig) -> Result<Self, DataError> {
         let mut reader = reader(&config)?;
-        let header = reader.headers().map_err(|e| DataError(format!("{}: cannot read the header: {e}", config.path.display())))?;
-        let find = |key: &str| header.iter().position(|h| h == key).ok_or_else(|| DataError(format!(
+        let header = reader
+            .headers()
+            .map_err(|e| DataError(format!("{}: cannot read the header: {e}", config.path.display())))?;
+        let find =
+            |key: &str| {
+                header.iter().position(|h| h == key).ok_or_else(|| {
+                    DataError(format!(
             "{}: no column {key:?} (columns: {:?}; set --csv-img-key / --csv-caption-key / --csv-separator)",
-            config.path.display(), header.iter().collect::<Vec<_>>())));
+            config.path.display(), header.iter().collect::<Vec<_>>()))
+                })
+            };
         let columns = (find(&config.img_key)?, find(&config.caption_key)?);
         let rows = reader.records().count();
         Ok(CsvSource { config, columns, rows, issues: IssueLog::default(), reported: Default::default() })
@@ -151,7 +164,11 @@ impl CsvSource {
 }
 
 fn reader(config: &CsvConfig) -> Result<csv::Reader<std::fs::File>, DataError> {
-    csv::ReaderBuilder::new().delimiter(config.separator).flexible(true).has_headers(true).from_path(&config.path)
+    csv::ReaderBuilder::new()
+        .delimiter(config.separator)
+        .flexible(true)
+        .has_headers(true)
+        .from_path(&config.path)
         .map_err(|e| DataError(format!("cannot open CSV {}: {e}", config.path.display())))
 }
 
@@ -160,8 +177,13 @@ impl TrainSource for CsvSource {
         self.config.image_size
     }
     fn describe(&self) -> String {
-        format!("CSV {} ({} rows; image column {:?}, caption column {:?})", self.config.path.display(), self.rows,
-            self.config.img_key, self.config.caption_key)
+        format!(
+            "CSV {} ({} rows; image column {:?}, caption column {:?})",
+            self.config.path.display(),
+            self.rows,
+            self.config.img_key,
+            self.config.caption_key
+        )
     }
     fn epoch_len(&self) -> Option<usize> {
         None
@@ -173,12 +195,20 @@ impl TrainSource for CsvSource {
         let size = self.config.image_size as u32;
         let decoded = self.parsed_rows().filter_map(move |row| {
             let img = this.decode(&row)?;
-            let crop = random_resized_crop(&img, size, TRAIN_SCALE, &mut rng_for(&[seed, tag::AUGMENT, epoch, row.line]));
+            let crop =
+                random_resized_crop(&img, size, TRAIN_SCALE, &mut rng_for(&[seed, tag::AUGMENT, epoch, row.line]));
             Some(Example { pixels: to_tensor(&crop), caption: row.caption })
         });
         // Skipping still decodes: which rows are valid is only known by reading them.
-        Box::new(Shuffled { inner: decoded, buffer: Vec::new(), cap: self.config.shuffle_buffer.max(1),
-                            rng: rng_for(&[seed, tag::ORDER, epoch]) }.skip(skip))
+        Box::new(
+            Shuffled {
+                inner: decoded,
+                buffer: Vec::new(),
+                cap: self.config.shuffle_buffer.max(1),
+                rng: rng_for(&[seed, tag::ORDER, epoch]),
+            }
+            .skip(skip),
+        )
     }
     fn issues(&self) -> DataIssues {
         self.issues.snapshot()

@@ -18,10 +18,17 @@ pub const DEFAULT_DIR: &str = "/usr/share/datasets/fashion-mnist";
 /// Side after padding.
 pub const IMAGE_SIZE: usize = 32;
 /// The ten classes, as captions name them.
-pub const CLASSES: [&str; 10] = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot"];
+pub const CLASSES: [&str; 10] =
+    ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot"];
 /// Templates of the training captions.
-pub const TRAIN_TEMPLATES: [&str; 6] = ["a photo of a {}.", "a picture of a {}.", "an image of a {}.", "a {} on a black background.",
-    "a product photo of a {}.", "a low resolution photo of a {}."];
+pub const TRAIN_TEMPLATES: [&str; 6] = [
+    "a photo of a {}.",
+    "a picture of a {}.",
+    "an image of a {}.",
+    "a {} on a black background.",
+    "a product photo of a {}.",
+    "a low resolution photo of a {}.",
+];
 /// Templates kept for zero-shot evaluation.
 pub const EVAL_TEMPLATES: [&str; 3] = ["a grayscale photo of the {}.", "a close-up picture of a {}.", "this is a {}."];
 
@@ -77,13 +84,11 @@ pub fn load_split(dir: &Path, prefix: &str) -> Result<Split, DataError> {
 /// says how to install the data set.
 fn read_idx(path: &Path, rank: usize) -> Result<Vec<u8>, DataError> {
     idx::read_idx(path, rank).map(|a| a.data).map_err(|e| match e {
-        HopfieldError::Io { source, .. } if !path.is_file() => {
-            DataError(format!(
-                "cannot open {}: {source}. Fashion-MNIST comes from Debian: `apt-get install -y dataset-fashion-mnist` \
+        HopfieldError::Io { source, .. } if !path.is_file() => DataError(format!(
+            "cannot open {}: {source}. Fashion-MNIST comes from Debian: `apt-get install -y dataset-fashion-mnist` \
                  (or pass its directory with --fashion-dir)",
-                path.display()
-            ))
-        }
+            path.display()
+        )),
         other => DataError(other.to_string()),
     })
 }
@@ -100,8 +105,12 @@ impl TrainSource for FashionSource {
         IMAGE_SIZE
     }
     fn describe(&self) -> String {
-        format!("Fashion-MNIST train: {} images, {} caption templates ({} held out for zero-shot)",
-            self.train.len(), TRAIN_TEMPLATES.len(), EVAL_TEMPLATES.len())
+        format!(
+            "Fashion-MNIST train: {} images, {} caption templates ({} held out for zero-shot)",
+            self.train.len(),
+            TRAIN_TEMPLATES.len(),
+            EVAL_TEMPLATES.len()
+        )
     }
     fn epoch_len(&self) -> Option<usize> {
         Some(self.train.len())

@@ -37,42 +37,45 @@ impl Loader {
     /// Start the thread: batches of `batch` pairs from step `start_step` on, `prefetch` ahead.
     pub fn new(source: Arc<dyn TrainSource>, batch: usize, seed: u64, start_step: u64, prefetch: usize) -> Self {
         let (tx, rx) = sync_channel(prefetch.max(1));
-        let handle = std::thread::Builder::new().name("cloob-loader".into()).spawn(move || {
-            let size = source.image_size();
-            let mut skip = start_step as usize * batch;
-            let mut epoch = 0u64;
-            if let Some(len) = source.epoch_len().filter(|&l| l > 0) {
-                epoch = (skip / len) as u64;
-                skip %= len;
-            }
-            let mut step = start_step;
-            let mut current = Vec::<Example>::with_capacity(batch);
-            loop {
-                let mut yielded = false;
-                for ex in source.epoch(seed, epoch, skip) {
-                    yielded = true;
-                    current.push(ex);
-                    if current.len() == batch {
-                        let taken = std::mem::replace(&mut current, Vec::with_capacity(batch));
-                        let mut pixels = Vec::with_capacity(batch * 3 * size * size);
-                        let mut captions = Vec::with_capacity(batch);
-                        for e in taken {
-                            pixels.extend_from_slice(&e.pixels);
-                            captions.push(e.caption);
+        let handle = std::thread::Builder::new()
+            .name("cloob-loader".into())
+            .spawn(move || {
+                let size = source.image_size();
+                let mut skip = start_step as usize * batch;
+                let mut epoch = 0u64;
+                if let Some(len) = source.epoch_len().filter(|&l| l > 0) {
+                    epoch = (skip / len) as u64;
+                    skip %= len;
+                }
+                let mut step = start_step;
+                let mut current = Vec::<Example>::with_capacity(batch);
+                loop {
+                    let mut yielded = false;
+                    for ex in source.epoch(seed, epoch, skip) {
+                        yielded = true;
+                        current.push(ex);
+                        if current.len() == batch {
+                            let taken = std::mem::replace(&mut current, Vec::with_capacity(batch));
+                            let mut pixels = Vec::with_capacity(batch * 3 * size * size);
+                            let mut captions = Vec::with_capacity(batch);
+                            for e in taken {
+                                pixels.extend_from_slice(&e.pixels);
+                                captions.push(e.caption);
+                            }
+                            if tx.send(Batch { step, epoch, pixels, captions, size }).is_err() {
+                                return; // the trainer is gone
+                            }
+                            step += 1;
                         }
-                        if tx.send(Batch { step, epoch, pixels, captions, size }).is_err() {
-                            return; // the trainer is gone
-                        }
-                        step += 1;
                     }
+                    if !yielded && skip == 0 {
+                        return; // an empty epoch: nothing more will come
+                    }
+                    skip = 0;
+                    epoch += 1;
                 }
-                if !yielded && skip == 0 {
-                    return; // an empty epoch: nothing more will come
-                }
-                skip = 0;
-                epoch += 1;
-            }
-        }).expect("spawn the loader thread");
+            })
+            .expect("spawn the loader thread");
         Loader { rx, handle: Some(handle) }
     }
 }

@@ -124,8 +124,10 @@ impl DataIssues {
     /// One line: the counts and the first reason.
     pub fn summary(&self) -> String {
         let first = self.examples.first().map(|e| format!(" (first: {e})")).unwrap_or_default();
-        format!("{} bad rows, {} missing images, {} undecodable images skipped{first}",
-            self.bad_rows, self.missing_images, self.undecodable_images)
+        format!(
+            "{} bad rows, {} missing images, {} undecodable images skipped{first}",
+            self.bad_rows, self.missing_images, self.undecodable_images
+        )
     }
 }
 

@@ -18,21 +18,31 @@ pub const IMAGE_SIZE: usize = 32;
 pub const DATA_SEED: u64 = 0x5CE7E;
 
 /// Shapes (canonical name first, then synonyms used in captions).
-pub const SHAPES: [&[&str]; 5] = [&["circle", "disk"], &["square", "box"], &["triangle", "wedge"], &["cross", "plus sign"],
-    &["diamond", "rhombus"]];
+pub const SHAPES: [&[&str]; 5] =
+    [&["circle", "disk"], &["square", "box"], &["triangle", "wedge"], &["cross", "plus sign"], &["diamond", "rhombus"]];
 /// Colours with synonyms.
-pub const COLOURS: [&[&str]; 6] = [&["red", "scarlet"], &["green", "emerald"], &["blue", "azure"], &["yellow", "golden"],
-    &["purple", "violet"], &["orange", "amber"]];
-const RGB: [[f32; 3]; 6] = [[0.9, 0.1, 0.1], [0.1, 0.75, 0.15], [0.15, 0.3, 0.95], [0.95, 0.9, 0.1], [0.6, 0.15, 0.8],
-    [1.0, 0.55, 0.05]];
+pub const COLOURS: [&[&str]; 6] = [
+    &["red", "scarlet"],
+    &["green", "emerald"],
+    &["blue", "azure"],
+    &["yellow", "golden"],
+    &["purple", "violet"],
+    &["orange", "amber"],
+];
+const RGB: [[f32; 3]; 6] =
+    [[0.9, 0.1, 0.1], [0.1, 0.75, 0.15], [0.15, 0.3, 0.95], [0.95, 0.9, 0.1], [0.6, 0.15, 0.8], [1.0, 0.55, 0.05]];
 /// Sizes with synonyms.
 pub const SIZES: [&[&str]; 2] = [&["small", "little", "tiny"], &["large", "big", "huge"]];
 /// Horizontal positions with phrasings.
-pub const POSITIONS: [&[&str]; 3] = [&["on the left", "at the left"], &["in the centre", "in the middle"],
-    &["on the right", "at the right"]];
+pub const POSITIONS: [&[&str]; 3] =
+    [&["on the left", "at the left"], &["in the centre", "in the middle"], &["on the right", "at the right"]];
 /// Background textures with phrasings.
-pub const BACKGROUNDS: [&[&str]; 4] = [&["a striped background", "stripes"], &["a dotted background", "polka dots"],
-    &["a checkered background", "a checkerboard"], &["a plain background", "a blank background"]];
+pub const BACKGROUNDS: [&[&str]; 4] = [
+    &["a striped background", "stripes"],
+    &["a dotted background", "polka dots"],
+    &["a checkered background", "a checkerboard"],
+    &["a plain background", "a blank background"],
+];
 
 /// Whether the (shape, colour) pair is kept out of training: one colour per shape, 5 of 30 pairs.
 pub fn is_held_out(shape: usize, colour: usize) -> bool {
@@ -71,8 +81,12 @@ impl Scene {
     pub fn sample(seed: u64, allow_held_out: bool, second_object: f64) -> Scene {
         let mut rng = rng_for(&[seed]);
         let object = |rng: &mut rand::rngs::StdRng, position: usize| loop {
-            let o = Object { shape: rng.gen_range(0..SHAPES.len()), colour: rng.gen_range(0..COLOURS.len()),
-                             size: rng.gen_range(0..SIZES.len()), position };
+            let o = Object {
+                shape: rng.gen_range(0..SHAPES.len()),
+                colour: rng.gen_range(0..COLOURS.len()),
+                size: rng.gen_range(0..SIZES.len()),
+                position,
+            };
             if allow_held_out || !is_held_out(o.shape, o.colour) {
                 return o;
             }
@@ -108,7 +122,8 @@ impl Scene {
         if let Some(o) = &self.other {
             text = format!("{text} and {}", describe(rng, o));
         }
-        const PREFIXES: [&str; 6] = ["", "a photo of ", "an image of ", "there is ", "a picture showing ", "a drawing of "];
+        const PREFIXES: [&str; 6] =
+            ["", "a photo of ", "an image of ", "there is ", "a picture showing ", "a drawing of "];
         const JOINS: [&str; 3] = [" on ", " against ", " with "];
         let prefix = PREFIXES[rng.gen_range(0..PREFIXES.len())];
         if rng.gen_bool(0.8) {
@@ -132,7 +147,15 @@ impl Scene {
         for y in 0..s {
             for x in 0..s {
                 let on = match self.background {
-                    0 => (match orientation { 0 => y, 1 => x, _ => x + y } + phase) % period < period / 2,
+                    0 => {
+                        (match orientation {
+                            0 => y,
+                            1 => x,
+                            _ => x + y,
+                        } + phase)
+                            % period
+                            < period / 2
+                    }
                     1 => (x + phase) % period == period / 2 && (y + phase) % period == period / 2,
                     2 => ((x + phase) / (period - 1) + (y + phase) / (period - 1)) % 2 == 0,
                     _ => false,
@@ -232,7 +255,8 @@ impl TrainSource for SceneSource {
 /// The test set: `n` single-object scenes over all 30 pairs, with zero-shot tasks per attribute and for
 /// the (colour, shape) pair on seen and on held-out pairs separately. The same for every run.
 pub fn eval_set(n: usize) -> EvalSet {
-    let scenes: Vec<Scene> = (0..n).map(|i| Scene::sample(hash(&[DATA_SEED, tag::EVAL, i as u64]), true, 0.0)).collect();
+    let scenes: Vec<Scene> =
+        (0..n).map(|i| Scene::sample(hash(&[DATA_SEED, tag::EVAL, i as u64]), true, 0.0)).collect();
     let mut pixels = Vec::with_capacity(n * 3 * IMAGE_SIZE * IMAGE_SIZE);
     let mut captions = Vec::with_capacity(n);
     for (i, s) in scenes.iter().enumerate() {
@@ -240,22 +264,34 @@ pub fn eval_set(n: usize) -> EvalSet {
         captions.push(s.caption(&mut rng_for(&[DATA_SEED, tag::EVAL, tag::CAPTION, i as u64])));
     }
     let names = |table: &[&[&str]]| table.iter().map(|w| w[0].to_string()).collect::<Vec<_>>();
-    let task = |name: &str, classes: Vec<String>, templates: &[&str], label: &dyn Fn(&Scene) -> Option<usize>| ZeroShotTask {
-        name: name.into(), classes, templates: templates.iter().map(|t| t.to_string()).collect(),
-        labels: scenes.iter().map(label).collect(),
-    };
-    let pairs: Vec<String> = (0..COLOURS.len()).flat_map(|c| SHAPES.iter().map(move |s| format!("{} {}", COLOURS[c][0], s[0]))).collect();
+    let task =
+        |name: &str, classes: Vec<String>, templates: &[&str], label: &dyn Fn(&Scene) -> Option<usize>| ZeroShotTask {
+            name: name.into(),
+            classes,
+            templates: templates.iter().map(|t| t.to_string()).collect(),
+            labels: scenes.iter().map(label).collect(),
+        };
+    let pairs: Vec<String> =
+        (0..COLOURS.len()).flat_map(|c| SHAPES.iter().map(move |s| format!("{} {}", COLOURS[c][0], s[0]))).collect();
     let pair = |s: &Scene| s.main.colour * SHAPES.len() + s.main.shape;
     let tasks = vec![
-        task("shape", names(&SHAPES), &["a photo of a {}.", "a drawing of a {}.", "a {} shape."], &|s| Some(s.main.shape)),
-        task("colour", names(&COLOURS), &["a photo of a {} object.", "a {} shape.", "something {}."], &|s| Some(s.main.colour)),
+        task("shape", names(&SHAPES), &["a photo of a {}.", "a drawing of a {}.", "a {} shape."], &|s| {
+            Some(s.main.shape)
+        }),
+        task("colour", names(&COLOURS), &["a photo of a {} object.", "a {} shape.", "something {}."], &|s| {
+            Some(s.main.colour)
+        }),
         task("size", names(&SIZES), &["a photo of a {} object.", "a {} shape."], &|s| Some(s.main.size)),
         task("position", names(&POSITIONS), &["a photo of an object {}.", "a shape {}."], &|s| Some(s.main.position)),
-        task("background", names(&BACKGROUNDS), &["a shape on {}.", "a photo of an object against {}."], &|s| Some(s.background)),
-        task("pair-seen", pairs.clone(), &["a photo of a {}.", "a {}."],
-             &|s| (!is_held_out(s.main.shape, s.main.colour)).then(|| pair(s))),
-        task("pair-held-out", pairs, &["a photo of a {}.", "a {}."],
-             &|s| is_held_out(s.main.shape, s.main.colour).then(|| pair(s))),
+        task("background", names(&BACKGROUNDS), &["a shape on {}.", "a photo of an object against {}."], &|s| {
+            Some(s.background)
+        }),
+        task("pair-seen", pairs.clone(), &["a photo of a {}.", "a {}."], &|s| {
+            (!is_held_out(s.main.shape, s.main.colour)).then(|| pair(s))
+        }),
+        task("pair-held-out", pairs, &["a photo of a {}.", "a {}."], &|s| {
+            is_held_out(s.main.shape, s.main.colour).then(|| pair(s))
+        }),
     ];
     EvalSet { name: "embedded-test".into(), pixels, size: IMAGE_SIZE, captions, tasks }
 }
@@ -302,7 +338,12 @@ mod tests {
 
     #[test]
     fn captions_name_the_attributes() {
-        let s = Scene { main: Object { shape: 0, colour: 2, size: 1, position: 0 }, other: None, background: 0, pixel_seed: 1 };
+        let s = Scene {
+            main: Object { shape: 0, colour: 2, size: 1, position: 0 },
+            other: None,
+            background: 0,
+            pixel_seed: 1,
+        };
         let mut rng = rng_for(&[3]);
         let caps: Vec<String> = (0..50).map(|_| s.caption(&mut rng)).collect();
         assert!(caps.iter().all(|c| c.contains("circle") || c.contains("disk")), "{caps:?}");

@@ -52,7 +52,12 @@ pub fn random_resized_crop(img: &RgbImage, size: u32, scale: (f64, f64), rng: &m
         if cw > 0 && ch > 0 && cw <= w && ch <= h {
             let x = rng.gen_range(0..=w - cw);
             let y = rng.gen_range(0..=h - ch);
-            return imageops::resize(&imageops::crop_imm(img, x, y, cw, ch).to_image(), size, size, FilterType::CatmullRom);
+            return imageops::resize(
+                &imageops::crop_imm(img, x, y, cw, ch).to_image(),
+                size,
+                size,
+                FilterType::CatmullRom,
+            );
         }
     }
     center_crop(img, size)
@@ -62,8 +67,10 @@ pub fn random_resized_crop(img: &RgbImage, size: u32, scale: (f64, f64), rng: &m
 pub fn center_crop(img: &RgbImage, size: u32) -> RgbImage {
     let (w, h) = img.dimensions();
     let short = w.min(h).max(1) as f64;
-    let (nw, nh) = (((w as f64) * size as f64 / short).round().max(size as f64) as u32,
-                    ((h as f64) * size as f64 / short).round().max(size as f64) as u32);
+    let (nw, nh) = (
+        ((w as f64) * size as f64 / short).round().max(size as f64) as u32,
+        ((h as f64) * size as f64 / short).round().max(size as f64) as u32,
+    );
     let resized = if (nw, nh) == (w, h) { img.clone() } else { imageops::resize(img, nw, nh, FilterType::CatmullRom) };
     imageops::crop_imm(&resized, (nw - size) / 2, (nh - size) / 2, size, size).to_image()
 }

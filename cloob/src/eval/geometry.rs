@@ -44,9 +44,8 @@ pub fn alignment<E: Element>(x: ArrayView2<'_, E>, y: ArrayView2<'_, E>, alpha: 
         return Err(HopfieldError::shape("alignment(y)", format!("{:?} like x", x.shape()), y.shape()));
     }
     let (u, v) = (unit_rows("alignment(x)", x)?, unit_rows("alignment(y)", y)?);
-    let sum: f64 = u.outer_iter().zip(v.outer_iter())
-        .map(|(a, b)| (&a - &b).mapv(|d| d * d).sum().sqrt().powf(alpha))
-        .sum();
+    let sum: f64 =
+        u.outer_iter().zip(v.outer_iter()).map(|(a, b)| (&a - &b).mapv(|d| d * d).sum().sqrt().powf(alpha)).sum();
     Ok(sum / u.nrows() as f64)
 }
 
@@ -63,8 +62,10 @@ pub fn uniformity<E: Element>(x: ArrayView2<'_, E>, t: f64) -> Result<f64> {
     }
     let gram = u.dot(&u.t());
     // ‖x_i − x_j‖² = 2 − 2 x_i·x_j for unit rows; log-mean-exp shifted by the largest exponent.
-    let exps: Vec<f64> = (0..n).flat_map(|i| (i + 1..n).map(move |j| (i, j)))
-        .map(|(i, j)| -t * (2.0 - 2.0 * gram[[i, j]]).max(0.0)).collect();
+    let exps: Vec<f64> = (0..n)
+        .flat_map(|i| (i + 1..n).map(move |j| (i, j)))
+        .map(|(i, j)| -t * (2.0 - 2.0 * gram[[i, j]]).max(0.0))
+        .collect();
     let max = exps.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v));
     Ok(max + (exps.iter().map(|v| (v - max).exp()).sum::<f64>() / exps.len() as f64).ln())
 }
@@ -78,7 +79,8 @@ mod tests {
     fn ajne_separates_antipodal_from_clustered_points() {
         // Antipodal pairs ±e_k (and ±(e_0+e_1)/√2): every hemisphere holds half, A = 0.
         let h = std::f64::consts::FRAC_1_SQRT_2;
-        let antipodal = array![[1.0, 0.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, -1.0, 0.0], [h, h, 0.0], [-h, -h, 0.0]];
+        let antipodal =
+            array![[1.0, 0.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, -1.0, 0.0], [h, h, 0.0], [-h, -h, 0.0]];
         assert!(ajne_statistic(antipodal.view()).unwrap().abs() < 1e-12);
         // Six copies of one direction: A = n/4.
         let clustered = Array2::from_shape_fn((6, 3), |(_, k)| if k == 2 { 3.0 } else { 0.0 });

@@ -56,7 +56,5 @@ pub(crate) fn unit_rows<E: Element>(op: &'static str, x: ArrayView2<'_, E>) -> R
 /// 1-based rank of entry `target` in `scores` sorted descending, ties broken by index (a stable sort):
 /// `1 + #{j : s_j > s_t} + #{j < t : s_j = s_t}`.
 pub(crate) fn rank_of(scores: impl IntoIterator<Item = f64>, target: usize, target_score: f64) -> usize {
-    1 + scores.into_iter().enumerate()
-        .filter(|&(j, s)| s > target_score || (s == target_score && j < target))
-        .count()
+    1 + scores.into_iter().enumerate().filter(|&(j, s)| s > target_score || (s == target_score && j < target)).count()
 }

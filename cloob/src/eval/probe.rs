@@ -71,11 +71,19 @@ impl LogisticRegression {
     ///
     /// # Shapes
     /// `features: [N, d]`, `labels`: `N` indices below `classes`.
-    pub fn fit<E: Element>(features: ArrayView2<'_, E>, labels: &[usize], classes: usize, config: &LogisticConfig)
-        -> Result<Self> {
+    pub fn fit<E: Element>(
+        features: ArrayView2<'_, E>,
+        labels: &[usize],
+        classes: usize,
+        config: &LogisticConfig,
+    ) -> Result<Self> {
         let (n, d) = features.dim();
         if n == 0 || d == 0 || n != labels.len() || classes == 0 {
-            return Err(HopfieldError::shape("logistic_regression", format!("[N = {} labels, d > 0]", labels.len()), &[n, d]));
+            return Err(HopfieldError::shape(
+                "logistic_regression",
+                format!("[N = {} labels, d > 0]", labels.len()),
+                &[n, d],
+            ));
         }
         if let Some(&l) = labels.iter().find(|&&l| l >= classes) {
             return Err(HopfieldError::input("logistic_regression", format!("label {l} is not below {classes}")));
@@ -104,8 +112,11 @@ impl LogisticRegression {
     /// Top-1 accuracy on `features` with `labels`.
     pub fn accuracy<E: Element>(&self, features: ArrayView2<'_, E>, labels: &[usize]) -> Result<f64> {
         if features.ncols() != self.weights.ncols() {
-            return Err(HopfieldError::shape("logistic_regression.accuracy",
-                format!("[N, {}]", self.weights.ncols()), features.shape()));
+            return Err(HopfieldError::shape(
+                "logistic_regression.accuracy",
+                format!("[N, {}]", self.weights.ncols()),
+                features.shape(),
+            ));
         }
         top_k_accuracy(self.logits(features).view(), labels, 1)
     }
@@ -155,8 +166,13 @@ pub type Split<'a, E> = (ArrayView2<'a, E>, &'a [usize]);
 ///
 /// # Shapes
 /// Each split: features `[N_split, d]` with `N_split` labels below `classes`.
-pub fn linear_probe<E: Element>(train: Split<'_, E>, val: Split<'_, E>, test: Split<'_, E>, classes: usize, config: &ProbeConfig)
-    -> Result<LinearProbe> {
+pub fn linear_probe<E: Element>(
+    train: Split<'_, E>,
+    val: Split<'_, E>,
+    test: Split<'_, E>,
+    classes: usize,
+    config: &ProbeConfig,
+) -> Result<LinearProbe> {
     if config.grid.is_empty() {
         return Err(HopfieldError::config("grid", "linear_probe: no value of C to try"));
     }

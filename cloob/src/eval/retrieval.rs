@@ -32,10 +32,14 @@ impl RetrievalMetrics {
         let mut sorted = ranks.to_vec();
         sorted.sort_unstable();
         let m = sorted.len() / 2;
-        let median_rank = if sorted.len() % 2 == 1 { sorted[m] as f64 } else { (sorted[m - 1] + sorted[m]) as f64 / 2.0 };
+        let median_rank =
+            if sorted.len() % 2 == 1 { sorted[m] as f64 } else { (sorted[m - 1] + sorted[m]) as f64 / 2.0 };
         RetrievalMetrics {
-            r_at_1: within(1), r_at_5: within(5), r_at_10: within(10),
-            mean_rank: ranks.iter().sum::<usize>() as f64 / n, median_rank,
+            r_at_1: within(1),
+            r_at_5: within(5),
+            r_at_10: within(10),
+            mean_rank: ranks.iter().sum::<usize>() as f64 / n,
+            median_rank,
         }
     }
 }
@@ -57,12 +61,18 @@ pub struct RetrievalReport {
 pub fn retrieval_from_similarity(similarity: ArrayView2<'_, f64>, text_image: &[usize]) -> Result<RetrievalReport> {
     let (ni, nt) = similarity.dim();
     if ni == 0 || nt != text_image.len() {
-        return Err(HopfieldError::shape("retrieval", format!("[N_images > 0, {} texts]", text_image.len()), &[ni, nt]));
+        return Err(HopfieldError::shape(
+            "retrieval",
+            format!("[N_images > 0, {} texts]", text_image.len()),
+            &[ni, nt],
+        ));
     }
     if let Some(&i) = text_image.iter().find(|&&i| i >= ni) {
         return Err(HopfieldError::input("retrieval", format!("text_image: image {i} is not below {ni} images")));
     }
-    let text_to_image: Vec<usize> = text_image.iter().enumerate()
+    let text_to_image: Vec<usize> = text_image
+        .iter()
+        .enumerate()
         .map(|(t, &i)| rank_of(similarity.column(t).iter().copied(), i, similarity[[i, t]]))
         .collect();
     let mut best = vec![usize::MAX; ni];
@@ -83,10 +93,17 @@ pub fn retrieval_from_similarity(similarity: ArrayView2<'_, f64>, text_image: &[
 ///
 /// # Shapes
 /// `images: [N_images, d]`, `texts: [N_texts, d]`, `text_image` as in [`retrieval_from_similarity`].
-pub fn retrieval_metrics<E: Element>(images: ArrayView2<'_, E>, texts: ArrayView2<'_, E>, text_image: &[usize])
-    -> Result<RetrievalReport> {
+pub fn retrieval_metrics<E: Element>(
+    images: ArrayView2<'_, E>,
+    texts: ArrayView2<'_, E>,
+    text_image: &[usize],
+) -> Result<RetrievalReport> {
     if images.ncols() != texts.ncols() {
-        return Err(HopfieldError::shape("retrieval(texts)", format!("[N, {}] like the images", images.ncols()), texts.shape()));
+        return Err(HopfieldError::shape(
+            "retrieval(texts)",
+            format!("[N, {}] like the images", images.ncols()),
+            texts.shape(),
+        ));
     }
     let sim = unit_rows("retrieval(image)", images)?.dot(&unit_rows("retrieval(text)", texts)?.t());
     retrieval_from_similarity(sim.view(), text_image)
@@ -103,13 +120,15 @@ mod tests {
         let sim = array![[0.9, 0.1, 0.5], [0.2, 0.3, 0.8], [0.4, 0.6, 0.7]];
         let r = retrieval_from_similarity(sim.view(), &[0, 1, 2]).unwrap();
         // image→text: image 0 ranks text 0 first; image 1 ranks text 1 second (0.8 > 0.3); image 2: first.
-        assert_eq!(r.image_to_text, RetrievalMetrics {
-            r_at_1: 2.0 / 3.0, r_at_5: 1.0, r_at_10: 1.0, mean_rank: 4.0 / 3.0, median_rank: 1.0,
-        });
+        assert_eq!(
+            r.image_to_text,
+            RetrievalMetrics { r_at_1: 2.0 / 3.0, r_at_5: 1.0, r_at_10: 1.0, mean_rank: 4.0 / 3.0, median_rank: 1.0 }
+        );
         // text→image: text 0 → image 0 first; text 1 (column .1,.3,.6) → image 1 second; text 2 (.5,.8,.7) → image 2 second.
-        assert_eq!(r.text_to_image, RetrievalMetrics {
-            r_at_1: 1.0 / 3.0, r_at_5: 1.0, r_at_10: 1.0, mean_rank: 5.0 / 3.0, median_rank: 2.0,
-        });
+        assert_eq!(
+            r.text_to_image,
+            RetrievalMetrics { r_at_1: 1.0 / 3.0, r_at_5: 1.0, r_at_10: 1.0, mean_rank: 5.0 / 3.0, median_rank: 2.0 }
+        );
     }
 
     #[test]

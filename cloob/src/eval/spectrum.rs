@@ -144,11 +144,14 @@ pub fn explained_variance_count<E: Element>(features: ArrayView2<'_, E>, fractio
     // Rounding can leave tiny negative eigenvalues of a singular covariance; they carry no variance.
     let total: f64 = eig.iter().map(|v| v.max(0.0)).sum();
     let mut acc = 0.0;
-    let count = eig.iter().take_while(|&&v| {
-        let reached = acc >= fraction * total * (1.0 - 1e-12);
-        acc += v.max(0.0);
-        !reached
-    }).count();
+    let count = eig
+        .iter()
+        .take_while(|&&v| {
+            let reached = acc >= fraction * total * (1.0 - 1e-12);
+            acc += v.max(0.0);
+            !reached
+        })
+        .count();
     Ok((count.max(1), eig))
 }
 

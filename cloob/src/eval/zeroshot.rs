@@ -33,9 +33,7 @@ pub fn top_k_accuracy(logits: ArrayView2<'_, f64>, labels: &[usize], k: usize) -
     if let Some(&l) = labels.iter().find(|&&l| l >= c) {
         return Err(HopfieldError::input("top_k_accuracy", format!("label {l} is not below {c} classes")));
     }
-    let hits = logits.outer_iter().zip(labels)
-        .filter(|(row, &l)| rank_of(row.iter().copied(), l, row[l]) <= k)
-        .count();
+    let hits = logits.outer_iter().zip(labels).filter(|(row, &l)| rank_of(row.iter().copied(), l, row[l]) <= k).count();
     Ok(hits as f64 / n as f64)
 }
 
@@ -52,14 +50,23 @@ pub struct ZeroShotAccuracy {
 ///
 /// # Shapes
 /// `classifier: [C, d]`, `images: [N, d]` (normalised here), `labels`: `N` indices below `C`.
-pub fn zero_shot_accuracy<E: Element>(classifier: ArrayView2<'_, f64>, images: ArrayView2<'_, E>, labels: &[usize])
-    -> Result<ZeroShotAccuracy> {
+pub fn zero_shot_accuracy<E: Element>(
+    classifier: ArrayView2<'_, f64>,
+    images: ArrayView2<'_, E>,
+    labels: &[usize],
+) -> Result<ZeroShotAccuracy> {
     if images.ncols() != classifier.ncols() {
-        return Err(HopfieldError::shape("zero_shot_accuracy(images)",
-            format!("[N, {}] like the classifier", classifier.ncols()), images.shape()));
+        return Err(HopfieldError::shape(
+            "zero_shot_accuracy(images)",
+            format!("[N, {}] like the classifier", classifier.ncols()),
+            images.shape(),
+        ));
     }
     let logits = unit_rows("zero_shot_accuracy(image)", images)?.dot(&classifier.t());
-    Ok(ZeroShotAccuracy { top1: top_k_accuracy(logits.view(), labels, 1)?, top5: top_k_accuracy(logits.view(), labels, 5)? })
+    Ok(ZeroShotAccuracy {
+        top1: top_k_accuracy(logits.view(), labels, 1)?,
+        top5: top_k_accuracy(logits.view(), labels, 5)?,
+    })
 }
 
 #[cfg(test)]

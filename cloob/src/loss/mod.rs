@@ -146,8 +146,13 @@ pub struct LossOutput<B: Backend> {
 ///
 /// # Shapes
 /// `image, text: [N, d]` (row `i` of each a matching pair), `N ≥ 2`.
-pub fn contrastive_loss<B: Backend>(backend: &B, config: &LossConfig, image: &B::Tensor, text: &B::Tensor, inv_tau: f64)
-    -> Result<LossOutput<B>> {
+pub fn contrastive_loss<B: Backend>(
+    backend: &B,
+    config: &LossConfig,
+    image: &B::Tensor,
+    text: &B::Tensor,
+    inv_tau: f64,
+) -> Result<LossOutput<B>> {
     check_inputs(backend, image, text)?;
     let (x, cx) = l2_normalize(backend, image)?;
     let (y, cy) = l2_normalize(backend, text)?;
@@ -161,8 +166,13 @@ pub fn contrastive_loss<B: Backend>(backend: &B, config: &LossConfig, image: &B:
 ///
 /// # Shapes
 /// `x, y: [N, d]`, unit rows, `N ≥ 2`.
-pub fn contrastive_loss_normalized<B: Backend>(backend: &B, config: &LossConfig, x: &B::Tensor, y: &B::Tensor, inv_tau: f64)
-    -> Result<LossOutput<B>> {
+pub fn contrastive_loss_normalized<B: Backend>(
+    backend: &B,
+    config: &LossConfig,
+    x: &B::Tensor,
+    y: &B::Tensor,
+    inv_tau: f64,
+) -> Result<LossOutput<B>> {
     let (_, d) = check_inputs(backend, x, y)?;
     if !(inv_tau.is_finite() && inv_tau > 0.0) {
         return Err(HopfieldError::input("contrastive_loss", format!("inv_tau {inv_tau} is not positive and finite")));
@@ -185,7 +195,9 @@ pub fn contrastive_loss_normalized<B: Backend>(backend: &B, config: &LossConfig,
             loss: w * value,
             d_image: scaled(backend.add(&img.da, &txt.db)),
             d_text: scaled(backend.add(&img.db, &txt.da)),
-            d_inv_tau, d_log_inv_tau: s * d_inv_tau, retrieved: None,
+            d_inv_tau,
+            d_log_inv_tau: s * d_inv_tau,
+            retrieved: None,
         });
     }
 

@@ -35,9 +35,11 @@ pub fn info_loob_logits<B: Backend>(backend: &B, logits: &B::Tensor) -> Result<(
     }
     let bias = backend.from_vec(diag_bias, &[1, 1, n, n]);
     let scores = backend.reshape(logits, &[1, 1, n, n]);
-    let probs = backend.masked_softmax(&scores, &[B::Elem::of(1.0)], &hopfield::backend::ScoreBias {
-        padding: None, association: Some(&bias),
-    });
+    let probs = backend.masked_softmax(
+        &scores,
+        &[B::Elem::of(1.0)],
+        &hopfield::backend::ScoreBias { padding: None, association: Some(&bias) },
+    );
     let diff = backend.sub(&backend.reshape(&probs, &[n, n]), &backend.from_vec(eye, &[n, n]));
     Ok((loss / n as f64, backend.scale(&diff, B::Elem::of(1.0 / n as f64))))
 }
@@ -60,8 +62,13 @@ pub(crate) struct PairGrad<B: Backend> {
 }
 
 /// `objective(s·a bᵀ)` with `a` the anchors (rows) and `b` the candidates.
-pub(crate) fn pair<B: Backend>(backend: &B, objective: Objective, a: &B::Tensor, b: &B::Tensor, s: f64)
-    -> Result<PairGrad<B>> {
+pub(crate) fn pair<B: Backend>(
+    backend: &B,
+    objective: Objective,
+    a: &B::Tensor,
+    b: &B::Tensor,
+    s: f64,
+) -> Result<PairGrad<B>> {
     let n = backend.shape(a)[0];
     let g = backend.matmul(a, b, false, true);
     let k = backend.scale(&g, B::Elem::of(s));

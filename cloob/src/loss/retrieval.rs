@@ -33,10 +33,19 @@ impl<B: Backend> Retrieval<B> {
     ///
     /// # Shapes
     /// `state: [L, d]` (queries), `memory: [S, d]` → `[L, d]`.
-    pub fn forward(&self, backend: &B, state: &B::Tensor, memory: &B::Tensor) -> Result<(B::Tensor, RetrievalCache<B>)> {
+    pub fn forward(
+        &self,
+        backend: &B,
+        state: &B::Tensor,
+        memory: &B::Tensor,
+    ) -> Result<(B::Tensor, RetrievalCache<B>)> {
         let (qs, ms) = (backend.shape(state), backend.shape(memory));
         if qs.len() != 2 || ms.len() != 2 || qs[1] != ms[1] {
-            return Err(HopfieldError::shape("retrieval.forward(memory)", format!("[S, d] with d of the state {qs:?}"), &ms));
+            return Err(HopfieldError::shape(
+                "retrieval.forward(memory)",
+                format!("[S, d] with d of the state {qs:?}"),
+                &ms,
+            ));
         }
         let batched = |t: &B::Tensor, s: &[usize]| backend.reshape(t, &[1, s[0], s[1]]);
         let m = batched(memory, &ms);
@@ -99,8 +108,12 @@ pub struct RetrievedCache<B: Backend> {
 ///
 /// # Shapes
 /// `x, y: [N, d]` → four `[N, d]`.
-pub fn retrieve_all<B: Backend>(backend: &B, r: &Retrieval<B>, x: &B::Tensor, y: &B::Tensor)
-    -> Result<(Retrieved<B>, RetrievedCache<B>)> {
+pub fn retrieve_all<B: Backend>(
+    backend: &B,
+    r: &Retrieval<B>,
+    x: &B::Tensor,
+    y: &B::Tensor,
+) -> Result<(Retrieved<B>, RetrievedCache<B>)> {
     let (xx, cxx) = r.forward(backend, x, x)?;
     let (xy, cxy) = r.forward(backend, y, x)?;
     let (yx, cyx) = r.forward(backend, x, y)?;
@@ -109,8 +122,12 @@ pub fn retrieve_all<B: Backend>(backend: &B, r: &Retrieval<B>, x: &B::Tensor, y:
 }
 
 /// Backward of [`retrieve_all`]: the gradients of the four sets → `(dx, dy)`.
-pub fn retrieve_all_backward<B: Backend>(backend: &B, r: &Retrieval<B>, cache: &RetrievedCache<B>, d: &Retrieved<B>)
-    -> Result<(B::Tensor, B::Tensor)> {
+pub fn retrieve_all_backward<B: Backend>(
+    backend: &B,
+    r: &Retrieval<B>,
+    cache: &RetrievedCache<B>,
+    d: &Retrieved<B>,
+) -> Result<(B::Tensor, B::Tensor)> {
     let one = <B::Elem as num_traits::One>::one();
     // xx = R(x; x)
     let (mut dx, dm) = r.backward(backend, &cache.xx, &d.xx)?;

@@ -80,8 +80,14 @@ fn crc32(bytes: &[u8]) -> u32 {
 }
 
 /// Save the trainer's state after `trainer.step` steps into `dir`; returns the JSON's path.
-pub fn save<B: Backend>(backend: &B, dir: &Path, trainer: &Trainer<B>, config: &RunConfig, epoch: u64, total_steps: u64)
-    -> Result<PathBuf> {
+pub fn save<B: Backend>(
+    backend: &B,
+    dir: &Path,
+    trainer: &Trainer<B>,
+    config: &RunConfig,
+    epoch: u64,
+    total_steps: u64,
+) -> Result<PathBuf> {
     std::fs::create_dir_all(dir).map_err(|e| err(dir.display(), e))?;
     let stem = format!("step_{:07}", trainer.step);
     let write = |suffix: &str, bytes: Vec<u8>| -> Result<FileRef> {
@@ -92,9 +98,15 @@ pub fn save<B: Backend>(backend: &B, dir: &Path, trainer: &Trainer<B>, config: &
     let weights = write(".safetensors", encode_safetensors(backend, &named_tensors(&trainer.model))?)?;
     let optimizer = write(".optim.safetensors", trainer.optimizer.export_state(backend).to_safetensors()?)?;
     let state = CheckpointState {
-        format: FORMAT.into(), step: trainer.step, epoch, total_steps, schedule: trainer.config.schedule,
+        format: FORMAT.into(),
+        step: trainer.step,
+        epoch,
+        total_steps,
+        schedule: trainer.config.schedule,
         rng: RngState { seed: config.seed, samples_seen: trainer.step * config.batch_size as u64 },
-        config: config.clone(), weights, optimizer,
+        config: config.clone(),
+        weights,
+        optimizer,
     };
     let json = dir.join(format!("{stem}.json"));
     write_atomic(&json, serde_json::to_string_pretty(&state).expect("plain data").as_bytes())?;
@@ -103,17 +115,23 @@ pub fn save<B: Backend>(backend: &B, dir: &Path, trainer: &Trainer<B>, config: &
 
 /// The newest checkpoint (highest step) in `dir`.
 pub fn latest(dir: &Path) -> Option<PathBuf> {
-    std::fs::read_dir(dir).ok()?.filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "json")
-                 && p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("step_")))
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension().is_some_and(|e| e == "json")
+                && p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("step_"))
+        })
         .max()
 }
 
 /// Read and check the JSON state.
 pub fn read_state(path: &Path) -> Result<CheckpointState> {
-    let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read checkpoint {}", path.display()), e))?;
-    let state: CheckpointState = serde_json::from_str(&text)
-        .map_err(|e| err(format!("{} is not a cloob-pretrain checkpoint (truncated or corrupt JSON)", path.display()), e))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| err(format!("cannot read checkpoint {}", path.display()), e))?;
+    let state: CheckpointState = serde_json::from_str(&text).map_err(|e| {
+        err(format!("{} is not a cloob-pretrain checkpoint (truncated or corrupt JSON)", path.display()), e)
+    })?;
     if state.format != FORMAT {
         return Err(PretrainError(format!("{}: format {:?}, expected {FORMAT:?}", path.display(), state.format)));
     }
@@ -125,12 +143,20 @@ fn read_checked(json: &Path, f: &FileRef) -> Result<Vec<u8>> {
     let path = json.parent().unwrap_or(Path::new(".")).join(&f.file);
     let bytes = std::fs::read(&path).map_err(|e| err(format!("checkpoint file {}", path.display()), e))?;
     if bytes.len() as u64 != f.bytes {
-        return Err(PretrainError(format!("checkpoint file {} is truncated or replaced: {} bytes, the checkpoint says {}",
-            path.display(), bytes.len(), f.bytes)));
+        return Err(PretrainError(format!(
+            "checkpoint file {} is truncated or replaced: {} bytes, the checkpoint says {}",
+            path.display(),
+            bytes.len(),
+            f.bytes
+        )));
     }
     if crc32(&bytes) != f.crc32 {
-        return Err(PretrainError(format!("checkpoint file {} is corrupt: CRC-32 {:08x}, the checkpoint says {:08x}",
-            path.display(), crc32(&bytes), f.crc32)));
+        return Err(PretrainError(format!(
+            "checkpoint file {} is corrupt: CRC-32 {:08x}, the checkpoint says {:08x}",
+            path.display(),
+            crc32(&bytes),
+            f.crc32
+        )));
     }
     Ok(bytes)
 }
@@ -153,16 +179,28 @@ fn weights_into_fresh_model<B: Backend>(backend: &B, json: &Path, state: &Checkp
 
 /// A trainer restored from `json` for a run with settings `config`: weights, optimiser state and step.
 /// Everything is checked first; on error nothing is returned.
-pub fn resume<B: Backend>(backend: &B, json: &Path, config: &RunConfig, total_steps: u64) -> Result<(Trainer<B>, CheckpointState)> {
+pub fn resume<B: Backend>(
+    backend: &B,
+    json: &Path,
+    config: &RunConfig,
+    total_steps: u64,
+) -> Result<(Trainer<B>, CheckpointState)> {
     let state = read_state(json)?;
     config.check_resumable(&state.config).map_err(|e| err(json.display(), e))?;
     if state.total_steps != total_steps {
-        return Err(PretrainError(format!("{}: the checkpoint's run has {} steps, this one {total_steps}", json.display(), state.total_steps)));
+        return Err(PretrainError(format!(
+            "{}: the checkpoint's run has {} steps, this one {total_steps}",
+            json.display(),
+            state.total_steps
+        )));
     }
     let model = weights_into_fresh_model(backend, json, &state)?;
     let opt = OptimizerState::<B::Elem>::from_safetensors(&read_checked(json, &state.optimizer)?)?;
     let mut trainer = Trainer::new(model, config.train_config(total_steps))?;
-    trainer.optimizer.import_state(backend, &opt).map_err(|e| err(format!("{}: optimiser state", json.display()), e))?;
+    trainer
+        .optimizer
+        .import_state(backend, &opt)
+        .map_err(|e| err(format!("{}: optimiser state", json.display()), e))?;
     trainer.step = state.step;
     Ok((trainer, state))
 }

@@ -200,7 +200,11 @@ impl clap::ValueEnum for LossKind {
 
 fn parse_f64(s: &str) -> std::result::Result<f64, String> {
     let v = s.parse::<f64>().map_err(|e| format!("{e}"))?;
-    if v.is_finite() { Ok(v) } else { Err(format!("must be finite, got {v}")) }
+    if v.is_finite() {
+        Ok(v)
+    } else {
+        Err(format!("must be finite, got {v}"))
+    }
 }
 
 fn non_negative(s: &str) -> std::result::Result<f64, String> {
@@ -215,8 +219,9 @@ fn clip_norm(s: &str) -> std::result::Result<Option<f64>, String> {
     non_negative(s).map(|v| (v > 0.0).then_some(v))
 }
 
-fn at_least_one<T: std::str::FromStr<Err = std::num::ParseIntError> + Default + PartialEq>(s: &str)
-    -> std::result::Result<T, String> {
+fn at_least_one<T: std::str::FromStr<Err = std::num::ParseIntError> + Default + PartialEq>(
+    s: &str,
+) -> std::result::Result<T, String> {
     match s.parse::<T>() {
         Ok(n) if n == T::default() => Err("must be at least 1, got 0".into()),
         r => r.map_err(|e| format!("{e}")),
@@ -262,13 +267,16 @@ impl RunConfig {
     pub fn schedule(&self, total: u64) -> LrSchedule {
         match self.scheduler {
             Scheduler::Cosine => LrSchedule::WarmupCosine { base: self.lr, warmup: self.warmup, total, floor: 0.0 },
-            Scheduler::CosineRestarts => LrSchedule::CosineRestarts { base: self.lr, warmup: self.warmup, total, cycles: self.cycles },
+            Scheduler::CosineRestarts => {
+                LrSchedule::CosineRestarts { base: self.lr, warmup: self.warmup, total, cycles: self.cycles }
+            }
         }
     }
 
     /// The training step's settings for `total` steps.
     pub fn train_config(&self, total: u64) -> TrainConfig {
-        let mut t = TrainConfig::new(LossConfig::new(self.loss).hopfield_beta(self.hopfield_beta), self.schedule(total));
+        let mut t =
+            TrainConfig::new(LossConfig::new(self.loss).hopfield_beta(self.hopfield_beta), self.schedule(total));
         let groups = if self.decay_embeddings { DecayFilter::OpenClip } else { DecayFilter::OpenClipNoEmbeddings };
         t.adam = AdamConfig::default().betas(0.9, 0.98).eps(1e-6).weight_decay(self.wd, groups);
         t.accum_freq = self.accum_freq;
@@ -287,14 +295,16 @@ impl RunConfig {
 
     /// The settings a resumed run must share with its checkpoint, or an error naming the first that differs.
     pub fn check_resumable(&self, saved: &RunConfig) -> Result<()> {
-        let (a, b) = (serde_json::to_value(self).expect("plain data"), serde_json::to_value(saved).expect("plain data"));
+        let (a, b) =
+            (serde_json::to_value(self).expect("plain data"), serde_json::to_value(saved).expect("plain data"));
         let (a, b) = (a.as_object().expect("a struct"), b.as_object().expect("a struct"));
         for (key, value) in a {
             if !MAY_CHANGE.contains(&key.as_str()) && b.get(key) != Some(value) {
                 return Err(PretrainError(format!(
                     "checkpoint mismatch: it was trained with {key} = {}, this run has {key} = {value}; \
                      pass the same setting to resume (only {MAY_CHANGE:?} may change)",
-                    b.get(key).map(|v| v.to_string()).unwrap_or_else(|| "(absent)".into()))));
+                    b.get(key).map(|v| v.to_string()).unwrap_or_else(|| "(absent)".into())
+                )));
             }
         }
         Ok(())

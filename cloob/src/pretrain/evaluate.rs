@@ -113,13 +113,23 @@ impl EvalReport {
     pub fn table(&self) -> String {
         let mut out = String::new();
         for s in &self.sets {
-            out += &format!("{} ({} images)\n  {:<16} {:>7} {:>7} {:>7}\n", s.set, s.n, "zero-shot task", "top-1", "top-5", "chance");
+            out += &format!(
+                "{} ({} images)\n  {:<16} {:>7} {:>7} {:>7}\n",
+                s.set, s.n, "zero-shot task", "top-1", "top-5", "chance"
+            );
             for (name, t) in &s.zero_shot {
                 out += &format!("  {:<16} {:>7.3} {:>7.3} {:>7.3}\n", name, t.top1, t.top5, t.chance);
             }
             let r = &s.retrieval;
-            out += &format!("  retrieval i→t R@1/5/10 {:.3}/{:.3}/{:.3}  t→i {:.3}/{:.3}/{:.3}\n",
-                r.image_to_text[0], r.image_to_text[1], r.image_to_text[2], r.text_to_image[0], r.text_to_image[1], r.text_to_image[2]);
+            out += &format!(
+                "  retrieval i→t R@1/5/10 {:.3}/{:.3}/{:.3}  t→i {:.3}/{:.3}/{:.3}\n",
+                r.image_to_text[0],
+                r.image_to_text[1],
+                r.image_to_text[2],
+                r.text_to_image[0],
+                r.text_to_image[1],
+                r.text_to_image[2]
+            );
             let e = &s.embedding;
             out += &format!("  eigenvalues for 99%: image {} text {}; Ajne image {:.2} text {:.2}; uniformity image {:.3} text {:.3}; alignment {:.3}\n",
                 e.image_eigen_99, e.text_eigen_99, e.image_ajne, e.text_ajne, e.image_uniformity, e.text_uniformity, e.alignment);
@@ -164,32 +174,43 @@ pub fn evaluate_set<B: Backend>(backend: &B, model: &ClipModel<B>, set: &EvalSet
     let texts = embed_texts(backend, model, &set.captions)?;
     let mut zero_shot = BTreeMap::new();
     for task in &set.tasks {
-        let (idx, labels): (Vec<usize>, Vec<usize>) = task.labels.iter().enumerate().filter_map(|(i, l)| l.map(|l| (i, l))).unzip();
+        let (idx, labels): (Vec<usize>, Vec<usize>) =
+            task.labels.iter().enumerate().filter_map(|(i, l)| l.map(|l| (i, l))).unzip();
         if idx.is_empty() {
             continue;
         }
-        let prompts: Vec<String> = task.classes.iter()
-            .flat_map(|c| task.templates.iter().map(move |t| t.replace("{}", c))).collect();
+        let prompts: Vec<String> =
+            task.classes.iter().flat_map(|c| task.templates.iter().map(move |t| t.replace("{}", c))).collect();
         let d = images.ncols();
         let p = embed_texts(backend, model, &prompts)?;
         let p = Array3::from_shape_vec((task.classes.len(), task.templates.len(), d), p.into_raw_vec_and_offset().0)
             .expect("classes × templates prompts");
         let classifier = eval::zero_shot_classifier(p.view())?;
         let acc = eval::zero_shot_accuracy(classifier.view(), images.select(Axis(0), &idx).view(), &labels)?;
-        zero_shot.insert(task.name.clone(), TaskScore { top1: acc.top1, top5: acc.top5, chance: 1.0 / task.classes.len() as f64, n: idx.len() });
+        zero_shot.insert(
+            task.name.clone(),
+            TaskScore { top1: acc.top1, top5: acc.top5, chance: 1.0 / task.classes.len() as f64, n: idx.len() },
+        );
     }
     let r = eval::retrieval_metrics(images.view(), texts.view(), &(0..set.len()).collect::<Vec<_>>())?;
     let three = |m: &eval::RetrievalMetrics| [m.r_at_1, m.r_at_5, m.r_at_10];
     let retrieval = Retrieval {
-        image_to_text: three(&r.image_to_text), text_to_image: three(&r.text_to_image),
-        image_to_text_median_rank: r.image_to_text.median_rank, text_to_image_median_rank: r.text_to_image.median_rank,
+        image_to_text: three(&r.image_to_text),
+        text_to_image: three(&r.text_to_image),
+        image_to_text_median_rank: r.image_to_text.median_rank,
+        text_to_image_median_rank: r.text_to_image.median_rank,
     };
     let (image_eigen_99, image_spectrum) = eval::explained_variance_count(images.view(), 0.99)?;
     let (text_eigen_99, text_spectrum) = eval::explained_variance_count(texts.view(), 0.99)?;
     let embedding = EmbeddingAnalysis {
-        image_eigen_99, text_eigen_99, image_spectrum, text_spectrum,
-        image_ajne: eval::ajne_statistic(images.view())?, text_ajne: eval::ajne_statistic(texts.view())?,
-        image_uniformity: eval::uniformity(images.view(), 2.0)?, text_uniformity: eval::uniformity(texts.view(), 2.0)?,
+        image_eigen_99,
+        text_eigen_99,
+        image_spectrum,
+        text_spectrum,
+        image_ajne: eval::ajne_statistic(images.view())?,
+        text_ajne: eval::ajne_statistic(texts.view())?,
+        image_uniformity: eval::uniformity(images.view(), 2.0)?,
+        text_uniformity: eval::uniformity(texts.view(), 2.0)?,
         alignment: eval::alignment(images.view(), texts.view(), 2.0)?,
     };
     Ok(SetReport { set: set.name.clone(), n: set.len(), zero_shot, retrieval, embedding })
@@ -197,9 +218,19 @@ pub fn evaluate_set<B: Backend>(backend: &B, model: &ClipModel<B>, set: &EvalSet
 
 /// Linear probe on frozen image embeddings: the probe's training set split 80/20 into train and
 /// validation (for C), scored on its test set.
-pub fn probe<B: Backend>(backend: &B, model: &ClipModel<B>, train: &EvalSet, test: &EvalSet, task: &str) -> Result<ProbeReport> {
+pub fn probe<B: Backend>(
+    backend: &B,
+    model: &ClipModel<B>,
+    train: &EvalSet,
+    test: &EvalSet,
+    task: &str,
+) -> Result<ProbeReport> {
     let labels = |set: &EvalSet| -> Result<(Vec<usize>, usize)> {
-        let t = set.tasks.iter().find(|t| t.name == task).ok_or_else(|| super::PretrainError(format!("no task {task} in {}", set.name)))?;
+        let t = set
+            .tasks
+            .iter()
+            .find(|t| t.name == task)
+            .ok_or_else(|| super::PretrainError(format!("no task {task} in {}", set.name)))?;
         Ok((t.labels.iter().map(|l| l.unwrap_or(0)).collect(), t.classes.len()))
     };
     let (train_labels, classes) = labels(train)?;
@@ -208,13 +239,23 @@ pub fn probe<B: Backend>(backend: &B, model: &ClipModel<B>, train: &EvalSet, tes
     let xt = embed_images(backend, model, test)?;
     let cut = x.nrows() * 4 / 5;
     let config = ProbeConfig { grid: eval::log_grid(-2, 4, 1), ..ProbeConfig::default() };
-    let p = eval::linear_probe((x.slice(s![..cut, ..]), &train_labels[..cut]), (x.slice(s![cut.., ..]), &train_labels[cut..]),
-        (xt.view(), &test_labels), classes, &config)?;
+    let p = eval::linear_probe(
+        (x.slice(s![..cut, ..]), &train_labels[..cut]),
+        (x.slice(s![cut.., ..]), &train_labels[cut..]),
+        (xt.view(), &test_labels),
+        classes,
+        &config,
+    )?;
     Ok(ProbeReport { task: task.into(), c: p.c, test_accuracy: p.test_accuracy })
 }
 
 /// Every set of the bundle, and the probe when `with_probe`.
-pub fn evaluate<B: Backend>(backend: &B, model: &ClipModel<B>, data: &DataBundle, with_probe: bool) -> Result<EvalReport> {
+pub fn evaluate<B: Backend>(
+    backend: &B,
+    model: &ClipModel<B>,
+    data: &DataBundle,
+    with_probe: bool,
+) -> Result<EvalReport> {
     let sets = data.eval.iter().map(|s| evaluate_set(backend, model, s)).collect::<Result<Vec<_>>>()?;
     let probe = match (&data.probe, with_probe) {
         (Some((train, test, task)), true) => Some(probe(backend, model, train, test, task)?),

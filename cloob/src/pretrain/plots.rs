@@ -10,18 +10,24 @@ use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-const FONTS: [&str; 3] = ["/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf", "/usr/share/fonts/TTF/DejaVuSans.ttf"];
+const FONTS: [&str; 3] = [
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
+    "/usr/share/fonts/TTF/DejaVuSans.ttf",
+];
 
 /// Register a system font under plotters' `sans-serif` once.
 fn font() -> Result<()> {
     static FONT: OnceLock<std::result::Result<(), String>> = OnceLock::new();
     FONT.get_or_init(|| {
-        let bytes = FONTS.iter().find_map(|p| std::fs::read(p).ok())
-            .ok_or_else(|| format!("no TrueType font found (looked at {FONTS:?}; apt-get install -y fonts-dejavu-core)"))?;
+        let bytes = FONTS.iter().find_map(|p| std::fs::read(p).ok()).ok_or_else(|| {
+            format!("no TrueType font found (looked at {FONTS:?}; apt-get install -y fonts-dejavu-core)")
+        })?;
         plotters::style::register_font("sans-serif", FontStyle::Normal, Box::leak(bytes.into_boxed_slice()))
             .map_err(|_| "the system font does not parse".to_string())
-    }).clone().map_err(PretrainError)
+    })
+    .clone()
+    .map_err(PretrainError)
 }
 
 /// One named line.
@@ -39,8 +45,12 @@ fn line_plot(path: &Path, title: &str, x_desc: &str, y_desc: &str, series: &[Ser
     if x0 > x1 {
         return Ok(());
     }
-    if x1 <= x0 { x1 = x0 + 1.0; }
-    if y1 <= y0 { y1 = y0 + 1e-3_f64.max(y0.abs() * 0.1); }
+    if x1 <= x0 {
+        x1 = x0 + 1.0;
+    }
+    if y1 <= y0 {
+        y1 = y0 + 1e-3_f64.max(y0.abs() * 0.1);
+    }
     let pe = |e: &dyn std::fmt::Display| err(format!("plot {}", path.display()), e);
     {
         let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
@@ -54,12 +64,22 @@ fn line_plot(path: &Path, title: &str, x_desc: &str, y_desc: &str, series: &[Ser
                 chart.configure_mesh().x_desc(x_desc).y_desc(y_desc).draw().map_err(|e| pe(&e))?;
                 for (i, (name, pts)) in series.iter().enumerate() {
                     let c = colours[i % colours.len()];
-                    chart.draw_series(LineSeries::new(pts.iter().copied().filter(|(_, y)| y.is_finite() && (!log_y || *y > 0.0)), c.stroke_width(2)))
+                    chart
+                        .draw_series(LineSeries::new(
+                            pts.iter().copied().filter(|(_, y)| y.is_finite() && (!log_y || *y > 0.0)),
+                            c.stroke_width(2),
+                        ))
                         .map_err(|e| pe(&e))?
-                        .label(name.clone()).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
+                        .label(name.clone())
+                        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
                 }
                 if series.len() > 1 {
-                    chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw().map_err(|e| pe(&e))?;
+                    chart
+                        .configure_series_labels()
+                        .background_style(WHITE.mix(0.8))
+                        .border_style(BLACK)
+                        .draw()
+                        .map_err(|e| pe(&e))?;
                 }
             }};
         }
@@ -111,8 +131,17 @@ pub fn draw_all(metrics: &Path, final_eval: Option<&EvalReport>, dir: &Path) -> 
     plot("lr.png", "learning rate", "step", "lr", vec![("lr".into(), lr)], false)?;
     if let Some(set) = final_eval.and_then(|r| r.sets.first()) {
         let spectrum = |v: &[f64]| v.iter().enumerate().map(|(i, &e)| ((i + 1) as f64, e)).collect::<Vec<_>>();
-        plot("spectrum.png", "covariance eigenvalues of the final embeddings", "index", "eigenvalue",
-             vec![("image".into(), spectrum(&set.embedding.image_spectrum)), ("text".into(), spectrum(&set.embedding.text_spectrum))], true)?;
+        plot(
+            "spectrum.png",
+            "covariance eigenvalues of the final embeddings",
+            "index",
+            "eigenvalue",
+            vec![
+                ("image".into(), spectrum(&set.embedding.image_spectrum)),
+                ("text".into(), spectrum(&set.embedding.text_spectrum)),
+            ],
+            true,
+        )?;
     }
     Ok(out)
 }

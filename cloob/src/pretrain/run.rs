@@ -61,20 +61,34 @@ pub struct RunSummary {
 
 /// Open the data source of `cfg` with its evaluation sets.
 pub fn open_data(cfg: &RunConfig, image_size: usize) -> Result<DataBundle> {
-    let need = |have: usize, what: &str| if have == image_size { Ok(()) } else {
-        Err(PretrainError(format!("{what} has {have}×{have} images but the model takes {image_size}×{image_size}; use the tiny preset")))
+    let need = |have: usize, what: &str| {
+        if have == image_size {
+            Ok(())
+        } else {
+            Err(PretrainError(format!(
+                "{what} has {have}×{have} images but the model takes {image_size}×{image_size}; use the tiny preset"
+            )))
+        }
     };
     Ok(match &cfg.data {
         DataSpec::Embedded => {
             need(scenes::IMAGE_SIZE, "the embedded set")?;
-            DataBundle { train: Arc::new(scenes::SceneSource { len: cfg.embedded_len }), eval: vec![scenes::eval_set(cfg.eval_size)], probe: None }
+            DataBundle {
+                train: Arc::new(scenes::SceneSource { len: cfg.embedded_len }),
+                eval: vec![scenes::eval_set(cfg.eval_size)],
+                probe: None,
+            }
         }
         DataSpec::FashionMnist => {
             need(fashion::IMAGE_SIZE, "Fashion-MNIST")?;
             let train = fashion::load_split(&cfg.fashion_dir, "train")?;
             let test = fashion::load_split(&cfg.fashion_dir, "t10k")?;
             let eval = fashion::eval_set(&test, cfg.eval_size, "fashion-mnist-test");
-            let probe = (fashion::eval_set(&train, 2 * cfg.eval_size, "fashion-mnist-train"), eval.clone(), "fashion".to_string());
+            let probe = (
+                fashion::eval_set(&train, 2 * cfg.eval_size, "fashion-mnist-train"),
+                eval.clone(),
+                "fashion".to_string(),
+            );
             DataBundle { train: Arc::new(fashion::FashionSource { train }), eval: vec![eval], probe: Some(probe) }
         }
         DataSpec::Csv(path) => {
@@ -82,11 +96,15 @@ pub fn open_data(cfg: &RunConfig, image_size: usize) -> Result<DataBundle> {
                 let mut c = CsvConfig::new(p, image_size);
                 c.img_key.clone_from(&cfg.csv.img_key);
                 c.caption_key.clone_from(&cfg.csv.caption_key);
-                c.separator = u8::try_from(cfg.csv.separator).map_err(|_| PretrainError("--csv-separator must be one ASCII character".into()))?;
+                c.separator = u8::try_from(cfg.csv.separator)
+                    .map_err(|_| PretrainError("--csv-separator must be one ASCII character".into()))?;
                 Ok::<_, PretrainError>(CsvSource::open(c)?)
             };
             let train = mk(path)?;
-            let val = match &cfg.csv.val { Some(v) => mk(v)?, None => train.clone() };
+            let val = match &cfg.csv.val {
+                Some(v) => mk(v)?,
+                None => train.clone(),
+            };
             let eval = val.eval_set(cfg.eval_size, "csv-val");
             DataBundle { train: Arc::new(train), eval: vec![eval], probe: None }
         }
@@ -96,9 +114,15 @@ pub fn open_data(cfg: &RunConfig, image_size: usize) -> Result<DataBundle> {
 /// Keep the JSONL lines of steps before `step` (a resumed run rewrites what came after its checkpoint).
 fn truncate_metrics(path: &Path, step: u64) -> Result<()> {
     let Ok(f) = std::fs::File::open(path) else { return Ok(()) };
-    let kept: Vec<String> = std::io::BufReader::new(f).lines().map_while(|l| l.ok())
-        .filter(|l| serde_json::from_str::<serde_json::Value>(l).ok()
-            .and_then(|v| v["step"].as_u64()).is_some_and(|s| s < step || (s == step && l.contains("\"eval\""))))
+    let kept: Vec<String> = std::io::BufReader::new(f)
+        .lines()
+        .map_while(|l| l.ok())
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v["step"].as_u64())
+                .is_some_and(|s| s < step || (s == step && l.contains("\"eval\"")))
+        })
         .collect();
     write_atomic(path, (kept.join("\n") + if kept.is_empty() { "" } else { "\n" }).as_bytes())
 }
@@ -113,18 +137,26 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary> {
         return Err(PretrainError(format!("--warmup {} must be below the run's {total} steps", cfg.warmup)));
     }
     if cfg.batch_size == 0 || !cfg.batch_size.is_multiple_of(cfg.accum_freq.max(1)) {
-        return Err(PretrainError(format!("batch size {} must be a positive multiple of accum-freq {}", cfg.batch_size, cfg.accum_freq)));
+        return Err(PretrainError(format!(
+            "batch size {} must be a positive multiple of accum-freq {}",
+            cfg.batch_size, cfg.accum_freq
+        )));
     }
     let run_dir = cfg.logs.join(&cfg.name);
     let ckpt_dir = run_dir.join("checkpoints");
     std::fs::create_dir_all(&ckpt_dir).map_err(|e| err(ckpt_dir.display(), e))?;
     let metrics = run_dir.join("metrics.jsonl");
-    let say = |m: String| if opts.verbose { eprintln!("{m}") };
+    let say = |m: String| {
+        if opts.verbose {
+            eprintln!("{m}")
+        }
+    };
 
     let mut trainer = match &opts.resume {
         Some(spec) => {
             let path = if spec == "latest" {
-                checkpoint::latest(&ckpt_dir).ok_or_else(|| PretrainError(format!("--resume latest: no checkpoint in {}", ckpt_dir.display())))?
+                checkpoint::latest(&ckpt_dir)
+                    .ok_or_else(|| PretrainError(format!("--resume latest: no checkpoint in {}", ckpt_dir.display())))?
             } else {
                 PathBuf::from(spec)
             };
@@ -140,14 +172,28 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary> {
         }
     };
     write_atomic(&run_dir.join("config.json"), serde_json::to_string_pretty(cfg).expect("plain data").as_bytes())?;
-    say(format!("data: {}\nrun: {} steps of {} pairs, {:?} loss, logs in {}", data.train.describe(), total, cfg.batch_size, cfg.loss, run_dir.display()));
+    say(format!(
+        "data: {}\nrun: {} steps of {} pairs, {:?} loss, logs in {}",
+        data.train.describe(),
+        total,
+        cfg.batch_size,
+        cfg.loss,
+        run_dir.display()
+    ));
 
-    let mut log = std::fs::OpenOptions::new().append(true).create(true).open(&metrics).map_err(|e| err(metrics.display(), e))?;
-    let mut write_line = |v: serde_json::Value| -> Result<()> {
-        writeln!(log, "{v}").map_err(|e| err(metrics.display(), e))
+    let mut log =
+        std::fs::OpenOptions::new().append(true).create(true).open(&metrics).map_err(|e| err(metrics.display(), e))?;
+    let mut write_line =
+        |v: serde_json::Value| -> Result<()> { writeln!(log, "{v}").map_err(|e| err(metrics.display(), e)) };
+    let bar = if opts.progress {
+        ProgressBar::new(total)
+    } else {
+        ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::hidden())
     };
-    let bar = if opts.progress { ProgressBar::new(total) } else { ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::hidden()) };
-    bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed_precise}<{eta_precise}]").expect("a valid template"));
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed_precise}<{eta_precise}]")
+            .expect("a valid template"),
+    );
     bar.set_position(trainer.step);
 
     let tokenizer = ClipTokenizer::with_context_length(model_cfg.text.context_length)?;
@@ -156,11 +202,17 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary> {
     let (mut losses, mut last_ckpt, mut final_eval) = (Vec::new(), None, None);
     let started = Instant::now();
     let mut rate = None::<f64>;
-    let evaluate_now = |trainer: &Trainer<Cpu<f32>>, with_probe: bool| evaluate(&backend, &trainer.model, &data, with_probe);
+    let evaluate_now =
+        |trainer: &Trainer<Cpu<f32>>, with_probe: bool| evaluate(&backend, &trainer.model, &data, with_probe);
     while trainer.step < stop {
         let t0 = Instant::now();
-        let mut batch = loader.next().ok_or_else(|| PretrainError(format!(
-            "the data source yielded no complete batch of {} pairs ({})", cfg.batch_size, data.train.issues().summary())))?;
+        let mut batch = loader.next().ok_or_else(|| {
+            PretrainError(format!(
+                "the data source yielded no complete batch of {} pairs ({})",
+                cfg.batch_size,
+                data.train.issues().summary()
+            ))
+        })?;
         let n = batch.captions.len();
         let images = backend.from_vec(std::mem::take(&mut batch.pixels), &[n, 3, batch.size, batch.size]);
         let tokens = tokenizer.tokenize(&batch.captions);
@@ -170,9 +222,17 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary> {
         let r = *rate.get_or_insert(sps);
         rate = Some(0.9 * r + 0.1 * sps);
         losses.push((stats.step, stats.loss));
-        write_line(json!({"step": stats.step, "epoch": epoch, "loss": stats.loss, "lr": stats.lr, "inv_tau": stats.inv_tau,
-                          "grad_norm": stats.grad_norm, "samples_per_s": sps}))?;
-        bar.set_message(format!("loss {:.4} lr {:.2e} τ⁻¹ {:.1} {:.0} samples/s", stats.loss, stats.lr, stats.inv_tau, rate.unwrap_or(sps)));
+        write_line(
+            json!({"step": stats.step, "epoch": epoch, "loss": stats.loss, "lr": stats.lr, "inv_tau": stats.inv_tau,
+                          "grad_norm": stats.grad_norm, "samples_per_s": sps}),
+        )?;
+        bar.set_message(format!(
+            "loss {:.4} lr {:.2e} τ⁻¹ {:.1} {:.0} samples/s",
+            stats.loss,
+            stats.lr,
+            stats.inv_tau,
+            rate.unwrap_or(sps)
+        ));
         bar.set_position(trainer.step);
         let done = trainer.step;
         let is_end = done == total;
@@ -205,6 +265,15 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary> {
         }
     };
     let issues = data.train.issues();
-    Ok(RunSummary { run_dir, metrics, checkpoint: last_ckpt, plots, losses, final_eval, steps: trainer.step, wall_s,
-                    data_issues: issues.summary() })
+    Ok(RunSummary {
+        run_dir,
+        metrics,
+        checkpoint: last_ckpt,
+        plots,
+        losses,
+        final_eval,
+        steps: trainer.step,
+        wall_s,
+        data_issues: issues.summary(),
+    })
 }

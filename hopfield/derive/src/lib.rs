@@ -45,7 +45,9 @@ fn field_attrs(field: &syn::Field) -> syn::Result<FieldAttrs> {
             } else if meta.path.is_ident("map_names") {
                 out.map_names = Some(meta.value()?.parse::<Path>()?);
             } else {
-                return Err(meta.error("expected one of: skip, flatten, rename = \"..\", trainable = expr, map_names = path"));
+                return Err(
+                    meta.error("expected one of: skip, flatten, rename = \"..\", trainable = expr, map_names = path")
+                );
             }
             Ok(())
         })?;
@@ -98,8 +100,13 @@ fn kind(ty: &Type) -> Kind {
 }
 
 /// One field's visit, for `visit` (`mutable = false`) or `visit_mut`.
-fn visit_field(field: &syn::Field, attrs: &FieldAttrs, mutable: bool, krate: &Tokens, backend: &syn::Ident)
-    -> syn::Result<Tokens> {
+fn visit_field(
+    field: &syn::Field,
+    attrs: &FieldAttrs,
+    mutable: bool,
+    krate: &Tokens,
+    backend: &syn::Ident,
+) -> syn::Result<Tokens> {
     let ident = field.ident.as_ref().expect("named field");
     let name = attrs.rename.clone().unwrap_or_else(|| ident.to_string());
     let (r, iter) = if mutable { (quote!(&mut), quote!(iter_mut)) } else { (quote!(&), quote!(iter)) };
@@ -114,7 +121,9 @@ fn visit_field(field: &syn::Field, attrs: &FieldAttrs, mutable: bool, krate: &To
         if flatten && attrs.map_names.is_none() {
             return quote!(#krate::params::Parameters::<#backend>::#visit(#value, f););
         }
-        let full = if flatten { quote!(::std::string::ToString::to_string(&#mapped)) } else {
+        let full = if flatten {
+            quote!(::std::string::ToString::to_string(&#mapped))
+        } else {
             quote!(::std::format!("{}.{}", #prefix, #mapped))
         };
         quote! {

@@ -53,7 +53,16 @@ pub fn small_grid(base: &MilConfig) -> Vec<MilConfig> {
 /// `base`'s epochs, batch size, weight decay and clipping. The paper searched this space by hand.
 pub fn paper_grid(base: &MilConfig, samples: usize, seed: u64) -> Vec<MilConfig> {
     use table_a2::*;
-    let axes = [LR.len(), LR_DECAY.len(), EMBEDDING_LAYERS.len(), WIDTH.len(), HEADS.len(), HEAD_DIM.len(), BETA.len(), BAG_DROPOUT.len()];
+    let axes = [
+        LR.len(),
+        LR_DECAY.len(),
+        EMBEDDING_LAYERS.len(),
+        WIDTH.len(),
+        HEADS.len(),
+        HEAD_DIM.len(),
+        BETA.len(),
+        BAG_DROPOUT.len(),
+    ];
     let total: usize = axes.iter().product();
     let mut rng = StdRng::seed_from_u64(seed);
     let mut picks = sample(&mut rng, total, samples.min(total)).into_vec();
@@ -101,7 +110,12 @@ pub struct CvSettings {
 }
 
 /// Run one outer split: select on a hold-out of its training bags, retrain, score the test bags.
-pub fn run_split<B: Backend>(backend: &B, data: &MilDataset, split: &Split, settings: &CvSettings) -> Result<FoldRecord> {
+pub fn run_split<B: Backend>(
+    backend: &B,
+    data: &MilDataset,
+    split: &Split,
+    settings: &CvSettings,
+) -> Result<FoldRecord> {
     let start = Instant::now();
     let labels = data.labels();
     let seed = derive_seed(settings.seed, (1 << 32) + (split.repeat * settings.folds + split.fold) as u64);
@@ -118,7 +132,10 @@ pub fn run_split<B: Backend>(backend: &B, data: &MilDataset, split: &Split, sett
             .map(|(inner_train, val)| {
                 // Each inner split is standardised with statistics of its own training part.
                 let scaler = Standardizer::fit(data, inner_train);
-                (PreparedBags::<B::Elem>::new(data, inner_train, &scaler), PreparedBags::<B::Elem>::new(data, val, &scaler))
+                (
+                    PreparedBags::<B::Elem>::new(data, inner_train, &scaler),
+                    PreparedBags::<B::Elem>::new(data, val, &scaler),
+                )
             })
             .collect();
         let mut best = (0, f64::NEG_INFINITY);

@@ -77,9 +77,10 @@ impl MilDataset {
             }
             let cells: Vec<&str> = line.split(',').map(str::trim).collect();
             if cells.len() < 3 {
-                return Err(err(lineno, format!(
-                    "{} column(s); a line needs a label, a bag id and at least one feature", cells.len()
-                )));
+                return Err(err(
+                    lineno,
+                    format!("{} column(s); a line needs a label, a bag id and at least one feature", cells.len()),
+                ));
             }
             match columns {
                 None => columns = Some((cells.len(), lineno)),
@@ -103,10 +104,13 @@ impl MilDataset {
             });
             let bag = &mut bags[slot];
             if bag.label != label {
-                return Err(err(lineno, format!(
-                    "bag `{id}` has mixed labels: {} here, {} on line {}",
-                    label as u8, bag.label as u8, bag.first_line
-                )));
+                return Err(err(
+                    lineno,
+                    format!(
+                        "bag `{id}` has mixed labels: {} here, {} on line {}",
+                        label as u8, bag.label as u8, bag.first_line
+                    ),
+                ));
             }
             for (c, cell) in cells[2..].iter().enumerate() {
                 match cell.parse::<f64>() {
@@ -168,7 +172,11 @@ impl Standardizer {
                 let s = (q / n.max(1) as f64).sqrt();
                 // A feature constant on the training bags carries no information there; dividing by a
                 // tiny σ would blow up its test values.
-                if s > 1e-12 { s } else { 1.0 }
+                if s > 1e-12 {
+                    s
+                } else {
+                    1.0
+                }
             })
             .collect();
         Standardizer { mean, std }

@@ -38,8 +38,11 @@ pub fn stratified_folds(labels: &[bool], k: usize, seed: u64) -> Result<Vec<Vec<
     if k < 2 || k > smaller {
         return Err(MilError::setting(
             "folds",
-            format!("need 2 <= folds <= bags of the smaller class ({smaller}: {} positive, {} negative), got {k}",
-                pos.len(), neg.len()),
+            format!(
+                "need 2 <= folds <= bags of the smaller class ({smaller}: {} positive, {} negative), got {k}",
+                pos.len(),
+                neg.len()
+            ),
         ));
     }
     let mut rng = StdRng::seed_from_u64(seed);
@@ -73,14 +76,22 @@ pub fn repeated_stratified_splits(labels: &[bool], k: usize, repeats: usize, see
 
 /// Stratified `k`-fold partition of the bags `indices` (a training fold) into (train, validation) pairs, for
 /// model selection by inner cross-validation. Same dealing as [`stratified_folds`]; indices stay sorted.
-pub fn stratified_inner_folds(indices: &[usize], labels: &[bool], k: usize, seed: u64)
-    -> Result<Vec<(Vec<usize>, Vec<usize>)>> {
+pub fn stratified_inner_folds(
+    indices: &[usize],
+    labels: &[bool],
+    k: usize,
+    seed: u64,
+) -> Result<Vec<(Vec<usize>, Vec<usize>)>> {
     let sub_labels: Vec<bool> = indices.iter().map(|&i| labels[i]).collect();
     let folds = stratified_folds(&sub_labels, k, seed)?;
     Ok((0..k)
         .map(|v| {
-            let mut train: Vec<usize> =
-                folds.iter().enumerate().filter(|&(f, _)| f != v).flat_map(|(_, f)| f.iter().map(|&j| indices[j])).collect();
+            let mut train: Vec<usize> = folds
+                .iter()
+                .enumerate()
+                .filter(|&(f, _)| f != v)
+                .flat_map(|(_, f)| f.iter().map(|&j| indices[j]))
+                .collect();
             let mut val: Vec<usize> = folds[v].iter().map(|&j| indices[j]).collect();
             train.sort_unstable();
             val.sort_unstable();
@@ -91,8 +102,12 @@ pub fn stratified_inner_folds(indices: &[usize], labels: &[bool], k: usize, seed
 
 /// Split the bags `indices` into (train, validation), holding out `fraction` of each class for validation
 /// (rounded, at least one bag of each class, and at least one of each class left to train on).
-pub fn stratified_holdout(indices: &[usize], labels: &[bool], fraction: f64, seed: u64)
-    -> Result<(Vec<usize>, Vec<usize>)> {
+pub fn stratified_holdout(
+    indices: &[usize],
+    labels: &[bool],
+    fraction: f64,
+    seed: u64,
+) -> Result<(Vec<usize>, Vec<usize>)> {
     if !(fraction > 0.0 && fraction < 1.0) {
         return Err(MilError::setting("validation fraction", format!("must lie in (0, 1), got {fraction}")));
     }
@@ -103,8 +118,11 @@ pub fn stratified_holdout(indices: &[usize], labels: &[bool], fraction: f64, see
         if members.len() < 2 {
             return Err(MilError::setting(
                 "validation fraction",
-                format!("a hold-out needs two bags of each class, the training part has {} with label {}",
-                    members.len(), class as u8),
+                format!(
+                    "a hold-out needs two bags of each class, the training part has {} with label {}",
+                    members.len(),
+                    class as u8
+                ),
             ));
         }
         members.shuffle(&mut rng);

@@ -8,7 +8,7 @@
 use super::error::{MilError, Result};
 use hopfield::layers::linear::{linear_backward, linear_forward};
 use hopfield::layers::{
-    HopfieldConfig, HopfieldPooling, HopfieldPoolingConfig, HopfieldPoolingParams, LinearParams, Linear, Mask,
+    HopfieldConfig, HopfieldPooling, HopfieldPoolingConfig, HopfieldPoolingParams, Linear, LinearParams, Mask,
     PoolingCache, PoolingInput,
 };
 use hopfield::layers::{Layer, Mode};
@@ -40,7 +40,10 @@ impl MilModelConfig {
     /// Validate and initialise the model.
     pub fn init<B: Backend>(&self, backend: &B, rng: &mut impl Rng) -> Result<MilModel<B>> {
         if !(1..=8).contains(&self.embedding_layers) {
-            return Err(MilError::setting("embedding_layers", format!("must lie in 1..=8, got {}", self.embedding_layers)));
+            return Err(MilError::setting(
+                "embedding_layers",
+                format!("must lie in 1..=8, got {}", self.embedding_layers),
+            ));
         }
         let mut embed = Vec::with_capacity(self.embedding_layers);
         let mut fan_in = self.input_size;
@@ -129,13 +132,21 @@ impl<B: Backend> Layer<B> for MilModel<B> {
     }
 
     /// Logits `[B, 1]` for a batch; training switches on bag dropout.
-    fn forward(&self, backend: &B, p: &Self, batch: &BagBatch<B::Elem>, mode: Mode)
-        -> hopfield::Result<(B::Tensor, MilCache<B>)> {
+    fn forward(
+        &self,
+        backend: &B,
+        p: &Self,
+        batch: &BagBatch<B::Elem>,
+        mode: Mode,
+    ) -> hopfield::Result<(B::Tensor, MilCache<B>)> {
         let d = self.config.input_size;
         let n: usize = batch.lens.iter().sum();
         if batch.lens.is_empty() || batch.lens.contains(&0) || batch.instances.len() != n * d {
-            return Err(HopfieldError::shape("mil_model.forward(batch)",
-                format!("{n} · {d} values in bags of length ≥ 1"), &[batch.lens.len(), batch.instances.len()]));
+            return Err(HopfieldError::shape(
+                "mil_model.forward(batch)",
+                format!("{n} · {d} values in bags of length ≥ 1"),
+                &[batch.lens.len(), batch.instances.len()],
+            ));
         }
         let mut h = backend.from_vec(batch.instances.clone(), &[n, d]);
         let (mut embed_inputs, mut embed_pre) = (Vec::new(), Vec::new());
@@ -152,23 +163,44 @@ impl<B: Backend> Layer<B> for MilModel<B> {
         let (pooled, pooling) = self.pooling.forward(backend, &p.pooling.params, &input, mode)?;
         let head_input = backend.activation(&pooled, Activation::Relu);
         let logits = linear_forward(backend, &head_input, &p.head.params.weight, p.head.params.bias.as_ref());
-        let cache = MilCache { embed_inputs, embed_pre, lens: batch.lens.clone(), max_len, pooling, pooled, head_input };
+        let cache =
+            MilCache { embed_inputs, embed_pre, lens: batch.lens.clone(), max_len, pooling, pooled, head_input };
         Ok((logits, cache))
     }
 
     /// Backward from `d_logits` `[B, 1]`: accumulates into `grads`.
-    fn backward(&self, backend: &B, p: &Self, cache: &MilCache<B>, d_logits: &B::Tensor, grads: &mut Self)
-        -> hopfield::Result<()> {
+    fn backward(
+        &self,
+        backend: &B,
+        p: &Self,
+        cache: &MilCache<B>,
+        d_logits: &B::Tensor,
+        grads: &mut Self,
+    ) -> hopfield::Result<()> {
         let hp = &p.head.params;
-        let d_head_in = linear_backward(backend, &cache.head_input, &hp.weight, d_logits,
-            &mut grads.head.params.weight, grads.head.params.bias.as_mut());
+        let d_head_in = linear_backward(
+            backend,
+            &cache.head_input,
+            &hp.weight,
+            d_logits,
+            &mut grads.head.params.weight,
+            grads.head.params.bias.as_mut(),
+        );
         let d_pooled = backend.activation_backward(&cache.pooled, &d_head_in, Activation::Relu);
-        let g = self.pooling.backward(backend, &p.pooling.params, &cache.pooling, &d_pooled, &mut grads.pooling.params)?;
+        let g =
+            self.pooling.backward(backend, &p.pooling.params, &cache.pooling, &d_pooled, &mut grads.pooling.params)?;
         let mut dh = unpad(backend, &g.single(backend), &cache.lens, cache.max_len);
         for (i, layer) in p.embed.iter().enumerate().rev() {
             let dz = backend.activation_backward(&cache.embed_pre[i], &dh, Activation::Relu);
             let gl = &mut grads.embed[i].params;
-            dh = linear_backward(backend, &cache.embed_inputs[i], &layer.params.weight, &dz, &mut gl.weight, gl.bias.as_mut());
+            dh = linear_backward(
+                backend,
+                &cache.embed_inputs[i],
+                &layer.params.weight,
+                &dz,
+                &mut gl.weight,
+                gl.bias.as_mut(),
+            );
         }
         Ok(())
     }

@@ -6,9 +6,9 @@ use super::error::{MilError, Result};
 use super::folds::derive_seed;
 use super::metrics::roc_auc;
 use super::model::{BagBatch, MilModel, MilModelConfig};
+use hopfield::layers::{Layer, Mode};
 use hopfield::loss::bce_with_logits;
 use hopfield::optim::{clip_grad_norm, AdamConfig, AdamW, DecayFilter, LrSchedule, Optimizer};
-use hopfield::layers::{Layer, Mode};
 use hopfield::{Backend, Element};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -47,8 +47,18 @@ pub struct MilConfig {
 impl Default for MilConfig {
     fn default() -> Self {
         MilConfig {
-            lr: 1e-3, lr_decay: 0.98, weight_decay: 1e-3, embedding_layers: 2, width: 64, heads: 8, head_dim: 16,
-            beta: 1.0, bag_dropout: 0.0, epochs: 30, batch_size: 8, grad_clip: Some(1.0),
+            lr: 1e-3,
+            lr_decay: 0.98,
+            weight_decay: 1e-3,
+            embedding_layers: 2,
+            width: 64,
+            heads: 8,
+            head_dim: 16,
+            beta: 1.0,
+            bag_dropout: 0.0,
+            epochs: 30,
+            batch_size: 8,
+            grad_clip: Some(1.0),
         }
     }
 }
@@ -57,8 +67,13 @@ impl MilConfig {
     /// The model part, for `input_size` features.
     pub fn model(&self, input_size: usize) -> MilModelConfig {
         MilModelConfig {
-            input_size, embedding_layers: self.embedding_layers, width: self.width, heads: self.heads,
-            head_dim: self.head_dim, beta: self.beta, bag_dropout: self.bag_dropout,
+            input_size,
+            embedding_layers: self.embedding_layers,
+            width: self.width,
+            heads: self.heads,
+            head_dim: self.head_dim,
+            beta: self.beta,
+            bag_dropout: self.bag_dropout,
         }
     }
 }
@@ -134,13 +149,15 @@ pub fn train_with<B: Backend>(
         let mut loss_sum = 0.0;
         for chunk in &batches {
             let batch = BagBatch::pack(chunk.iter().map(|&i| bags.bag(i)));
-            let (logits, cache) = model.forward(backend, &model, &batch, Mode::Train { seed: derive_seed(seed, step) })?;
+            let (logits, cache) =
+                model.forward(backend, &model, &batch, Mode::Train { seed: derive_seed(seed, step) })?;
             let y: Vec<B::Elem> = chunk.iter().map(|&i| B::Elem::of(bags.labels[i] as u8 as f64)).collect();
             let targets = backend.from_vec(y, &[chunk.len(), 1]);
             let (loss, d_logits) = bce_with_logits(backend, &logits, &targets, None)?;
             if !loss.is_finite() {
                 return Err(MilError::Model(hopfield::HopfieldError::NonFinite {
-                    op: "mil.train", detail: format!("loss {loss} at step {step}"),
+                    op: "mil.train",
+                    detail: format!("loss {loss} at step {step}"),
                 }));
             }
             let mut grads = model.zero_grads(backend);

@@ -106,8 +106,10 @@ fn shipped_data_sets_have_their_published_sizes() {
     // (name, bags, positive bags, instances, features) of the mil 1.0.5 CSVs.
     for (name, bags, pos, inst, feat) in [("musk1", 92, 47, 476, 166), ("elephant", 200, 100, 1391, 230)] {
         let d = MilDataset::read(format!("{root}/data/mil/{name}.csv.gz")).unwrap();
-        assert_eq!((d.name.as_str(), d.bags.len(), d.num_positive(), d.num_instances(), d.n_features),
-            (name, bags, pos, inst, feat));
+        assert_eq!(
+            (d.name.as_str(), d.bags.len(), d.num_positive(), d.num_instances(), d.n_features),
+            (name, bags, pos, inst, feat)
+        );
     }
 }
 
@@ -213,8 +215,17 @@ fn auc_matches_hand_computed_cases() {
 #[test]
 fn summary_std_is_over_repeat_means() {
     let rec = |repeat, fold, test_auc| FoldRecord {
-        dataset: "d".into(), repeat, fold, seed: 0, n_train: 1, n_test: 1, test_auc, val_auc: None,
-        grid_index: 0, config: serde_json::Value::Null, seconds: 0.0,
+        dataset: "d".into(),
+        repeat,
+        fold,
+        seed: 0,
+        n_train: 1,
+        n_test: 1,
+        test_auc,
+        val_auc: None,
+        grid_index: 0,
+        config: serde_json::Value::Null,
+        seconds: 0.0,
     };
     let recs = [rec(0, 0, 0.8), rec(0, 1, 1.0), rec(1, 0, 0.6), rec(1, 1, 0.8)];
     let s = Summary::from_records("d", 10, &recs, 1.0);

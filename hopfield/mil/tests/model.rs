@@ -15,7 +15,8 @@ use rand::{Rng, SeedableRng};
 use std::time::Instant;
 
 fn tiny_model(cpu: &Cpu<f64>, bag_dropout: f64) -> MilModel<Cpu<f64>> {
-    let cfg = MilModelConfig { input_size: 3, embedding_layers: 2, width: 4, heads: 2, head_dim: 3, beta: 0.7, bag_dropout };
+    let cfg =
+        MilModelConfig { input_size: 3, embedding_layers: 2, width: 4, heads: 2, head_dim: 3, beta: 0.7, bag_dropout };
     let mut rng = StdRng::seed_from_u64(11);
     let mut model = cfg.init(cpu, &mut rng).unwrap();
     // Projection biases start at exactly zero; a bag whose every association is dropped would then sit on
@@ -55,8 +56,9 @@ fn every_gradient_matches_finite_differences() {
         let names = grads.names();
         assert!(names.iter().any(|n| n == "pooling.pooling_weights"));
         assert!(names.iter().any(|n| n == "embed.1.weight"));
-        let checked = check_gradients(&cpu, &model, &grads, &GradCheck::default(), |m| objective(&cpu, m, &batch, &r, seed))
-            .unwrap_or_else(|e| panic!("dropout {dropout}: {e}"));
+        let checked =
+            check_gradients(&cpu, &model, &grads, &GradCheck::default(), |m| objective(&cpu, m, &batch, &r, seed))
+                .unwrap_or_else(|e| panic!("dropout {dropout}: {e}"));
         assert_eq!(checked, model.num_scalars(&cpu));
     }
 }
@@ -77,11 +79,15 @@ fn padding_does_not_change_a_bags_logit() {
         start += len;
     }
     // predict() regroups bags by length; it must hand the logits back in the given order.
-    let bags: Vec<(&[f64], usize)> = batch.lens.iter().scan(0, |start, &len| {
-        let bag = (&batch.instances[*start * 3..(*start + len) * 3], len);
-        *start += len;
-        Some(bag)
-    }).collect();
+    let bags: Vec<(&[f64], usize)> = batch
+        .lens
+        .iter()
+        .scan(0, |start, &len| {
+            let bag = (&batch.instances[*start * 3..(*start + len) * 3], len);
+            *start += len;
+            Some(bag)
+        })
+        .collect();
     let predicted = model.predict(&cpu, &bags, 2).unwrap();
     for (p, t) in predicted.iter().zip(&together) {
         assert!((p - t).abs() < 1e-12, "predict reorders: {predicted:?} vs {together:?}");
@@ -100,8 +106,18 @@ fn planted_split() -> (PreparedBags<f32>, PreparedBags<f32>) {
 
 fn planted_config() -> MilConfig {
     MilConfig {
-        lr: 3e-3, lr_decay: 0.98, weight_decay: 1e-3, embedding_layers: 1, width: 32, heads: 4, head_dim: 8,
-        beta: 1.0, bag_dropout: 0.0, epochs: 10, batch_size: 8, grad_clip: Some(1.0),
+        lr: 3e-3,
+        lr_decay: 0.98,
+        weight_decay: 1e-3,
+        embedding_layers: 1,
+        width: 32,
+        heads: 4,
+        head_dim: 8,
+        beta: 1.0,
+        bag_dropout: 0.0,
+        epochs: 10,
+        batch_size: 8,
+        grad_clip: Some(1.0),
     }
 }
 
@@ -138,7 +154,8 @@ fn cross_validation_selects_on_a_holdout_and_scores_every_fold() {
     let cpu = Cpu::<f32>::new();
     let data = planted_cluster(&PlantedCluster { bags: 60, ..Default::default() }, 2);
     let base = MilConfig { epochs: 3, ..planted_config() };
-    let settings = CvSettings { folds: 3, repeats: 2, seed: 9, val_fraction: 0.25, inner_folds: 0, grid: small_grid(&base) };
+    let settings =
+        CvSettings { folds: 3, repeats: 2, seed: 9, val_fraction: 0.25, inner_folds: 0, grid: small_grid(&base) };
     let seen = std::sync::atomic::AtomicUsize::new(0);
     let records = cross_validate(&cpu, &data, &settings, &|_| {
         seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -162,7 +179,8 @@ fn cross_validation_can_select_by_inner_folds() {
     let cpu = Cpu::<f32>::new();
     let data = planted_cluster(&PlantedCluster { bags: 48, ..Default::default() }, 3);
     let base = MilConfig { epochs: 2, ..planted_config() };
-    let holdout = CvSettings { folds: 3, repeats: 1, seed: 4, val_fraction: 0.25, inner_folds: 0, grid: small_grid(&base) };
+    let holdout =
+        CvSettings { folds: 3, repeats: 1, seed: 4, val_fraction: 0.25, inner_folds: 0, grid: small_grid(&base) };
     let inner = CvSettings { inner_folds: 3, ..holdout.clone() };
     let a = cross_validate(&cpu, &data, &holdout, &|_| {}).unwrap();
     let b = cross_validate(&cpu, &data, &inner, &|_| {}).unwrap();

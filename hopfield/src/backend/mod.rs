@@ -197,12 +197,20 @@ pub trait Backend: Clone + Debug + Send + Sync + 'static {
     /// # Shapes
     /// `scores: [B, H, L, S]`, `beta: [H]` (host), bias as in [`ScoreBias`]. A fully masked row gives
     /// zeros (see the trait doc).
-    fn masked_softmax(&self, scores: &Self::Tensor, beta: &[Self::Elem], bias: &ScoreBias<'_, Self::Tensor>)
-        -> Self::Tensor;
+    fn masked_softmax(
+        &self,
+        scores: &Self::Tensor,
+        beta: &[Self::Elem],
+        bias: &ScoreBias<'_, Self::Tensor>,
+    ) -> Self::Tensor;
     /// Gradient w.r.t. the unscaled `scores` of [`Backend::masked_softmax`], from its output `probs` and
     /// the upstream `d_probs`: `β_h · probs ⊙ (d_probs − rowsum(d_probs ⊙ probs))`.
-    fn masked_softmax_backward(&self, probs: &Self::Tensor, d_probs: &Self::Tensor, beta: &[Self::Elem])
-        -> Self::Tensor;
+    fn masked_softmax_backward(
+        &self,
+        probs: &Self::Tensor,
+        d_probs: &Self::Tensor,
+        beta: &[Self::Elem],
+    ) -> Self::Tensor;
     /// Fused association per head `h`: `out = softmax(β_h · q kᵀ + bias) · v`, with the per-row
     /// log-sum-exp of the biased scores that [`Backend::association_backward`] recomputes the
     /// probabilities from. Backends override it with a streaming (flash-attention) version that never
@@ -213,15 +221,29 @@ pub trait Backend: Clone + Debug + Send + Sync + 'static {
     /// `q: [B, H, L, d]`, `k: [B, H, S, d]`, `v: [B, H, S, dv]`, `beta: [H]`, bias as in [`ScoreBias`].
     /// Returns `out: [B, H, L, dv]` and `lse: [B, H, L]`, opaque outside this backend's
     /// [`Backend::association_backward`] (a fully masked row: output 0, `lse = -inf`; see the trait doc).
-    fn association(&self, q: &Self::Tensor, k: &Self::Tensor, v: &Self::Tensor, beta: &[Self::Elem],
-                   bias: &ScoreBias<'_, Self::Tensor>) -> (Self::Tensor, Self::Tensor) {
+    fn association(
+        &self,
+        q: &Self::Tensor,
+        k: &Self::Tensor,
+        v: &Self::Tensor,
+        beta: &[Self::Elem],
+        bias: &ScoreBias<'_, Self::Tensor>,
+    ) -> (Self::Tensor, Self::Tensor) {
         reference::association(self, q, k, v, beta, bias)
     }
     /// Backward of [`Backend::association`] from its `out` and `lse`: returns `(dq, dk, dv)`.
     #[allow(clippy::too_many_arguments)]
-    fn association_backward(&self, q: &Self::Tensor, k: &Self::Tensor, v: &Self::Tensor, beta: &[Self::Elem],
-                            bias: &ScoreBias<'_, Self::Tensor>, out: &Self::Tensor, lse: &Self::Tensor,
-                            d_out: &Self::Tensor) -> (Self::Tensor, Self::Tensor, Self::Tensor) {
+    fn association_backward(
+        &self,
+        q: &Self::Tensor,
+        k: &Self::Tensor,
+        v: &Self::Tensor,
+        beta: &[Self::Elem],
+        bias: &ScoreBias<'_, Self::Tensor>,
+        out: &Self::Tensor,
+        lse: &Self::Tensor,
+        d_out: &Self::Tensor,
+    ) -> (Self::Tensor, Self::Tensor, Self::Tensor) {
         let _ = (out, lse);
         reference::association_backward(self, q, k, v, beta, bias, d_out)
     }

@@ -9,8 +9,14 @@ use super::{Backend, ScoreBias};
 
 /// Materialised [`Backend::association`]: `(out [B, H, L, dv], lse)`. Its `lse` is zeros: the
 /// materialised backward recomputes the whole matrix and ignores it.
-pub fn association<B: Backend>(backend: &B, q: &B::Tensor, k: &B::Tensor, v: &B::Tensor, beta: &[B::Elem],
-                               bias: &ScoreBias<'_, B::Tensor>) -> (B::Tensor, B::Tensor) {
+pub fn association<B: Backend>(
+    backend: &B,
+    q: &B::Tensor,
+    k: &B::Tensor,
+    v: &B::Tensor,
+    beta: &[B::Elem],
+    bias: &ScoreBias<'_, B::Tensor>,
+) -> (B::Tensor, B::Tensor) {
     let p = backend.masked_softmax(&backend.matmul(q, k, false, true), beta, bias);
     let out = backend.matmul(&p, v, false, false);
     let s = backend.shape(q);
@@ -19,9 +25,15 @@ pub fn association<B: Backend>(backend: &B, q: &B::Tensor, k: &B::Tensor, v: &B:
 
 /// Materialised [`Backend::association_backward`]: `(dq, dk, dv)`.
 #[allow(clippy::too_many_arguments)]
-pub fn association_backward<B: Backend>(backend: &B, q: &B::Tensor, k: &B::Tensor, v: &B::Tensor, beta: &[B::Elem],
-                                        bias: &ScoreBias<'_, B::Tensor>, d_out: &B::Tensor)
-    -> (B::Tensor, B::Tensor, B::Tensor) {
+pub fn association_backward<B: Backend>(
+    backend: &B,
+    q: &B::Tensor,
+    k: &B::Tensor,
+    v: &B::Tensor,
+    beta: &[B::Elem],
+    bias: &ScoreBias<'_, B::Tensor>,
+    d_out: &B::Tensor,
+) -> (B::Tensor, B::Tensor, B::Tensor) {
     let p = backend.masked_softmax(&backend.matmul(q, k, false, true), beta, bias);
     let dv = backend.matmul(&p, d_out, true, false);
     let dp = backend.matmul(d_out, v, false, true);
@@ -77,8 +89,14 @@ pub(crate) mod tests {
         }
         let fused = be.association_backward(&q, &k, &v, &beta, &bias, &out, &lse, &d_out);
         let oracle = association_backward(be, &q, &k, &v, &beta, &bias, &d_out);
-        for (what, g) in [("dq", &fused.0), ("dk", &fused.1), ("dv", &fused.2), ("oracle dq", &oracle.0),
-                          ("oracle dk", &oracle.1), ("oracle dv", &oracle.2)] {
+        for (what, g) in [
+            ("dq", &fused.0),
+            ("dk", &fused.1),
+            ("dv", &fused.2),
+            ("oracle dq", &oracle.0),
+            ("oracle dk", &oracle.1),
+            ("oracle dv", &oracle.2),
+        ] {
             let g = be.to_vec(g);
             assert!(g.iter().all(|x| x.is_finite()), "{name}: {what} not finite");
             // Sample 1 retrieves nothing: all of its gradients are zero.

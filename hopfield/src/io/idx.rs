@@ -50,10 +50,8 @@ fn decode_idx(mut bytes: Vec<u8>, rank: usize) -> std::result::Result<IdxArray, 
     if bytes.len() < header {
         return Err(format!("truncated header: {} bytes, rank {rank} needs {header}", bytes.len()));
     }
-    let dims: Vec<usize> = bytes[4..header]
-        .chunks_exact(4)
-        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
-        .collect();
+    let dims: Vec<usize> =
+        bytes[4..header].chunks_exact(4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize).collect();
     let n = dims.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
     let found = bytes.len() - header;
     if n != Some(found) {

@@ -35,7 +35,8 @@ pub fn decode_safetensors(bytes: &[u8], op: &'static str) -> Result<TensorMap> {
     let mut out = TensorMap::new();
     for (name, view) in st.tensors() {
         let values = to_f64(&view).ok_or_else(|| HopfieldError::Format {
-            op, reason: format!("tensor `{name}` has unsupported dtype {:?}", view.dtype()),
+            op,
+            reason: format!("tensor `{name}` has unsupported dtype {:?}", view.dtype()),
         })?;
         out.insert(name, HostTensor { values, shape: view.shape().to_vec() });
     }
@@ -49,7 +50,9 @@ fn to_f64(view: &TensorView<'_>) -> Option<Vec<f64>> {
         Dtype::F64 => chunks(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect(),
         Dtype::F32 => chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
         Dtype::F16 => chunks(2).map(|c| f16_to_f64(u16::from_le_bytes([c[0], c[1]]))).collect(),
-        Dtype::BF16 => chunks(2).map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16) as f64).collect(),
+        Dtype::BF16 => {
+            chunks(2).map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16) as f64).collect()
+        }
         Dtype::I64 => chunks(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
         Dtype::I32 => chunks(4).map(|c| i32::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
         Dtype::U8 | Dtype::BOOL => d.iter().map(|&b| b as f64).collect(),
@@ -64,7 +67,13 @@ fn f16_to_f64(h: u16) -> f64 {
     let frac = (h & 0x3ff) as f64;
     sign * match exp {
         0 => frac * 2f64.powi(-24),
-        31 => if frac == 0.0 { f64::INFINITY } else { f64::NAN },
+        31 => {
+            if frac == 0.0 {
+                f64::INFINITY
+            } else {
+                f64::NAN
+            }
+        }
         e => (1.0 + frac / 1024.0) * 2f64.powi(e - 15),
     }
 }
@@ -73,7 +82,9 @@ fn f16_to_f64(h: u16) -> f64 {
 pub fn read_safetensors(path: impl AsRef<Path>) -> Result<TensorMap> {
     let path = path.as_ref();
     let bytes = std::fs::read(path).map_err(|source| HopfieldError::Io {
-        op: "read_safetensors", path: path.display().to_string(), source,
+        op: "read_safetensors",
+        path: path.display().to_string(),
+        source,
     })?;
     decode_safetensors(&bytes, "read_safetensors")
 }
@@ -81,17 +92,30 @@ pub fn read_safetensors(path: impl AsRef<Path>) -> Result<TensorMap> {
 /// Encode named tensors of a backend as safetensors bytes in the backend's element type.
 pub fn encode_safetensors<B: Backend>(backend: &B, tensors: &[(String, &B::Tensor)]) -> Result<Vec<u8>> {
     let dtype = if B::Elem::DTYPE == "F64" { Dtype::F64 } else { Dtype::F32 };
-    let bufs: Vec<(String, Vec<usize>, Vec<u8>)> = tensors.iter().map(|(n, t)| {
-        let bytes = backend.to_vec(t).iter().flat_map(|v| {
-            if dtype == Dtype::F64 { v.f64().to_le_bytes().to_vec() } else { (v.f64() as f32).to_le_bytes().to_vec() }
-        }).collect();
-        (n.clone(), backend.shape(t), bytes)
-    }).collect();
-    let views: Vec<(String, TensorView<'_>)> = bufs.iter()
+    let bufs: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .iter()
+        .map(|(n, t)| {
+            let bytes = backend
+                .to_vec(t)
+                .iter()
+                .flat_map(|v| {
+                    if dtype == Dtype::F64 {
+                        v.f64().to_le_bytes().to_vec()
+                    } else {
+                        (v.f64() as f32).to_le_bytes().to_vec()
+                    }
+                })
+                .collect();
+            (n.clone(), backend.shape(t), bytes)
+        })
+        .collect();
+    let views: Vec<(String, TensorView<'_>)> = bufs
+        .iter()
         .map(|(n, s, b)| TensorView::new(dtype, s.clone(), b).map(|v| (n.clone(), v)))
         .collect::<std::result::Result<_, _>>()
         .map_err(|e| HopfieldError::Format { op: "encode_safetensors", reason: e.to_string() })?;
-    safetensors::serialize(views, &None).map_err(|e| HopfieldError::Format { op: "encode_safetensors", reason: e.to_string() })
+    safetensors::serialize(views, &None)
+        .map_err(|e| HopfieldError::Format { op: "encode_safetensors", reason: e.to_string() })
 }
 
 /// Write a module's parameters to a safetensors file under their state_dict names.
@@ -99,7 +123,11 @@ pub fn save_params<B: Backend, P: Parameters<B>>(backend: &B, params: &P, path: 
     let named = crate::params::named_tensors(params);
     let bytes = encode_safetensors(backend, &named)?;
     let path = path.as_ref();
-    std::fs::write(path, bytes).map_err(|source| HopfieldError::Io { op: "save_params", path: path.display().to_string(), source })
+    std::fs::write(path, bytes).map_err(|source| HopfieldError::Io {
+        op: "save_params",
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 /// Load parameters from a safetensors file (strict: every parameter present with its shape, no extra keys).
@@ -113,8 +141,13 @@ pub fn load_params<B: Backend, P: Parameters<B>>(backend: &B, params: &mut P, pa
 /// changed when an error is returned.
 ///
 /// Pooling/lookup weights stored sequence-first by hflayers (`[Q, 1, d]`) are accepted for `[1, Q, d]`.
-pub fn load_state_dict<B: Backend, P: Parameters<B>>(backend: &B, params: &mut P, map: &TensorMap, prefix: &str,
-                                                     strict: bool) -> Result<()> {
+pub fn load_state_dict<B: Backend, P: Parameters<B>>(
+    backend: &B,
+    params: &mut P,
+    map: &TensorMap,
+    prefix: &str,
+    strict: bool,
+) -> Result<()> {
     let mut staged = Vec::new();
     let mut error = None;
     params.visit(&mut |name, t, _| {
@@ -127,9 +160,11 @@ pub fn load_state_dict<B: Backend, P: Parameters<B>>(backend: &B, params: &mut P
             None => error = Some(HopfieldError::Missing { op: "load_state_dict", name: key }),
             Some(h) => {
                 let same_size = h.values.len() == want.iter().product::<usize>();
-                let transposed_pool = h.shape.len() == 3 && want.len() == 3 && h.shape == [want[1], want[0], want[2]] && want[0] == 1;
+                let transposed_pool =
+                    h.shape.len() == 3 && want.len() == 3 && h.shape == [want[1], want[0], want[2]] && want[0] == 1;
                 if h.shape != want && !(same_size && transposed_pool) {
-                    error = Some(HopfieldError::shape("load_state_dict", format!("{key} with shape {want:?}"), &h.shape));
+                    error =
+                        Some(HopfieldError::shape("load_state_dict", format!("{key} with shape {want:?}"), &h.shape));
                 } else {
                     staged.push(h.values.iter().map(|&v| B::Elem::of(v)).collect::<Vec<_>>());
                 }
@@ -141,8 +176,13 @@ pub fn load_state_dict<B: Backend, P: Parameters<B>>(backend: &B, params: &mut P
     }
     if strict {
         let names = params.names();
-        if let Some(extra) = map.keys().filter(|k| k.starts_with(prefix)).find(|k| !names.iter().any(|n| format!("{prefix}{n}") == **k)) {
-            return Err(HopfieldError::Format { op: "load_state_dict", reason: format!("unexpected tensor `{extra}`") });
+        if let Some(extra) =
+            map.keys().filter(|k| k.starts_with(prefix)).find(|k| !names.iter().any(|n| format!("{prefix}{n}") == **k))
+        {
+            return Err(HopfieldError::Format {
+                op: "load_state_dict",
+                reason: format!("unexpected tensor `{extra}`"),
+            });
         }
     }
     let mut staged = staged.into_iter();
@@ -157,10 +197,10 @@ pub fn load_state_dict<B: Backend, P: Parameters<B>>(backend: &B, params: &mut P
 pub fn state_dict<B: Backend, P: Parameters<B>>(backend: &B, params: &P, prefix: &str) -> TensorMap {
     let mut out = TensorMap::new();
     params.visit(&mut |name, t, _| {
-        out.insert(format!("{prefix}{name}"), HostTensor {
-            values: backend.to_vec(t).iter().map(|v| v.f64()).collect(),
-            shape: backend.shape(t),
-        });
+        out.insert(
+            format!("{prefix}{name}"),
+            HostTensor { values: backend.to_vec(t).iter().map(|v| v.f64()).collect(), shape: backend.shape(t) },
+        );
     });
     out
 }

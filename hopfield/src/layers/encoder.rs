@@ -37,8 +37,12 @@ pub struct HopfieldEncoderLayerConfig {
 impl Default for HopfieldEncoderLayerConfig {
     fn default() -> Self {
         HopfieldEncoderLayerConfig {
-            hopfield: HopfieldConfig::default(), dim_feedforward: 2048, dropout: 0.1, activation: "relu".into(),
-            norm_first: false, layer_norm_eps: 1e-5,
+            hopfield: HopfieldConfig::default(),
+            dim_feedforward: 2048,
+            dropout: 0.1,
+            activation: "relu".into(),
+            norm_first: false,
+            layer_norm_eps: 1e-5,
         }
     }
 }
@@ -71,7 +75,8 @@ impl HopfieldEncoderLayerConfig {
 
     fn check(&self) -> Result<(HopfieldSpec, Activation, usize)> {
         let spec = self.hopfield.spec()?;
-        let act: Activation = self.activation.parse().map_err(|e: HopfieldError| HopfieldError::config("activation", e.to_string()))?;
+        let act: Activation =
+            self.activation.parse().map_err(|e: HopfieldError| HopfieldError::config("activation", e.to_string()))?;
         if self.dim_feedforward == 0 {
             return Err(HopfieldError::config("dim_feedforward", "must be positive"));
         }
@@ -80,8 +85,13 @@ impl HopfieldEncoderLayerConfig {
         }
         let width = spec.dims.input;
         if spec.dims.output != width {
-            return Err(HopfieldError::config("hopfield.output_size",
-                format!("the residual needs the association's output size {} to equal its input size {width}", spec.dims.output)));
+            return Err(HopfieldError::config(
+                "hopfield.output_size",
+                format!(
+                    "the residual needs the association's output size {} to equal its input size {width}",
+                    spec.dims.output
+                ),
+            ));
         }
         Ok((spec, act, width))
     }
@@ -92,37 +102,65 @@ impl HopfieldEncoderLayerConfig {
         let hopfield_association = HopfieldParams::init(backend, &self.hopfield, &spec.dims, rng);
         let (linear_residual, linear_output) = mlp_init(backend, width, self.dim_feedforward, rng)?;
         Ok(HopfieldEncoderLayer {
-            config: self.clone(), spec, activation: act,
+            config: self.clone(),
+            spec,
+            activation: act,
             params: EncoderParams {
-                hopfield_association, linear_residual, linear_output,
-                norm_residual: LayerNormParams::new(backend, width), norm_output: LayerNormParams::new(backend, width),
+                hopfield_association,
+                linear_residual,
+                linear_output,
+                norm_residual: LayerNormParams::new(backend, width),
+                norm_output: LayerNormParams::new(backend, width),
             },
         })
     }
 
     /// Validate and initialise a decoder layer; `cross` configures the association with the memory.
-    pub fn init_decoder<B: Backend>(&self, cross: &HopfieldConfig, backend: &B, rng: &mut impl Rng) -> Result<HopfieldDecoderLayer<B>> {
+    pub fn init_decoder<B: Backend>(
+        &self,
+        cross: &HopfieldConfig,
+        backend: &B,
+        rng: &mut impl Rng,
+    ) -> Result<HopfieldDecoderLayer<B>> {
         let (spec, act, width) = self.check()?;
         let cross_spec = cross.spec()?;
         if cross_spec.dims.input != width || cross_spec.dims.output != width {
-            return Err(HopfieldError::config("cross.input_size",
-                format!("the cross association must map width {width} to {width}, got {} → {}", cross_spec.dims.input, cross_spec.dims.output)));
+            return Err(HopfieldError::config(
+                "cross.input_size",
+                format!(
+                    "the cross association must map width {width} to {width}, got {} → {}",
+                    cross_spec.dims.input, cross_spec.dims.output
+                ),
+            ));
         }
         let hopfield_association_self = HopfieldParams::init(backend, &self.hopfield, &spec.dims, rng);
         let hopfield_association_cross = HopfieldParams::init(backend, cross, &cross_spec.dims, rng);
         let (linear_residual, linear_output) = mlp_init(backend, width, self.dim_feedforward, rng)?;
         let ln = || LayerNormParams::new(backend, width);
         Ok(HopfieldDecoderLayer {
-            config: self.clone(), self_spec: spec, cross_spec, activation: act,
+            config: self.clone(),
+            self_spec: spec,
+            cross_spec,
+            activation: act,
             params: DecoderParams {
-                hopfield_association_self, hopfield_association_cross, linear_residual, linear_output,
-                norm_residual_self: ln(), norm_residual_cross: ln(), norm_output: ln(),
+                hopfield_association_self,
+                hopfield_association_cross,
+                linear_residual,
+                linear_output,
+                norm_residual_self: ln(),
+                norm_residual_cross: ln(),
+                norm_output: ln(),
             },
         })
     }
 }
 
-fn mlp_init<B: Backend>(backend: &B, width: usize, hidden: usize, rng: &mut impl Rng) -> Result<(LinearParams<B>, LinearParams<B>)> {
+fn mlp_init<B: Backend>(
+    backend: &B,
+    width: usize,
+    hidden: usize,
+    rng: &mut impl Rng,
+) -> Result<(LinearParams<B>, LinearParams<B>)> {
     Ok((Linear::new(backend, width, hidden, true, rng)?.params, Linear::new(backend, hidden, width, true, rng)?.params))
 }
 
@@ -136,17 +174,34 @@ struct MlpCache<B: Backend> {
 }
 
 /// `linear_output(drop(act(linear_residual(x))))`.
-fn mlp_forward<B: Backend>(backend: &B, act: Activation, res: &LinearParams<B>, out: &LinearParams<B>, x: &B::Tensor,
-                           drop: Option<B::Tensor>) -> (B::Tensor, MlpCache<B>) {
+fn mlp_forward<B: Backend>(
+    backend: &B,
+    act: Activation,
+    res: &LinearParams<B>,
+    out: &LinearParams<B>,
+    x: &B::Tensor,
+    drop: Option<B::Tensor>,
+) -> (B::Tensor, MlpCache<B>) {
     let pre = linear_forward(backend, x, &res.weight, res.bias.as_ref());
     let a = backend.activation(&pre, act);
-    let hidden = match &drop { Some(m) => backend.mul(&a, m), None => a };
+    let hidden = match &drop {
+        Some(m) => backend.mul(&a, m),
+        None => a,
+    };
     let y = linear_forward(backend, &hidden, &out.weight, out.bias.as_ref());
     (y, MlpCache { x: x.clone(), pre, hidden, drop })
 }
 
-fn mlp_backward<B: Backend>(backend: &B, act: Activation, res: &LinearParams<B>, out: &LinearParams<B>, c: &MlpCache<B>,
-                            dy: &B::Tensor, g_res: &mut LinearParams<B>, g_out: &mut LinearParams<B>) -> B::Tensor {
+fn mlp_backward<B: Backend>(
+    backend: &B,
+    act: Activation,
+    res: &LinearParams<B>,
+    out: &LinearParams<B>,
+    c: &MlpCache<B>,
+    dy: &B::Tensor,
+    g_res: &mut LinearParams<B>,
+    g_out: &mut LinearParams<B>,
+) -> B::Tensor {
     let mut dh = linear_backward(backend, &c.hidden, &out.weight, dy, &mut g_out.weight, g_out.bias.as_mut());
     if let Some(m) = &c.drop {
         dh = backend.mul(&dh, m);
@@ -164,7 +219,10 @@ fn dropout<B: Backend>(backend: &B, p: f64, seed: Option<u64>, i: u64, shape: &[
 }
 
 fn masked<B: Backend>(backend: &B, x: &B::Tensor, m: &Option<B::Tensor>) -> B::Tensor {
-    match m { Some(m) => backend.mul(x, m), None => x.clone() }
+    match m {
+        Some(m) => backend.mul(x, m),
+        None => x.clone(),
+    }
 }
 
 fn hidden_shape(shape: &[usize], hidden: usize) -> Vec<usize> {
@@ -264,13 +322,22 @@ impl<B: Backend> Layer<B> for HopfieldEncoderLayer<B> {
     }
 
     /// Forward; training switches on dropout.
-    fn forward(&self, backend: &B, p: &EncoderParams<B>, input: &EncoderInput<B>, mode: Mode)
-        -> Result<(B::Tensor, EncoderCache<B>)> {
+    fn forward(
+        &self,
+        backend: &B,
+        p: &EncoderParams<B>,
+        input: &EncoderInput<B>,
+        mode: Mode,
+    ) -> Result<(B::Tensor, EncoderCache<B>)> {
         let (c, seed, src) = (&self.config, mode.seed(), &input.src);
         let (src_mask, src_key_padding_mask) = (&input.src_mask, &input.src_key_padding_mask);
         let shape = backend.shape(src);
         if shape.len() != 3 || shape[2] != self.spec.dims.input {
-            return Err(HopfieldError::shape("hopfield_encoder_layer.forward(src)", format!("[.., .., {}]", self.spec.dims.input), &shape));
+            return Err(HopfieldError::shape(
+                "hopfield_encoder_layer.forward(src)",
+                format!("[.., .., {}]", self.spec.dims.input),
+                &shape,
+            ));
         }
         let assoc = |x: &B::Tensor| {
             let mut input = HopfieldInput::single(x.clone());
@@ -290,17 +357,29 @@ impl<B: Backend> Layer<B> for HopfieldEncoderLayer<B> {
             (backend.add(&x, &masked(backend, &m, &drops[1])), hc, ln1, ln2, mc)
         } else {
             let (a, hc) = assoc(src)?;
-            let (n1, ln1) = layer_norm_forward(backend, &p.norm_residual, eps, &backend.add(src, &masked(backend, &a.output, &drops[0])));
+            let (n1, ln1) = layer_norm_forward(
+                backend,
+                &p.norm_residual,
+                eps,
+                &backend.add(src, &masked(backend, &a.output, &drops[0])),
+            );
             let (m, mc) = mlp_forward(backend, self.activation, &p.linear_residual, &p.linear_output, &n1, mlp_drop);
-            let (y, ln2) = layer_norm_forward(backend, &p.norm_output, eps, &backend.add(&n1, &masked(backend, &m, &drops[1])));
+            let (y, ln2) =
+                layer_norm_forward(backend, &p.norm_output, eps, &backend.add(&n1, &masked(backend, &m, &drops[1])));
             (y, hc, ln1, ln2, mc)
         };
         Ok((y, EncoderCache { hopfield, ln1, ln2, mlp, drops }))
     }
 
     /// Backward: accumulates into `grads`, returns d loss / d src.
-    fn backward(&self, backend: &B, p: &EncoderParams<B>, cache: &EncoderCache<B>, dy: &B::Tensor,
-                grads: &mut EncoderParams<B>) -> Result<B::Tensor> {
+    fn backward(
+        &self,
+        backend: &B,
+        p: &EncoderParams<B>,
+        cache: &EncoderCache<B>,
+        dy: &B::Tensor,
+        grads: &mut EncoderParams<B>,
+    ) -> Result<B::Tensor> {
         let one = B::Elem::one();
         let assoc_bwd = |d: &B::Tensor, g: &mut HopfieldParams<B>| -> Result<B::Tensor> {
             Ok(self.spec.backward(backend, &p.hopfield_association, &cache.hopfield, d, g)?.single(backend))
@@ -310,20 +389,37 @@ impl<B: Backend> Layer<B> for HopfieldEncoderLayer<B> {
         };
         if self.config.norm_first {
             // y = x + drop(mlp(ln2(x)));  x = src + drop(assoc(ln1(src)))
-            let dn2 = mlp_bwd(&masked(backend, dy, &cache.drops[1]), &mut grads.linear_residual, &mut grads.linear_output);
+            let dn2 =
+                mlp_bwd(&masked(backend, dy, &cache.drops[1]), &mut grads.linear_residual, &mut grads.linear_output);
             let mut dx = dy.clone();
-            backend.axpy(&mut dx, one, &layer_norm_backward(backend, &p.norm_output, &cache.ln2, &dn2, &mut grads.norm_output));
+            backend.axpy(
+                &mut dx,
+                one,
+                &layer_norm_backward(backend, &p.norm_output, &cache.ln2, &dn2, &mut grads.norm_output),
+            );
             let dn1 = assoc_bwd(&masked(backend, &dx, &cache.drops[0]), &mut grads.hopfield_association)?;
-            backend.axpy(&mut dx, one, &layer_norm_backward(backend, &p.norm_residual, &cache.ln1, &dn1, &mut grads.norm_residual));
+            backend.axpy(
+                &mut dx,
+                one,
+                &layer_norm_backward(backend, &p.norm_residual, &cache.ln1, &dn1, &mut grads.norm_residual),
+            );
             Ok(dx)
         } else {
             // y = ln2(n1 + drop(mlp(n1)));  n1 = ln1(src + drop(assoc(src)))
             let dx2 = layer_norm_backward(backend, &p.norm_output, &cache.ln2, dy, &mut grads.norm_output);
             let mut dn1 = dx2.clone();
-            backend.axpy(&mut dn1, one, &mlp_bwd(&masked(backend, &dx2, &cache.drops[1]), &mut grads.linear_residual, &mut grads.linear_output));
+            backend.axpy(
+                &mut dn1,
+                one,
+                &mlp_bwd(&masked(backend, &dx2, &cache.drops[1]), &mut grads.linear_residual, &mut grads.linear_output),
+            );
             let dx = layer_norm_backward(backend, &p.norm_residual, &cache.ln1, &dn1, &mut grads.norm_residual);
             let mut dsrc = dx.clone();
-            backend.axpy(&mut dsrc, one, &assoc_bwd(&masked(backend, &dx, &cache.drops[0]), &mut grads.hopfield_association)?);
+            backend.axpy(
+                &mut dsrc,
+                one,
+                &assoc_bwd(&masked(backend, &dx, &cache.drops[0]), &mut grads.hopfield_association)?,
+            );
             Ok(dsrc)
         }
     }
@@ -444,8 +540,13 @@ impl<B: Backend> Layer<B> for HopfieldDecoderLayer<B> {
     }
 
     /// Forward; training switches on dropout.
-    fn forward(&self, backend: &B, p: &DecoderParams<B>, input: &DecoderInput<B>, mode: Mode)
-        -> Result<(B::Tensor, DecoderCache<B>)> {
+    fn forward(
+        &self,
+        backend: &B,
+        p: &DecoderParams<B>,
+        input: &DecoderInput<B>,
+        mode: Mode,
+    ) -> Result<(B::Tensor, DecoderCache<B>)> {
         let (c, seed) = (&self.config, mode.seed());
         let (tgt, memory, masks) = (&input.tgt, &input.memory, &input.masks);
         let shape = backend.shape(tgt);
@@ -465,7 +566,9 @@ impl<B: Backend> Layer<B> for HopfieldDecoderLayer<B> {
         };
         let eps = c.layer_norm_eps;
         let ln = |p: &LayerNormParams<B>, x: &B::Tensor| layer_norm_forward(backend, p, eps, x);
-        let mlp = |x: &B::Tensor| mlp_forward(backend, self.activation, &p.linear_residual, &p.linear_output, x, mlp_drop.clone());
+        let mlp = |x: &B::Tensor| {
+            mlp_forward(backend, self.activation, &p.linear_residual, &p.linear_output, x, mlp_drop.clone())
+        };
         if c.norm_first {
             let (a_in, l0) = ln(&p.norm_residual_self, tgt);
             let (a, sc) = self_assoc(&a_in)?;
@@ -489,8 +592,14 @@ impl<B: Backend> Layer<B> for HopfieldDecoderLayer<B> {
     }
 
     /// Backward: accumulates into `grads`, returns the gradients of target and memory.
-    fn backward(&self, backend: &B, p: &DecoderParams<B>, cache: &DecoderCache<B>, dy: &B::Tensor,
-                grads: &mut DecoderParams<B>) -> Result<DecoderInputGrads<B>> {
+    fn backward(
+        &self,
+        backend: &B,
+        p: &DecoderParams<B>,
+        cache: &DecoderCache<B>,
+        dy: &B::Tensor,
+        grads: &mut DecoderParams<B>,
+    ) -> Result<DecoderInputGrads<B>> {
         let one = B::Elem::one();
         let g = grads;
         let self_bwd = |d: &B::Tensor, g: &mut HopfieldParams<B>| -> Result<B::Tensor> {
@@ -508,26 +617,54 @@ impl<B: Backend> Layer<B> for HopfieldDecoderLayer<B> {
             // y = x2 + drop(mlp(n2(x2))); x2 = x1 + drop(cross(n1(x1))); x1 = tgt + drop(self(n0(tgt)))
             let dm = mlp_bwd(&masked(backend, dy, &drops[2]), &mut g.linear_residual, &mut g.linear_output);
             let mut dx2 = dy.clone();
-            backend.axpy(&mut dx2, one, &layer_norm_backward(backend, &p.norm_output, &cache.lns[2], &dm, &mut g.norm_output));
+            backend.axpy(
+                &mut dx2,
+                one,
+                &layer_norm_backward(backend, &p.norm_output, &cache.lns[2], &dm, &mut g.norm_output),
+            );
             let (dc_in, dmem) = cross_bwd(&masked(backend, &dx2, &drops[1]), &mut g.hopfield_association_cross)?;
             let mut dx1 = dx2;
-            backend.axpy(&mut dx1, one, &layer_norm_backward(backend, &p.norm_residual_cross, &cache.lns[1], &dc_in, &mut g.norm_residual_cross));
+            backend.axpy(
+                &mut dx1,
+                one,
+                &layer_norm_backward(
+                    backend,
+                    &p.norm_residual_cross,
+                    &cache.lns[1],
+                    &dc_in,
+                    &mut g.norm_residual_cross,
+                ),
+            );
             let da_in = self_bwd(&masked(backend, &dx1, &drops[0]), &mut g.hopfield_association_self)?;
             let mut dtgt = dx1;
-            backend.axpy(&mut dtgt, one, &layer_norm_backward(backend, &p.norm_residual_self, &cache.lns[0], &da_in, &mut g.norm_residual_self));
+            backend.axpy(
+                &mut dtgt,
+                one,
+                &layer_norm_backward(backend, &p.norm_residual_self, &cache.lns[0], &da_in, &mut g.norm_residual_self),
+            );
             Ok(DecoderInputGrads { tgt: dtgt, memory: dmem })
         } else {
             // y = n2(x2 + drop(mlp(x2))); x2 = n1(x1 + drop(cross(x1))); x1 = n0(tgt + drop(self(tgt)))
             let d2 = layer_norm_backward(backend, &p.norm_output, &cache.lns[2], dy, &mut g.norm_output);
             let mut dx2 = d2.clone();
-            backend.axpy(&mut dx2, one, &mlp_bwd(&masked(backend, &d2, &drops[2]), &mut g.linear_residual, &mut g.linear_output));
-            let d1 = layer_norm_backward(backend, &p.norm_residual_cross, &cache.lns[1], &dx2, &mut g.norm_residual_cross);
+            backend.axpy(
+                &mut dx2,
+                one,
+                &mlp_bwd(&masked(backend, &d2, &drops[2]), &mut g.linear_residual, &mut g.linear_output),
+            );
+            let d1 =
+                layer_norm_backward(backend, &p.norm_residual_cross, &cache.lns[1], &dx2, &mut g.norm_residual_cross);
             let (dc, dmem) = cross_bwd(&masked(backend, &d1, &drops[1]), &mut g.hopfield_association_cross)?;
             let mut dx1 = d1;
             backend.axpy(&mut dx1, one, &dc);
-            let d0 = layer_norm_backward(backend, &p.norm_residual_self, &cache.lns[0], &dx1, &mut g.norm_residual_self);
+            let d0 =
+                layer_norm_backward(backend, &p.norm_residual_self, &cache.lns[0], &dx1, &mut g.norm_residual_self);
             let mut dtgt = d0.clone();
-            backend.axpy(&mut dtgt, one, &self_bwd(&masked(backend, &d0, &drops[0]), &mut g.hopfield_association_self)?);
+            backend.axpy(
+                &mut dtgt,
+                one,
+                &self_bwd(&masked(backend, &d0, &drops[0]), &mut g.hopfield_association_self)?,
+            );
             Ok(DecoderInputGrads { tgt: dtgt, memory: dmem })
         }
     }

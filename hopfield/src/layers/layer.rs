@@ -81,8 +81,13 @@ pub trait Layer<B: Backend> {
     fn params_mut(&mut self) -> &mut Self::Params;
 
     /// The forward pass with `params` (usually [`Layer::params`]).
-    fn forward(&self, backend: &B, params: &Self::Params, input: &Self::Input, mode: Mode)
-        -> Result<(Self::Output, Self::Cache)>;
+    fn forward(
+        &self,
+        backend: &B,
+        params: &Self::Params,
+        input: &Self::Input,
+        mode: Mode,
+    ) -> Result<(Self::Output, Self::Cache)>;
 
     /// The backward pass of a [`Layer::forward`] with the same `params`: accumulates parameter gradients into
     /// `grads` and returns the input gradients.

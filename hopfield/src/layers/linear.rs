@@ -44,7 +44,10 @@ impl<B: Backend> Linear<B> {
     /// PyTorch's default initialisation: weight and bias uniform in ±1/√in.
     pub fn new(backend: &B, in_features: usize, out_features: usize, bias: bool, rng: &mut impl Rng) -> Result<Self> {
         if in_features == 0 || out_features == 0 {
-            return Err(HopfieldError::config("linear", format!("sizes must be positive, got {in_features}→{out_features}")));
+            return Err(HopfieldError::config(
+                "linear",
+                format!("sizes must be positive, got {in_features}→{out_features}"),
+            ));
         }
         let bound = 1.0 / (in_features as f64).sqrt();
         let weight = init::uniform(backend, &[out_features, in_features], bound, rng);
@@ -69,8 +72,13 @@ impl<B: Backend> Layer<B> for Linear<B> {
     }
 
     /// `x Wᵀ + b`. Checks the last axis of `x`.
-    fn forward(&self, backend: &B, params: &LinearParams<B>, x: &B::Tensor, _mode: Mode)
-        -> Result<(B::Tensor, LinearCache<B>)> {
+    fn forward(
+        &self,
+        backend: &B,
+        params: &LinearParams<B>,
+        x: &B::Tensor,
+        _mode: Mode,
+    ) -> Result<(B::Tensor, LinearCache<B>)> {
         let shape = backend.shape(x);
         if shape.last() != Some(&self.in_features) || shape.len() < 2 {
             return Err(HopfieldError::shape("linear.forward", format!("[.., {}]", self.in_features), &shape));
@@ -79,10 +87,19 @@ impl<B: Backend> Layer<B> for Linear<B> {
     }
 
     /// `dW += dyᵀ x`, `db += Σ dy`; returns `dx`.
-    fn backward(&self, backend: &B, params: &LinearParams<B>, cache: &LinearCache<B>, dy: &B::Tensor,
-                grads: &mut LinearParams<B>) -> Result<B::Tensor> {
+    fn backward(
+        &self,
+        backend: &B,
+        params: &LinearParams<B>,
+        cache: &LinearCache<B>,
+        dy: &B::Tensor,
+        grads: &mut LinearParams<B>,
+    ) -> Result<B::Tensor> {
         let (want, got) = (backend.shape(&cache.x), backend.shape(dy));
-        if got.len() != want.len() || got[..got.len() - 1] != want[..want.len() - 1] || got.last() != Some(&self.out_features) {
+        if got.len() != want.len()
+            || got[..got.len() - 1] != want[..want.len() - 1]
+            || got.last() != Some(&self.out_features)
+        {
             return Err(HopfieldError::shape("linear.backward(dy)", format!("[.., {}]", self.out_features), &got));
         }
         Ok(linear_backward(backend, &cache.x, &params.weight, dy, &mut grads.weight, grads.bias.as_mut()))
@@ -90,7 +107,12 @@ impl<B: Backend> Layer<B> for Linear<B> {
 }
 
 /// `y = x Wᵀ + b`. `x: [.., in]`, `weight: [out, in]`, `bias: [out]`.
-pub fn linear_forward<B: Backend>(backend: &B, x: &B::Tensor, weight: &B::Tensor, bias: Option<&B::Tensor>) -> B::Tensor {
+pub fn linear_forward<B: Backend>(
+    backend: &B,
+    x: &B::Tensor,
+    weight: &B::Tensor,
+    bias: Option<&B::Tensor>,
+) -> B::Tensor {
     let y = backend.matmul(x, weight, false, true);
     match bias {
         Some(b) => backend.add_bias(&y, b),

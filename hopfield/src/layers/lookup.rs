@@ -31,8 +31,11 @@ pub struct HopfieldLayerConfig {
 impl Default for HopfieldLayerConfig {
     fn default() -> Self {
         HopfieldLayerConfig {
-            hopfield: HopfieldConfig::default(), quantity: 1, lookup_weights_as_separated: false,
-            lookup_targets_as_trainable: true, trainable: true,
+            hopfield: HopfieldConfig::default(),
+            quantity: 1,
+            lookup_weights_as_separated: false,
+            lookup_targets_as_trainable: true,
+            trainable: true,
         }
     }
 }
@@ -75,18 +78,27 @@ impl HopfieldLayerConfig {
         }
         let spec = self.hopfield.spec()?;
         if !self.lookup_weights_as_separated && spec.dims.stored != spec.dims.projection {
-            return Err(HopfieldError::config("lookup_weights_as_separated",
-                format!("shared lookup weights need stored_pattern_size {} = pattern_projection_size {}",
-                        spec.dims.stored, spec.dims.projection)));
+            return Err(HopfieldError::config(
+                "lookup_weights_as_separated",
+                format!(
+                    "shared lookup weights need stored_pattern_size {} = pattern_projection_size {}",
+                    spec.dims.stored, spec.dims.projection
+                ),
+            ));
         }
         let hopfield = HopfieldParams::init(backend, &self.hopfield, &spec.dims, rng);
         let lookup_weights = init::normal(backend, &[1, self.quantity, spec.dims.stored], 0.02, rng);
-        let target_weights = self.lookup_weights_as_separated
+        let target_weights = self
+            .lookup_weights_as_separated
             .then(|| init::normal(backend, &[1, self.quantity, spec.dims.projection], 0.02, rng));
         Ok(HopfieldLayer {
-            config: self.clone(), spec,
+            config: self.clone(),
+            spec,
             params: HopfieldLayerParams {
-                lookup_weights, target_weights, hopfield, trainable: self.trainable,
+                lookup_weights,
+                target_weights,
+                hopfield,
+                trainable: self.trainable,
                 targets_trainable: self.lookup_targets_as_trainable,
             },
         })
@@ -195,8 +207,13 @@ impl<B: Backend> Layer<B> for HopfieldLayer<B> {
     }
 
     /// The retrieval `[B, L, output]`; in training, association dropout drawn from the seed.
-    fn forward(&self, backend: &B, params: &HopfieldLayerParams<B>, input: &LookupInput<B>, mode: Mode)
-        -> Result<(B::Tensor, LookupCache<B>)> {
+    fn forward(
+        &self,
+        backend: &B,
+        params: &HopfieldLayerParams<B>,
+        input: &LookupInput<B>,
+        mode: Mode,
+    ) -> Result<(B::Tensor, LookupCache<B>)> {
         let x = &input.input;
         let shape = backend.shape(x);
         if shape.len() != 3 {
@@ -222,8 +239,14 @@ impl<B: Backend> Layer<B> for HopfieldLayer<B> {
     }
 
     /// Backward: accumulates into `grads` (trainable tensors only) and returns d loss / d input.
-    fn backward(&self, backend: &B, params: &HopfieldLayerParams<B>, cache: &LookupCache<B>, d_output: &B::Tensor,
-                grads: &mut HopfieldLayerParams<B>) -> Result<B::Tensor> {
+    fn backward(
+        &self,
+        backend: &B,
+        params: &HopfieldLayerParams<B>,
+        cache: &LookupCache<B>,
+        d_output: &B::Tensor,
+        grads: &mut HopfieldLayerParams<B>,
+    ) -> Result<B::Tensor> {
         let g = self.spec.backward(backend, &params.hopfield, &cache.hopfield, d_output, &mut grads.hopfield)?;
         let bf = self.spec.config.batch_first;
         let batch_sum = |t: &B::Tensor| {

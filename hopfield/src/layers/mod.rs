@@ -1,22 +1,26 @@
 //! Modules built on the [`Backend`](crate::Backend) trait. Each implements [`Layer`]: a forward returning its
 //! output and a cache, and a backward taking that cache; each also implements
 //! [`Parameters`](crate::Parameters), so models nest them and derive their own.
-mod layer;
-pub mod linear;
 pub mod encoder;
 pub mod hopfield;
+mod layer;
+pub mod linear;
 pub mod lookup;
 pub mod norm;
 pub mod pooling;
 
-pub use hopfield::{Hopfield, HopfieldCache, HopfieldConfig, HopfieldInput, HopfieldInputGrads, HopfieldOutput, HopfieldParams, Mask};
 pub use encoder::{
     DecoderInput, DecoderInputGrads, DecoderMasks, DecoderParams, EncoderInput, EncoderParams, HopfieldDecoderLayer,
     HopfieldEncoderLayer, HopfieldEncoderLayerConfig,
 };
 pub use hopfield::HopfieldSpec;
+pub use hopfield::{
+    Hopfield, HopfieldCache, HopfieldConfig, HopfieldInput, HopfieldInputGrads, HopfieldOutput, HopfieldParams, Mask,
+};
 pub use layer::{Layer, Mode};
 pub use linear::{Linear, LinearCache, LinearParams};
 pub use lookup::{HopfieldLayer, HopfieldLayerConfig, HopfieldLayerParams, LookupCache, LookupInput};
-pub use pooling::{HopfieldPooling, HopfieldPoolingConfig, HopfieldPoolingParams, PoolingCache, PoolingInput, PoolingInputGrads};
 pub use norm::{LayerNorm, LayerNormCache, LayerNormParams};
+pub use pooling::{
+    HopfieldPooling, HopfieldPoolingConfig, HopfieldPoolingParams, PoolingCache, PoolingInput, PoolingInputGrads,
+};

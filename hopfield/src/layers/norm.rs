@@ -72,8 +72,13 @@ impl<B: Backend> Layer<B> for LayerNorm<B> {
     }
 
     /// Normalise the last axis.
-    fn forward(&self, backend: &B, params: &Option<LayerNormParams<B>>, x: &B::Tensor, _mode: Mode)
-        -> Result<(B::Tensor, LayerNormCache<B>)> {
+    fn forward(
+        &self,
+        backend: &B,
+        params: &Option<LayerNormParams<B>>,
+        x: &B::Tensor,
+        _mode: Mode,
+    ) -> Result<(B::Tensor, LayerNormCache<B>)> {
         let shape = backend.shape(x);
         if shape.last() != Some(&self.size) {
             return Err(HopfieldError::shape("layer_norm.forward", format!("[.., {}]", self.size), &shape));
@@ -87,8 +92,14 @@ impl<B: Backend> Layer<B> for LayerNorm<B> {
     }
 
     /// Accumulates the affine gradients into `grads` (when affine) and returns `dx`.
-    fn backward(&self, backend: &B, params: &Option<LayerNormParams<B>>, cache: &LayerNormCache<B>, dy: &B::Tensor,
-                grads: &mut Option<LayerNormParams<B>>) -> Result<B::Tensor> {
+    fn backward(
+        &self,
+        backend: &B,
+        params: &Option<LayerNormParams<B>>,
+        cache: &LayerNormCache<B>,
+        dy: &B::Tensor,
+        grads: &mut Option<LayerNormParams<B>>,
+    ) -> Result<B::Tensor> {
         let (want, got) = (backend.shape(&cache.x), backend.shape(dy));
         if want != got {
             return Err(HopfieldError::shape("layer_norm.backward(dy)", format!("{want:?}"), &got));
@@ -103,14 +114,24 @@ impl<B: Backend> Layer<B> for LayerNorm<B> {
 }
 
 /// Affine layer norm with explicit parameters: returns the output and the cache.
-pub fn layer_norm_forward<B: Backend>(backend: &B, p: &LayerNormParams<B>, eps: f64, x: &B::Tensor) -> (B::Tensor, LayerNormCache<B>) {
+pub fn layer_norm_forward<B: Backend>(
+    backend: &B,
+    p: &LayerNormParams<B>,
+    eps: f64,
+    x: &B::Tensor,
+) -> (B::Tensor, LayerNormCache<B>) {
     let (y, stats) = backend.layer_norm(x, Some(&p.weight), Some(&p.bias), B::Elem::of(eps));
     (y, LayerNormCache { x: x.clone(), stats })
 }
 
 /// Backward of [`layer_norm_forward`]: accumulates into `grads`, returns `dx`.
-pub fn layer_norm_backward<B: Backend>(backend: &B, p: &LayerNormParams<B>, cache: &LayerNormCache<B>, dy: &B::Tensor,
-                                       grads: &mut LayerNormParams<B>) -> B::Tensor {
+pub fn layer_norm_backward<B: Backend>(
+    backend: &B,
+    p: &LayerNormParams<B>,
+    cache: &LayerNormCache<B>,
+    dy: &B::Tensor,
+    grads: &mut LayerNormParams<B>,
+) -> B::Tensor {
     let (dx, affine) = backend.layer_norm_backward(&cache.x, &cache.stats, Some(&p.weight), dy);
     let (dw, db) = affine.expect("affine norm returns parameter gradients");
     backend.axpy(&mut grads.weight, B::Elem::one(), &dw);

@@ -61,7 +61,9 @@ impl HopfieldPoolingConfig {
         let size = spec.dims.input;
         let pooling_weights = init::normal(backend, &[1, self.quantity, size], 0.02, rng);
         Ok(HopfieldPooling {
-            config: self.clone(), spec, params: HopfieldPoolingParams { pooling_weights, hopfield, trainable: self.trainable },
+            config: self.clone(),
+            spec,
+            params: HopfieldPoolingParams { pooling_weights, hopfield, trainable: self.trainable },
         })
     }
 }
@@ -160,8 +162,12 @@ impl<B: Backend> PoolingInputGrads<B> {
 }
 
 impl<B: Backend> HopfieldPooling<B> {
-    fn hopfield_input(&self, backend: &B, params: &HopfieldPoolingParams<B>, input: &PoolingInput<B>)
-        -> Result<HopfieldInput<B>> {
+    fn hopfield_input(
+        &self,
+        backend: &B,
+        params: &HopfieldPoolingParams<B>,
+        input: &PoolingInput<B>,
+    ) -> Result<HopfieldInput<B>> {
         let shape = backend.shape(&input.stored);
         if shape.len() != 3 {
             return Err(HopfieldError::shape("hopfield_pooling.forward(stored)", "rank 3", &shape));
@@ -176,9 +182,13 @@ impl<B: Backend> HopfieldPooling<B> {
             backend.expand(&backend.reshape(w, &[q, 1, self.spec.dims.input]), 1, batch)
         };
         Ok(HopfieldInput {
-            stored: input.stored.clone(), state, projection: input.projection.clone(),
+            stored: input.stored.clone(),
+            state,
+            projection: input.projection.clone(),
             stored_pattern_padding_mask: input.stored_pattern_padding_mask.clone(),
-            association_mask: input.association_mask.clone(), return_association: false, return_projected_patterns: false,
+            association_mask: input.association_mask.clone(),
+            return_association: false,
+            return_projected_patterns: false,
         })
     }
 
@@ -207,8 +217,13 @@ impl<B: Backend> Layer<B> for HopfieldPooling<B> {
     }
 
     /// `[B, quantity · output]` and the cache; in training, association dropout drawn from the seed.
-    fn forward(&self, backend: &B, params: &HopfieldPoolingParams<B>, input: &PoolingInput<B>, mode: Mode)
-        -> Result<(B::Tensor, PoolingCache<B>)> {
+    fn forward(
+        &self,
+        backend: &B,
+        params: &HopfieldPoolingParams<B>,
+        input: &PoolingInput<B>,
+        mode: Mode,
+    ) -> Result<(B::Tensor, PoolingCache<B>)> {
         let hin = self.hopfield_input(backend, params, input)?;
         let (out, cache) = self.spec.forward(backend, &params.hopfield, &hin, mode.seed())?;
         let bf = self.spec.config.batch_first;
@@ -218,12 +233,22 @@ impl<B: Backend> Layer<B> for HopfieldPooling<B> {
     }
 
     /// Backward: accumulates into `grads` (the state patterns only when trainable) and returns the input grads.
-    fn backward(&self, backend: &B, params: &HopfieldPoolingParams<B>, cache: &PoolingCache<B>, d_output: &B::Tensor,
-                grads: &mut HopfieldPoolingParams<B>) -> Result<PoolingInputGrads<B>> {
+    fn backward(
+        &self,
+        backend: &B,
+        params: &HopfieldPoolingParams<B>,
+        cache: &PoolingCache<B>,
+        d_output: &B::Tensor,
+        grads: &mut HopfieldPoolingParams<B>,
+    ) -> Result<PoolingInputGrads<B>> {
         let (q, out) = (self.config.quantity, self.spec.dims.output);
         let got = backend.shape(d_output);
         if got != [cache.batch, q * out] {
-            return Err(HopfieldError::shape("hopfield_pooling.backward(d_output)", format!("[{}, {}]", cache.batch, q * out), &got));
+            return Err(HopfieldError::shape(
+                "hopfield_pooling.backward(d_output)",
+                format!("[{}, {}]", cache.batch, q * out),
+                &got,
+            ));
         }
         let dy = backend.reshape(d_output, &[cache.batch, q, out]);
         let bf = self.spec.config.batch_first;

@@ -89,15 +89,18 @@ impl<B: Backend> AdamCore<B> {
     }
 
     fn kind(&self) -> &'static str {
-        if self.decoupled { "adamw" } else { "adam" }
+        if self.decoupled {
+            "adamw"
+        } else {
+            "adam"
+        }
     }
 
     fn step<P: Parameters<B> + ?Sized>(&mut self, backend: &B, params: &mut P, grads: &P, lr: f64) -> Result<()> {
         let op = if self.decoupled { "adamw.step" } else { "adam.step" };
         let state = &mut self.state;
-        let grads = gradients_by_name(backend, op, params, grads, lr, |n| {
-            state.get(n).map(|m| backend.shape(&m.exp_avg))
-        })?;
+        let grads =
+            gradients_by_name(backend, op, params, grads, lr, |n| state.get(n).map(|m| backend.shape(&m.exp_avg)))?;
         let (cfg, decoupled) = (self.config, self.decoupled);
         params.visit_mut(&mut |name, p, trainable| {
             if !trainable {
@@ -144,11 +147,18 @@ impl<B: Backend> AdamCore<B> {
         for name in state.params_with("exp_avg") {
             let (m, v) = (state.tensor("exp_avg", &name)?, state.tensor("exp_avg_sq", &name)?);
             if m.shape != v.shape {
-                return Err(HopfieldError::shape("adam.import_state", format!("{:?} as exp_avg.{name}", m.shape), &v.shape));
+                return Err(HopfieldError::shape(
+                    "adam.import_state",
+                    format!("{:?} as exp_avg.{name}", m.shape),
+                    &v.shape,
+                ));
             }
-            let step = state.steps.iter().find(|(n, _)| *n == name).map(|s| s.1).ok_or_else(|| {
-                HopfieldError::Missing { op: "adam.import_state", name: format!("step.{name}") }
-            })?;
+            let step = state
+                .steps
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|s| s.1)
+                .ok_or_else(|| HopfieldError::Missing { op: "adam.import_state", name: format!("step.{name}") })?;
             let exp_avg = backend.from_vec(m.data.clone(), &m.shape);
             let exp_avg_sq = backend.from_vec(v.data.clone(), &v.shape);
             new.insert(name, Moments { exp_avg, exp_avg_sq, step });
@@ -191,8 +201,13 @@ impl<B: Backend> AdamW<B> {
 macro_rules! delegate_optimizer {
     ($t:ident) => {
         impl<B: Backend> Optimizer<B> for $t<B> {
-            fn step<P: Parameters<B> + ?Sized>(&mut self, backend: &B, params: &mut P, grads: &P, lr: f64)
-                -> Result<()> {
+            fn step<P: Parameters<B> + ?Sized>(
+                &mut self,
+                backend: &B,
+                params: &mut P,
+                grads: &P,
+                lr: f64,
+            ) -> Result<()> {
                 self.0.step(backend, params, grads, lr)
             }
             fn export_state(&self, backend: &B) -> OptimizerState<B::Elem> {

@@ -34,9 +34,8 @@ pub enum DecayFilter {
 }
 
 /// Name fragments that [`DecayFilter::OpenClip`] exempts from decay.
-const NO_DECAY_NAMES: &[&str] = &[
-    "bn", "ln", "bias", "norm", "logit_scale", "inv_tau", "pooling_weights", "lookup_weights", "target_weights",
-];
+const NO_DECAY_NAMES: &[&str] =
+    &["bn", "ln", "bias", "norm", "logit_scale", "inv_tau", "pooling_weights", "lookup_weights", "target_weights"];
 
 impl DecayFilter {
     /// Whether the tensor `name` of `shape` is decayed.
@@ -44,7 +43,9 @@ impl DecayFilter {
         match self {
             DecayFilter::All => true,
             DecayFilter::OpenClip => shape.len() >= 2 && !NO_DECAY_NAMES.iter().any(|n| name.contains(n)),
-            DecayFilter::OpenClipNoEmbeddings => DecayFilter::OpenClip.decays(name, shape) && !name.contains("embedding"),
+            DecayFilter::OpenClipNoEmbeddings => {
+                DecayFilter::OpenClip.decays(name, shape) && !name.contains("embedding")
+            }
             DecayFilter::Custom(f) => f(name, shape),
         }
     }
@@ -83,7 +84,10 @@ mod tests {
             assert!(!f.decays(name, shape), "{name} should not be decayed");
         }
         let g = DecayFilter::OpenClipNoEmbeddings;
-        for (name, shape) in exempt.iter().chain(&[("token_embedding.weight", &[49408usize, 512][..]), ("positional_embedding", &[77, 512])]) {
+        for (name, shape) in exempt
+            .iter()
+            .chain(&[("token_embedding.weight", &[49408usize, 512][..]), ("positional_embedding", &[77, 512])])
+        {
             assert!(!g.decays(name, shape), "{name} should not be decayed without embeddings");
         }
         assert!(g.decays("visual.proj", &[768, 512]) && g.decays("association_core.in_proj_weight", &[96, 32]));

@@ -86,7 +86,11 @@ impl LrSchedule {
     /// `every ≥ 1`, `gamma > 0`.
     pub fn validate(&self) -> Result<()> {
         let rate = |field: &'static str, v: f64| {
-            if v.is_finite() && v >= 0.0 { Ok(()) } else { Err(HopfieldError::config(field, format!("must be finite and ≥ 0, got {v}"))) }
+            if v.is_finite() && v >= 0.0 {
+                Ok(())
+            } else {
+                Err(HopfieldError::config(field, format!("must be finite and ≥ 0, got {v}")))
+            }
         };
         match *self {
             LrSchedule::Constant { lr } => rate("lr", lr),

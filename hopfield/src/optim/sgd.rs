@@ -32,7 +32,9 @@ impl SgdConfig {
 
     /// PyTorch's checks, plus finiteness.
     pub fn validate(&self) -> Result<()> {
-        for (field, v) in [("momentum", self.momentum), ("dampening", self.dampening), ("weight_decay", self.weight_decay)] {
+        for (field, v) in
+            [("momentum", self.momentum), ("dampening", self.dampening), ("weight_decay", self.weight_decay)]
+        {
             if !v.is_finite() || v < 0.0 {
                 return Err(HopfieldError::config(field, format!("must be finite and ≥ 0, got {v}")));
             }
@@ -67,7 +69,8 @@ impl<B: Backend> Sgd<B> {
 impl<B: Backend> Optimizer<B> for Sgd<B> {
     fn step<P: Parameters<B> + ?Sized>(&mut self, backend: &B, params: &mut P, grads: &P, lr: f64) -> Result<()> {
         let buffers = &mut self.momentum_buffer;
-        let grads = gradients_by_name(backend, "sgd.step", params, grads, lr, |n| buffers.get(n).map(|b| backend.shape(b)))?;
+        let grads =
+            gradients_by_name(backend, "sgd.step", params, grads, lr, |n| buffers.get(n).map(|b| backend.shape(b)))?;
         let cfg = self.config;
         let mu = B::Elem::of(cfg.momentum);
         params.visit_mut(&mut |name, p, trainable| {

@@ -37,7 +37,10 @@ impl<E: Element> OptimizerState<E> {
     /// Error unless this state was exported by an optimiser of kind `kind`.
     pub(crate) fn expect_kind(&self, kind: &str) -> Result<()> {
         if self.kind != kind {
-            return Err(HopfieldError::Format { op: OP, reason: format!("state of `{}` given to `{kind}`", self.kind) });
+            return Err(HopfieldError::Format {
+                op: OP,
+                reason: format!("state of `{}` given to `{kind}`", self.kind),
+            });
         }
         Ok(())
     }
@@ -81,17 +84,19 @@ impl<E: Element> OptimizerState<E> {
     /// Decode what [`OptimizerState::to_safetensors`] wrote; the tensors must have `E`'s dtype.
     pub fn from_safetensors(bytes: &[u8]) -> Result<Self> {
         let (_, meta) = SafeTensors::read_metadata(bytes).map_err(format_error)?;
-        let kind = meta.metadata().as_ref().and_then(|m| m.get("optimizer").cloned()).ok_or_else(|| {
-            HopfieldError::Format { op: OP, reason: "no `optimizer` entry in the metadata".into() }
-        })?;
+        let kind =
+            meta.metadata().as_ref().and_then(|m| m.get("optimizer").cloned()).ok_or_else(|| {
+                HopfieldError::Format { op: OP, reason: "no `optimizer` entry in the metadata".into() }
+            })?;
         let file = SafeTensors::deserialize(bytes).map_err(format_error)?;
         let (mut tensors, mut steps) = (Vec::new(), Vec::new());
         for (name, view) in file.tensors() {
             match (name.strip_prefix("step."), view.dtype()) {
                 (Some(param), Dtype::U64) => {
-                    let raw: [u8; 8] = view.data().try_into().map_err(|_| {
-                        HopfieldError::Format { op: OP, reason: format!("`{name}` is not a scalar") }
-                    })?;
+                    let raw: [u8; 8] = view
+                        .data()
+                        .try_into()
+                        .map_err(|_| HopfieldError::Format { op: OP, reason: format!("`{name}` is not a scalar") })?;
                     steps.push((param.to_string(), u64::from_le_bytes(raw)));
                 }
                 (_, dtype) if dtype == element_dtype::<E>()? => {

@@ -51,7 +51,9 @@ fn adam_first_step_moves_by_lr_against_the_sign<E: Element>(tol: f64) {
     opt.step(&cpu, &mut p, &g, 0.01).unwrap();
     // m̂ = g, v̂ = g²: the step is lr·g/(|g| + ε) = lr·sign(g) up to ε.
     let want: Vec<f64> = [(1.0, 0.3), (-2.0, -4.0), (0.5, 1e-3)]
-        .iter().map(|&(p, g): &(f64, f64)| p - 0.01 * g / (g.abs() + 1e-8)).collect();
+        .iter()
+        .map(|&(p, g): &(f64, f64)| p - 0.01 * g / (g.abs() + 1e-8))
+        .collect();
     close(&p.get("w"), &want, tol);
     assert_eq!(p.get("frozen"), vec![7.0], "a frozen tensor is skipped");
 }
@@ -121,7 +123,12 @@ fn sgd_momentum_nesterov_dampening_and_decay() {
     let run = |cfg: SgdConfig, p0: f64| {
         let mut p = Named::<Cpu<f64>>::toy(&[p0], &[]);
         let mut opt = Sgd::new(cfg).unwrap();
-        (0..3).map(|_| { opt.step(&cpu, &mut p, &g, 0.1).unwrap(); p.get("w")[0] }).collect::<Vec<_>>()
+        (0..3)
+            .map(|_| {
+                opt.step(&cpu, &mut p, &g, 0.1).unwrap();
+                p.get("w")[0]
+            })
+            .collect::<Vec<_>>()
     };
     // Plain: p −= 0.1 each step.
     close(&run(SgdConfig::default(), 0.0), &[-0.1, -0.2, -0.3], 1e-15);
@@ -190,10 +197,12 @@ fn missing_or_misshapen_gradients_change_nothing() {
 /// Run 5 steps straight, and 3 steps + export → safetensors → import into a fresh optimiser + 2 steps.
 fn resume_is_bit_exact<E: Element, O: Optimizer<Cpu<E>>>(make: impl Fn() -> O) {
     let cpu = Cpu::<E>::new();
-    let grad = |t: usize| Named::<Cpu<E>>::of(&[
-        ("w", &[0.3 - 0.1 * t as f64, 1.7, -0.2 * t as f64], &[3], true),
-        ("m", &[0.5, -0.25, 1.0 / (t + 1) as f64, 2.0], &[2, 2], true),
-    ]);
+    let grad = |t: usize| {
+        Named::<Cpu<E>>::of(&[
+            ("w", &[0.3 - 0.1 * t as f64, 1.7, -0.2 * t as f64], &[3], true),
+            ("m", &[0.5, -0.25, 1.0 / (t + 1) as f64, 2.0], &[2, 2], true),
+        ])
+    };
     let init = Named::<Cpu<E>>::of(&[("w", &[1.0, 2.0, 3.0], &[3], true), ("m", &[0.1, 0.2, 0.3, 0.4], &[2, 2], true)]);
     let (mut straight, mut resumed) = (init.clone(), init);
     let mut opt = make();

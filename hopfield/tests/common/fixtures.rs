@@ -27,7 +27,11 @@ impl Case {
     pub fn expect_shape(&self, name: &str, shape: &[usize]) -> Result<(), String> {
         let t = self.tensor(name)?;
         if t.shape != shape {
-            return Err(format!("{}: tensor `{name}` has shape {:?}, expected {shape:?}", self.path.display(), t.shape));
+            return Err(format!(
+                "{}: tensor `{name}` has shape {:?}, expected {shape:?}",
+                self.path.display(),
+                t.shape
+            ));
         }
         Ok(())
     }
@@ -70,8 +74,8 @@ pub fn load(json_path: &Path) -> Result<Case, String> {
     if let Some(shapes) = case.json.get("shapes") {
         let shapes = shapes.as_object().ok_or_else(|| format!("{at}: `shapes` is not an object"))?;
         for (key, shape) in shapes {
-            let shape: Vec<usize> = serde_json::from_value(shape.clone())
-                .map_err(|e| format!("{at}: shapes.{key}: {e}"))?;
+            let shape: Vec<usize> =
+                serde_json::from_value(shape.clone()).map_err(|e| format!("{at}: shapes.{key}: {e}"))?;
             case.expect_shape(key, &shape)?;
         }
     }
@@ -81,8 +85,11 @@ pub fn load(json_path: &Path) -> Result<Case, String> {
 /// Run every case of `dir`: `validate` checks what the suite needs before `run` compares, and a panic in
 /// `run` (a failed comparison) becomes that case's error. All cases run; the errors are joined, one line
 /// each. Returns the number of cases.
-pub fn check_each(dir: &Path, validate: impl Fn(&Case) -> Result<(), String>, run: impl Fn(&Case))
-    -> Result<usize, String> {
+pub fn check_each(
+    dir: &Path,
+    validate: impl Fn(&Case) -> Result<(), String>,
+    run: impl Fn(&Case),
+) -> Result<usize, String> {
     let files = case_files(dir)?;
     let mut errors = Vec::new();
     for path in &files {
@@ -94,7 +101,11 @@ pub fn check_each(dir: &Path, validate: impl Fn(&Case) -> Result<(), String>, ru
             errors.push(e);
         }
     }
-    if errors.is_empty() { Ok(files.len()) } else { Err(errors.join("\n")) }
+    if errors.is_empty() {
+        Ok(files.len())
+    } else {
+        Err(errors.join("\n"))
+    }
 }
 
 fn message(payload: &(dyn std::any::Any + Send)) -> String {
@@ -107,8 +118,7 @@ fn message(payload: &(dyn std::any::Any + Send)) -> String {
 
 /// A fresh scratch folder `<tmp>/hopfield-fixtures-<tag>-<pid>` holding a copy of case `src` (a json path)
 /// under `new_name`, edited by `edit` first. Tensors are written back as F64.
-pub fn scratch_copy(tag: &str, src: &Path, new_name: &str, edit: impl FnOnce(&mut Value, &mut TensorMap))
-    -> PathBuf {
+pub fn scratch_copy(tag: &str, src: &Path, new_name: &str, edit: impl FnOnce(&mut Value, &mut TensorMap)) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("hopfield-fixtures-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));

@@ -77,7 +77,15 @@ pub struct ConfigRanges {
 
 /// Small sizes for f64 finite differences: every option, cheap to perturb entry by entry.
 pub const SMALL: ConfigRanges = ConfigRanges {
-    heads: 4, head: 3, p_static: 0.3, pattern: 3, input: 6, stored: 5, projection: 5, output: 4, eps: 1e-12,
+    heads: 4,
+    head: 3,
+    p_static: 0.3,
+    pattern: 3,
+    input: 6,
+    stored: 5,
+    projection: 5,
+    output: 4,
+    eps: 1e-12,
     beta_by_head: false,
 };
 
@@ -85,7 +93,15 @@ pub const SMALL: ConfigRanges = ConfigRanges {
 /// (step counts must not depend on rounding), β around `1/√head` (larger ones saturate the softmax over 3
 /// update steps, where f32 rounding moves the gradients by more than the tolerance).
 pub const WIDE: ConfigRanges = ConfigRanges {
-    heads: 8, head: 19, p_static: 0.2, pattern: 9, input: 21, stored: 17, projection: 9, output: 11, eps: 1e-30,
+    heads: 8,
+    head: 19,
+    p_static: 0.2,
+    pattern: 9,
+    input: 21,
+    stored: 17,
+    projection: 9,
+    output: 11,
+    eps: 1e-30,
     beta_by_head: true,
 };
 
@@ -100,8 +116,12 @@ pub fn random_config(rng: &mut rand::rngs::StdRng, r: &ConfigRanges) -> hopfield
     let connected = !ks && rng.gen_bool(r.p_static);
     let pattern = if connected { hd } else { rng.gen_range(2..=r.pattern) };
     let mut c = hopfield::layers::HopfieldConfig::new(if qs { hd } else { rng.gen_range(3..=r.input) })
-        .num_heads(heads).hidden_size(hd).pattern_size(pattern)
-        .stored_pattern_as_static(ks).state_pattern_as_static(qs).pattern_projection_as_static(vs)
+        .num_heads(heads)
+        .hidden_size(hd)
+        .pattern_size(pattern)
+        .stored_pattern_as_static(ks)
+        .state_pattern_as_static(qs)
+        .pattern_projection_as_static(vs)
         .pattern_projection_as_connected(connected)
         .stored_pattern_size(if ks { hd } else { rng.gen_range(3..=r.stored) })
         .batch_first(rng.gen_bool(0.7))
@@ -139,8 +159,13 @@ pub fn random_config(rng: &mut rand::rngs::StdRng, r: &ConfigRanges) -> hopfield
 
 /// A random padding mask `[b, s]` (or none) and association mask (`[l, s]` boolean, `[b·h, l, s]` additive,
 /// or none).
-pub fn random_masks(rng: &mut rand::rngs::StdRng, b: usize, h: usize, l: usize, s: usize)
-    -> (Option<hopfield::layers::Mask>, Option<hopfield::layers::Mask>) {
+pub fn random_masks(
+    rng: &mut rand::rngs::StdRng,
+    b: usize,
+    h: usize,
+    l: usize,
+    s: usize,
+) -> (Option<hopfield::layers::Mask>, Option<hopfield::layers::Mask>) {
     use hopfield::layers::Mask;
     use rand::Rng;
     let padding = rng.gen_bool(0.4).then(|| Mask::bool((0..b * s).map(|_| rng.gen_bool(0.3)).collect(), &[b, s]));

@@ -10,8 +10,11 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
 
 /// Minimise `f` (value and gradient) from `theta` until the largest gradient entry is below `config.tol`,
 /// `config.max_iter` iterations, or no further decrease. Returns the point and the iterations run.
-pub(super) fn minimize(f: impl Fn(&[f64]) -> (f64, Vec<f64>), mut theta: Vec<f64>, config: &LogisticConfig)
-    -> (Vec<f64>, usize) {
+pub(super) fn minimize(
+    f: impl Fn(&[f64]) -> (f64, Vec<f64>),
+    mut theta: Vec<f64>,
+    config: &LogisticConfig,
+) -> (Vec<f64>, usize) {
     let (mut value, mut grad) = f(&theta);
     let mut pairs: VecDeque<(Vec<f64>, Vec<f64>, f64)> = VecDeque::new();
     let mut iterations = 0;

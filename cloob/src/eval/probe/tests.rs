@@ -44,11 +44,16 @@ fn symmetric_two_point_problem_has_its_closed_form_optimum() {
     // w² + 2C ln(1 + e^{−2w}) is stationary at w = 2C σ(−2w).
     let x = array![[1.0], [-1.0]];
     for c in [0.1, 1.0, 10.0] {
-        let m = LogisticRegression::fit(x.view(), &[0, 1], 2, &LogisticConfig { c, tol: 1e-12, ..Default::default() }).unwrap();
+        let m = LogisticRegression::fit(x.view(), &[0, 1], 2, &LogisticConfig { c, tol: 1e-12, ..Default::default() })
+            .unwrap();
         let (mut lo, mut hi) = (0.0, 2.0 * c);
         for _ in 0..200 {
             let w = 0.5 * (lo + hi);
-            if w < 2.0 * c / (1.0 + (2.0 * w).exp()) { lo = w } else { hi = w }
+            if w < 2.0 * c / (1.0 + (2.0 * w).exp()) {
+                lo = w
+            } else {
+                hi = w
+            }
         }
         let w = m.weights[[0, 0]];
         assert!((w - lo).abs() < 1e-8 && (m.weights[[1, 0]] + lo).abs() < 1e-8, "C={c}: w={w}, expected {lo}");

@@ -22,8 +22,13 @@ const COLS: usize = 256;
 type Tensor<E> = ArcArray<E, IxDyn>;
 
 /// [`Backend::association`](crate::backend::Backend::association) on tensors: `(out, lse)`.
-pub(super) fn association<E: Element>(q: &Tensor<E>, k: &Tensor<E>, v: &Tensor<E>, beta: &[E],
-                                      bias: &ScoreBias<'_, Tensor<E>>) -> (ArrayD<E>, ArrayD<E>) {
+pub(super) fn association<E: Element>(
+    q: &Tensor<E>,
+    k: &Tensor<E>,
+    v: &Tensor<E>,
+    beta: &[E],
+    bias: &ScoreBias<'_, Tensor<E>>,
+) -> (ArrayD<E>, ArrayD<E>) {
     let (q, k, v) = (q.as_standard_layout(), k.as_standard_layout(), v.as_standard_layout());
     let dims = Dims::of(q.shape(), k.shape(), v.shape());
     let biases = HostBiases::new(bias);
@@ -34,15 +39,22 @@ pub(super) fn association<E: Element>(q: &Tensor<E>, k: &Tensor<E>, v: &Tensor<E
 /// [`Backend::association_backward`](crate::backend::Backend::association_backward) on tensors:
 /// `(dq, dk, dv)`.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn association_backward<E: Element>(q: &Tensor<E>, k: &Tensor<E>, v: &Tensor<E>, beta: &[E],
-                                               bias: &ScoreBias<'_, Tensor<E>>, out: &Tensor<E>, lse: &Tensor<E>,
-                                               d_out: &Tensor<E>) -> (ArrayD<E>, ArrayD<E>, ArrayD<E>) {
+pub(super) fn association_backward<E: Element>(
+    q: &Tensor<E>,
+    k: &Tensor<E>,
+    v: &Tensor<E>,
+    beta: &[E],
+    bias: &ScoreBias<'_, Tensor<E>>,
+    out: &Tensor<E>,
+    lse: &Tensor<E>,
+    d_out: &Tensor<E>,
+) -> (ArrayD<E>, ArrayD<E>, ArrayD<E>) {
     let (q, k, v) = (q.as_standard_layout(), k.as_standard_layout(), v.as_standard_layout());
     let (out, lse, d_out) = (out.as_standard_layout(), lse.as_standard_layout(), d_out.as_standard_layout());
     let dims = Dims::of(q.shape(), k.shape(), v.shape());
     let biases = HostBiases::new(bias);
-    let (dq, dk, dv) = backward(slice(&q), slice(&k), slice(&v), beta, &biases.view(), dims, slice(&out),
-                                slice(&lse), slice(&d_out));
+    let (dq, dk, dv) =
+        backward(slice(&q), slice(&k), slice(&v), beta, &biases.view(), dims, slice(&out), slice(&lse), slice(&d_out));
     (array(q.shape(), dq), array(k.shape(), dk), array(v.shape(), dv))
 }
 
@@ -99,8 +111,10 @@ struct Dims {
 impl Dims {
     fn of(qs: &[usize], ks: &[usize], vs: &[usize]) -> Dims {
         debug_assert!(qs.len() == 4 && ks.len() == 4 && vs.len() == 4, "association: rank-4 q, k, v");
-        debug_assert!(qs[..2] == ks[..2] && ks[..3] == vs[..3] && qs[3] == ks[3],
-                      "association: q {qs:?} k {ks:?} v {vs:?}");
+        debug_assert!(
+            qs[..2] == ks[..2] && ks[..3] == vs[..3] && qs[3] == ks[3],
+            "association: q {qs:?} k {ks:?} v {vs:?}"
+        );
         Dims { b: qs[0], h: qs[1], l: qs[2], s: ks[2], d: qs[3], dv: vs[3] }
     }
 }
@@ -117,8 +131,14 @@ struct HostBias<'a, E> {
 
 impl<E: Element> HostBias<'_, E> {
     /// Add the biases of rows `l0..l0+rows`, columns `s0..s0+cols` of head `(b, h)` to `block`.
-    fn add(&self, block: &mut [E], (b, h): (usize, usize), (l0, rows): (usize, usize), (s0, cols): (usize, usize),
-           s: usize) {
+    fn add(
+        &self,
+        block: &mut [E],
+        (b, h): (usize, usize),
+        (l0, rows): (usize, usize),
+        (s0, cols): (usize, usize),
+        s: usize,
+    ) {
         if let Some(p) = self.padding {
             for r in 0..rows {
                 for c in 0..cols {
@@ -139,8 +159,17 @@ impl<E: Element> HostBias<'_, E> {
 
 /// `block = β · q[l0..] k[s0..]ᵀ + bias` for one head.
 #[allow(clippy::too_many_arguments)]
-fn scores<E: Element>(block: &mut [E], q: &[E], k: &[E], beta: E, bias: &HostBias<'_, E>, bh: (usize, usize),
-                      (l0, rows): (usize, usize), (s0, cols): (usize, usize), dims: &Dims) {
+fn scores<E: Element>(
+    block: &mut [E],
+    q: &[E],
+    k: &[E],
+    beta: E,
+    bias: &HostBias<'_, E>,
+    bh: (usize, usize),
+    (l0, rows): (usize, usize),
+    (s0, cols): (usize, usize),
+    dims: &Dims,
+) {
     let d = dims.d;
     let qv = ArrayView2::from_shape((rows, d), &q[l0 * d..(l0 + rows) * d]).unwrap();
     let kv = ArrayView2::from_shape((cols, d), &k[s0 * d..(s0 + cols) * d]).unwrap();
@@ -150,8 +179,7 @@ fn scores<E: Element>(block: &mut [E], q: &[E], k: &[E], beta: E, bias: &HostBia
 }
 
 /// Streaming forward on host slices: returns `out [B, H, L, dv]` and `lse [B, H, L]`.
-fn forward<E: Element>(q: &[E], k: &[E], v: &[E], beta: &[E], bias: &HostBias<'_, E>, dims: Dims)
-    -> (Vec<E>, Vec<E>) {
+fn forward<E: Element>(q: &[E], k: &[E], v: &[E], beta: &[E], bias: &HostBias<'_, E>, dims: Dims) -> (Vec<E>, Vec<E>) {
     let Dims { b, h, l, s, d, dv } = dims;
     let mut out = vec![E::zero(); b * h * l * dv];
     let mut lse = vec![E::zero(); b * h * l];
@@ -168,12 +196,26 @@ fn forward<E: Element>(q: &[E], k: &[E], v: &[E], beta: &[E], bias: &HostBias<'_
                 let mut block = vec![E::zero(); ROWS * COLS];
                 for (bh, o, ls) in group.iter_mut() {
                     let (bi, hi) = (*bh / h, *bh % h);
-                    let (qh, kh, vh) = (&q[*bh * l * d..(*bh + 1) * l * d], &k[*bh * s * d..(*bh + 1) * s * d],
-                                        &v[*bh * s * dv..(*bh + 1) * s * dv]);
+                    let (qh, kh, vh) = (
+                        &q[*bh * l * d..(*bh + 1) * l * d],
+                        &k[*bh * s * d..(*bh + 1) * s * d],
+                        &v[*bh * s * dv..(*bh + 1) * s * dv],
+                    );
                     for l0 in (0..l).step_by(ROWS) {
                         let rows = ROWS.min(l - l0);
-                        forward_rows(&mut block, qh, kh, vh, beta[hi], bias, (bi, hi), (l0, rows), &dims,
-                                     &mut o[l0 * dv..(l0 + rows) * dv], &mut ls[l0..l0 + rows]);
+                        forward_rows(
+                            &mut block,
+                            qh,
+                            kh,
+                            vh,
+                            beta[hi],
+                            bias,
+                            (bi, hi),
+                            (l0, rows),
+                            &dims,
+                            &mut o[l0 * dv..(l0 + rows) * dv],
+                            &mut ls[l0..l0 + rows],
+                        );
                     }
                 }
             });
@@ -184,9 +226,19 @@ fn forward<E: Element>(q: &[E], k: &[E], v: &[E], beta: &[E], bias: &HostBias<'_
 
 /// Online softmax over every column block for rows `l0..l0+rows` of one head.
 #[allow(clippy::too_many_arguments)]
-fn forward_rows<E: Element>(block: &mut [E], q: &[E], k: &[E], v: &[E], beta: E, bias: &HostBias<'_, E>,
-                            bh: (usize, usize), (l0, rows): (usize, usize), dims: &Dims, out: &mut [E],
-                            lse: &mut [E]) {
+fn forward_rows<E: Element>(
+    block: &mut [E],
+    q: &[E],
+    k: &[E],
+    v: &[E],
+    beta: E,
+    bias: &HostBias<'_, E>,
+    bh: (usize, usize),
+    (l0, rows): (usize, usize),
+    dims: &Dims,
+    out: &mut [E],
+    lse: &mut [E],
+) {
     let (s, dv) = (dims.s, dims.dv);
     let mut m = vec![E::neg_infinity(); rows];
     let mut sum = vec![E::zero(); rows];
@@ -234,14 +286,23 @@ fn forward_rows<E: Element>(block: &mut [E], q: &[E], k: &[E], v: &[E], beta: E,
 
 /// Streaming backward on host slices: `(dq, dk, dv)`.
 #[allow(clippy::too_many_arguments)]
-fn backward<E: Element>(q: &[E], k: &[E], v: &[E], beta: &[E], bias: &HostBias<'_, E>, dims: Dims, out: &[E],
-                        lse: &[E], d_out: &[E]) -> (Vec<E>, Vec<E>, Vec<E>) {
+fn backward<E: Element>(
+    q: &[E],
+    k: &[E],
+    v: &[E],
+    beta: &[E],
+    bias: &HostBias<'_, E>,
+    dims: Dims,
+    out: &[E],
+    lse: &[E],
+    d_out: &[E],
+) -> (Vec<E>, Vec<E>, Vec<E>) {
     let Dims { b, h, l, s, d, dv } = dims;
     let mut dq = vec![E::zero(); b * h * l * d];
     let mut dk = vec![E::zero(); b * h * s * d];
     let mut dvv = vec![E::zero(); b * h * s * dv];
-    let heads: Vec<(usize, (&mut [E], (&mut [E], &mut [E])))> = dq.chunks_mut(l * d)
-        .zip(dk.chunks_mut(s * d).zip(dvv.chunks_mut(s * dv))).enumerate().collect();
+    let heads: Vec<(usize, (&mut [E], (&mut [E], &mut [E])))> =
+        dq.chunks_mut(l * d).zip(dk.chunks_mut(s * d).zip(dvv.chunks_mut(s * dv))).enumerate().collect();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(heads.len().max(1));
     let mut heads = heads;
     std::thread::scope(|scope| {
@@ -254,18 +315,26 @@ fn backward<E: Element>(q: &[E], k: &[E], v: &[E], beta: &[E], bias: &HostBias<'
                     let bh = *bh;
                     let (bi, hi) = (bh / h, bh % h);
                     let beta_h = beta[hi];
-                    let (qh, kh, vh) = (&q[bh * l * d..(bh + 1) * l * d], &k[bh * s * d..(bh + 1) * s * d],
-                                        &v[bh * s * dv..(bh + 1) * s * dv]);
-                    let (oh, doh, lh) = (&out[bh * l * dv..(bh + 1) * l * dv], &d_out[bh * l * dv..(bh + 1) * l * dv],
-                                         &lse[bh * l..(bh + 1) * l]);
+                    let (qh, kh, vh) = (
+                        &q[bh * l * d..(bh + 1) * l * d],
+                        &k[bh * s * d..(bh + 1) * s * d],
+                        &v[bh * s * dv..(bh + 1) * s * dv],
+                    );
+                    let (oh, doh, lh) = (
+                        &out[bh * l * dv..(bh + 1) * l * dv],
+                        &d_out[bh * l * dv..(bh + 1) * l * dv],
+                        &lse[bh * l..(bh + 1) * l],
+                    );
                     for l0 in (0..l).step_by(ROWS) {
                         let rows = ROWS.min(l - l0);
                         // Δ_r = Σ_j dO[r, j] O[r, j]
-                        let delta: Vec<E> = (0..rows).map(|r| {
-                            let o = &oh[(l0 + r) * dv..(l0 + r + 1) * dv];
-                            let g = &doh[(l0 + r) * dv..(l0 + r + 1) * dv];
-                            o.iter().zip(g).map(|(&a, &b)| a * b).sum()
-                        }).collect();
+                        let delta: Vec<E> = (0..rows)
+                            .map(|r| {
+                                let o = &oh[(l0 + r) * dv..(l0 + r + 1) * dv];
+                                let g = &doh[(l0 + r) * dv..(l0 + r + 1) * dv];
+                                o.iter().zip(g).map(|(&a, &b)| a * b).sum()
+                            })
+                            .collect();
                         for s0 in (0..s).step_by(COLS) {
                             let cols = COLS.min(s - s0);
                             scores(&mut p, qh, kh, beta_h, bias, (bi, hi), (l0, rows), (s0, cols), &dims);
@@ -278,7 +347,8 @@ fn backward<E: Element>(q: &[E], k: &[E], v: &[E], beta: &[E], bias: &HostBias<'
                             let pv = ArrayView2::from_shape((rows, cols), &p[..rows * cols]).unwrap();
                             let dov = ArrayView2::from_shape((rows, dv), &doh[l0 * dv..(l0 + rows) * dv]).unwrap();
                             // dV[s0..] += pᵀ dO
-                            let mut dvv = ArrayViewMut2::from_shape((cols, dv), &mut dvh[s0 * dv..(s0 + cols) * dv]).unwrap();
+                            let mut dvv =
+                                ArrayViewMut2::from_shape((cols, dv), &mut dvh[s0 * dv..(s0 + cols) * dv]).unwrap();
                             general_mat_mul(E::one(), &pv.t(), &dov, E::one(), &mut dvv);
                             // dp = dO V[s0..]ᵀ
                             let vv = ArrayView2::from_shape((cols, dv), &vh[s0 * dv..(s0 + cols) * dv]).unwrap();
@@ -296,9 +366,11 @@ fn backward<E: Element>(q: &[E], k: &[E], v: &[E], beta: &[E], bias: &HostBias<'
                             let dsv = ArrayView2::from_shape((rows, cols), &dp[..rows * cols]).unwrap();
                             let kv = ArrayView2::from_shape((cols, d), &kh[s0 * d..(s0 + cols) * d]).unwrap();
                             let qv = ArrayView2::from_shape((rows, d), &qh[l0 * d..(l0 + rows) * d]).unwrap();
-                            let mut dqv = ArrayViewMut2::from_shape((rows, d), &mut dqh[l0 * d..(l0 + rows) * d]).unwrap();
+                            let mut dqv =
+                                ArrayViewMut2::from_shape((rows, d), &mut dqh[l0 * d..(l0 + rows) * d]).unwrap();
                             general_mat_mul(beta_h, &dsv, &kv, E::one(), &mut dqv);
-                            let mut dkv = ArrayViewMut2::from_shape((cols, d), &mut dkh[s0 * d..(s0 + cols) * d]).unwrap();
+                            let mut dkv =
+                                ArrayViewMut2::from_shape((cols, d), &mut dkh[s0 * d..(s0 + cols) * d]).unwrap();
                             general_mat_mul(beta_h, &dsv.t(), &qv, E::one(), &mut dkv);
                         }
                     }
@@ -328,13 +400,19 @@ mod tests {
     fn blocked_association_equals_the_materialised_oracle() {
         let be = Cpu::<f64>::new();
         let mut rng = StdRng::seed_from_u64(5);
-        for &(b, h, l, s, d, dv) in &[(1, 1, 1, 1, 1, 1), (2, 3, 70, 300, 5, 3), (1, 2, 129, 257, 8, 9), (2, 1, 3, 600, 4, 4)] {
-            let mut t = |shape: &[usize]| be.from_vec((0..shape.iter().product::<usize>()).map(|_| rng.gen_range(-1.0..1.0)).collect(), shape);
+        for &(b, h, l, s, d, dv) in
+            &[(1, 1, 1, 1, 1, 1), (2, 3, 70, 300, 5, 3), (1, 2, 129, 257, 8, 9), (2, 1, 3, 600, 4, 4)]
+        {
+            let mut t = |shape: &[usize]| {
+                be.from_vec((0..shape.iter().product::<usize>()).map(|_| rng.gen_range(-1.0..1.0)).collect(), shape)
+            };
             let (q, k, v, dout) = (t(&[b, h, l, d]), t(&[b, h, s, d]), t(&[b, h, s, dv]), t(&[b, h, l, dv]));
             let beta: Vec<f64> = (0..h).map(|i| 0.7 + i as f64).collect();
             let ninf = f64::NEG_INFINITY;
-            let pad: Vec<f64> = (0..b * s).map(|i| if (i < s && b > 1) || rng.gen_bool(0.2) { ninf } else { 0.0 }).collect();
-            let assoc: Vec<f64> = (0..h * l * s).map(|_| if rng.gen_bool(0.1) { ninf } else { rng.gen_range(-1.0..1.0) }).collect();
+            let pad: Vec<f64> =
+                (0..b * s).map(|i| if (i < s && b > 1) || rng.gen_bool(0.2) { ninf } else { 0.0 }).collect();
+            let assoc: Vec<f64> =
+                (0..h * l * s).map(|_| if rng.gen_bool(0.1) { ninf } else { rng.gen_range(-1.0..1.0) }).collect();
             let pad_t = be.from_vec(pad.clone(), &[b, s]);
             let assoc_t = be.from_vec(assoc.clone(), &[1, h, l, s]);
             for (use_pad, use_assoc) in [(false, false), (true, false), (true, true)] {
@@ -349,10 +427,15 @@ mod tests {
                 assert!(rel(&dk, &dk_ref) < 1e-12, "{ctx}: dk {}", rel(&dk, &dk_ref));
                 assert!(rel(&dvv, &dv_ref) < 1e-12, "{ctx}: dv {}", rel(&dvv, &dv_ref));
                 // lse of row (0, 0, 0) from its definition.
-                let mut row: Vec<f64> = (0..s).map(|j| beta[0] * (0..d).map(|i| q[[0, 0, 0, i]] * k[[0, 0, j, i]]).sum::<f64>()).collect();
+                let mut row: Vec<f64> =
+                    (0..s).map(|j| beta[0] * (0..d).map(|i| q[[0, 0, 0, i]] * k[[0, 0, j, i]]).sum::<f64>()).collect();
                 for (j, x) in row.iter_mut().enumerate() {
-                    if use_pad { *x += pad[j]; }
-                    if use_assoc { *x += assoc[j]; }
+                    if use_pad {
+                        *x += pad[j];
+                    }
+                    if use_assoc {
+                        *x += assoc[j];
+                    }
                 }
                 let m = row.iter().copied().fold(ninf, f64::max);
                 let expect = if m == ninf { ninf } else { m + row.iter().map(|x| (x - m).exp()).sum::<f64>().ln() };

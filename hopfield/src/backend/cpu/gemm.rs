@@ -86,8 +86,22 @@ pub(super) fn matmul<E: Element>(a: ArrayViewD<'_, E>, b: ArrayViewD<'_, E>, ta:
         // SAFETY: the operands describe valid strided matrices (shapes checked above); `c` holds
         // rows × n elements, written in row-major order and not aliasing the inputs.
         unsafe {
-            E::gemm(rows, k, n, E::one(), a.ptr(i), a.rs, a.cs, b.ptr(j), b.rs, b.cs, E::zero(),
-                    c.as_mut_ptr() as *mut E, n as isize, 1)
+            E::gemm(
+                rows,
+                k,
+                n,
+                E::one(),
+                a.ptr(i),
+                a.rs,
+                a.cs,
+                b.ptr(j),
+                b.rs,
+                b.cs,
+                E::zero(),
+                c.as_mut_ptr() as *mut E,
+                n as isize,
+                1,
+            )
         }
     };
     if merged || a.batch == 1 {
@@ -110,8 +124,11 @@ mod tests {
 
     fn tensor(shape: &[usize], seed: usize) -> ArrayD<f64> {
         let n: usize = shape.iter().product();
-        ArrayD::from_shape_vec(IxDyn(shape), (0..n).map(|i| (((i + seed) * 7919 % 211) as f64 - 105.0) / 37.0).collect())
-            .unwrap()
+        ArrayD::from_shape_vec(
+            IxDyn(shape),
+            (0..n).map(|i| (((i + seed) * 7919 % 211) as f64 - 105.0) / 37.0).collect(),
+        )
+        .unwrap()
     }
 
     /// The product by definition, on standard-layout copies.
@@ -147,7 +164,12 @@ mod tests {
         let want = naive(a, b, ta, tb);
         assert_eq!(got.shape(), want.shape());
         for (g, w) in got.iter().zip(want.iter()) {
-            assert!((g - w).abs() <= 1e-12 * (1.0 + w.abs()), "a {:?} b {:?} ta {ta} tb {tb}: {g} vs {w}", a.shape(), b.shape());
+            assert!(
+                (g - w).abs() <= 1e-12 * (1.0 + w.abs()),
+                "a {:?} b {:?} ta {ta} tb {tb}: {g} vs {w}",
+                a.shape(),
+                b.shape()
+            );
         }
     }
 

@@ -113,7 +113,11 @@ impl<E: Element> Backend for Cpu<E> {
         if t.is_standard_layout() {
             t.clone().into_shape_with_order(IxDyn(shape)).expect("reshape: sizes agree")
         } else {
-            t.as_standard_layout().into_owned().into_shared().into_shape_with_order(IxDyn(shape)).expect("reshape: sizes agree")
+            t.as_standard_layout()
+                .into_owned()
+                .into_shared()
+                .into_shape_with_order(IxDyn(shape))
+                .expect("reshape: sizes agree")
         }
     }
     fn permute(&self, t: &CpuTensor<E>, axes: &[usize]) -> CpuTensor<E> {
@@ -244,8 +248,13 @@ impl<E: Element> Backend for Cpu<E> {
         ArrayD::from_shape_vec(IxDyn(&[n]), out).unwrap().into_shared()
     }
 
-    fn layer_norm(&self, x: &CpuTensor<E>, weight: Option<&CpuTensor<E>>, bias: Option<&CpuTensor<E>>, eps: E)
-        -> (CpuTensor<E>, CpuTensor<E>) {
+    fn layer_norm(
+        &self,
+        x: &CpuTensor<E>,
+        weight: Option<&CpuTensor<E>>,
+        bias: Option<&CpuTensor<E>>,
+        eps: E,
+    ) -> (CpuTensor<E>, CpuTensor<E>) {
         let n = x.shape()[x.ndim() - 1];
         let x = std_layout(x);
         let rows = x.len() / n;
@@ -277,8 +286,13 @@ impl<E: Element> Backend for Cpu<E> {
         (arr(x.shape(), y), arr(&[rows, 2], stats))
     }
 
-    fn layer_norm_backward(&self, x: &CpuTensor<E>, stats: &CpuTensor<E>, weight: Option<&CpuTensor<E>>, dy: &CpuTensor<E>)
-        -> (CpuTensor<E>, Option<(CpuTensor<E>, CpuTensor<E>)>) {
+    fn layer_norm_backward(
+        &self,
+        x: &CpuTensor<E>,
+        stats: &CpuTensor<E>,
+        weight: Option<&CpuTensor<E>>,
+        dy: &CpuTensor<E>,
+    ) -> (CpuTensor<E>, Option<(CpuTensor<E>, CpuTensor<E>)>) {
         let n = x.shape()[x.ndim() - 1];
         let x = std_layout(x);
         let dy = std_layout(dy);
@@ -289,17 +303,25 @@ impl<E: Element> Backend for Cpu<E> {
         let per = rows_per_task(n);
         // Each task returns its partial (dw, db); partials are summed in task order, so results do not
         // depend on the number of threads.
-        let partials: Vec<(Vec<E>, Vec<E>)> = xs.par_chunks(per * n).zip(dys.par_chunks(per * n))
-            .zip(dx.par_chunks_mut(per * n)).zip(st.par_chunks(per * 2))
+        let partials: Vec<(Vec<E>, Vec<E>)> = xs
+            .par_chunks(per * n)
+            .zip(dys.par_chunks(per * n))
+            .zip(dx.par_chunks_mut(per * n))
+            .zip(st.par_chunks(per * 2))
             .map(|(((xb, db_), dxb), sb)| {
                 let (mut dw, mut dbias, mut dxhat) = (vec![E::zero(); n], vec![E::zero(); n], vec![E::zero(); n]);
-                for (((row, drow), dxr), s) in xb.chunks_exact(n).zip(db_.chunks_exact(n)).zip(dxb.chunks_exact_mut(n)).zip(sb.chunks_exact(2)) {
+                for (((row, drow), dxr), s) in
+                    xb.chunks_exact(n).zip(db_.chunks_exact(n)).zip(dxb.chunks_exact_mut(n)).zip(sb.chunks_exact(2))
+                {
                     let (mean, rstd) = (s[0], s[1]);
                     // y = xhat·w + b; dxhat = dy·w; dx = rstd·(dxhat − mean(dxhat) − xhat·mean(dxhat·xhat))
                     let (mut sum_d, mut sum_dx) = (E::zero(), E::zero());
                     for i in 0..n {
                         let xhat = (row[i] - mean) * rstd;
-                        let d = match w { Some(w) => drow[i] * w[i], None => drow[i] };
+                        let d = match w {
+                            Some(w) => drow[i] * w[i],
+                            None => drow[i],
+                        };
                         dxhat[i] = d;
                         sum_d += d;
                         sum_dx += d * xhat;
@@ -313,7 +335,8 @@ impl<E: Element> Backend for Cpu<E> {
                     }
                 }
                 (dw, dbias)
-            }).collect();
+            })
+            .collect();
         let affine = weight.map(|_| {
             let (mut dw, mut db) = (vec![E::zero(); n], vec![E::zero(); n]);
             for (pw, pb) in &partials {
@@ -333,35 +356,36 @@ impl<E: Element> Backend for Cpu<E> {
         let pad = bias.padding.map(|p| std_layout(p));
         let assoc = bias.association.map(|a| (std_layout(a), a.shape()[0] == 1, a.shape()[1] == 1));
         let per = rows_per_task(s_n);
-        out.par_chunks_mut(s_n * per).zip(src.as_slice().unwrap().par_chunks(s_n * per)).enumerate()
-            .for_each(|(task, (block, src_block))| {
-        for (r, (row, src_row)) in block.chunks_exact_mut(s_n).zip(src_block.chunks_exact(s_n)).enumerate() {
-            let row_i = task * per + r;
-            let (l, h, b) = (row_i % l_n, (row_i / l_n) % h_n, row_i / (l_n * h_n));
-            let beta_h = beta[h];
-            row.iter_mut().zip(src_row).for_each(|(v, &s)| *v = s * beta_h);
-            if let Some(p) = &pad {
-                row.iter_mut().zip(&p.as_slice().unwrap()[b * s_n..(b + 1) * s_n]).for_each(|(v, &m)| *v += m);
-            }
-            if let Some((a, one_b, one_h)) = &assoc {
-                let (ab, ah) = (if *one_b { 0 } else { b }, if *one_h { 0 } else { h });
-                let a_h = if *one_h { 1 } else { h_n };
-                let start = ((ab * a_h + ah) * l_n + l) * s_n;
-                row.iter_mut().zip(&a.as_slice().unwrap()[start..start + s_n]).for_each(|(v, &m)| *v += m);
-            }
-            let max = rows::max(row);
-            if max == E::neg_infinity() {
-                // Fully masked row: no pattern to retrieve, the association is zero (not NaN).
-                row.fill(E::zero());
-                continue;
-            }
-            row.iter_mut().for_each(|v| *v -= max);
-            E::exp_in_place(row);
-            let sum = rows::sum(row);
-            let inv = E::one() / sum;
-            row.iter_mut().for_each(|v| *v *= inv);
-        }
-        });
+        out.par_chunks_mut(s_n * per).zip(src.as_slice().unwrap().par_chunks(s_n * per)).enumerate().for_each(
+            |(task, (block, src_block))| {
+                for (r, (row, src_row)) in block.chunks_exact_mut(s_n).zip(src_block.chunks_exact(s_n)).enumerate() {
+                    let row_i = task * per + r;
+                    let (l, h, b) = (row_i % l_n, (row_i / l_n) % h_n, row_i / (l_n * h_n));
+                    let beta_h = beta[h];
+                    row.iter_mut().zip(src_row).for_each(|(v, &s)| *v = s * beta_h);
+                    if let Some(p) = &pad {
+                        row.iter_mut().zip(&p.as_slice().unwrap()[b * s_n..(b + 1) * s_n]).for_each(|(v, &m)| *v += m);
+                    }
+                    if let Some((a, one_b, one_h)) = &assoc {
+                        let (ab, ah) = (if *one_b { 0 } else { b }, if *one_h { 0 } else { h });
+                        let a_h = if *one_h { 1 } else { h_n };
+                        let start = ((ab * a_h + ah) * l_n + l) * s_n;
+                        row.iter_mut().zip(&a.as_slice().unwrap()[start..start + s_n]).for_each(|(v, &m)| *v += m);
+                    }
+                    let max = rows::max(row);
+                    if max == E::neg_infinity() {
+                        // Fully masked row: no pattern to retrieve, the association is zero (not NaN).
+                        row.fill(E::zero());
+                        continue;
+                    }
+                    row.iter_mut().for_each(|v| *v -= max);
+                    E::exp_in_place(row);
+                    let sum = rows::sum(row);
+                    let inv = E::one() / sum;
+                    row.iter_mut().for_each(|v| *v *= inv);
+                }
+            },
+        );
         arr(sh, out)
     }
 
@@ -372,9 +396,16 @@ impl<E: Element> Backend for Cpu<E> {
         let dp = std_layout(d_probs);
         let mut out = vec![E::zero(); p.len()];
         let per = rows_per_task(s_n);
-        p.as_slice().unwrap().par_chunks(per * s_n).zip(dp.as_slice().unwrap().par_chunks(per * s_n))
-            .zip(out.par_chunks_mut(per * s_n)).enumerate().for_each(|(task, ((pb, db), ob))| {
-                for (r, ((pr, dr), o)) in pb.chunks_exact(s_n).zip(db.chunks_exact(s_n)).zip(ob.chunks_exact_mut(s_n)).enumerate() {
+        p.as_slice()
+            .unwrap()
+            .par_chunks(per * s_n)
+            .zip(dp.as_slice().unwrap().par_chunks(per * s_n))
+            .zip(out.par_chunks_mut(per * s_n))
+            .enumerate()
+            .for_each(|(task, ((pb, db), ob))| {
+                for (r, ((pr, dr), o)) in
+                    pb.chunks_exact(s_n).zip(db.chunks_exact(s_n)).zip(ob.chunks_exact_mut(s_n)).enumerate()
+                {
                     let h = ((task * per + r) / l_n) % h_n;
                     let (dot, beta_h) = (rows::dot(pr, dr), beta[h]);
                     for ((o, &p), &d) in o.iter_mut().zip(pr).zip(dr) {
@@ -385,15 +416,29 @@ impl<E: Element> Backend for Cpu<E> {
         arr(p.shape(), out)
     }
 
-    fn association(&self, q: &CpuTensor<E>, k: &CpuTensor<E>, v: &CpuTensor<E>, beta: &[E],
-                   bias: &ScoreBias<'_, CpuTensor<E>>) -> (CpuTensor<E>, CpuTensor<E>) {
+    fn association(
+        &self,
+        q: &CpuTensor<E>,
+        k: &CpuTensor<E>,
+        v: &CpuTensor<E>,
+        beta: &[E],
+        bias: &ScoreBias<'_, CpuTensor<E>>,
+    ) -> (CpuTensor<E>, CpuTensor<E>) {
         let (out, lse) = blocked::association(q, k, v, beta, bias);
         (out.into_shared(), lse.into_shared())
     }
 
-    fn association_backward(&self, q: &CpuTensor<E>, k: &CpuTensor<E>, v: &CpuTensor<E>, beta: &[E],
-                            bias: &ScoreBias<'_, CpuTensor<E>>, out: &CpuTensor<E>, lse: &CpuTensor<E>,
-                            d_out: &CpuTensor<E>) -> (CpuTensor<E>, CpuTensor<E>, CpuTensor<E>) {
+    fn association_backward(
+        &self,
+        q: &CpuTensor<E>,
+        k: &CpuTensor<E>,
+        v: &CpuTensor<E>,
+        beta: &[E],
+        bias: &ScoreBias<'_, CpuTensor<E>>,
+        out: &CpuTensor<E>,
+        lse: &CpuTensor<E>,
+        d_out: &CpuTensor<E>,
+    ) -> (CpuTensor<E>, CpuTensor<E>, CpuTensor<E>) {
         let (dq, dk, dv) = blocked::association_backward(q, k, v, beta, bias, out, lse, d_out);
         (dq.into_shared(), dk.into_shared(), dv.into_shared())
     }
@@ -432,7 +477,14 @@ impl<E: Element> Backend for Cpu<E> {
         ArrayD::from_shape_simple_fn(IxDyn(shape), || if rng.gen::<f64>() < p { E::zero() } else { keep }).into_shared()
     }
 
-    fn adam_step(&self, param: &mut CpuTensor<E>, grad: &CpuTensor<E>, m: &mut CpuTensor<E>, v: &mut CpuTensor<E>, hp: AdamStep) {
+    fn adam_step(
+        &self,
+        param: &mut CpuTensor<E>,
+        grad: &CpuTensor<E>,
+        m: &mut CpuTensor<E>,
+        v: &mut CpuTensor<E>,
+        hp: AdamStep,
+    ) {
         let (b1, b2) = (E::of(hp.beta1), E::of(hp.beta2));
         let bc1 = 1.0 - hp.beta1.powi(hp.step as i32);
         let bc2 = 1.0 - hp.beta2.powi(hp.step as i32);

@@ -29,8 +29,15 @@ pub const MAX_HEAD: usize = 128;
 /// Rows `start..start + BC` of the `[len, width]` matrix that starts at row `first` of `src` into `tile`,
 /// zeros past `len`. Every unit of the cube calls it (unit `u` copies every [`ROWS`]-th element).
 #[cube]
-fn load_tile(src: &[f32], tile: &mut Shared<[f32]>, first: usize, start: usize, len: usize, u: usize,
-             #[comptime] width: usize) {
+fn load_tile(
+    src: &[f32],
+    tile: &mut Shared<[f32]>,
+    first: usize,
+    start: usize,
+    len: usize,
+    u: usize,
+    #[comptime] width: usize,
+) {
     let mut i = u;
     while i < BC * width {
         tile[i] = if start + i / width < len { src[(first + start) * width + i] } else { 0.0f32 };
@@ -43,9 +50,24 @@ fn load_tile(src: &[f32], tile: &mut Shared<[f32]>, first: usize, start: usize, 
 /// `row` and `col` must be in range: callers clamp them and discard the scores of clamped entries.
 #[cube]
 #[allow(clippy::too_many_arguments)]
-fn biased_score(x: &Array<f32>, tile: &Shared<[f32]>, at: usize, beta: f32, pad: &[f32], assoc: &[f32],
-                b: usize, h: usize, row: usize, col: usize, len_s: usize, assoc_sb: usize, assoc_sh: usize,
-                #[comptime] d: usize, #[comptime] has_pad: bool, #[comptime] has_assoc: bool) -> f32 {
+fn biased_score(
+    x: &Array<f32>,
+    tile: &Shared<[f32]>,
+    at: usize,
+    beta: f32,
+    pad: &[f32],
+    assoc: &[f32],
+    b: usize,
+    h: usize,
+    row: usize,
+    col: usize,
+    len_s: usize,
+    assoc_sb: usize,
+    assoc_sh: usize,
+    #[comptime] d: usize,
+    #[comptime] has_pad: bool,
+    #[comptime] has_assoc: bool,
+) -> f32 {
     let mut s = 0.0f32;
     #[unroll]
     for c in 0..d {
@@ -63,10 +85,26 @@ fn biased_score(x: &Array<f32>, tile: &Shared<[f32]>, at: usize, beta: f32, pad:
 
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
-fn assoc_forward_kernel(q: &[f32], k: &[f32], v: &[f32], beta: &[f32], pad: &[f32], assoc: &[f32], out: &mut [f32],
-                        lse: &mut [f32], len_l: usize, len_s: usize, heads: usize, assoc_sb: usize, assoc_sh: usize,
-                        masked_lse: f32, #[comptime] d: usize, #[comptime] dv: usize, #[comptime] has_pad: bool,
-                        #[comptime] has_assoc: bool) {
+fn assoc_forward_kernel(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    beta: &[f32],
+    pad: &[f32],
+    assoc: &[f32],
+    out: &mut [f32],
+    lse: &mut [f32],
+    len_l: usize,
+    len_s: usize,
+    heads: usize,
+    assoc_sb: usize,
+    assoc_sh: usize,
+    masked_lse: f32,
+    #[comptime] d: usize,
+    #[comptime] dv: usize,
+    #[comptime] has_pad: bool,
+    #[comptime] has_assoc: bool,
+) {
     let u = UNIT_POS as usize;
     let bh = CUBE_POS_Y as usize;
     let b = bh / heads;
@@ -102,8 +140,24 @@ fn assoc_forward_kernel(q: &[f32], k: &[f32], v: &[f32], beta: &[f32], pad: &[f3
         let mut tmax = masked_score();
         for j in 0..BC {
             let col = s0 + j;
-            let sj = biased_score(&qr, &ks, j * d, bq, pad, assoc, b, h, rc, min(col, len_s - 1), len_s, assoc_sb,
-                                  assoc_sh, d, has_pad, has_assoc);
+            let sj = biased_score(
+                &qr,
+                &ks,
+                j * d,
+                bq,
+                pad,
+                assoc,
+                b,
+                h,
+                rc,
+                min(col, len_s - 1),
+                len_s,
+                assoc_sb,
+                assoc_sh,
+                d,
+                has_pad,
+                has_assoc,
+            );
             let sj = if col < len_s { sj } else { masked_score() };
             sc[j * ROWS + u] = sj;
             tmax = max(tmax, sj);
@@ -157,9 +211,27 @@ fn assoc_delta_kernel(out: &[f32], d_out: &[f32], delta: &mut [f32], dv: usize, 
 /// `dq[r] = β Σ_j p_rj (dO_r · v_j − Δ_r) k_j`, one unit per state pattern.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
-fn assoc_dq_kernel(q: &[f32], k: &[f32], v: &[f32], beta: &[f32], pad: &[f32], assoc: &[f32], d_out: &[f32], lse: &[f32],
-                   delta: &[f32], dq: &mut [f32], len_l: usize, len_s: usize, heads: usize, assoc_sb: usize, assoc_sh: usize,
-                   #[comptime] d: usize, #[comptime] dv: usize, #[comptime] has_pad: bool, #[comptime] has_assoc: bool) {
+fn assoc_dq_kernel(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    beta: &[f32],
+    pad: &[f32],
+    assoc: &[f32],
+    d_out: &[f32],
+    lse: &[f32],
+    delta: &[f32],
+    dq: &mut [f32],
+    len_l: usize,
+    len_s: usize,
+    heads: usize,
+    assoc_sb: usize,
+    assoc_sh: usize,
+    #[comptime] d: usize,
+    #[comptime] dv: usize,
+    #[comptime] has_pad: bool,
+    #[comptime] has_assoc: bool,
+) {
     let u = UNIT_POS as usize;
     let bh = CUBE_POS_Y as usize;
     let b = bh / heads;
@@ -194,8 +266,24 @@ fn assoc_dq_kernel(q: &[f32], k: &[f32], v: &[f32], beta: &[f32], pad: &[f32], a
         sync_cube();
         for j in 0..BC {
             let col = s0 + j;
-            let sj = biased_score(&qr, &ks, j * d, bq, pad, assoc, b, h, rc, min(col, len_s - 1), len_s, assoc_sb,
-                                  assoc_sh, d, has_pad, has_assoc);
+            let sj = biased_score(
+                &qr,
+                &ks,
+                j * d,
+                bq,
+                pad,
+                assoc,
+                b,
+                h,
+                rc,
+                min(col, len_s - 1),
+                len_s,
+                assoc_sb,
+                assoc_sh,
+                d,
+                has_pad,
+                has_assoc,
+            );
             let p = if live && col < len_s { (sj - lse_r).exp() } else { 0.0f32 };
             let mut dp = 0.0f32;
             #[unroll]
@@ -221,10 +309,28 @@ fn assoc_dq_kernel(q: &[f32], k: &[f32], v: &[f32], beta: &[f32], pad: &[f32], a
 /// `dv[j] = Σ_r p_rj dO_r`, `dk[j] = β Σ_r p_rj (dO_r · v_j − Δ_r) q_r`, one unit per stored pattern.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
-fn assoc_dkdv_kernel(q: &[f32], k: &[f32], v: &[f32], beta: &[f32], pad: &[f32], assoc: &[f32], d_out: &[f32], lse: &[f32],
-                     delta: &[f32], dk: &mut [f32], dvo: &mut [f32], len_l: usize, len_s: usize, heads: usize,
-                     assoc_sb: usize, assoc_sh: usize,
-                     #[comptime] d: usize, #[comptime] dv: usize, #[comptime] has_pad: bool, #[comptime] has_assoc: bool) {
+fn assoc_dkdv_kernel(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    beta: &[f32],
+    pad: &[f32],
+    assoc: &[f32],
+    d_out: &[f32],
+    lse: &[f32],
+    delta: &[f32],
+    dk: &mut [f32],
+    dvo: &mut [f32],
+    len_l: usize,
+    len_s: usize,
+    heads: usize,
+    assoc_sb: usize,
+    assoc_sh: usize,
+    #[comptime] d: usize,
+    #[comptime] dv: usize,
+    #[comptime] has_pad: bool,
+    #[comptime] has_assoc: bool,
+) {
     let u = UNIT_POS as usize;
     let bh = CUBE_POS_Y as usize;
     let b = bh / heads;
@@ -265,8 +371,24 @@ fn assoc_dkdv_kernel(q: &[f32], k: &[f32], v: &[f32], beta: &[f32], pad: &[f32],
         sync_cube();
         for r in 0..BC {
             let row = l0 + r;
-            let sj = biased_score(&kr, &qs, r * d, bq, pad, assoc, b, h, min(row, len_l - 1), cc, len_s, assoc_sb,
-                                  assoc_sh, d, has_pad, has_assoc);
+            let sj = biased_score(
+                &kr,
+                &qs,
+                r * d,
+                bq,
+                pad,
+                assoc,
+                b,
+                h,
+                min(row, len_l - 1),
+                cc,
+                len_s,
+                assoc_sb,
+                assoc_sh,
+                d,
+                has_pad,
+                has_assoc,
+            );
             let lr = ls[r];
             // Padded rows and fully masked ones (`lse = -inf`) contribute nothing.
             let p = if valid_col && row < len_l && lr > masked_score() { (sj - lr).exp() } else { 0.0f32 };
@@ -300,14 +422,25 @@ fn assoc_dkdv_kernel(q: &[f32], k: &[f32], v: &[f32], beta: &[f32], pad: &[f32],
 fn fused_dims<R: CubeRuntime>(g: &Cube<R>, q: &CubeTensor, k: &CubeTensor, v: &CubeTensor) -> Option<[usize; 6]> {
     let (qs, ks, vs) = (&q.shape, &k.shape, &v.shape);
     debug_assert!(qs.len() == 4 && ks.len() == 4 && vs.len() == 4, "association: rank-4 q, k, v");
-    debug_assert!(qs[..2] == ks[..2] && ks[..3] == vs[..3] && qs[3] == ks[3], "association: q {qs:?} k {ks:?} v {vs:?}");
+    debug_assert!(
+        qs[..2] == ks[..2] && ks[..3] == vs[..3] && qs[3] == ks[3],
+        "association: q {qs:?} k {ks:?} v {vs:?}"
+    );
     let dims = [qs[0], qs[1], qs[2], ks[2], qs[3], vs[3]];
     let [b, h, l, s, d, dv] = dims;
     // The forward's tiles and scores (the dk/dv kernel's `2·BC` extra is smaller).
     let shared = (BC * (d + dv) + BC * ROWS) * std::mem::size_of::<f32>();
     let props = g.client.properties();
-    let fits = d >= 1 && dv >= 1 && d <= MAX_HEAD && dv <= MAX_HEAD && shared <= props.hardware.max_shared_memory_size
-        && b * h <= 65_535 && l.div_ceil(ROWS) <= 65_535 && s.div_ceil(ROWS) <= 65_535 && l > 0 && s > 0;
+    let fits = d >= 1
+        && dv >= 1
+        && d <= MAX_HEAD
+        && dv <= MAX_HEAD
+        && shared <= props.hardware.max_shared_memory_size
+        && b * h <= 65_535
+        && l.div_ceil(ROWS) <= 65_535
+        && s.div_ceil(ROWS) <= 65_535
+        && l > 0
+        && s > 0;
     fits.then_some(dims)
 }
 
@@ -316,8 +449,14 @@ fn assoc_strides(a: &CubeTensor) -> (usize, usize) {
     (if ab == 1 { 0 } else { ah * l * s }, if ah == 1 { 0 } else { l * s })
 }
 
-pub(crate) fn association<R: CubeRuntime>(g: &Cube<R>, q: &CubeTensor, k: &CubeTensor, v: &CubeTensor,
-                                          beta: &[f32], bias: &ScoreBias<'_, CubeTensor>) -> (CubeTensor, CubeTensor) {
+pub(crate) fn association<R: CubeRuntime>(
+    g: &Cube<R>,
+    q: &CubeTensor,
+    k: &CubeTensor,
+    v: &CubeTensor,
+    beta: &[f32],
+    bias: &ScoreBias<'_, CubeTensor>,
+) -> (CubeTensor, CubeTensor) {
     let Some([b, h, l, s, d, dv]) = fused_dims(g, q, k, v) else {
         return reference::association(g, q, k, v, beta, bias);
     };
@@ -326,18 +465,44 @@ pub(crate) fn association<R: CubeRuntime>(g: &Cube<R>, q: &CubeTensor, k: &CubeT
     let (sb, sh) = bias.association.map_or((0, 0), assoc_strides);
     let pad = bias.padding.map_or_else(|| g.dummy(), |p| p.arg());
     let assoc = bias.association.map_or_else(|| g.dummy(), |a| a.arg());
-    assoc_forward_kernel::launch(&g.client, CubeCount::Static(l.div_ceil(ROWS) as u32, (b * h) as u32, 1),
-                                 CubeDim::new_1d(ROWS as u32), q.arg(), k.arg(), v.arg(), g.upload_f32(beta), pad, assoc,
-                                 out.arg(), lse.arg(), l, s, h, sb, sh, f32::NEG_INFINITY, d, dv,
-                                 bias.padding.is_some(), bias.association.is_some());
+    assoc_forward_kernel::launch(
+        &g.client,
+        CubeCount::Static(l.div_ceil(ROWS) as u32, (b * h) as u32, 1),
+        CubeDim::new_1d(ROWS as u32),
+        q.arg(),
+        k.arg(),
+        v.arg(),
+        g.upload_f32(beta),
+        pad,
+        assoc,
+        out.arg(),
+        lse.arg(),
+        l,
+        s,
+        h,
+        sb,
+        sh,
+        f32::NEG_INFINITY,
+        d,
+        dv,
+        bias.padding.is_some(),
+        bias.association.is_some(),
+    );
     (out, lse)
 }
 
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn association_backward<R: CubeRuntime>(g: &Cube<R>, q: &CubeTensor, k: &CubeTensor, v: &CubeTensor,
-                                                   beta: &[f32], bias: &ScoreBias<'_, CubeTensor>, out: &CubeTensor,
-                                                   lse: &CubeTensor, d_out: &CubeTensor)
-    -> (CubeTensor, CubeTensor, CubeTensor) {
+pub(crate) fn association_backward<R: CubeRuntime>(
+    g: &Cube<R>,
+    q: &CubeTensor,
+    k: &CubeTensor,
+    v: &CubeTensor,
+    beta: &[f32],
+    bias: &ScoreBias<'_, CubeTensor>,
+    out: &CubeTensor,
+    lse: &CubeTensor,
+    d_out: &CubeTensor,
+) -> (CubeTensor, CubeTensor, CubeTensor) {
     let Some([b, h, l, s, d, dv]) = fused_dims(g, q, k, v) else {
         return reference::association_backward(g, q, k, v, beta, bias, d_out);
     };
@@ -350,16 +515,57 @@ pub(crate) fn association_backward<R: CubeRuntime>(g: &Cube<R>, q: &CubeTensor, 
     let arg = |t: Option<&CubeTensor>| t.map_or_else(|| g.dummy(), |t| t.arg());
     let (has_pad, has_assoc) = (bias.padding.is_some(), bias.association.is_some());
     let dq = g.alloc(&q.shape);
-    assoc_dq_kernel::launch(&g.client, CubeCount::Static(l.div_ceil(ROWS) as u32, (b * h) as u32, 1),
-                            CubeDim::new_1d(ROWS as u32), q.arg(), k.arg(), v.arg(), g.upload_f32(beta), arg(bias.padding),
-                            arg(bias.association), d_out.arg(), lse.arg(), delta.arg(), dq.arg(), l, s, h, sb, sh, d, dv,
-                            has_pad, has_assoc);
+    assoc_dq_kernel::launch(
+        &g.client,
+        CubeCount::Static(l.div_ceil(ROWS) as u32, (b * h) as u32, 1),
+        CubeDim::new_1d(ROWS as u32),
+        q.arg(),
+        k.arg(),
+        v.arg(),
+        g.upload_f32(beta),
+        arg(bias.padding),
+        arg(bias.association),
+        d_out.arg(),
+        lse.arg(),
+        delta.arg(),
+        dq.arg(),
+        l,
+        s,
+        h,
+        sb,
+        sh,
+        d,
+        dv,
+        has_pad,
+        has_assoc,
+    );
     let dk = g.alloc(&k.shape);
     let dvt = g.alloc(&v.shape);
-    assoc_dkdv_kernel::launch(&g.client, CubeCount::Static(s.div_ceil(ROWS) as u32, (b * h) as u32, 1),
-                              CubeDim::new_1d(ROWS as u32), q.arg(), k.arg(), v.arg(), g.upload_f32(beta), arg(bias.padding),
-                              arg(bias.association), d_out.arg(), lse.arg(), delta.arg(), dk.arg(), dvt.arg(), l, s, h, sb, sh,
-                              d, dv, has_pad, has_assoc);
+    assoc_dkdv_kernel::launch(
+        &g.client,
+        CubeCount::Static(s.div_ceil(ROWS) as u32, (b * h) as u32, 1),
+        CubeDim::new_1d(ROWS as u32),
+        q.arg(),
+        k.arg(),
+        v.arg(),
+        g.upload_f32(beta),
+        arg(bias.padding),
+        arg(bias.association),
+        d_out.arg(),
+        lse.arg(),
+        delta.arg(),
+        dk.arg(),
+        dvt.arg(),
+        l,
+        s,
+        h,
+        sb,
+        sh,
+        d,
+        dv,
+        has_pad,
+        has_assoc,
+    );
     (dq, dk, dvt)
 }
 
@@ -381,22 +587,35 @@ mod tests {
     #[test]
     fn fused_association_matches_the_cpu_oracle() {
         let (g, c, mut r) = (gpu(), cpu(), rng(12));
-        for &(b, h, l, s, d, dv) in &[(1, 1, 1, 1, 1, 1), (2, 3, 70, 33, 5, 3), (1, 2, 65, 100, 16, 9), (2, 1, 3, 129, 8, 8)] {
+        for &(b, h, l, s, d, dv) in
+            &[(1, 1, 1, 1, 1, 1), (2, 3, 70, 33, 5, 3), (1, 2, 65, 100, 16, 9), (2, 1, 3, 129, 8, 8)]
+        {
             let shapes = [[b, h, l, d], [b, h, s, d], [b, h, s, dv], [b, h, l, dv]];
             let [(qg, qc), (kg, kc), (vg, vc), (dog, doc)] = shapes.map(|sh| pair(&g, &mut r, &sh));
             let beta: Vec<f32> = (0..h).map(|i| 0.7 + i as f32).collect();
             let ninf = f32::NEG_INFINITY;
-            let pad: Vec<f32> = (0..b * s).map(|i| if (b > 1 && i < s) || r.gen_bool(0.2) { ninf } else { 0.0 }).collect();
-            let assoc: Vec<f32> = (0..h * l * s).map(|_| if r.gen_bool(0.1) { ninf } else { r.gen_range(-1.0..1.0) }).collect();
+            let pad: Vec<f32> =
+                (0..b * s).map(|i| if (b > 1 && i < s) || r.gen_bool(0.2) { ninf } else { 0.0 }).collect();
+            let assoc: Vec<f32> =
+                (0..h * l * s).map(|_| if r.gen_bool(0.1) { ninf } else { r.gen_range(-1.0..1.0) }).collect();
             let assoc_b: Vec<f32> = (0..b * l * s).map(|_| r.gen_range(-1.0..1.0)).collect();
             let (pg, pc) = (g.from_vec(pad.clone(), &[b, s]), c.from_vec(pad, &[b, s]));
             let (ag, ac) = (g.from_vec(assoc.clone(), &[1, h, l, s]), c.from_vec(assoc, &[1, h, l, s]));
             let (abg, abc) = (g.from_vec(assoc_b.clone(), &[b, 1, l, s]), c.from_vec(assoc_b, &[b, 1, l, s]));
             let cases = [
                 (ScoreBias::default(), ScoreBias::default()),
-                (ScoreBias { padding: Some(&pg), association: None }, ScoreBias { padding: Some(&pc), association: None }),
-                (ScoreBias { padding: Some(&pg), association: Some(&ag) }, ScoreBias { padding: Some(&pc), association: Some(&ac) }),
-                (ScoreBias { padding: None, association: Some(&abg) }, ScoreBias { padding: None, association: Some(&abc) }),
+                (
+                    ScoreBias { padding: Some(&pg), association: None },
+                    ScoreBias { padding: Some(&pc), association: None },
+                ),
+                (
+                    ScoreBias { padding: Some(&pg), association: Some(&ag) },
+                    ScoreBias { padding: Some(&pc), association: Some(&ac) },
+                ),
+                (
+                    ScoreBias { padding: None, association: Some(&abg) },
+                    ScoreBias { padding: None, association: Some(&abc) },
+                ),
             ];
             for (i, (bg, bc)) in cases.iter().enumerate() {
                 let ctx = format!("{:?} case {i}", (b, h, l, s, d, dv));

@@ -184,8 +184,17 @@ fn activation_backward_kernel(x: &[f32], dy: &[f32], out: &mut [f32], n: usize, 
 /// One Adam/AdamW step; same formula, same order of operations as `Cpu::adam_step`.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
-fn adam_kernel(p: &[f32], g: &[f32], m: &[f32], v: &[f32], p_out: &mut [f32], m_out: &mut [f32], v_out: &mut [f32],
-               hp: &[f32], n: usize) {
+fn adam_kernel(
+    p: &[f32],
+    g: &[f32],
+    m: &[f32],
+    v: &[f32],
+    p_out: &mut [f32],
+    m_out: &mut [f32],
+    v_out: &mut [f32],
+    hp: &[f32],
+    n: usize,
+) {
     let i = ABSOLUTE_POS;
     if i < n {
         // hp = [β₁, β₂, step size lr/bc1, sqrt(bc2), ε, l2, decay 1 − lr·decoupled]
@@ -265,8 +274,12 @@ pub(crate) fn activation<R: CubeRuntime>(g: &Cube<R>, x: &CubeTensor, act: Activ
     out
 }
 
-pub(crate) fn activation_backward<R: CubeRuntime>(g: &Cube<R>, x: &CubeTensor, dy: &CubeTensor,
-                                                  act: Activation) -> CubeTensor {
+pub(crate) fn activation_backward<R: CubeRuntime>(
+    g: &Cube<R>,
+    x: &CubeTensor,
+    dy: &CubeTensor,
+    act: Activation,
+) -> CubeTensor {
     debug_assert_eq!(x.shape, dy.shape, "activation_backward: shapes");
     let out = g.alloc(&x.shape);
     let n = out.len();
@@ -277,19 +290,44 @@ pub(crate) fn activation_backward<R: CubeRuntime>(g: &Cube<R>, x: &CubeTensor, d
     out
 }
 
-pub(crate) fn adam_step<R: CubeRuntime>(g: &Cube<R>, p: &CubeTensor, grad: &CubeTensor, m: &CubeTensor, v: &CubeTensor,
-                                        hp: AdamStep) -> (CubeTensor, CubeTensor, CubeTensor) {
+pub(crate) fn adam_step<R: CubeRuntime>(
+    g: &Cube<R>,
+    p: &CubeTensor,
+    grad: &CubeTensor,
+    m: &CubeTensor,
+    v: &CubeTensor,
+    hp: AdamStep,
+) -> (CubeTensor, CubeTensor, CubeTensor) {
     debug_assert!(p.shape == grad.shape && p.shape == m.shape && p.shape == v.shape, "adam_step: shapes");
     let bc1 = 1.0 - hp.beta1.powi(hp.step as i32);
     let bc2 = 1.0 - hp.beta2.powi(hp.step as i32);
-    let consts = [hp.beta1 as f32, hp.beta2 as f32, (hp.lr / bc1) as f32, bc2.sqrt() as f32, hp.eps as f32,
-                  hp.l2 as f32, (1.0 - hp.lr * hp.decoupled) as f32];
+    let consts = [
+        hp.beta1 as f32,
+        hp.beta2 as f32,
+        (hp.lr / bc1) as f32,
+        bc2.sqrt() as f32,
+        hp.eps as f32,
+        hp.l2 as f32,
+        (1.0 - hp.lr * hp.decoupled) as f32,
+    ];
     let (po, mo, vo) = (g.alloc(&p.shape), g.alloc(&p.shape), g.alloc(&p.shape));
     let n = p.len();
     if n > 0 {
         let (count, dim) = grid_1d(n);
-        adam_kernel::launch(&g.client, count, dim, p.arg(), grad.arg(), m.arg(), v.arg(), po.arg(), mo.arg(), vo.arg(),
-                            g.upload_f32(&consts), n);
+        adam_kernel::launch(
+            &g.client,
+            count,
+            dim,
+            p.arg(),
+            grad.arg(),
+            m.arg(),
+            v.arg(),
+            po.arg(),
+            mo.arg(),
+            vo.arg(),
+            g.upload_f32(&consts),
+            n,
+        );
     }
     (po, mo, vo)
 }
@@ -332,8 +370,13 @@ mod tests {
         for name in Activation::NAMES {
             let act: Activation = name.parse().unwrap();
             assert_close(name, &g, &g.activation(&xg, act), &c.activation(&xc, act), 1e-5);
-            assert_close(&format!("{name}'"), &g, &g.activation_backward(&xg, &dyg, act),
-                         &c.activation_backward(&xc, &dyc, act), 1e-5);
+            assert_close(
+                &format!("{name}'"),
+                &g,
+                &g.activation_backward(&xg, &dyg, act),
+                &c.activation_backward(&xc, &dyc, act),
+                1e-5,
+            );
         }
     }
 

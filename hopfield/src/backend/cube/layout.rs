@@ -9,8 +9,16 @@ use cubecl::prelude::*;
 /// offsets. `meta = [shape; rank] ++ [input strides; rank] ++ [output strides; rank]`.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
-fn strided_copy_kernel(input: &[f32], out: &mut [f32], meta: &[u32], rank: usize, in_offset: usize, out_offset: usize,
-                       n: usize, #[comptime] accumulate: bool) {
+fn strided_copy_kernel(
+    input: &[f32],
+    out: &mut [f32],
+    meta: &[u32],
+    rank: usize,
+    in_offset: usize,
+    out_offset: usize,
+    n: usize,
+    #[comptime] accumulate: bool,
+) {
     let i = ABSOLUTE_POS;
     if i < n {
         let mut rem = i;
@@ -44,20 +52,42 @@ fn select_heads_kernel(new: &[f32], old: &[f32], take: &[u32], out: &mut [f32], 
 
 /// Launch one strided copy of `shape` from `input` into `out`.
 #[allow(clippy::too_many_arguments)]
-fn strided_copy<R: CubeRuntime>(g: &Cube<R>, input: &CubeTensor, out: &CubeTensor, shape: &[usize],
-                                in_strides: &[usize], out_strides: &[usize], in_offset: usize, out_offset: usize,
-                                accumulate: bool) {
+fn strided_copy<R: CubeRuntime>(
+    g: &Cube<R>,
+    input: &CubeTensor,
+    out: &CubeTensor,
+    shape: &[usize],
+    in_strides: &[usize],
+    out_strides: &[usize],
+    in_offset: usize,
+    out_offset: usize,
+    accumulate: bool,
+) {
     let n: usize = shape.iter().product();
     if n == 0 {
         return;
     }
     debug_assert!(shape.len() == in_strides.len() && shape.len() == out_strides.len());
-    let meta: Vec<u32> = shape.iter().chain(in_strides).chain(out_strides).map(|&x| {
-        u32::try_from(x).expect("strided copy: sizes and strides fit u32")
-    }).collect();
+    let meta: Vec<u32> = shape
+        .iter()
+        .chain(in_strides)
+        .chain(out_strides)
+        .map(|&x| u32::try_from(x).expect("strided copy: sizes and strides fit u32"))
+        .collect();
     let (count, dim) = grid_1d(n);
-    strided_copy_kernel::launch(&g.client, count, dim, input.arg(), out.arg(), g.upload_u32(&meta), shape.len(),
-                                in_offset, out_offset, n, accumulate);
+    strided_copy_kernel::launch(
+        &g.client,
+        count,
+        dim,
+        input.arg(),
+        out.arg(),
+        g.upload_u32(&meta),
+        shape.len(),
+        in_offset,
+        out_offset,
+        n,
+        accumulate,
+    );
 }
 
 pub(crate) fn permute<R: CubeRuntime>(g: &Cube<R>, t: &CubeTensor, axes: &[usize]) -> CubeTensor {
@@ -92,9 +122,13 @@ pub(crate) fn expand<R: CubeRuntime>(g: &Cube<R>, t: &CubeTensor, axis: usize, n
 }
 
 pub(crate) fn concat<R: CubeRuntime>(g: &Cube<R>, a: &CubeTensor, b: &CubeTensor, axis: usize) -> CubeTensor {
-    debug_assert!(a.shape.len() == b.shape.len()
-        && a.shape.iter().zip(&b.shape).enumerate().all(|(i, (x, y))| i == axis || x == y),
-        "concat {:?} and {:?} along {axis}", a.shape, b.shape);
+    debug_assert!(
+        a.shape.len() == b.shape.len()
+            && a.shape.iter().zip(&b.shape).enumerate().all(|(i, (x, y))| i == axis || x == y),
+        "concat {:?} and {:?} along {axis}",
+        a.shape,
+        b.shape
+    );
     let mut shape = a.shape.clone();
     shape[axis] += b.shape[axis];
     let out = g.alloc(&shape);
@@ -112,17 +146,31 @@ pub(crate) fn copy<R: CubeRuntime>(g: &Cube<R>, t: &CubeTensor) -> CubeTensor {
 }
 
 /// A copy of `dst` with `src` added into `[start, start + len)` along `axis`.
-pub(crate) fn slice_add<R: CubeRuntime>(g: &Cube<R>, dst: &CubeTensor, axis: usize, start: usize,
-                                        src: &CubeTensor) -> CubeTensor {
-    debug_assert!(start + src.shape[axis] <= dst.shape[axis], "slice_add {:?} at {start} into {:?}", src.shape, dst.shape);
+pub(crate) fn slice_add<R: CubeRuntime>(
+    g: &Cube<R>,
+    dst: &CubeTensor,
+    axis: usize,
+    start: usize,
+    src: &CubeTensor,
+) -> CubeTensor {
+    debug_assert!(
+        start + src.shape[axis] <= dst.shape[axis],
+        "slice_add {:?} at {start} into {:?}",
+        src.shape,
+        dst.shape
+    );
     let out = copy(g, dst);
     let os = row_major_strides(&dst.shape);
     strided_copy(g, src, &out, &src.shape, &row_major_strides(&src.shape), &os, 0, start * os[axis], true);
     out
 }
 
-pub(crate) fn select_heads<R: CubeRuntime>(g: &Cube<R>, new: &CubeTensor, old: &CubeTensor,
-                                           take_new: &[bool]) -> CubeTensor {
+pub(crate) fn select_heads<R: CubeRuntime>(
+    g: &Cube<R>,
+    new: &CubeTensor,
+    old: &CubeTensor,
+    take_new: &[bool],
+) -> CubeTensor {
     debug_assert_eq!(new.shape, old.shape, "select_heads: shapes");
     debug_assert_eq!(new.shape[1], take_new.len(), "select_heads: one flag per head");
     let out = g.alloc(&new.shape);
@@ -132,7 +180,18 @@ pub(crate) fn select_heads<R: CubeRuntime>(g: &Cube<R>, new: &CubeTensor, old: &
         let inner = n / (new.shape[0] * heads);
         let take: Vec<u32> = take_new.iter().map(|&t| t as u32).collect();
         let (count, dim) = grid_1d(n);
-        select_heads_kernel::launch(&g.client, count, dim, new.arg(), old.arg(), g.upload_u32(&take), out.arg(), inner, heads, n);
+        select_heads_kernel::launch(
+            &g.client,
+            count,
+            dim,
+            new.arg(),
+            old.arg(),
+            g.upload_u32(&take),
+            out.arg(),
+            inner,
+            heads,
+            n,
+        );
     }
     out
 }

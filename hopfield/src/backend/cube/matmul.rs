@@ -39,8 +39,18 @@ pub enum MatmulKernel {
 
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
-fn matmul_kernel(a: &[f32], b: &[f32], out: &mut [f32], m: usize, n: usize, k: usize, a_bs: usize, b_bs: usize,
-                 #[comptime] ta: bool, #[comptime] tb: bool) {
+fn matmul_kernel(
+    a: &[f32],
+    b: &[f32],
+    out: &mut [f32],
+    m: usize,
+    n: usize,
+    k: usize,
+    a_bs: usize,
+    b_bs: usize,
+    #[comptime] ta: bool,
+    #[comptime] tb: bool,
+) {
     let tx = UNIT_POS_X as usize;
     let ty = UNIT_POS_Y as usize;
     let row = CUBE_POS_Y as usize * TILE + ty;
@@ -84,15 +94,28 @@ fn matmul_kernel(a: &[f32], b: &[f32], out: &mut [f32], m: usize, n: usize, k: u
     }
 }
 
-pub(crate) fn matmul<R: CubeRuntime>(g: &Cube<R>, a: &CubeTensor, b: &CubeTensor, ta: bool, tb: bool,
-                                     kernel: MatmulKernel) -> CubeTensor {
+pub(crate) fn matmul<R: CubeRuntime>(
+    g: &Cube<R>,
+    a: &CubeTensor,
+    b: &CubeTensor,
+    ta: bool,
+    tb: bool,
+    kernel: MatmulKernel,
+) -> CubeTensor {
     launch(g, a, b, ta, tb, kernel, true).expect("our kernel takes every problem")
 }
 
 /// [`matmul`]; where cubek refuses the problem, our kernel with `fallback`, else `None` (for the tests,
 /// which must know that cubek ran).
-fn launch<R: CubeRuntime>(g: &Cube<R>, a: &CubeTensor, b: &CubeTensor, ta: bool, tb: bool, kernel: MatmulKernel,
-                          fallback: bool) -> Option<CubeTensor> {
+fn launch<R: CubeRuntime>(
+    g: &Cube<R>,
+    a: &CubeTensor,
+    b: &CubeTensor,
+    ta: bool,
+    tb: bool,
+    kernel: MatmulKernel,
+    fallback: bool,
+) -> Option<CubeTensor> {
     let (ar, br) = (a.shape.len(), b.shape.len());
     debug_assert!(ar >= 2 && br >= 2, "matmul: operands of rank ≥ 2, got {:?} x {:?}", a.shape, b.shape);
     let (a0, a1) = (a.shape[ar - 2], a.shape[ar - 1]);
@@ -123,11 +146,28 @@ fn launch<R: CubeRuntime>(g: &Cube<R>, a: &CubeTensor, b: &CubeTensor, ta: bool,
     }
     let _ = (kernel, shared_b, fallback);
     let (cx, cy) = (n.div_ceil(TILE), m.div_ceil(TILE));
-    assert!(cx <= 65_535 && cy <= 65_535 && na <= 65_535, "matmul: {:?} x {:?} exceeds the launch grid", a.shape, b.shape);
+    assert!(
+        cx <= 65_535 && cy <= 65_535 && na <= 65_535,
+        "matmul: {:?} x {:?} exceeds the launch grid",
+        a.shape,
+        b.shape
+    );
     let b_bs = if nb == 1 { 0 } else { k * n };
-    matmul_kernel::launch(&g.client, CubeCount::Static(cx as u32, cy as u32, na as u32),
-                          CubeDim::new_2d(TILE as u32, TILE as u32), a.arg(), b.arg(), out.arg(), m, n, k, m * k, b_bs,
-                          ta, tb);
+    matmul_kernel::launch(
+        &g.client,
+        CubeCount::Static(cx as u32, cy as u32, na as u32),
+        CubeDim::new_2d(TILE as u32, TILE as u32),
+        a.arg(),
+        b.arg(),
+        out.arg(),
+        m,
+        n,
+        k,
+        m * k,
+        b_bs,
+        ta,
+        tb,
+    );
     Some(out)
 }
 
@@ -157,9 +197,17 @@ mod cubek {
     /// `out = op(a) · op(b)` for `[na, m, n, k]`; `Err` when cubek-matmul refuses the problem (the caller
     /// then runs our kernel; `out` is untouched by a refused launch).
     #[allow(clippy::too_many_arguments, clippy::result_large_err)]
-    pub(super) fn matmul<R: CubeRuntime>(g: &Cube<R>, a: &CubeTensor, b: &CubeTensor, out: &CubeTensor,
-                                         [na, m, n, k]: [usize; 4], ta: bool, tb: bool, shared_b: bool,
-                                         kernel: MatmulKernel) -> Result<(), MatmulSetupError> {
+    pub(super) fn matmul<R: CubeRuntime>(
+        g: &Cube<R>,
+        a: &CubeTensor,
+        b: &CubeTensor,
+        out: &CubeTensor,
+        [na, m, n, k]: [usize; 4],
+        ta: bool,
+        tb: bool,
+        shared_b: bool,
+        kernel: MatmulKernel,
+    ) -> Result<(), MatmulSetupError> {
         let f32_ty = f32::elem_type_native();
         let (lhs, rhs, dst) = if shared_b && !ta {
             // One GEMM over every batch row: the projections' `[.., m, k] · [k, n]`.
@@ -171,18 +219,26 @@ mod cubek {
         let (lhs, rhs) = (InputBinding::new(lhs, f32_ty), InputBinding::new(rhs, f32_ty));
         let mut dtypes = MatmulElems::from_single_dtype(f32_ty);
         let launch = |routine: Routine, dtypes: &mut MatmulElems| {
-            cubek_matmul::launch::launch_ref(&Strategy::MultiLevel(routine), &g.client, lhs.clone(), rhs.clone(),
-                                             dst.clone(), dtypes)
+            cubek_matmul::launch::launch_ref(
+                &Strategy::MultiLevel(routine),
+                &g.client,
+                lhs.clone(),
+                rhs.clone(),
+                dst.clone(),
+                dtypes,
+            )
         };
         match kernel {
             MatmulKernel::Own => unreachable!("our kernel is launched by the caller"),
             MatmulKernel::CubekUnit => launch(Routine::SimpleUnit(Default::default()), &mut dtypes),
             MatmulKernel::CubekDoubleUnit => launch(Routine::DoubleUnit(Default::default()), &mut dtypes),
             // `Strategy::Auto` without its panic on a refused problem: tensor cores, else the unit routine.
-            MatmulKernel::CubekAuto => launch(Routine::SimpleCyclicCmma(Default::default()), &mut dtypes).or_else(|_| {
-                let mut dtypes = MatmulElems::from_single_dtype(f32_ty);
-                launch(Routine::SimpleUnit(Default::default()), &mut dtypes)
-            }),
+            MatmulKernel::CubekAuto => {
+                launch(Routine::SimpleCyclicCmma(Default::default()), &mut dtypes).or_else(|_| {
+                    let mut dtypes = MatmulElems::from_single_dtype(f32_ty);
+                    launch(Routine::SimpleUnit(Default::default()), &mut dtypes)
+                })
+            }
         }
     }
 }
@@ -195,8 +251,14 @@ mod tests {
     use crate::backend::Backend;
 
     /// `kernel`'s product; fails the test where cubek refused the problem (no silent fallback here).
-    fn product<R: CubeRuntime>(g: &Cube<R>, a: &CubeTensor, b: &CubeTensor, ta: bool, tb: bool,
-                               kernel: MatmulKernel) -> CubeTensor {
+    fn product<R: CubeRuntime>(
+        g: &Cube<R>,
+        a: &CubeTensor,
+        b: &CubeTensor,
+        ta: bool,
+        tb: bool,
+        kernel: MatmulKernel,
+    ) -> CubeTensor {
         launch(g, a, b, ta, tb, kernel, false)
             .unwrap_or_else(|| panic!("{kernel:?} refused {:?} x {:?} (ta {ta}, tb {tb})", a.shape, b.shape))
     }
@@ -206,7 +268,11 @@ mod tests {
         #[allow(unused_mut)]
         let mut k = vec![(MatmulKernel::Own, 1e-5)];
         #[cfg(feature = "cubek")]
-        k.extend([(MatmulKernel::CubekUnit, 1e-5), (MatmulKernel::CubekDoubleUnit, 1e-5), (MatmulKernel::CubekAuto, 1e-2)]);
+        k.extend([
+            (MatmulKernel::CubekUnit, 1e-5),
+            (MatmulKernel::CubekDoubleUnit, 1e-5),
+            (MatmulKernel::CubekAuto, 1e-2),
+        ]);
         k
     }
 
@@ -217,7 +283,8 @@ mod tests {
             let g = gpu().with_matmul(kernel);
             // Odd sizes straddle our 16-wide tiles and cubek's vector widths; (2, 64, 64, 64) is aligned, so
             // cubek takes its vectorised loads there.
-            for &(batch, m, k, n) in &[(1, 1, 1, 1), (3, 17, 33, 5), (2, 40, 7, 65), (1, 129, 64, 31), (2, 64, 64, 64)] {
+            for &(batch, m, k, n) in &[(1, 1, 1, 1), (3, 17, 33, 5), (2, 40, 7, 65), (1, 129, 64, 31), (2, 64, 64, 64)]
+            {
                 for ta in [false, true] {
                     for tb in [false, true] {
                         let sa = if ta { [batch, k, m] } else { [batch, m, k] };
@@ -225,28 +292,54 @@ mod tests {
                         let (ag, ac) = pair(&g, &mut r, &sa);
                         let (bg, bc) = pair(&g, &mut r, &sb);
                         let what = format!("{kernel:?} matmul {batch}x{m}x{k}x{n} ta {ta} tb {tb}");
-                        assert_close(&what, &g, &product(&g, &ag, &bg, ta, tb, kernel), &c.matmul(&ac, &bc, ta, tb), tol);
+                        assert_close(
+                            &what,
+                            &g,
+                            &product(&g, &ag, &bg, ta, tb, kernel),
+                            &c.matmul(&ac, &bc, ta, tb),
+                            tol,
+                        );
                         // Shared rank-2 right operand.
                         let sb2 = if tb { [n, k] } else { [k, n] };
                         let (bg2, bc2) = pair(&g, &mut r, &sb2);
-                        assert_close(&format!("{what} shared b"), &g, &product(&g, &ag, &bg2, ta, tb, kernel),
-                                     &c.matmul(&ac, &bc2, ta, tb), tol);
+                        assert_close(
+                            &format!("{what} shared b"),
+                            &g,
+                            &product(&g, &ag, &bg2, ta, tb, kernel),
+                            &c.matmul(&ac, &bc2, ta, tb),
+                            tol,
+                        );
                     }
                 }
             }
             // Four-dimensional batches, as the layers use them: [B, H, L, d] x [B, H, S, d]ᵀ.
             let (qg, qc) = pair(&g, &mut r, &[2, 3, 9, 8]);
             let (kg, kc) = pair(&g, &mut r, &[2, 3, 11, 8]);
-            assert_close(&format!("{kernel:?} matmul 4d"), &g, &product(&g, &qg, &kg, false, true, kernel),
-                         &c.matmul(&qc, &kc, false, true), tol);
+            assert_close(
+                &format!("{kernel:?} matmul 4d"),
+                &g,
+                &product(&g, &qg, &kg, false, true, kernel),
+                &c.matmul(&qc, &kc, false, true),
+                tol,
+            );
             // Through `Backend::matmul` (the kernel set by `with_matmul`).
-            assert_close(&format!("{kernel:?} Backend::matmul"), &g, &g.matmul(&qg, &kg, false, true),
-                         &c.matmul(&qc, &kc, false, true), tol);
+            assert_close(
+                &format!("{kernel:?} Backend::matmul"),
+                &g,
+                &g.matmul(&qg, &kg, false, true),
+                &c.matmul(&qc, &kc, false, true),
+                tol,
+            );
             // A batch-of-one rank-3 `b` shared by a batch of `a`.
             let (ag, ac) = pair(&g, &mut r, &[3, 5, 6]);
             let (bg, bc) = pair(&g, &mut r, &[1, 6, 4]);
-            assert_close(&format!("{kernel:?} matmul batch-1 b"), &g, &product(&g, &ag, &bg, false, false, kernel),
-                         &c.matmul(&ac, &bc, false, false), tol);
+            assert_close(
+                &format!("{kernel:?} matmul batch-1 b"),
+                &g,
+                &product(&g, &ag, &bg, false, false, kernel),
+                &c.matmul(&ac, &bc, false, false),
+                tol,
+            );
         }
     }
 }

@@ -358,12 +358,22 @@ impl<R: CubeRuntime> Backend for Cube<R> {
         self.reshape(&s, &[n])
     }
 
-    fn layer_norm(&self, x: &CubeTensor, weight: Option<&CubeTensor>, bias: Option<&CubeTensor>, eps: f32)
-        -> (CubeTensor, CubeTensor) {
+    fn layer_norm(
+        &self,
+        x: &CubeTensor,
+        weight: Option<&CubeTensor>,
+        bias: Option<&CubeTensor>,
+        eps: f32,
+    ) -> (CubeTensor, CubeTensor) {
         norm::layer_norm(self, x, weight, bias, eps)
     }
-    fn layer_norm_backward(&self, x: &CubeTensor, stats: &CubeTensor, weight: Option<&CubeTensor>, dy: &CubeTensor)
-        -> (CubeTensor, Option<(CubeTensor, CubeTensor)>) {
+    fn layer_norm_backward(
+        &self,
+        x: &CubeTensor,
+        stats: &CubeTensor,
+        weight: Option<&CubeTensor>,
+        dy: &CubeTensor,
+    ) -> (CubeTensor, Option<(CubeTensor, CubeTensor)>) {
         norm::layer_norm_backward(self, x, stats, weight, dy)
     }
 
@@ -373,13 +383,27 @@ impl<R: CubeRuntime> Backend for Cube<R> {
     fn masked_softmax_backward(&self, probs: &CubeTensor, d_probs: &CubeTensor, beta: &[f32]) -> CubeTensor {
         softmax::masked_softmax_backward(self, probs, d_probs, beta)
     }
-    fn association(&self, q: &CubeTensor, k: &CubeTensor, v: &CubeTensor, beta: &[f32], bias: &ScoreBias<'_, CubeTensor>)
-        -> (CubeTensor, CubeTensor) {
+    fn association(
+        &self,
+        q: &CubeTensor,
+        k: &CubeTensor,
+        v: &CubeTensor,
+        beta: &[f32],
+        bias: &ScoreBias<'_, CubeTensor>,
+    ) -> (CubeTensor, CubeTensor) {
         association::association(self, q, k, v, beta, bias)
     }
-    fn association_backward(&self, q: &CubeTensor, k: &CubeTensor, v: &CubeTensor, beta: &[f32],
-                            bias: &ScoreBias<'_, CubeTensor>, out: &CubeTensor, lse: &CubeTensor, d_out: &CubeTensor)
-        -> (CubeTensor, CubeTensor, CubeTensor) {
+    fn association_backward(
+        &self,
+        q: &CubeTensor,
+        k: &CubeTensor,
+        v: &CubeTensor,
+        beta: &[f32],
+        bias: &ScoreBias<'_, CubeTensor>,
+        out: &CubeTensor,
+        lse: &CubeTensor,
+        d_out: &CubeTensor,
+    ) -> (CubeTensor, CubeTensor, CubeTensor) {
         association::association_backward(self, q, k, v, beta, bias, out, lse, d_out)
     }
     fn head_distance(&self, a: &CubeTensor, b: &CubeTensor) -> Vec<f32> {
@@ -394,7 +418,14 @@ impl<R: CubeRuntime> Backend for Cube<R> {
         self.from_vec(mask.iter().copied().collect(), shape)
     }
 
-    fn adam_step(&self, param: &mut CubeTensor, grad: &CubeTensor, m: &mut CubeTensor, v: &mut CubeTensor, hp: AdamStep) {
+    fn adam_step(
+        &self,
+        param: &mut CubeTensor,
+        grad: &CubeTensor,
+        m: &mut CubeTensor,
+        v: &mut CubeTensor,
+        hp: AdamStep,
+    ) {
         let (p2, m2, v2) = elementwise::adam_step(self, param, grad, m, v, hp);
         *param = p2;
         *m = m2;
@@ -459,4 +490,3 @@ pub(crate) mod test_util {
         assert!(diff / scale <= tol, "{what}: relative error {:.3e} > {tol:.0e}", diff / scale);
     }
 }
-

@@ -1,14 +1,24 @@
 //! Layer norm over the last axis, forward and backward. One cube per row for the row statistics and
 //! `dx`; one unit per column for the affine gradients (a loop over rows, no atomics).
 
-use super::{grid_1d, grid_cubes, Cube, CubeRuntime, CubeTensor, BLOCK_SIZE};
 use super::reduce::tree_sum;
+use super::{grid_1d, grid_cubes, Cube, CubeRuntime, CubeTensor, BLOCK_SIZE};
 use cubecl::prelude::*;
 
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
-fn layer_norm_kernel(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], stats: &mut [f32], cols: usize, rows: usize, eps: f32,
-                     #[comptime] has_w: bool, #[comptime] has_b: bool) {
+fn layer_norm_kernel(
+    x: &[f32],
+    w: &[f32],
+    b: &[f32],
+    y: &mut [f32],
+    stats: &mut [f32],
+    cols: usize,
+    rows: usize,
+    eps: f32,
+    #[comptime] has_w: bool,
+    #[comptime] has_b: bool,
+) {
     let r = CUBE_POS;
     if r < rows {
         let u = UNIT_POS as usize;
@@ -62,8 +72,16 @@ fn layer_norm_kernel(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], stats: &mut
 /// `dx = rstd · (d − mean(d) − x̂ · mean(d · x̂))` with `d = dy ⊙ w`, one cube per row.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
-fn layer_norm_dx_kernel(x: &[f32], stats: &[f32], w: &[f32], dy: &[f32], dx: &mut [f32], cols: usize, rows: usize,
-                        #[comptime] has_w: bool) {
+fn layer_norm_dx_kernel(
+    x: &[f32],
+    stats: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    dx: &mut [f32],
+    cols: usize,
+    rows: usize,
+    #[comptime] has_w: bool,
+) {
     let r = CUBE_POS;
     if r < rows {
         let u = UNIT_POS as usize;
@@ -117,7 +135,15 @@ fn layer_norm_dx_kernel(x: &[f32], stats: &[f32], w: &[f32], dy: &[f32], dx: &mu
 
 /// `dw[j] = Σ_r dy[r, j] x̂[r, j]`, `db[j] = Σ_r dy[r, j]`, one unit per column.
 #[cube(launch)]
-fn layer_norm_affine_kernel(x: &[f32], stats: &[f32], dy: &[f32], dw: &mut [f32], db: &mut [f32], cols: usize, rows: usize) {
+fn layer_norm_affine_kernel(
+    x: &[f32],
+    stats: &[f32],
+    dy: &[f32],
+    dw: &mut [f32],
+    db: &mut [f32],
+    cols: usize,
+    rows: usize,
+) {
     let j = ABSOLUTE_POS;
     if j < cols {
         let mut acc_w = 0.0f32;
@@ -133,26 +159,51 @@ fn layer_norm_affine_kernel(x: &[f32], stats: &[f32], dy: &[f32], dw: &mut [f32]
     }
 }
 
-pub(crate) fn layer_norm<R: CubeRuntime>(g: &Cube<R>, x: &CubeTensor, weight: Option<&CubeTensor>,
-                                         bias: Option<&CubeTensor>, eps: f32) -> (CubeTensor, CubeTensor) {
+pub(crate) fn layer_norm<R: CubeRuntime>(
+    g: &Cube<R>,
+    x: &CubeTensor,
+    weight: Option<&CubeTensor>,
+    bias: Option<&CubeTensor>,
+    eps: f32,
+) -> (CubeTensor, CubeTensor) {
     let cols = *x.shape.last().expect("layer_norm: x has a last axis");
     let rows = x.len() / cols.max(1);
-    debug_assert!(weight.is_none_or(|w| w.len() == cols) && bias.is_none_or(|b| b.len() == cols), "layer_norm: affine size");
+    debug_assert!(
+        weight.is_none_or(|w| w.len() == cols) && bias.is_none_or(|b| b.len() == cols),
+        "layer_norm: affine size"
+    );
     let y = g.alloc(&x.shape);
     let stats = g.alloc(&[rows, 2]);
     if rows > 0 {
         let (count, dim) = grid_cubes(rows);
         let w = weight.map_or_else(|| g.dummy(), |w| w.arg());
         let b = bias.map_or_else(|| g.dummy(), |b| b.arg());
-        layer_norm_kernel::launch(&g.client, count, dim, x.arg(), w, b, y.arg(), stats.arg(), cols, rows, eps,
-                                  weight.is_some(), bias.is_some());
+        layer_norm_kernel::launch(
+            &g.client,
+            count,
+            dim,
+            x.arg(),
+            w,
+            b,
+            y.arg(),
+            stats.arg(),
+            cols,
+            rows,
+            eps,
+            weight.is_some(),
+            bias.is_some(),
+        );
     }
     (y, stats)
 }
 
-pub(crate) fn layer_norm_backward<R: CubeRuntime>(g: &Cube<R>, x: &CubeTensor, stats: &CubeTensor,
-                                                  weight: Option<&CubeTensor>, dy: &CubeTensor)
-    -> (CubeTensor, Option<(CubeTensor, CubeTensor)>) {
+pub(crate) fn layer_norm_backward<R: CubeRuntime>(
+    g: &Cube<R>,
+    x: &CubeTensor,
+    stats: &CubeTensor,
+    weight: Option<&CubeTensor>,
+    dy: &CubeTensor,
+) -> (CubeTensor, Option<(CubeTensor, CubeTensor)>) {
     debug_assert_eq!(x.shape, dy.shape, "layer_norm_backward: shapes");
     let cols = *x.shape.last().expect("layer_norm_backward: x has a last axis");
     let rows = x.len() / cols.max(1);
@@ -160,13 +211,35 @@ pub(crate) fn layer_norm_backward<R: CubeRuntime>(g: &Cube<R>, x: &CubeTensor, s
     if rows > 0 {
         let (count, dim) = grid_cubes(rows);
         let w = weight.map_or_else(|| g.dummy(), |w| w.arg());
-        layer_norm_dx_kernel::launch(&g.client, count, dim, x.arg(), stats.arg(), w, dy.arg(), dx.arg(), cols, rows,
-                                     weight.is_some());
+        layer_norm_dx_kernel::launch(
+            &g.client,
+            count,
+            dim,
+            x.arg(),
+            stats.arg(),
+            w,
+            dy.arg(),
+            dx.arg(),
+            cols,
+            rows,
+            weight.is_some(),
+        );
     }
     let affine = weight.map(|_| {
         let (dw, db) = (g.alloc(&[cols]), g.alloc(&[cols]));
         let (count, dim) = grid_1d(cols);
-        layer_norm_affine_kernel::launch(&g.client, count, dim, x.arg(), stats.arg(), dy.arg(), dw.arg(), db.arg(), cols, rows);
+        layer_norm_affine_kernel::launch(
+            &g.client,
+            count,
+            dim,
+            x.arg(),
+            stats.arg(),
+            dy.arg(),
+            dw.arg(),
+            db.arg(),
+            cols,
+            rows,
+        );
         (dw, db)
     });
     (dx, affine)
@@ -180,13 +253,16 @@ mod tests {
     #[test]
     fn layer_norm_forward_and_backward_match_cpu() {
         let (g, c, mut r) = (gpu(), cpu(), rng(9));
-        for (shape, affine) in [(vec![3, 7, 5], true), (vec![2, 3, 301], false), (vec![1, 1000], true), (vec![4, 17, 64], true)] {
+        for (shape, affine) in
+            [(vec![3, 7, 5], true), (vec![2, 3, 301], false), (vec![1, 1000], true), (vec![4, 17, 64], true)]
+        {
             let n = *shape.last().unwrap();
             let (xg, xc) = pair(&g, &mut r, &shape);
             let (dyg, dyc) = pair(&g, &mut r, &shape);
             let (wg, wc) = pair(&g, &mut r, &[n]);
             let (bg, bc) = pair(&g, &mut r, &[n]);
-            let (wg, wc, bg, bc) = if affine { (Some(&wg), Some(&wc), Some(&bg), Some(&bc)) } else { (None, None, None, None) };
+            let (wg, wc, bg, bc) =
+                if affine { (Some(&wg), Some(&wc), Some(&bg), Some(&bc)) } else { (None, None, None, None) };
             let (yg, sg) = g.layer_norm(&xg, wg, bg, 1e-5);
             let (yc, sc) = c.layer_norm(&xc, wc, bc, 1e-5);
             assert_close("layer_norm y", &g, &yg, &yc, 1e-4);

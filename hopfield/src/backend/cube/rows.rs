@@ -19,8 +19,15 @@ fn gather_rows_kernel(table: &[f32], ids: &[u32], out: &mut [f32], cols: usize, 
 
 /// `out[targets[u], c] += Σ_{k ∈ starts[u]..starts[u+1]} src[sources[k], c]`, one unit per (u, c).
 #[cube(launch)]
-fn scatter_add_rows_kernel(src: &[f32], targets: &[u32], starts: &[u32], sources: &[u32], out: &mut [f32], cols: usize,
-                           n: usize) {
+fn scatter_add_rows_kernel(
+    src: &[f32],
+    targets: &[u32],
+    starts: &[u32],
+    sources: &[u32],
+    out: &mut [f32],
+    cols: usize,
+    n: usize,
+) {
     let i = ABSOLUTE_POS;
     if i < n {
         let u = i / cols;
@@ -35,10 +42,12 @@ fn scatter_add_rows_kernel(src: &[f32], targets: &[u32], starts: &[u32], sources
 }
 
 fn ids_u32(ids: &[usize], rows: usize) -> Vec<u32> {
-    ids.iter().map(|&id| {
-        debug_assert!(id < rows, "row id {id} of a table with {rows} rows");
-        u32::try_from(id).expect("row ids fit u32")
-    }).collect()
+    ids.iter()
+        .map(|&id| {
+            debug_assert!(id < rows, "row id {id} of a table with {rows} rows");
+            u32::try_from(id).expect("row ids fit u32")
+        })
+        .collect()
 }
 
 pub(crate) fn gather_rows<R: CubeRuntime>(g: &Cube<R>, table: &CubeTensor, ids: &[usize]) -> CubeTensor {
@@ -48,15 +57,27 @@ pub(crate) fn gather_rows<R: CubeRuntime>(g: &Cube<R>, table: &CubeTensor, ids: 
     let n = out.len();
     if n > 0 {
         let (count, dim) = grid_1d(n);
-        gather_rows_kernel::launch(&g.client, count, dim, table.arg(), g.upload_u32(&ids_u32(ids, table.shape[0])),
-                                   out.arg(), cols, n);
+        gather_rows_kernel::launch(
+            &g.client,
+            count,
+            dim,
+            table.arg(),
+            g.upload_u32(&ids_u32(ids, table.shape[0])),
+            out.arg(),
+            cols,
+            n,
+        );
     }
     out
 }
 
 /// A copy of `dst` with `src[i]` added to row `ids[i]`.
-pub(crate) fn scatter_add_rows<R: CubeRuntime>(g: &Cube<R>, dst: &CubeTensor, ids: &[usize],
-                                               src: &CubeTensor) -> CubeTensor {
+pub(crate) fn scatter_add_rows<R: CubeRuntime>(
+    g: &Cube<R>,
+    dst: &CubeTensor,
+    ids: &[usize],
+    src: &CubeTensor,
+) -> CubeTensor {
     let cols = dst.shape[1];
     debug_assert_eq!(src.shape, [ids.len(), cols], "scatter_add_rows: src {:?} for {} ids", src.shape, ids.len());
     let out = super::layout::copy(g, dst);
@@ -74,9 +95,18 @@ pub(crate) fn scatter_add_rows<R: CubeRuntime>(g: &Cube<R>, dst: &CubeTensor, id
     if n > 0 {
         let (count, dim) = grid_1d(n);
         let starts: Vec<u32> = starts.iter().map(|&s| s as u32).collect();
-        scatter_add_rows_kernel::launch(&g.client, count, dim, src.arg(), g.upload_u32(&ids_u32(&targets, dst.shape[0])),
-                                        g.upload_u32(&starts), g.upload_u32(&ids_u32(&order, ids.len().max(1))), out.arg(),
-                                        cols, n);
+        scatter_add_rows_kernel::launch(
+            &g.client,
+            count,
+            dim,
+            src.arg(),
+            g.upload_u32(&ids_u32(&targets, dst.shape[0])),
+            g.upload_u32(&starts),
+            g.upload_u32(&ids_u32(&order, ids.len().max(1))),
+            out.arg(),
+            cols,
+            n,
+        );
     }
     out
 }

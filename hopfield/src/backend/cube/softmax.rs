@@ -5,16 +5,28 @@
 //! [`MASKED_SCORE`](super::MASKED_SCORE) instead of `-inf` (WGSL has no infinite literals): a row whose
 //! maximum stays there is fully masked and gives zeros, as on the CPU.
 
+use super::reduce::tree_sum;
 use super::{grid_cubes, masked_score, Cube, CubeRuntime, CubeTensor, BLOCK_SIZE};
 use crate::backend::ScoreBias;
-use super::reduce::tree_sum;
 use cubecl::prelude::*;
 
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
-fn masked_softmax_kernel(scores: &[f32], beta: &[f32], pad: &[f32], assoc: &[f32], out: &mut [f32],
-                         cols: usize, len_l: usize, heads: usize, rows: usize, assoc_sb: usize, assoc_sh: usize,
-                         #[comptime] has_pad: bool, #[comptime] has_assoc: bool) {
+fn masked_softmax_kernel(
+    scores: &[f32],
+    beta: &[f32],
+    pad: &[f32],
+    assoc: &[f32],
+    out: &mut [f32],
+    cols: usize,
+    len_l: usize,
+    heads: usize,
+    rows: usize,
+    assoc_sb: usize,
+    assoc_sh: usize,
+    #[comptime] has_pad: bool,
+    #[comptime] has_assoc: bool,
+) {
     let r = CUBE_POS;
     if r < rows {
         let u = UNIT_POS as usize;
@@ -76,8 +88,16 @@ fn masked_softmax_kernel(scores: &[f32], beta: &[f32], pad: &[f32], assoc: &[f32
 
 /// `out = β_h · p ⊙ (dp − Σ dp ⊙ p)` per row.
 #[cube(launch)]
-fn masked_softmax_backward_kernel(p: &[f32], dp: &[f32], beta: &[f32], out: &mut [f32], cols: usize, len_l: usize, heads: usize,
-                                  rows: usize) {
+fn masked_softmax_backward_kernel(
+    p: &[f32],
+    dp: &[f32],
+    beta: &[f32],
+    out: &mut [f32],
+    cols: usize,
+    len_l: usize,
+    heads: usize,
+    rows: usize,
+) {
     let r = CUBE_POS;
     if r < rows {
         let u = UNIT_POS as usize;
@@ -111,8 +131,12 @@ fn assoc_strides(a: &CubeTensor) -> (usize, usize) {
     (sb, sh)
 }
 
-pub(crate) fn masked_softmax<R: CubeRuntime>(g: &Cube<R>, scores: &CubeTensor, beta: &[f32],
-                                             bias: &ScoreBias<'_, CubeTensor>) -> CubeTensor {
+pub(crate) fn masked_softmax<R: CubeRuntime>(
+    g: &Cube<R>,
+    scores: &CubeTensor,
+    beta: &[f32],
+    bias: &ScoreBias<'_, CubeTensor>,
+) -> CubeTensor {
     let sh = &scores.shape;
     debug_assert_eq!(sh.len(), 4, "masked_softmax: scores [B, H, L, S], got {sh:?}");
     let (b, h, l, s) = (sh[0], sh[1], sh[2], sh[3]);
@@ -126,14 +150,34 @@ pub(crate) fn masked_softmax<R: CubeRuntime>(g: &Cube<R>, scores: &CubeTensor, b
         let (sb, shh) = bias.association.map_or((0, 0), assoc_strides);
         let pad = bias.padding.map_or_else(|| g.dummy(), |p| p.arg());
         let assoc = bias.association.map_or_else(|| g.dummy(), |a| a.arg());
-        masked_softmax_kernel::launch(&g.client, count, dim, scores.arg(), g.upload_f32(beta), pad, assoc, out.arg(), s, l, h,
-                                      rows, sb, shh, bias.padding.is_some(), bias.association.is_some());
+        masked_softmax_kernel::launch(
+            &g.client,
+            count,
+            dim,
+            scores.arg(),
+            g.upload_f32(beta),
+            pad,
+            assoc,
+            out.arg(),
+            s,
+            l,
+            h,
+            rows,
+            sb,
+            shh,
+            bias.padding.is_some(),
+            bias.association.is_some(),
+        );
     }
     out
 }
 
-pub(crate) fn masked_softmax_backward<R: CubeRuntime>(g: &Cube<R>, probs: &CubeTensor, d_probs: &CubeTensor,
-                                                      beta: &[f32]) -> CubeTensor {
+pub(crate) fn masked_softmax_backward<R: CubeRuntime>(
+    g: &Cube<R>,
+    probs: &CubeTensor,
+    d_probs: &CubeTensor,
+    beta: &[f32],
+) -> CubeTensor {
     debug_assert_eq!(probs.shape, d_probs.shape, "masked_softmax_backward: shapes");
     let sh = &probs.shape;
     let (b, h, l, s) = (sh[0], sh[1], sh[2], sh[3]);
@@ -141,8 +185,19 @@ pub(crate) fn masked_softmax_backward<R: CubeRuntime>(g: &Cube<R>, probs: &CubeT
     let rows = b * h * l;
     if rows > 0 && s > 0 {
         let (count, dim) = grid_cubes(rows);
-        masked_softmax_backward_kernel::launch(&g.client, count, dim, probs.arg(), d_probs.arg(), g.upload_f32(beta), out.arg(),
-                                               s, l, h, rows);
+        masked_softmax_backward_kernel::launch(
+            &g.client,
+            count,
+            dim,
+            probs.arg(),
+            d_probs.arg(),
+            g.upload_f32(beta),
+            out.arg(),
+            s,
+            l,
+            h,
+            rows,
+        );
     }
     out
 }
@@ -162,24 +217,39 @@ mod tests {
             let ninf = f32::NEG_INFINITY;
             // Padding: sample 0 fully masked; the others masked at random.
             let pad: Vec<f32> = (0..b * s).map(|i| if i < s || r.gen_bool(0.3) { ninf } else { 0.0 }).collect();
-            let assoc: Vec<f32> = (0..h * l * s).map(|_| if r.gen_bool(0.2) { ninf } else { r.gen_range(-1.0..1.0) }).collect();
+            let assoc: Vec<f32> =
+                (0..h * l * s).map(|_| if r.gen_bool(0.2) { ninf } else { r.gen_range(-1.0..1.0) }).collect();
             let assoc_b: Vec<f32> = (0..b * l * s).map(|_| if r.gen_bool(0.2) { ninf } else { 0.0 }).collect();
             let (pg, pc) = (g.from_vec(pad.clone(), &[b, s]), c.from_vec(pad, &[b, s]));
             let (ag, ac) = (g.from_vec(assoc.clone(), &[1, h, l, s]), c.from_vec(assoc, &[1, h, l, s]));
             let (abg, abc) = (g.from_vec(assoc_b.clone(), &[b, 1, l, s]), c.from_vec(assoc_b, &[b, 1, l, s]));
             let cases: [(ScoreBias<'_, _>, ScoreBias<'_, _>); 4] = [
                 (ScoreBias::default(), ScoreBias::default()),
-                (ScoreBias { padding: Some(&pg), association: None }, ScoreBias { padding: Some(&pc), association: None }),
-                (ScoreBias { padding: None, association: Some(&ag) }, ScoreBias { padding: None, association: Some(&ac) }),
-                (ScoreBias { padding: Some(&pg), association: Some(&abg) }, ScoreBias { padding: Some(&pc), association: Some(&abc) }),
+                (
+                    ScoreBias { padding: Some(&pg), association: None },
+                    ScoreBias { padding: Some(&pc), association: None },
+                ),
+                (
+                    ScoreBias { padding: None, association: Some(&ag) },
+                    ScoreBias { padding: None, association: Some(&ac) },
+                ),
+                (
+                    ScoreBias { padding: Some(&pg), association: Some(&abg) },
+                    ScoreBias { padding: Some(&pc), association: Some(&abc) },
+                ),
             ];
             for (i, (bg, bc)) in cases.iter().enumerate() {
                 let yg = g.masked_softmax(&sg, &beta, bg);
                 let yc = c.masked_softmax(&sc, &beta, bc);
                 assert_close(&format!("masked_softmax {i} {:?}", [b, h, l, s]), &g, &yg, &yc, 1e-5);
                 let (dg, dc) = pair(&g, &mut r, &[b, h, l, s]);
-                assert_close(&format!("masked_softmax_backward {i}"), &g, &g.masked_softmax_backward(&yg, &dg, &beta),
-                             &c.masked_softmax_backward(&yc, &dc, &beta), 1e-5);
+                assert_close(
+                    &format!("masked_softmax_backward {i}"),
+                    &g,
+                    &g.masked_softmax_backward(&yg, &dg, &beta),
+                    &c.masked_softmax_backward(&yc, &dc, &beta),
+                    1e-5,
+                );
             }
         }
     }

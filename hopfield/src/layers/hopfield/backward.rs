@@ -17,9 +17,14 @@ impl HopfieldSpec {
     ///
     /// # Shapes
     /// `d_output` has the output's shape.
-    pub fn backward<B: Backend>(&self, backend: &B, p: &HopfieldParams<B>, cache: &HopfieldCache<B>, d_output: &B::Tensor,
-                                grads: &mut HopfieldParams<B>)
-        -> Result<HopfieldInputGrads<B>> {
+    pub fn backward<B: Backend>(
+        &self,
+        backend: &B,
+        p: &HopfieldParams<B>,
+        cache: &HopfieldCache<B>,
+        d_output: &B::Tensor,
+        grads: &mut HopfieldParams<B>,
+    ) -> Result<HopfieldInputGrads<B>> {
         let (c, d) = (&self.config, &self.dims);
         let (b, l, s) = cache.sizes;
         let h = d.heads;
@@ -48,8 +53,9 @@ impl HopfieldSpec {
         let (mut dq, mut dk, mut dv) = match &cache.fused {
             Some(f) => self.fused_backward(backend, k, &cache.v, f, &cache.active, &beta, &d_o),
             None => {
-                let a_final = cache.assocs.last().ok_or_else(|| {
-                    HopfieldError::Format { op: "hopfield.backward", reason: "the cache holds no association matrix".into() }
+                let a_final = cache.assocs.last().ok_or_else(|| HopfieldError::Format {
+                    op: "hopfield.backward",
+                    reason: "the cache holds no association matrix".into(),
                 })?;
                 let a_used = match &cache.dropout {
                     Some(m) => backend.mul(a_final, m),
@@ -111,7 +117,9 @@ impl HopfieldSpec {
             for (dt, hs) in [(&mut dq, &cache.hs_q), (&mut dk, &cache.hs_k)] {
                 let hs = hs.as_ref().expect("cached with normalize_hopfield_space");
                 let (dx, affine) = backend.layer_norm_backward(&hs.x, &hs.stats, w, dt);
-                if let (Some((dw, db)), Some(gw), Some(gb)) = (affine, grads.p_norm_weight.as_mut(), grads.p_norm_bias.as_mut()) {
+                if let (Some((dw, db)), Some(gw), Some(gb)) =
+                    (affine, grads.p_norm_weight.as_mut(), grads.p_norm_bias.as_mut())
+                {
                     backend.axpy(gw, one, &dw);
                     backend.axpy(gb, one, &db);
                 }
@@ -122,27 +130,59 @@ impl HopfieldSpec {
         // Projections (or broadcasts of static inputs) into heads.
         let d_state_n = match self.layout.q {
             None => sum_heads(backend, &dq),
-            Some(slot) => self.proj_backward(backend, p, &cache.state_n, slot, Which::Q, slot.offset, &merge_heads(backend, &dq), grads),
+            Some(slot) => self.proj_backward(
+                backend,
+                p,
+                &cache.state_n,
+                slot,
+                Which::Q,
+                slot.offset,
+                &merge_heads(backend, &dq),
+                grads,
+            ),
         };
         let d_stored_n = match self.layout.k {
             None => sum_heads(backend, &dk),
-            Some(slot) => self.proj_backward(backend, p, &cache.stored_n, slot, Which::K, slot.offset, &merge_heads(backend, &dk), grads),
+            Some(slot) => self.proj_backward(
+                backend,
+                p,
+                &cache.stored_n,
+                slot,
+                Which::K,
+                slot.offset,
+                &merge_heads(backend, &dk),
+                grads,
+            ),
         };
         let d_v_in = match self.layout.v {
             None if cache.connected.is_some() => merge_heads(backend, &dv),
             None => sum_heads(backend, &dv),
             Some(slot) => {
                 let v_in = cache.connected.as_ref().unwrap_or(&cache.projection_n);
-                self.proj_backward(backend, p, v_in, slot, Which::V, self.v_bias_offset(), &merge_heads(backend, &dv), grads)
+                self.proj_backward(
+                    backend,
+                    p,
+                    v_in,
+                    slot,
+                    Which::V,
+                    self.v_bias_offset(),
+                    &merge_heads(backend, &dv),
+                    grads,
+                )
             }
         };
         let d_projection_n = match (&cache.connected, self.layout.k) {
-            (Some(_), Some(slot)) => self.proj_backward(backend, p, &cache.projection_n, slot, Which::K, slot.offset, &d_v_in, grads),
+            (Some(_), Some(slot)) => {
+                self.proj_backward(backend, p, &cache.projection_n, slot, Which::K, slot.offset, &d_v_in, grads)
+            }
             _ => d_v_in,
         };
 
         // Input layer norms.
-        let ln = |ln: &Option<LayerNormCache<B>>, dx: B::Tensor, g: Option<&mut LayerNormParams<B>>, w: Option<&B::Tensor>| {
+        let ln = |ln: &Option<LayerNormCache<B>>,
+                  dx: B::Tensor,
+                  g: Option<&mut LayerNormParams<B>>,
+                  w: Option<&B::Tensor>| {
             match ln {
                 None => dx,
                 Some(cache) => {
@@ -155,12 +195,24 @@ impl HopfieldSpec {
                 }
             }
         };
-        let d_stored = ln(&cache.ln_stored, d_stored_n, grads.norm_stored_pattern.as_mut(),
-                          p.norm_stored_pattern.as_ref().map(|n| &n.weight));
-        let d_state = ln(&cache.ln_state, d_state_n, grads.norm_state_pattern.as_mut(),
-                         p.norm_state_pattern.as_ref().map(|n| &n.weight));
-        let d_projection = ln(&cache.ln_projection, d_projection_n, grads.norm_pattern_projection.as_mut(),
-                              p.norm_pattern_projection.as_ref().map(|n| &n.weight));
+        let d_stored = ln(
+            &cache.ln_stored,
+            d_stored_n,
+            grads.norm_stored_pattern.as_mut(),
+            p.norm_stored_pattern.as_ref().map(|n| &n.weight),
+        );
+        let d_state = ln(
+            &cache.ln_state,
+            d_state_n,
+            grads.norm_state_pattern.as_mut(),
+            p.norm_state_pattern.as_ref().map(|n| &n.weight),
+        );
+        let d_projection = ln(
+            &cache.ln_projection,
+            d_projection_n,
+            grads.norm_pattern_projection.as_mut(),
+            p.norm_pattern_projection.as_ref().map(|n| &n.weight),
+        );
         Ok(HopfieldInputGrads { stored: to_bf(&d_stored), state: to_bf(&d_state), projection: to_bf(&d_projection) })
     }
 
@@ -168,8 +220,16 @@ impl HopfieldSpec {
     /// `u_t = ξ_t = assoc(u_{t−1}, K, K)` on the heads active at step `t` (else `u_{t−1}`), `u₀ = q`.
     /// Returns `(dq, dk, dv)`.
     #[allow(clippy::too_many_arguments)]
-    fn fused_backward<B: Backend>(&self, backend: &B, k: &B::Tensor, v: &B::Tensor, f: &FusedCache<B>, active: &[Vec<bool>],
-                                  beta: &[B::Elem], d_o: &B::Tensor) -> (B::Tensor, B::Tensor, B::Tensor) {
+    fn fused_backward<B: Backend>(
+        &self,
+        backend: &B,
+        k: &B::Tensor,
+        v: &B::Tensor,
+        f: &FusedCache<B>,
+        active: &[Vec<bool>],
+        beta: &[B::Elem],
+        d_o: &B::Tensor,
+    ) -> (B::Tensor, B::Tensor, B::Tensor) {
         let one = B::Elem::one();
         let bias = ScoreBias { padding: f.padding.as_ref(), association: f.association.as_ref() };
         let u_last = f.drivers.last().expect("u0 = q");
@@ -190,9 +250,22 @@ impl HopfieldSpec {
 
     /// Backward of `y = x Wᵀ + b` for one projection slot, accumulating into the packed or separate weight
     /// and into the bias block at `bias_offset`.
-    fn proj_backward<B: Backend>(&self, backend: &B, p: &HopfieldParams<B>, x: &B::Tensor, slot: ProjSlot, which: Which, bias_offset: usize,
-                     dy: &B::Tensor, grads: &mut HopfieldParams<B>) -> B::Tensor {
-        let separate = match which { Which::Q => &p.q_proj_weight, Which::K => &p.k_proj_weight, Which::V => &p.v_proj_weight };
+    fn proj_backward<B: Backend>(
+        &self,
+        backend: &B,
+        p: &HopfieldParams<B>,
+        x: &B::Tensor,
+        slot: ProjSlot,
+        which: Which,
+        bias_offset: usize,
+        dy: &B::Tensor,
+        grads: &mut HopfieldParams<B>,
+    ) -> B::Tensor {
+        let separate = match which {
+            Which::Q => &p.q_proj_weight,
+            Which::K => &p.k_proj_weight,
+            Which::V => &p.v_proj_weight,
+        };
         let w = self.proj_weight(backend, p, slot, separate);
         let mut dw = backend.zeros_like(&w);
         let mut db = grads.in_proj_bias.as_ref().map(|_| backend.zeros(&[slot.rows]));

@@ -260,7 +260,11 @@ impl HopfieldConfig {
         for (on, affine, name) in [
             (c.normalize_stored_pattern, c.normalize_stored_pattern_affine, "normalize_stored_pattern_affine"),
             (c.normalize_state_pattern, c.normalize_state_pattern_affine, "normalize_state_pattern_affine"),
-            (c.normalize_pattern_projection, c.normalize_pattern_projection_affine, "normalize_pattern_projection_affine"),
+            (
+                c.normalize_pattern_projection,
+                c.normalize_pattern_projection_affine,
+                "normalize_pattern_projection_affine",
+            ),
             (c.normalize_hopfield_space, c.normalize_hopfield_space_affine, "normalize_hopfield_space_affine"),
         ] {
             if affine && !on {
@@ -281,21 +285,32 @@ impl HopfieldConfig {
             return Err(HopfieldError::config("dropout", format!("must lie in [0, 1), got {}", c.dropout)));
         }
         for (v, name) in [
-            (c.input_size, "input_size"), (c.hidden_size, "hidden_size"), (c.output_size, "output_size"),
-            (c.pattern_size, "pattern_size"), (c.stored_pattern_size, "stored_pattern_size"),
+            (c.input_size, "input_size"),
+            (c.hidden_size, "hidden_size"),
+            (c.output_size, "output_size"),
+            (c.pattern_size, "pattern_size"),
+            (c.stored_pattern_size, "stored_pattern_size"),
             (c.pattern_projection_size, "pattern_projection_size"),
         ] {
             if v == Some(0) {
                 return Err(HopfieldError::config(name, "must be positive"));
             }
         }
-        let activation = c.association_activation.as_deref().map(str::parse::<Activation>).transpose()
+        let activation = c
+            .association_activation
+            .as_deref()
+            .map(str::parse::<Activation>)
+            .transpose()
             .map_err(|e| HopfieldError::config("association_activation", e.to_string()))?;
         let static_execution = c.is_static_execution();
         let input = match (c.input_size, static_execution) {
             (Some(n), _) => n,
-            (None, true) => c.hidden_size.ok_or_else(|| HopfieldError::config(
-                "input_size", "static execution needs input_size or hidden_size (the pattern size)"))?,
+            (None, true) => c.hidden_size.ok_or_else(|| {
+                HopfieldError::config(
+                    "input_size",
+                    "static execution needs input_size or hidden_size (the pattern size)",
+                )
+            })?,
             (None, false) => return Err(HopfieldError::config("input_size", "required unless everything is static")),
         };
         let stored = c.stored_pattern_size.unwrap_or(input);
@@ -308,7 +323,9 @@ impl HopfieldConfig {
             input / heads
         } else {
             return Err(HopfieldError::config(
-                "hidden_size", format!("input_size {input} is not divisible by num_heads {heads}; set hidden_size")));
+                "hidden_size",
+                format!("input_size {input} is not divisible by num_heads {heads}; set hidden_size"),
+            ));
         };
         let pattern = match (c.pattern_size, c.pattern_projection_as_static) {
             (Some(p), _) => p,
@@ -316,8 +333,12 @@ impl HopfieldConfig {
             (None, false) => head,
         };
         if c.state_pattern_as_static && input != head {
-            return Err(HopfieldError::config("state_pattern_as_static",
-                format!("a static state pattern is used as the head, so input_size {input} must equal hidden_size {head}")));
+            return Err(HopfieldError::config(
+                "state_pattern_as_static",
+                format!(
+                    "a static state pattern is used as the head, so input_size {input} must equal hidden_size {head}"
+                ),
+            ));
         }
         if c.stored_pattern_as_static && stored != head {
             return Err(HopfieldError::config("stored_pattern_as_static",
@@ -329,16 +350,22 @@ impl HopfieldConfig {
         }
         if c.pattern_projection_as_connected {
             if c.stored_pattern_as_static {
-                return Err(HopfieldError::config("pattern_projection_as_connected",
-                    "has no effect with a static stored pattern (there is no stored-pattern projection to connect)"));
+                return Err(HopfieldError::config(
+                    "pattern_projection_as_connected",
+                    "has no effect with a static stored pattern (there is no stored-pattern projection to connect)",
+                ));
             }
             if stored != projection {
-                return Err(HopfieldError::config("pattern_projection_as_connected",
-                    format!("stored_pattern_size {stored} and pattern_projection_size {projection} must be equal")));
+                return Err(HopfieldError::config(
+                    "pattern_projection_as_connected",
+                    format!("stored_pattern_size {stored} and pattern_projection_size {projection} must be equal"),
+                ));
             }
             if pattern != head {
-                return Err(HopfieldError::config("pattern_projection_as_connected",
-                    format!("pattern_size {pattern} must equal hidden_size {head}")));
+                return Err(HopfieldError::config(
+                    "pattern_projection_as_connected",
+                    format!("pattern_size {pattern} must equal hidden_size {head}"),
+                ));
             }
         }
         let beta = match &c.scaling {
@@ -356,11 +383,23 @@ impl HopfieldConfig {
         }
         let output = if c.disable_out_projection { heads * pattern } else { c.output_size.unwrap_or(input) };
         Ok(Dims {
-            heads, input, stored, projection, head, pattern, output, static_execution, activation, beta, steps_max,
+            heads,
+            input,
+            stored,
+            projection,
+            head,
+            pattern,
+            output,
+            static_execution,
+            activation,
+            beta,
+            steps_max,
             steps_eps,
             // hflayers packs q/k/v into one `in_proj_weight` exactly when all inputs share a size and nothing
             // changes the value path; the state_dict names depend on it.
-            combined_in_proj: stored == input && projection == input && c.pattern_size.is_none()
+            combined_in_proj: stored == input
+                && projection == input
+                && c.pattern_size.is_none()
                 && !c.pattern_projection_as_connected,
         })
     }

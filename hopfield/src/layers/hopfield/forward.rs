@@ -1,19 +1,27 @@
 //! Forward pass of `Hopfield`: norms → projections → heads → update iteration → retrieval → output.
 
 use super::input::{score_biases, HopfieldInput, HopfieldOutput};
-use super::{broadcast_heads, merge_heads, split_heads, FusedCache, HopfieldCache, HopfieldParams, HopfieldSpec, MAX_UNBOUNDED_STEPS};
+use super::{
+    broadcast_heads, merge_heads, split_heads, FusedCache, HopfieldCache, HopfieldParams, HopfieldSpec,
+    MAX_UNBOUNDED_STEPS,
+};
 use crate::backend::{Backend, ScoreBias};
 use crate::element::Element;
 use crate::error::{HopfieldError, Result};
-use crate::layers::linear::linear_forward;
-use crate::layers::norm::LayerNormCache;
 use crate::layers::hopfield::config::Convergence;
 use crate::layers::hopfield::params::ProjSlot;
+use crate::layers::linear::linear_forward;
+use crate::layers::norm::LayerNormCache;
 
 impl HopfieldSpec {
     /// The projection weight of one slot: a row block of `in_proj_weight`, or the separate weight.
-    pub(crate) fn proj_weight<B: Backend>(&self, backend: &B, p: &HopfieldParams<B>, slot: ProjSlot, separate: &Option<B::Tensor>)
-        -> B::Tensor {
+    pub(crate) fn proj_weight<B: Backend>(
+        &self,
+        backend: &B,
+        p: &HopfieldParams<B>,
+        slot: ProjSlot,
+        separate: &Option<B::Tensor>,
+    ) -> B::Tensor {
         match (&p.in_proj_weight, separate) {
             (Some(w), _) => backend.slice(w, 0, slot.offset, slot.rows),
             (None, Some(w)) => w.clone(),
@@ -22,8 +30,13 @@ impl HopfieldSpec {
     }
 
     /// The bias block `[offset, offset + rows)` of `in_proj_bias`.
-    pub(crate) fn proj_bias<B: Backend>(&self, backend: &B, p: &HopfieldParams<B>, offset: usize, rows: usize)
-        -> Option<B::Tensor> {
+    pub(crate) fn proj_bias<B: Backend>(
+        &self,
+        backend: &B,
+        p: &HopfieldParams<B>,
+        offset: usize,
+        rows: usize,
+    ) -> Option<B::Tensor> {
         p.in_proj_bias.as_ref().map(|b| backend.slice(b, 0, offset, rows))
     }
 
@@ -34,23 +47,33 @@ impl HopfieldSpec {
 
     fn check_inputs<B: Backend>(&self, backend: &B, input: &HopfieldInput<B>) -> Result<(usize, usize, usize)> {
         let d = &self.dims;
-        let (ks, qs, vs) = (backend.shape(&input.stored), backend.shape(&input.state), backend.shape(&input.projection));
+        let (ks, qs, vs) =
+            (backend.shape(&input.stored), backend.shape(&input.state), backend.shape(&input.projection));
         let bf = self.config.batch_first;
         let layout = if bf { "[B, N, features]" } else { "[N, B, features]" };
-        for (s, name, feat) in [(&ks, "hopfield.forward(stored)", d.stored), (&qs, "hopfield.forward(state)", d.input),
-                                (&vs, "hopfield.forward(projection)", d.projection)] {
+        for (s, name, feat) in [
+            (&ks, "hopfield.forward(stored)", d.stored),
+            (&qs, "hopfield.forward(state)", d.input),
+            (&vs, "hopfield.forward(projection)", d.projection),
+        ] {
             if s.len() != 3 || s[2] != feat {
                 return Err(HopfieldError::shape(name, format!("{layout} with {feat} features"), s));
             }
         }
         let (bi, si) = if bf { (0, 1) } else { (1, 0) };
         if qs[bi] != ks[bi] || vs[bi] != ks[bi] {
-            return Err(HopfieldError::shape("hopfield.forward(batch)",
-                format!("the same batch size {} for stored, state and projection", ks[bi]), &[ks[bi], qs[bi], vs[bi]]));
+            return Err(HopfieldError::shape(
+                "hopfield.forward(batch)",
+                format!("the same batch size {} for stored, state and projection", ks[bi]),
+                &[ks[bi], qs[bi], vs[bi]],
+            ));
         }
         if vs[si] != ks[si] {
-            return Err(HopfieldError::shape("hopfield.forward(projection)",
-                format!("as many pattern projections as stored patterns ({})", ks[si]), &vs));
+            return Err(HopfieldError::shape(
+                "hopfield.forward(projection)",
+                format!("as many pattern projections as stored patterns ({})", ks[si]),
+                &vs,
+            ));
         }
         if ks[si] == 0 || qs[si] == 0 || ks[bi] == 0 {
             return Err(HopfieldError::shape("hopfield.forward", "non-empty batch and sequences", &ks));
@@ -59,8 +82,13 @@ impl HopfieldSpec {
     }
 
     /// Forward pass with explicit parameters (`dropout_seed` = training mode).
-    pub fn forward<B: Backend>(&self, backend: &B, p: &HopfieldParams<B>, input: &HopfieldInput<B>, dropout_seed: Option<u64>)
-        -> Result<(HopfieldOutput<B>, HopfieldCache<B>)> {
+    pub fn forward<B: Backend>(
+        &self,
+        backend: &B,
+        p: &HopfieldParams<B>,
+        input: &HopfieldInput<B>,
+        dropout_seed: Option<u64>,
+    ) -> Result<(HopfieldOutput<B>, HopfieldCache<B>)> {
         let (b, l, s) = self.check_inputs(backend, input)?;
         let (c, d) = (&self.config, &self.dims);
         let h = d.heads;
@@ -76,30 +104,50 @@ impl HopfieldSpec {
             let (y, stats) = backend.layer_norm(&x, w, bias, B::Elem::of(eps));
             (y, Some(LayerNormCache { x, stats }))
         };
-        let (stored_n, ln_stored) = norm(stored, c.normalize_stored_pattern, c.normalize_stored_pattern_eps, &p.norm_stored_pattern);
-        let (state_n, ln_state) = norm(state, c.normalize_state_pattern, c.normalize_state_pattern_eps, &p.norm_state_pattern);
-        let (projection_n, ln_projection) = norm(projection, c.normalize_pattern_projection,
-            c.normalize_pattern_projection_eps, &p.norm_pattern_projection);
+        let (stored_n, ln_stored) =
+            norm(stored, c.normalize_stored_pattern, c.normalize_stored_pattern_eps, &p.norm_stored_pattern);
+        let (state_n, ln_state) =
+            norm(state, c.normalize_state_pattern, c.normalize_state_pattern_eps, &p.norm_state_pattern);
+        let (projection_n, ln_projection) = norm(
+            projection,
+            c.normalize_pattern_projection,
+            c.normalize_pattern_projection_eps,
+            &p.norm_pattern_projection,
+        );
 
         // Projections into the Hopfield space, split into heads.
         let q = match self.layout.q {
             None => broadcast_heads(backend, &state_n, h),
             Some(slot) => {
                 let w = self.proj_weight(backend, p, slot, &p.q_proj_weight);
-                split_heads(backend, &linear_forward(backend, &state_n, &w, self.proj_bias(backend, p, slot.offset, slot.rows).as_ref()), h)
+                split_heads(
+                    backend,
+                    &linear_forward(backend, &state_n, &w, self.proj_bias(backend, p, slot.offset, slot.rows).as_ref()),
+                    h,
+                )
             }
         };
         let mut k_flat = match self.layout.k {
             None => None,
             Some(slot) => {
                 let w = self.proj_weight(backend, p, slot, &p.k_proj_weight);
-                Some(linear_forward(backend, &stored_n, &w, self.proj_bias(backend, p, slot.offset, slot.rows).as_ref()))
+                Some(linear_forward(
+                    backend,
+                    &stored_n,
+                    &w,
+                    self.proj_bias(backend, p, slot.offset, slot.rows).as_ref(),
+                ))
             }
         };
         let connected = match (c.pattern_projection_as_connected, self.layout.k) {
             (true, Some(slot)) => {
                 let w = self.proj_weight(backend, p, slot, &p.k_proj_weight);
-                Some(linear_forward(backend, &projection_n, &w, self.proj_bias(backend, p, slot.offset, slot.rows).as_ref()))
+                Some(linear_forward(
+                    backend,
+                    &projection_n,
+                    &w,
+                    self.proj_bias(backend, p, slot.offset, slot.rows).as_ref(),
+                ))
             }
             _ => None,
         };
@@ -108,7 +156,12 @@ impl HopfieldSpec {
             None => connected.clone(),
             Some(slot) => {
                 let w = self.proj_weight(backend, p, slot, &p.v_proj_weight);
-                Some(linear_forward(backend, v_in, &w, self.proj_bias(backend, p, self.v_bias_offset(), slot.rows).as_ref()))
+                Some(linear_forward(
+                    backend,
+                    v_in,
+                    &w,
+                    self.proj_bias(backend, p, self.v_bias_offset(), slot.rows).as_ref(),
+                ))
             }
         };
         let mut k = match k_flat.take() {
@@ -136,9 +189,7 @@ impl HopfieldSpec {
         // Appended patterns: the learned bias pattern, then the zero pattern.
         let mut extra = 0;
         if let (Some(bk), Some(bv)) = (&p.bias_k, &p.bias_v) {
-            let per_head = |t: &B::Tensor, dim: usize| {
-                backend.expand(&backend.reshape(t, &[1, h, 1, dim]), 0, b)
-            };
+            let per_head = |t: &B::Tensor, dim: usize| backend.expand(&backend.reshape(t, &[1, h, 1, dim]), 0, b);
             k = backend.concat(&k, &per_head(bk, d.head), 2);
             v = backend.concat(&v, &per_head(bv, d.pattern), 2);
             extra += 1;
@@ -155,12 +206,36 @@ impl HopfieldSpec {
         let dropout_active = dropout_seed.is_some() && c.dropout > 0.0;
         let fused_ok = c.convergence == Convergence::State || d.steps_max.iter().all(|m| *m == Some(0));
         if c.fused_association && !input.return_association && !dropout_active && fused_ok {
-            let (retrieved, fused, steps, actives) = self.fused_retrieval(backend, &q, &k, &v, &beta, padding, association);
+            let (retrieved, fused, steps, actives) =
+                self.fused_retrieval(backend, &q, &k, &v, &beta, padding, association);
             let merged = merge_heads(backend, &retrieved);
-            return Ok(self.finish(backend, p, input, merged, (b, l, s), FwdCache {
-                ln_stored, ln_state, ln_projection, stored_n, state_n, projection_n, connected, hs_q, hs_k, q, k, v,
-                assocs: Vec::new(), states: Vec::new(), active: actives, dropout: None, fused: Some(fused),
-            }, steps));
+            return Ok(self.finish(
+                backend,
+                p,
+                input,
+                merged,
+                (b, l, s),
+                FwdCache {
+                    ln_stored,
+                    ln_state,
+                    ln_projection,
+                    stored_n,
+                    state_n,
+                    projection_n,
+                    connected,
+                    hs_q,
+                    hs_k,
+                    q,
+                    k,
+                    v,
+                    assocs: Vec::new(),
+                    states: Vec::new(),
+                    active: actives,
+                    dropout: None,
+                    fused: Some(fused),
+                },
+                steps,
+            ));
         }
 
         // Association and update iteration, per head until its step budget or convergence.
@@ -197,10 +272,33 @@ impl HopfieldSpec {
             None => a_final.clone(),
         };
         let merged = merge_heads(backend, &backend.matmul(&a_used, &v, false, false));
-        Ok(self.finish(backend, p, input, merged, (b, l, s), FwdCache {
-            ln_stored, ln_state, ln_projection, stored_n, state_n, projection_n, connected, hs_q, hs_k, q, k, v,
-            assocs, states, active: actives, dropout, fused: None,
-        }, steps))
+        Ok(self.finish(
+            backend,
+            p,
+            input,
+            merged,
+            (b, l, s),
+            FwdCache {
+                ln_stored,
+                ln_state,
+                ln_projection,
+                stored_n,
+                state_n,
+                projection_n,
+                connected,
+                hs_q,
+                hs_k,
+                q,
+                k,
+                v,
+                assocs,
+                states,
+                active: actives,
+                dropout,
+                fused: None,
+            },
+            steps,
+        ))
     }
 
     /// Which heads keep iterating after step `t` (counting the step just done for the active ones).
@@ -209,16 +307,25 @@ impl HopfieldSpec {
         for (hh, st) in steps.iter_mut().enumerate() {
             *st += active[hh] as usize;
         }
-        (0..d.heads).map(|hh| active[hh] && d.steps_max[hh].is_none_or(|m| t < m) && dist[hh].f64() > d.steps_eps[hh]).collect()
+        (0..d.heads)
+            .map(|hh| active[hh] && d.steps_max[hh].is_none_or(|m| t < m) && dist[hh].f64() > d.steps_eps[hh])
+            .collect()
     }
 
     /// The fused path: `u₀ = q`; each step `ξ_t = assoc(u_{t−1}, K, K)` and `u_t = ξ_t` on the heads still
     /// active (else `u_{t−1}`), which is exactly `ξ_t = A_{t−1} K` of the materialised loop; the output is
     /// `assoc(u_T, K, V)`. Convergence is tested on states (`Convergence::State`).
     #[allow(clippy::too_many_arguments, clippy::type_complexity)]
-    fn fused_retrieval<B: Backend>(&self, backend: &B, q: &B::Tensor, k: &B::Tensor, v: &B::Tensor, beta: &[B::Elem],
-                                   padding: Option<B::Tensor>, association: Option<B::Tensor>)
-        -> (B::Tensor, FusedCache<B>, Vec<usize>, Vec<Vec<bool>>) {
+    fn fused_retrieval<B: Backend>(
+        &self,
+        backend: &B,
+        q: &B::Tensor,
+        k: &B::Tensor,
+        v: &B::Tensor,
+        beta: &[B::Elem],
+        padding: Option<B::Tensor>,
+        association: Option<B::Tensor>,
+    ) -> (B::Tensor, FusedCache<B>, Vec<usize>, Vec<Vec<bool>>) {
         let d = &self.dims;
         let bias = ScoreBias { padding: padding.as_ref(), association: association.as_ref() };
         let mut drivers = vec![q.clone()];
@@ -245,9 +352,16 @@ impl HopfieldSpec {
 
     /// Output projection and activation, shared by both paths.
     #[allow(clippy::too_many_arguments)]
-    fn finish<B: Backend>(&self, backend: &B, p: &HopfieldParams<B>, input: &HopfieldInput<B>, merged: B::Tensor,
-                          sizes: (usize, usize, usize), fc: FwdCache<B>, steps: Vec<usize>)
-        -> (HopfieldOutput<B>, HopfieldCache<B>) {
+    fn finish<B: Backend>(
+        &self,
+        backend: &B,
+        p: &HopfieldParams<B>,
+        input: &HopfieldInput<B>,
+        merged: B::Tensor,
+        sizes: (usize, usize, usize),
+        fc: FwdCache<B>,
+        steps: Vec<usize>,
+    ) -> (HopfieldOutput<B>, HopfieldCache<B>) {
         let (c, d) = (&self.config, &self.dims);
         let mut y = match &p.out_proj_weight {
             Some(w) => linear_forward(backend, &merged, w, p.out_proj_bias.as_ref()),
@@ -266,10 +380,26 @@ impl HopfieldSpec {
             update_steps: steps,
         };
         let cache = HopfieldCache {
-            sizes, ln_stored: fc.ln_stored, ln_state: fc.ln_state, ln_projection: fc.ln_projection, stored_n: fc.stored_n,
-            state_n: fc.state_n, projection_n: fc.projection_n, connected: fc.connected, hs_q: fc.hs_q, hs_k: fc.hs_k,
-            q: fc.q, k: fc.k, v: fc.v, assocs: fc.assocs, states: fc.states, active: fc.active, dropout: fc.dropout,
-            fused: fc.fused, merged, pre_activation,
+            sizes,
+            ln_stored: fc.ln_stored,
+            ln_state: fc.ln_state,
+            ln_projection: fc.ln_projection,
+            stored_n: fc.stored_n,
+            state_n: fc.state_n,
+            projection_n: fc.projection_n,
+            connected: fc.connected,
+            hs_q: fc.hs_q,
+            hs_k: fc.hs_k,
+            q: fc.q,
+            k: fc.k,
+            v: fc.v,
+            assocs: fc.assocs,
+            states: fc.states,
+            active: fc.active,
+            dropout: fc.dropout,
+            fused: fc.fused,
+            merged,
+            pre_activation,
         };
         (out, cache)
     }

@@ -83,8 +83,13 @@ impl<B: Backend> HopfieldInput<B> {
     /// Three separate tensors.
     pub fn new(stored: B::Tensor, state: B::Tensor, projection: B::Tensor) -> Self {
         HopfieldInput {
-            stored, state, projection, stored_pattern_padding_mask: None, association_mask: None,
-            return_association: false, return_projected_patterns: false,
+            stored,
+            state,
+            projection,
+            stored_pattern_padding_mask: None,
+            association_mask: None,
+            return_association: false,
+            return_projected_patterns: false,
         }
     }
     /// Add a stored-pattern padding mask.
@@ -160,7 +165,11 @@ pub(crate) fn score_biases<B: Backend>(
         None => None,
         Some(m) => {
             if m.shape() != [b, s] {
-                return Err(HopfieldError::shape("hopfield.stored_pattern_padding_mask", format!("[{b}, {s}]"), m.shape()));
+                return Err(HopfieldError::shape(
+                    "hopfield.stored_pattern_padding_mask",
+                    format!("[{b}, {s}]"),
+                    m.shape(),
+                ));
             }
             let v = m.additive_values("hopfield.stored_pattern_padding_mask")?;
             Some(backend.from_vec(pad_cols(v, b), &[b, s + extra]))
@@ -175,8 +184,11 @@ pub(crate) fn score_biases<B: Backend>(
             } else if m.shape() == [b * h, l, s] {
                 Some(backend.from_vec(pad_cols(v, b * h * l), &[b, h, l, s + extra]))
             } else {
-                return Err(HopfieldError::shape("hopfield.association_mask",
-                    format!("[{l}, {s}] or [{}, {l}, {s}]", b * h), m.shape()));
+                return Err(HopfieldError::shape(
+                    "hopfield.association_mask",
+                    format!("[{l}, {s}] or [{}, {l}, {s}]", b * h),
+                    m.shape(),
+                ));
             }
         }
     };

@@ -139,8 +139,13 @@ impl<B: Backend> Layer<B> for Hopfield<B> {
     }
 
     /// The association; in training, dropout on the association matrix drawn from the seed.
-    fn forward(&self, backend: &B, params: &HopfieldParams<B>, input: &HopfieldInput<B>, mode: Mode)
-        -> Result<(HopfieldOutput<B>, HopfieldCache<B>)> {
+    fn forward(
+        &self,
+        backend: &B,
+        params: &HopfieldParams<B>,
+        input: &HopfieldInput<B>,
+        mode: Mode,
+    ) -> Result<(HopfieldOutput<B>, HopfieldCache<B>)> {
         self.spec.forward(backend, params, input, mode.seed())
     }
 
@@ -149,8 +154,14 @@ impl<B: Backend> Layer<B> for Hopfield<B> {
     ///
     /// # Shapes
     /// `d_output` has the output's shape.
-    fn backward(&self, backend: &B, params: &HopfieldParams<B>, cache: &HopfieldCache<B>, d_output: &B::Tensor,
-                grads: &mut HopfieldParams<B>) -> Result<HopfieldInputGrads<B>> {
+    fn backward(
+        &self,
+        backend: &B,
+        params: &HopfieldParams<B>,
+        cache: &HopfieldCache<B>,
+        d_output: &B::Tensor,
+        grads: &mut HopfieldParams<B>,
+    ) -> Result<HopfieldInputGrads<B>> {
         self.spec.backward(backend, params, cache, d_output, grads)
     }
 }

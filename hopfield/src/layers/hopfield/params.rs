@@ -102,10 +102,20 @@ impl<B: Backend> HopfieldParams<B> {
         let (hd, pd) = (d.heads * d.head, d.heads * d.pattern);
         let std = 0.02;
         let mut p = HopfieldParams::<B> {
-            in_proj_weight: None, q_proj_weight: None, k_proj_weight: None, v_proj_weight: None,
-            in_proj_bias: None, p_norm_weight: None, p_norm_bias: None, out_proj_weight: None,
-            out_proj_bias: None, bias_k: None, bias_v: None, norm_stored_pattern: None,
-            norm_state_pattern: None, norm_pattern_projection: None,
+            in_proj_weight: None,
+            q_proj_weight: None,
+            k_proj_weight: None,
+            v_proj_weight: None,
+            in_proj_bias: None,
+            p_norm_weight: None,
+            p_norm_bias: None,
+            out_proj_weight: None,
+            out_proj_bias: None,
+            bias_k: None,
+            bias_v: None,
+            norm_stored_pattern: None,
+            norm_state_pattern: None,
+            norm_pattern_projection: None,
         };
         if d.combined_in_proj {
             let rows = [layout.q, layout.k, layout.v].iter().flatten().map(|s| s.rows).sum::<usize>();
