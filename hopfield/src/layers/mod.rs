@@ -1,6 +1,7 @@
 //! Modules built on the [`Backend`](crate::Backend) trait. Each implements [`Layer`]: a forward returning its
 //! output and a cache, and a backward taking that cache; each also implements
 //! [`Parameters`](crate::Parameters), so models nest them and derive their own.
+pub mod decoder;
 pub mod encoder;
 pub mod hopfield;
 mod layer;
@@ -9,10 +10,8 @@ pub mod lookup;
 pub mod norm;
 pub mod pooling;
 
-pub use encoder::{
-    DecoderInput, DecoderInputGrads, DecoderMasks, DecoderParams, EncoderInput, EncoderParams, HopfieldDecoderLayer,
-    HopfieldEncoderLayer, HopfieldEncoderLayerConfig,
-};
+pub use decoder::{DecoderInput, DecoderInputGrads, DecoderMasks, DecoderParams, HopfieldDecoderLayer};
+pub use encoder::{EncoderInput, EncoderParams, HopfieldEncoderLayer, HopfieldEncoderLayerConfig};
 pub use hopfield::HopfieldSpec;
 pub use hopfield::{
     Hopfield, HopfieldCache, HopfieldConfig, HopfieldInput, HopfieldInputGrads, HopfieldOutput, HopfieldParams, Mask,
