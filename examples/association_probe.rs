@@ -106,8 +106,11 @@ fn run<B: Backend<Elem = f32>>(be: &B, name: &str, a: &Args, sync: &dyn Fn()) {
     let beta = vec![1.0 / (a.d as f32).sqrt(); a.h];
     let mode = if a.materialised { "materialised" } else { "fused" };
     let report = |what: &str, ms: f64| {
-        println!("{{\"backend\":\"{name}\",\"mode\":\"{mode}\",\"what\":\"{what}\",\"b\":{},\"h\":{},\"l\":{},\"s\":{},\"d\":{},\"steps\":{},\"ms\":{ms:.4}}}",
-                 a.b, a.h, a.l, a.s, a.d, a.steps);
+        println!(
+            "{{\"backend\":\"{name}\",\"mode\":\"{mode}\",\"what\":\"{what}\",\"b\":{},\"h\":{},\"l\":{},\"s\":{},\
+             \"d\":{},\"steps\":{},\"ms\":{ms:.4}}}",
+            a.b, a.h, a.l, a.s, a.d, a.steps
+        );
     };
     // Warm-up (kernel compilation), then timings.
     sync();
@@ -117,8 +120,16 @@ fn run<B: Backend<Elem = f32>>(be: &B, name: &str, a: &Args, sync: &dyn Fn()) {
     drop(saved);
     sync();
     if let (Some(base), Some(peak)) = (base, status_kib("VmHWM")) {
-        println!("{{\"backend\":\"{name}\",\"mode\":\"{mode}\",\"what\":\"memory\",\"l\":{},\"s\":{},\"d\":{},\"rss_inputs_mib\":{:.1},\"peak_rss_mib\":{:.1},\"growth_mib\":{:.1}}}",
-                 a.l, a.s, a.d, base as f64 / 1024.0, peak as f64 / 1024.0, peak.saturating_sub(base) as f64 / 1024.0);
+        println!(
+            "{{\"backend\":\"{name}\",\"mode\":\"{mode}\",\"what\":\"memory\",\"l\":{},\"s\":{},\"d\":{},\
+             \"rss_inputs_mib\":{:.1},\"peak_rss_mib\":{:.1},\"growth_mib\":{:.1}}}",
+            a.l,
+            a.s,
+            a.d,
+            base as f64 / 1024.0,
+            peak as f64 / 1024.0,
+            peak.saturating_sub(base) as f64 / 1024.0
+        );
     }
     let mut best_f = f64::INFINITY;
     let mut best_fb = f64::INFINITY;

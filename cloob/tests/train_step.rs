@@ -186,8 +186,11 @@ fn tiny_preset_learns_generated_captions(kind: LossKind, inv_tau: f64) {
     let after = zero_shot_accuracy(&cpu, &trainer.model, &test, &tok);
     let mean = |l: &[f64]| l.iter().sum::<f64>() / l.len() as f64;
     let (early, late) = (mean(&losses[..10]), mean(&losses[steps as usize - 10..]));
-    eprintln!("{kind:?}: {steps} steps of {batch} in {:.1?}, loss {early:.3} → {late:.3}, zero-shot top-1 {before:.3} → {after:.3} (chance {chance:.3})",
-        start.elapsed());
+    eprintln!(
+        "{kind:?}: {steps} steps of {batch} in {:.1?}, loss {early:.3} → {late:.3}, \
+         zero-shot top-1 {before:.3} → {after:.3} (chance {chance:.3})",
+        start.elapsed()
+    );
     assert!(after > 3.0 * chance, "{kind:?}: zero-shot accuracy {after:.3} (chance {chance:.3})");
     assert!(late < early, "{kind:?}: the loss did not fall ({early} → {late})");
 }

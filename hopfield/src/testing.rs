@@ -12,7 +12,9 @@
 //! let linear = Linear::new(&cpu, 3, 2, true, &mut rand::thread_rng())?;
 //! let x = cpu.from_vec(vec![0.5, -1.0, 2.0, 0.1, 0.2, 0.3], &[2, 3]);
 //! // loss = Σ y²: its upstream gradient is 2y.
-//! let loss = |p: &hopfield::layers::LinearParams<Cpu<f64>>| cpu.sum_squares(&linear.forward(&cpu, p, &x, Mode::Eval).unwrap().0);
+//! let loss = |p: &hopfield::layers::LinearParams<Cpu<f64>>| {
+//!     cpu.sum_squares(&linear.forward(&cpu, p, &x, Mode::Eval).unwrap().0)
+//! };
 //! let (y, cache) = linear.forward(&cpu, linear.params(), &x, Mode::Eval)?;
 //! let mut grads = linear.zero_grads(&cpu);
 //! linear.backward(&cpu, linear.params(), &cache, &cpu.scale(&y, 2.0), &mut grads)?;

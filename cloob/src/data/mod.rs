@@ -36,8 +36,8 @@ pub trait TrainSource: Send + Sync {
     fn describe(&self) -> String;
     /// Examples per epoch when known up front (`None` for streamed files).
     fn epoch_len(&self) -> Option<usize>;
-    /// The examples of epoch `epoch` in training order, from the `skip`-th on. The iterator owns what it needs, so it can run
-    /// on the loader's thread.
+    /// The examples of epoch `epoch` in training order, from the `skip`-th on. The iterator owns what it
+    /// needs, so it can run on the loader's thread.
     fn epoch(&self, seed: u64, epoch: u64, skip: usize) -> Box<dyn Iterator<Item = Example> + Send>;
     /// Rows or images skipped so far, with reasons (empty for generated data).
     fn issues(&self) -> DataIssues {

@@ -237,7 +237,8 @@ impl TrainSource for SceneSource {
         IMAGE_SIZE
     }
     fn describe(&self) -> String {
-        format!("embedded scenes: {} generated 32×32 captioned images per epoch (5 attributes, 5 of 30 shape×colour pairs held out)", self.len)
+        let held_out = "5 attributes, 5 of 30 shape×colour pairs held out";
+        format!("embedded scenes: {} generated 32×32 captioned images per epoch ({held_out})", self.len)
     }
     fn epoch_len(&self) -> Option<usize> {
         Some(self.len)

@@ -124,7 +124,8 @@ mod tests {
             r.image_to_text,
             RetrievalMetrics { r_at_1: 2.0 / 3.0, r_at_5: 1.0, r_at_10: 1.0, mean_rank: 4.0 / 3.0, median_rank: 1.0 }
         );
-        // text→image: text 0 → image 0 first; text 1 (column .1,.3,.6) → image 1 second; text 2 (.5,.8,.7) → image 2 second.
+        // text→image: text 0 → image 0 first; text 1 (column .1,.3,.6) → image 1 second;
+        // text 2 (.5,.8,.7) → image 2 second.
         assert_eq!(
             r.text_to_image,
             RetrievalMetrics { r_at_1: 1.0 / 3.0, r_at_5: 1.0, r_at_10: 1.0, mean_rank: 5.0 / 3.0, median_rank: 2.0 }

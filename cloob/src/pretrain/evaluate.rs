@@ -131,8 +131,17 @@ impl EvalReport {
                 r.text_to_image[2]
             );
             let e = &s.embedding;
-            out += &format!("  eigenvalues for 99%: image {} text {}; Ajne image {:.2} text {:.2}; uniformity image {:.3} text {:.3}; alignment {:.3}\n",
-                e.image_eigen_99, e.text_eigen_99, e.image_ajne, e.text_ajne, e.image_uniformity, e.text_uniformity, e.alignment);
+            out += &format!(
+                "  eigenvalues for 99%: image {} text {}; Ajne image {:.2} text {:.2}; \
+                 uniformity image {:.3} text {:.3}; alignment {:.3}\n",
+                e.image_eigen_99,
+                e.text_eigen_99,
+                e.image_ajne,
+                e.text_ajne,
+                e.image_uniformity,
+                e.text_uniformity,
+                e.alignment
+            );
         }
         if let Some(p) = &self.probe {
             out += &format!("linear probe ({}): test accuracy {:.3} (C = {:.0e})\n", p.task, p.test_accuracy, p.c);

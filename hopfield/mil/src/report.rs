@@ -75,7 +75,8 @@ impl Summary {
 /// A Markdown table of summaries (AUC in percent, as the paper reports it).
 pub fn table(rows: &[Summary]) -> String {
     let mut out = String::from(
-        "| data set | bags | CV | ROC-AUC (%) mean ± std over repeats | std over folds | wall time |\n|---|---:|---|---|---:|---:|\n",
+        "| data set | bags | CV | ROC-AUC (%) mean ± std over repeats | std over folds | wall time |\n\
+         |---|---:|---|---|---:|---:|\n",
     );
     for s in rows {
         let _ = writeln!(

@@ -12,18 +12,17 @@
 //! use hopfield::{Backend, Cpu, Parameters};
 //! use hopfield::optim::{AdamConfig, AdamW, Optimizer};
 //!
-//! struct W(hopfield::backend::CpuTensor<f64>);
-//! impl Parameters<Cpu<f64>> for W {
-//!     fn visit<'a>(&'a self, f: &mut dyn FnMut(&str, &'a hopfield::backend::CpuTensor<f64>, bool)) { f("w", &self.0, true) }
-//!     fn visit_mut(&mut self, f: &mut dyn FnMut(&str, &mut hopfield::backend::CpuTensor<f64>, bool)) { f("w", &mut self.0, true) }
+//! #[derive(Parameters)]
+//! struct W<B: Backend> {
+//!     w: B::Tensor,
 //! }
 //! let cpu = Cpu::<f64>::new();
-//! let mut w = W(cpu.from_vec(vec![1.0, -2.0], &[2]));
-//! let grad = W(cpu.from_vec(vec![0.5, -0.5], &[2]));
+//! let mut w = W { w: cpu.from_vec(vec![1.0, -2.0], &[2]) };
+//! let grad = W { w: cpu.from_vec(vec![0.5, -0.5], &[2]) };
 //! let mut opt = AdamW::new(AdamConfig::default())?;
 //! opt.step(&cpu, &mut w, &grad, 0.1)?;
 //! // Adam's first step moves every entry by lr against the sign of its gradient.
-//! assert!((cpu.to_vec(&w.0)[0] - 0.9).abs() < 1e-6);
+//! assert!((cpu.to_vec(&w.w)[0] - 0.9).abs() < 1e-6);
 //! # Ok::<(), hopfield::HopfieldError>(())
 //! ```
 

@@ -341,12 +341,22 @@ impl HopfieldConfig {
             ));
         }
         if c.stored_pattern_as_static && stored != head {
-            return Err(HopfieldError::config("stored_pattern_as_static",
-                format!("a static stored pattern is used as the head, so stored_pattern_size {stored} must equal hidden_size {head}")));
+            return Err(HopfieldError::config(
+                "stored_pattern_as_static",
+                format!(
+                    "a static stored pattern is used as the head, so stored_pattern_size {stored} must equal \
+                     hidden_size {head}"
+                ),
+            ));
         }
         if c.pattern_projection_as_static && projection != pattern {
-            return Err(HopfieldError::config("pattern_projection_as_static",
-                format!("a static pattern projection is used as the head, so pattern_projection_size {projection} must equal pattern_size {pattern}")));
+            return Err(HopfieldError::config(
+                "pattern_projection_as_static",
+                format!(
+                    "a static pattern projection is used as the head, so pattern_projection_size {projection} \
+                     must equal pattern_size {pattern}"
+                ),
+            ));
         }
         if c.pattern_projection_as_connected {
             if c.stored_pattern_as_static {
