@@ -10,12 +10,17 @@ pub mod fixtures;
 /// zero in exact arithmetic (e.g. the stored-pattern norm's bias gradient: softmax is invariant to a
 /// shift shared by all keys) from comparing rounding noise with rounding noise.
 pub fn rel_err(a: &[f64], b: &[f64]) -> f64 {
+    rel_err_floor(a, b, 1e-2)
+}
+
+/// `max |a − b| / max(max |b|, floor)`.
+pub fn rel_err_floor(a: &[f64], b: &[f64], floor: f64) -> f64 {
     assert_eq!(a.len(), b.len(), "length mismatch");
     // f64::max drops NaN: a NaN where the reference has none (e.g. an unwritten, poisoned output) must fail.
     if a.iter().zip(b).any(|(x, y)| x.is_nan() != y.is_nan()) {
         return f64::INFINITY;
     }
-    let scale = b.iter().fold(1e-2f64, |m, v| m.max(v.abs()));
+    let scale = b.iter().fold(floor, |m, v| m.max(v.abs()));
     let diff = a.iter().zip(b).fold(0.0f64, |m, (x, y)| m.max((x - y).abs()));
     diff / scale
 }
@@ -38,6 +43,12 @@ pub fn get<'a>(map: &'a TensorMap, name: &str) -> &'a HostTensor {
 /// Assert that `actual` matches `expected` to relative `tol`, naming the quantity.
 pub fn assert_close(what: &str, actual: &[f64], expected: &HostTensor, tol: f64) {
     let e = rel_err(actual, &expected.values);
+    assert!(e <= tol, "{what}: relative error {e:.3e} > {tol:.0e}");
+}
+
+/// [`assert_close`] with the scale floor of [`rel_err_floor`].
+pub fn assert_close_floor(what: &str, actual: &[f64], expected: &HostTensor, tol: f64, floor: f64) {
+    let e = rel_err_floor(actual, &expected.values, floor);
     assert!(e <= tol, "{what}: relative error {e:.3e} > {tol:.0e}");
 }
 
