@@ -16,8 +16,8 @@ pub(crate) enum BlockInit {
     /// Xavier-uniform, `out_proj` and the MLP `nn.Linear`'s U(±1/√fan_in), attention biases zero.
     TorchDefault,
     /// CLIP's text transformer: `in_proj_weight` N(0, width⁻¹ᐟ²), `out_proj.weight` and `c_proj.weight`
-    /// N(0, width⁻¹ᐟ²·(2·layers)⁻¹ᐟ²), `c_fc.weight` N(0, (2·width)⁻¹ᐟ²); MLP biases keep `nn.Linear`'s
-    /// U(±1/√fan_in), attention biases zero.
+    /// N(0, width⁻¹ᐟ²·(2·layers)⁻¹ᐟ²), `c_fc.weight` N(0, (2·width)⁻¹ᐟ²);
+    /// MLP biases keep `nn.Linear`'s U(±1/√fan_in), attention biases zero.
     WidthDepth,
 }
 

@@ -107,8 +107,8 @@ impl Element for f64 {
 
 /// `exp(x)` for f32 in straight-line code the compiler vectorises (SSE2 is enough): Cody–Waite range
 /// reduction `x = n·ln2 + r`, Cephes' degree-7 polynomial for `e^r`, and `2^n` built from the exponent
-/// bits. Relative error ≤ 2 ulp for −87 ≤ x ≤ 88; below −87 (e⁻⁸⁷ ≈ 1.6·10⁻³⁸, and −∞, a masked score)
-/// it gives exactly 0, above 88 +∞; NaN stays NaN.
+/// bits. Relative error ≤ 2 ulp for −87 ≤ x ≤ 88; below −87 (e⁻⁸⁷ ≈ 1.6·10⁻³⁸,
+/// and −∞, a masked score) it gives exactly 0, above 88 +∞; NaN stays NaN.
 #[inline(always)]
 pub fn exp_f32(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_359_4;

@@ -4,8 +4,9 @@ use crate::backend::Backend;
 use crate::element::Element;
 use crate::error::{HopfieldError, Result};
 
-/// `E(ξ) = −lse(β, Xᵀξ) + ½ξᵀξ + β⁻¹ log N + ½M²` with `lse(β, z) = β⁻¹ log Σᵢ exp(β zᵢ)` and
-/// `M = maxᵢ ‖xᵢ‖`, for every state pattern. The update `ξ ← X softmax(β Xᵀ ξ)` never increases it.
+/// `E(ξ) = −lse(β, Xᵀξ) + ½ξᵀξ + β⁻¹ log N + ½M²` with
+/// `lse(β, z) = β⁻¹ log Σᵢ exp(β zᵢ)` and `M = maxᵢ ‖xᵢ‖`, for every state pattern.
+/// The update `ξ ← X softmax(β Xᵀ ξ)` never increases it.
 ///
 /// # Shapes
 /// `stored`: `[B, N, d]` (the patterns X of each sample), `state`: `[B, L, d]` → `B·L` energies, row-major.
