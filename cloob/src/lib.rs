@@ -8,6 +8,7 @@
 //! - [`loss`]: CLOOB's InfoLOOB with Hopfield retrieval, CLIP's InfoNCE and the paper's ablations, with
 //!   explicit gradients on the [`hopfield::Backend`] trait.
 //! - [`train`]: one optimisation step (AdamW, schedules, gradient accumulation, clipping).
+//! - [`dist`]: data parallelism over ranks (the [`dist::Collective`] trait; MPI with the `mpi` feature).
 //! - [`eval`]: zero-shot classification, image↔text retrieval, linear probe and embedding analysis.
 //! - [`shapes`]: a generated image–caption set (coloured shapes) for tests, benches and demos.
 //! - [`data`]: the embedded captioned-scene generator, Fashion-MNIST, open_clip CSV files, the loader.
@@ -37,6 +38,7 @@
 //! ```
 pub mod blocks;
 pub mod data;
+pub mod dist;
 pub mod eval;
 pub mod loss;
 pub mod model;

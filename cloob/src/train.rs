@@ -9,6 +9,7 @@
 //! `logit_scale` gradient is counted once (open_clip backpropagates the full loss once per micro-batch,
 //! which multiplies the temperature's gradient by `accum_freq`).
 
+use crate::dist::{all_gather_rows, all_reduce_grads, Collective, CommElement, SingleProcess};
 use crate::loss::{contrastive_loss_normalized, LossConfig, LossOutput};
 use crate::model::{ClipInput, ClipModel, ClipOutputGrads};
 use crate::tokenizer::TokenBatch;
@@ -113,7 +114,29 @@ impl<B: Backend> Trainer<B> {
     ///
     /// # Shapes
     /// images `[N, C, H, W]`, tokens `[N, L]`.
-    pub fn step(&mut self, backend: &B, images: &B::Tensor, tokens: &TokenBatch) -> Result<StepStats> {
+    pub fn step(&mut self, backend: &B, images: &B::Tensor, tokens: &TokenBatch) -> Result<StepStats>
+    where
+        B::Elem: CommElement,
+    {
+        self.step_with(backend, images, tokens, &SingleProcess)
+    }
+
+    /// One optimiser step of a data-parallel run: this rank's shard of `N` pairs of a global batch of
+    /// `N · comm.size()` (see [`crate::dist`]). Every rank must call it with shards of one size; all
+    /// take the same step, with the loss over the global batch. On one rank it is [`Trainer::step`].
+    ///
+    /// # Shapes
+    /// images `[N, C, H, W]`, tokens `[N, L]` (this rank's rows of the global batch).
+    pub fn step_with(
+        &mut self,
+        backend: &B,
+        images: &B::Tensor,
+        tokens: &TokenBatch,
+        comm: &dyn Collective,
+    ) -> Result<StepStats>
+    where
+        B::Elem: CommElement,
+    {
         let step = self.step;
         let mut grads = match self.grads.take() {
             Some(mut g) => {
@@ -122,7 +145,8 @@ impl<B: Backend> Trainer<B> {
             }
             None => self.model.zero_grads(backend),
         };
-        let loss = self.accumulate(backend, images, tokens, &mut grads).map_err(|e| name_step(step, e))?;
+        let loss = self.accumulate(backend, images, tokens, comm, &mut grads).map_err(|e| name_step(step, e))?;
+        all_reduce_grads(backend, comm, &mut grads)?;
         let lr = self.config.schedule.lr_at(step);
         let grad_norm = match self.config.grad_clip_norm {
             Some(max) => clip_grad_norm(backend, &mut grads, max)?,
@@ -153,20 +177,28 @@ impl<B: Backend> Trainer<B> {
     /// The loss over `N` pairs and its gradient w.r.t. every parameter (in a zeroed copy of the model),
     /// accumulated over `accum_freq` micro-batches as described in the module docs. The model is not
     /// changed.
-    pub fn gradients(&self, backend: &B, images: &B::Tensor, tokens: &TokenBatch) -> Result<(f64, ClipModel<B>)> {
+    pub fn gradients(&self, backend: &B, images: &B::Tensor, tokens: &TokenBatch) -> Result<(f64, ClipModel<B>)>
+    where
+        B::Elem: CommElement,
+    {
         let mut grads = self.model.zero_grads(backend);
-        let loss = self.accumulate(backend, images, tokens, &mut grads)?;
+        let loss = self.accumulate(backend, images, tokens, &SingleProcess, &mut grads)?;
         Ok((loss, grads))
     }
 
-    /// [`Trainer::gradients`] into a given (zeroed) accumulator; returns the loss.
+    /// [`Trainer::gradients`] of this rank's shard into a given (zeroed) accumulator, before the
+    /// all-reduce over ranks; returns the loss over the global batch.
     fn accumulate(
         &self,
         backend: &B,
         images: &B::Tensor,
         tokens: &TokenBatch,
+        comm: &dyn Collective,
         grads: &mut ClipModel<B>,
-    ) -> Result<f64> {
+    ) -> Result<f64>
+    where
+        B::Elem: CommElement,
+    {
         let step = self.step;
         let loss = |x: &B::Tensor, y: &B::Tensor, inv_tau: f64| -> Result<LossOutput<B>> {
             let l = contrastive_loss_normalized(backend, &self.config.loss, x, y, inv_tau)?;
@@ -193,10 +225,21 @@ impl<B: Backend> Trainer<B> {
         let pass = |images: &B::Tensor, tokens: &TokenBatch| {
             model.forward(backend, model, &ClipInput { images: images.clone(), tokens: tokens.clone() }, mode)
         };
-        let value = if k == 1 {
+        // This rank's rows of the global batch, and the τ⁻¹ gradient counted once over all ranks.
+        let (offset, first_rank) = (comm.rank() * n, comm.rank() == 0);
+        let gather = |t: &B::Tensor| all_gather_rows(backend, comm, t);
+        let value = if k == 1 && comm.size() == 1 {
             let (out, cache) = pass(images, tokens)?;
             let l = loss(&out.image, &out.text, out.inv_tau)?;
             let d = ClipOutputGrads { image: l.d_image, text: l.d_text, inv_tau: l.d_inv_tau };
+            model.backward(backend, model, &cache, &d, grads)?;
+            l.loss
+        } else if k == 1 {
+            let (out, cache) = pass(images, tokens)?;
+            let l = loss(&gather(&out.image)?, &gather(&out.text)?, out.inv_tau)?;
+            let rows = |t: &B::Tensor| backend.slice(t, 0, offset, n);
+            let d_inv_tau = if first_rank { l.d_inv_tau } else { 0.0 };
+            let d = ClipOutputGrads { image: rows(&l.d_image), text: rows(&l.d_text), inv_tau: d_inv_tau };
             model.backward(backend, model, &cache, &d, grads)?;
             l.loss
         } else {
@@ -218,13 +261,13 @@ impl<B: Backend> Trainer<B> {
                 all_img = cat(all_img, out.image);
                 all_txt = cat(all_txt, out.text);
             }
-            let l = loss(&all_img.unwrap(), &all_txt.unwrap(), inv_tau)?;
+            let l = loss(&gather(&all_img.unwrap())?, &gather(&all_txt.unwrap())?, inv_tau)?;
             // Pass 2: each micro-batch again, backpropagated from its rows of the full-batch gradient.
             for j in 0..k {
                 let (imgs, toks) = micro(j);
                 let (_, cache) = pass(&imgs, &toks)?;
-                let rows = |t: &B::Tensor| backend.slice(t, 0, j * m, m);
-                let d_inv_tau = if j == 0 { l.d_inv_tau } else { 0.0 };
+                let rows = |t: &B::Tensor| backend.slice(t, 0, offset + j * m, m);
+                let d_inv_tau = if j == 0 && first_rank { l.d_inv_tau } else { 0.0 };
                 let d = ClipOutputGrads { image: rows(&l.d_image), text: rows(&l.d_text), inv_tau: d_inv_tau };
                 model.backward(backend, model, &cache, &d, grads)?;
             }

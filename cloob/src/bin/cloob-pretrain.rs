@@ -1,13 +1,24 @@
 //! Pretrain a CLOOB (or CLIP) model: `cargo run --release --bin cloob-pretrain` trains the tiny preset on
 //! the embedded captioned-scene set in a few minutes on two CPU cores; `--data fashion-mnist` or
 //! `--data csv:PATH` train on other data. Flags follow open_clip's and cloob's names.
+//!
+//! Data-parallel over processes (built with `--features mpi`): `mpiexec -n R cloob-pretrain …`; the
+//! global `--batch-size` is split over the R ranks and the loss sees all of it (see `cloob::dist`).
 
 use clap::Parser;
-use cloob::pretrain::{print_or_quit, train, RunConfig, RunOptions};
+use cloob::dist::Collective;
+use cloob::pretrain::run::train_with;
+use cloob::pretrain::{print_or_quit, RunConfig, RunOptions};
 
 // The run's settings are `RunConfig`'s flags (their defaults live there); the rest steer this process.
 #[derive(Parser, Debug)]
-#[command(name = "cloob-pretrain", about = "Contrastive image–text pretraining with CLOOB or CLIP on CPU")]
+#[command(
+    name = "cloob-pretrain",
+    about = "Contrastive image–text pretraining with CLOOB or CLIP on CPU",
+    after_help = "Data-parallel on R processes (a build with `--features mpi`, OpenMPI or MPICH):\n  \
+                  mpiexec -n R cloob-pretrain --batch-size B …   (B a multiple of R; under Slurm: srun)\n\
+                  Every rank encodes B/R pairs of each batch, the loss sees all B; rank 0 writes the logs."
+)]
 struct Cli {
     #[command(flatten)]
     run: RunConfig,
@@ -26,6 +37,14 @@ struct Cli {
     /// Delete an earlier run of the same name first (a fresh run refuses a folder holding another run).
     #[arg(long, conflicts_with = "resume")]
     overwrite: bool,
+    /// Testing aid: rank RANK fails before step STEP (`RANK:STEP`).
+    #[arg(long, hide = true, value_parser = rank_step)]
+    fail_at: Option<(usize, u64)>,
+}
+
+fn rank_step(s: &str) -> Result<(usize, u64), String> {
+    let (r, k) = s.split_once(':').ok_or("expected RANK:STEP")?;
+    Ok((r.parse().map_err(|e| format!("{e}"))?, k.parse().map_err(|e| format!("{e}"))?))
 }
 
 impl Cli {
@@ -44,6 +63,7 @@ impl Cli {
             no_eval: false,
             verbose: true,
             overwrite: self.overwrite,
+            fail_at: self.fail_at,
         }
     }
 }
@@ -53,7 +73,15 @@ fn main() {
     hopfield::backend::cpu::tune_allocator();
     let cli = Cli::parse();
     let (cfg, opts) = (cli.config(), cli.options());
-    match train(&cfg, &opts) {
+    #[cfg(feature = "mpi")]
+    let mpi = cloob::dist::mpi::Mpi::init().expect("MPI is initialised once");
+    #[cfg(feature = "mpi")]
+    let comm: &dyn Collective = &mpi;
+    #[cfg(not(feature = "mpi"))]
+    let comm: &dyn Collective = &cloob::dist::SingleProcess;
+    let (rank, ranks) = (comm.rank(), comm.size());
+    match train_with(&cfg, &opts, comm) {
+        Ok(_) if rank > 0 => {}
         Ok(s) => {
             let mut out = String::new();
             if let Some(r) = &s.final_eval {
@@ -76,6 +104,11 @@ fn main() {
             print_or_quit(&out);
         }
         Err(e) => {
+            if ranks > 1 {
+                eprintln!("error (rank {rank} of {ranks}; stopping every rank): {e}");
+                #[cfg(feature = "mpi")]
+                mpi.abort(1);
+            }
             eprintln!("error: {e}");
             std::process::exit(1);
         }

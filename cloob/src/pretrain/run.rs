@@ -10,6 +10,7 @@ use crate::data::csv::{CsvConfig, CsvSource};
 use crate::data::loader::Loader;
 use crate::data::rng::rng_for;
 use crate::data::{fashion, scenes, DataBundle};
+use crate::dist::{check_same_everywhere, Collective, SingleProcess};
 use crate::pretrain::config::DataSpec;
 use crate::tokenizer::ClipTokenizer;
 use crate::train::Trainer;
@@ -36,6 +37,8 @@ pub struct RunOptions {
     pub verbose: bool,
     /// Delete an earlier run in the run folder first (a fresh run refuses such a folder otherwise).
     pub overwrite: bool,
+    /// For tests of failure handling: rank `.0` fails with an error before step `.1`.
+    pub fail_at: Option<(usize, u64)>,
 }
 
 /// What a run produced.
@@ -113,6 +116,27 @@ pub fn open_data(cfg: &RunConfig, image_size: usize) -> Result<DataBundle> {
     })
 }
 
+/// Make the run folder this run's: delete an earlier run (`--overwrite`), remove what interrupted saves
+/// left, start or truncate the metrics, write the config.
+fn prepare_run_dir(cfg: &RunConfig, opts: &RunOptions, resumed_at: Option<u64>, say: &dyn Fn(String)) -> Result<()> {
+    let run_dir = cfg.logs.join(&cfg.name);
+    let (ckpt_dir, metrics) = (run_dir.join("checkpoints"), run_dir.join("metrics.jsonl"));
+    if opts.overwrite && run_dir.exists() {
+        std::fs::remove_dir_all(&run_dir)
+            .map_err(|e| err(format!("--overwrite: deleting {}", run_dir.display()), e))?;
+        say(format!("--overwrite: deleted the earlier run in {}", run_dir.display()));
+    }
+    std::fs::create_dir_all(&ckpt_dir).map_err(|e| err(ckpt_dir.display(), e))?;
+    for removed in checkpoint::remove_incomplete(&ckpt_dir)? {
+        say(format!("removed {} (left by an interrupted save)", removed.display()));
+    }
+    match resumed_at {
+        Some(step) => truncate_metrics(&metrics, step)?,
+        None => std::fs::write(&metrics, "").map_err(|e| err(metrics.display(), e))?,
+    }
+    write_atomic(&run_dir.join("config.json"), serde_json::to_string_pretty(cfg).expect("plain data").as_bytes())
+}
+
 /// Keep the JSONL lines of steps before `step` (a resumed run rewrites what came after its checkpoint).
 fn truncate_metrics(path: &Path, step: u64) -> Result<()> {
     let Ok(f) = std::fs::File::open(path) else { return Ok(()) };
@@ -145,12 +169,41 @@ fn existing_run(run_dir: &Path) -> Option<String> {
     (!what.is_empty()).then(|| what.join(", "))
 }
 
-/// Train as `cfg` says. Everything is checked before anything is written: the settings, the data (at
-/// least one batch of usable pairs, evaluation sets of at least two images), the run folder (a fresh run
-/// does not write into another run's folder unless `overwrite`) and the checkpoint to resume from.
+/// Train as `cfg` says, in this process. Everything is checked before anything is written: the
+/// settings, the data (at least one batch of usable pairs, evaluation sets of at least two images), the
+/// run folder (a fresh run does not write into another run's folder unless `overwrite`) and the
+/// checkpoint to resume from.
 pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary> {
+    train_with(cfg, opts, &SingleProcess)
+}
+
+/// [`train`] as one rank of a data-parallel run over `comm` (see [`crate::dist`]): `--batch-size` is the
+/// global batch, each rank encodes its `1 / R` of every batch; every rank reads the data and the
+/// checkpoint to resume from (a shared file system), rank 0 alone writes logs, evaluations, plots and
+/// checkpoints. Ranks must run the same settings and program: checked at start-up.
+pub fn train_with(cfg: &RunConfig, opts: &RunOptions, comm: &dyn Collective) -> Result<RunSummary> {
     let cfg = &cfg.with_absolute_paths()?;
     cfg.validate()?;
+    let (rank, ranks) = (comm.rank(), comm.size());
+    let lead = rank == 0;
+    if !cfg.batch_size.is_multiple_of(ranks) || !(cfg.batch_size / ranks).is_multiple_of(cfg.accum_freq) {
+        return Err(PretrainError(format!(
+            "--batch-size {} must split into {ranks} equal shards (one per process) of whole --accum-freq {} \
+             micro-batches",
+            cfg.batch_size, cfg.accum_freq
+        )));
+    }
+    if ranks > 1 {
+        let fingerprint = format!(
+            "cloob {} {}; resume {:?}, stop after {:?}, overwrite {}",
+            env!("CARGO_PKG_VERSION"),
+            serde_json::to_string(cfg).expect("plain data"),
+            opts.resume,
+            opts.stop_after,
+            opts.overwrite
+        );
+        check_same_everywhere(comm, &fingerprint)?;
+    }
     if opts.overwrite && opts.resume.is_some() {
         return Err(PretrainError("--overwrite deletes the run that --resume would continue: pass one of them".into()));
     }
@@ -159,7 +212,7 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary> {
     let data = open_data(cfg, model_cfg.vision.image_size)?;
     let total = cfg.total_steps(data.train.epoch_len())?;
     let say = |m: String| {
-        if opts.verbose {
+        if opts.verbose && lead {
             eprintln!("{m}")
         }
     };
@@ -190,7 +243,7 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary> {
     let run_dir = cfg.logs.join(&cfg.name);
     let ckpt_dir = run_dir.join("checkpoints");
     let metrics = run_dir.join("metrics.jsonl");
-    if opts.resume.is_none() && !opts.overwrite {
+    if lead && opts.resume.is_none() && !opts.overwrite {
         if let Some(what) = existing_run(&run_dir) {
             return Err(PretrainError(format!(
                 "{} already holds a run ({what}): resume it with --resume latest, choose another --name, or pass \
@@ -230,23 +283,14 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary> {
     };
     let mut pending = if trainer.step < stop { Some(loader.next().ok_or_else(|| no_batch(&loader))?) } else { None };
 
-    // Checked: from here on the run folder is this run's.
-    if opts.overwrite && run_dir.exists() {
-        std::fs::remove_dir_all(&run_dir)
-            .map_err(|e| err(format!("--overwrite: deleting {}", run_dir.display()), e))?;
-        say(format!("--overwrite: deleted the earlier run in {}", run_dir.display()));
+    // Checked: from here on the run folder is this run's (rank 0's to write).
+    if lead {
+        prepare_run_dir(cfg, opts, resumed_at, &say)?;
     }
-    std::fs::create_dir_all(&ckpt_dir).map_err(|e| err(ckpt_dir.display(), e))?;
-    for removed in checkpoint::remove_incomplete(&ckpt_dir)? {
-        say(format!("removed {} (left by an interrupted save)", removed.display()));
-    }
-    match resumed_at {
-        Some(step) => truncate_metrics(&metrics, step)?,
-        None => std::fs::write(&metrics, "").map_err(|e| err(metrics.display(), e))?,
-    }
-    write_atomic(&run_dir.join("config.json"), serde_json::to_string_pretty(cfg).expect("plain data").as_bytes())?;
+    let shards =
+        if ranks > 1 { format!(" ({} per process on {ranks})", cfg.batch_size / ranks) } else { String::new() };
     say(format!(
-        "data: {}\nrun: {} steps of {} pairs, {:?} loss, logs in {}",
+        "data: {}\nrun: {} steps of {} pairs{shards}, {:?} loss, logs in {}",
         data.train.describe(),
         total,
         cfg.batch_size,
@@ -254,11 +298,23 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary> {
         run_dir.display()
     ));
 
-    let mut log =
-        std::fs::OpenOptions::new().append(true).create(true).open(&metrics).map_err(|e| err(metrics.display(), e))?;
-    let mut write_line =
-        |v: serde_json::Value| -> Result<()> { writeln!(log, "{v}").map_err(|e| err(metrics.display(), e)) };
-    let bar = if opts.progress {
+    let mut log = match lead {
+        true => Some(
+            std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(&metrics)
+                .map_err(|e| err(metrics.display(), e))?,
+        ),
+        false => None,
+    };
+    let mut write_line = |v: serde_json::Value| -> Result<()> {
+        match &mut log {
+            Some(log) => writeln!(log, "{v}").map_err(|e| err(metrics.display(), e)),
+            None => Ok(()),
+        }
+    };
+    let bar = if opts.progress && lead {
         ProgressBar::new(total)
     } else {
         ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::hidden())
@@ -278,10 +334,19 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary> {
             Some(b) => b,
             None => loader.next().ok_or_else(|| no_batch(&loader))?,
         };
+        if opts.fail_at == Some((rank, trainer.step)) {
+            return Err(PretrainError(format!("rank {rank}: failing before step {} as asked (a test)", trainer.step)));
+        }
+        // This rank's shard of the global batch.
+        let (n, per) = (batch.captions.len() / ranks, 3 * batch.size * batch.size);
+        let pixels = match ranks {
+            1 => std::mem::take(&mut batch.pixels),
+            _ => batch.pixels[rank * n * per..(rank + 1) * n * per].to_vec(),
+        };
+        let images = backend.from_vec(pixels, &[n, 3, batch.size, batch.size]);
+        let tokens = tokenizer.tokenize(&batch.captions[rank * n..(rank + 1) * n]);
+        let stats = trainer.step_with(&backend, &images, &tokens, comm)?;
         let n = batch.captions.len();
-        let images = backend.from_vec(std::mem::take(&mut batch.pixels), &[n, 3, batch.size, batch.size]);
-        let tokens = tokenizer.tokenize(&batch.captions);
-        let stats = trainer.step(&backend, &images, &tokens)?;
         let epoch = batch.epoch;
         let sps = n as f64 / t0.elapsed().as_secs_f64();
         let r = *rate.get_or_insert(sps);
@@ -303,12 +368,12 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary> {
         let is_end = done == total;
         // Save before evaluating: an evaluation that fails loses no training.
         let mut saved_now = None;
-        if done == stop || (cfg.save_every > 0 && done % cfg.save_every == 0) {
+        if lead && (done == stop || (cfg.save_every > 0 && done % cfg.save_every == 0)) {
             let path = checkpoint::save(&backend, &ckpt_dir, &trainer, cfg, epoch, total)?;
             last_ckpt = Some(path.clone());
             saved_now = Some(path);
         }
-        if !opts.no_eval && (is_end || (cfg.eval_every > 0 && done % cfg.eval_every == 0)) {
+        if lead && !opts.no_eval && (is_end || (cfg.eval_every > 0 && done % cfg.eval_every == 0)) {
             let report = match evaluate(&backend, &trainer.model, &data, is_end) {
                 Ok(r) => r,
                 Err(e) => {
@@ -335,7 +400,7 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary> {
     bar.finish();
     drop(loader);
     let wall_s = started.elapsed().as_secs_f64();
-    let plots = if opts.no_eval || trainer.step < total {
+    let plots = if !lead || opts.no_eval || trainer.step < total {
         Vec::new()
     } else {
         match plots::draw_all(&metrics, final_eval.as_ref(), &run_dir.join("plots")) {

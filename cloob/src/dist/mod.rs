@@ -1,0 +1,182 @@
+//! Data parallelism: a global batch of `B` pairs split over `R` ranks, each encoding its shard of
+//! `B / R` pairs, with the loss over all `B` pairs as one process would compute it.
+//!
+//! A step on `R` ranks ([`crate::train::Trainer::step_with`]):
+//! 1. each rank embeds its shard (images and texts);
+//! 2. the embeddings are all-gathered in rank order, so every rank holds the batch's `[B, d]` embeddings
+//!    in the order of the global batch;
+//! 3. every rank computes the loss and its gradient w.r.t. all `B` embeddings (the same numbers on every
+//!    rank) and backpropagates its own rows through its towers: that is each rank's share of the exact
+//!    gradient of the full-batch loss (the gather's backward is "take your rows");
+//! 4. parameter gradients are summed over ranks (all-reduce); the τ⁻¹ gradient, which the loss gives
+//!    whole, is counted on rank 0 only; clipping and AdamW then see the global gradient on every rank,
+//!    which all take the same step.
+//!
+//! Engines implement [`Collective`]: [`SingleProcess`] (`R = 1`, no communication) and, with the `mpi`
+//! feature, [`mpi::Mpi`] on the `mpi` crate (rsmpi; OpenMPI or MPICH, started by `mpiexec`).
+
+#[cfg(feature = "mpi")]
+pub mod mpi;
+
+use hopfield::{Backend, Element, HopfieldError, Parameters, Result};
+
+/// The collective operations data parallelism needs. Every rank calls the same operations in the same
+/// order with buffers of the same length (all-gather: the same local length).
+pub trait Collective {
+    /// This process's rank, `0..size`.
+    fn rank(&self) -> usize;
+    /// Number of ranks.
+    fn size(&self) -> usize;
+    /// Element-wise sum over ranks, in place.
+    fn all_reduce_sum_f32(&self, buf: &mut [f32]) -> Result<()>;
+    /// Element-wise sum over ranks, in place.
+    fn all_reduce_sum_f64(&self, buf: &mut [f64]) -> Result<()>;
+    /// Every rank's `local` (all of one length), concatenated in rank order.
+    fn all_gather_f32(&self, local: &[f32]) -> Result<Vec<f32>>;
+    /// Every rank's `local` (all of one length), concatenated in rank order.
+    fn all_gather_f64(&self, local: &[f64]) -> Result<Vec<f64>>;
+    /// Rank `root`'s bytes on every rank (`buf` is replaced on the others; lengths may differ).
+    fn broadcast_bytes(&self, root: usize, buf: &mut Vec<u8>) -> Result<()>;
+    /// Wait until every rank is here.
+    fn barrier(&self) -> Result<()>;
+}
+
+/// One process: rank 0 of 1, every operation the identity.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SingleProcess;
+
+impl Collective for SingleProcess {
+    fn rank(&self) -> usize {
+        0
+    }
+    fn size(&self) -> usize {
+        1
+    }
+    fn all_reduce_sum_f32(&self, _: &mut [f32]) -> Result<()> {
+        Ok(())
+    }
+    fn all_reduce_sum_f64(&self, _: &mut [f64]) -> Result<()> {
+        Ok(())
+    }
+    fn all_gather_f32(&self, local: &[f32]) -> Result<Vec<f32>> {
+        Ok(local.to_vec())
+    }
+    fn all_gather_f64(&self, local: &[f64]) -> Result<Vec<f64>> {
+        Ok(local.to_vec())
+    }
+    fn broadcast_bytes(&self, _: usize, _: &mut Vec<u8>) -> Result<()> {
+        Ok(())
+    }
+    fn barrier(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// The element types a [`Collective`] moves.
+pub trait CommElement: Element {
+    /// [`Collective::all_reduce_sum_f32`] or `_f64`.
+    fn all_reduce_sum(c: &dyn Collective, buf: &mut [Self]) -> Result<()>;
+    /// [`Collective::all_gather_f32`] or `_f64`.
+    fn all_gather(c: &dyn Collective, local: &[Self]) -> Result<Vec<Self>>;
+}
+
+impl CommElement for f32 {
+    fn all_reduce_sum(c: &dyn Collective, buf: &mut [f32]) -> Result<()> {
+        c.all_reduce_sum_f32(buf)
+    }
+    fn all_gather(c: &dyn Collective, local: &[f32]) -> Result<Vec<f32>> {
+        c.all_gather_f32(local)
+    }
+}
+
+impl CommElement for f64 {
+    fn all_reduce_sum(c: &dyn Collective, buf: &mut [f64]) -> Result<()> {
+        c.all_reduce_sum_f64(buf)
+    }
+    fn all_gather(c: &dyn Collective, local: &[f64]) -> Result<Vec<f64>> {
+        c.all_gather_f64(local)
+    }
+}
+
+/// Every rank's rows of `local` (`[n, …]`, the same shape on every rank), stacked in rank order:
+/// `[R·n, …]`. On one rank, `local` itself.
+pub fn all_gather_rows<B: Backend>(backend: &B, comm: &dyn Collective, local: &B::Tensor) -> Result<B::Tensor>
+where
+    B::Elem: CommElement,
+{
+    if comm.size() == 1 {
+        return Ok(local.clone());
+    }
+    let mut shape = backend.shape(local);
+    let all = B::Elem::all_gather(comm, &backend.to_vec(local))?;
+    shape[0] *= comm.size();
+    Ok(backend.from_vec(all, &shape))
+}
+
+/// Sum every tensor of `grads` over the ranks, in one all-reduce over their concatenation.
+pub fn all_reduce_grads<B: Backend, P: Parameters<B>>(backend: &B, comm: &dyn Collective, grads: &mut P) -> Result<()>
+where
+    B::Elem: CommElement,
+{
+    if comm.size() == 1 {
+        return Ok(());
+    }
+    let mut flat = Vec::new();
+    grads.visit(&mut |_, t, _| flat.extend(backend.to_vec(t)));
+    B::Elem::all_reduce_sum(comm, &mut flat)?;
+    let mut at = 0;
+    grads.visit_mut(&mut |_, t, _| {
+        let shape = backend.shape(t);
+        let n: usize = shape.iter().product();
+        *t = backend.from_vec(flat[at..at + n].to_vec(), &shape);
+        at += n;
+    });
+    Ok(())
+}
+
+/// Check at start-up that every rank runs the same thing: rank 0's `fingerprint` (the run's settings
+/// and this build's version) is sent to all; a rank whose own differs fails naming the first difference.
+pub fn check_same_everywhere(comm: &dyn Collective, fingerprint: &str) -> Result<()> {
+    let mut root = fingerprint.as_bytes().to_vec();
+    comm.broadcast_bytes(0, &mut root)?;
+    let same = root == fingerprint.as_bytes();
+    // Every rank learns whether any differs, so none goes on alone.
+    let mut differing = [f64::from(u8::from(!same))];
+    comm.all_reduce_sum_f64(&mut differing)?;
+    if same && differing[0] == 0.0 {
+        return Ok(());
+    }
+    if same {
+        return Err(HopfieldError::input(
+            "distributed start-up",
+            format!("{} rank(s) run other settings or another program version than rank 0", differing[0]),
+        ));
+    }
+    let root = String::from_utf8_lossy(&root);
+    let at = root.chars().zip(fingerprint.chars()).take_while(|(a, b)| a == b).count();
+    let around = |s: &str| s.chars().skip(at.saturating_sub(30)).take(80).collect::<String>();
+    Err(HopfieldError::input(
+        "distributed start-up",
+        format!(
+            "rank {} differs from rank 0 (settings or program version): rank 0 has …{}…, this rank …{}…",
+            comm.rank(),
+            around(&root),
+            around(fingerprint)
+        ),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hopfield::Cpu;
+
+    #[test]
+    fn one_process_is_the_identity() {
+        let cpu = Cpu::<f64>::new();
+        let t = cpu.from_vec(vec![1.0, 2.0, 3.0, 4.0], &[2, 2]);
+        let g = all_gather_rows(&cpu, &SingleProcess, &t).unwrap();
+        assert_eq!(cpu.to_vec(&g), cpu.to_vec(&t));
+        check_same_everywhere(&SingleProcess, "x").unwrap();
+    }
+}
