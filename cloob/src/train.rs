@@ -83,6 +83,9 @@ pub struct StepStats {
     pub grad_norm: f64,
     /// τ⁻¹ after the step (and the clamp).
     pub inv_tau: f64,
+    /// Seconds spent in communication between ranks (gathering embeddings, summing gradients; waiting
+    /// for the slowest rank included); 0 in one process.
+    pub comm_seconds: f64,
 }
 
 /// A model, its optimiser and its step count.
@@ -145,8 +148,10 @@ impl<B: Backend> Trainer<B> {
             }
             None => self.model.zero_grads(backend),
         };
-        let loss = self.accumulate(backend, images, tokens, comm, &mut grads).map_err(|e| name_step(step, e))?;
-        all_reduce_grads(backend, comm, &mut grads)?;
+        let comm_time = std::cell::Cell::new(0.0);
+        let timed = Timed { inner: comm, seconds: &comm_time };
+        let loss = self.accumulate(backend, images, tokens, &timed, &mut grads).map_err(|e| name_step(step, e))?;
+        all_reduce_grads(backend, &timed, &mut grads)?;
         let lr = self.config.schedule.lr_at(step);
         let grad_norm = match self.config.grad_clip_norm {
             Some(max) => clip_grad_norm(backend, &mut grads, max)?,
@@ -171,7 +176,8 @@ impl<B: Backend> Trainer<B> {
         self.grads = Some(grads);
         self.model.clamp_logit_scale(backend);
         self.step += 1;
-        Ok(StepStats { step, loss, lr, grad_norm, inv_tau: self.model.inv_tau(backend) })
+        let (inv_tau, comm_seconds) = (self.model.inv_tau(backend), comm_time.get());
+        Ok(StepStats { step, loss, lr, grad_norm, inv_tau, comm_seconds })
     }
 
     /// The loss over `N` pairs and its gradient w.r.t. every parameter (in a zeroed copy of the model),
@@ -274,6 +280,48 @@ impl<B: Backend> Trainer<B> {
             l.loss
         };
         Ok(value)
+    }
+}
+
+/// A [`Collective`] that adds the time of its operations to `seconds`.
+struct Timed<'a> {
+    inner: &'a dyn Collective,
+    seconds: &'a std::cell::Cell<f64>,
+}
+
+impl Timed<'_> {
+    fn time<T>(&self, f: impl FnOnce() -> T) -> T {
+        let t0 = std::time::Instant::now();
+        let out = f();
+        self.seconds.set(self.seconds.get() + t0.elapsed().as_secs_f64());
+        out
+    }
+}
+
+impl Collective for Timed<'_> {
+    fn rank(&self) -> usize {
+        self.inner.rank()
+    }
+    fn size(&self) -> usize {
+        self.inner.size()
+    }
+    fn all_reduce_sum_f32(&self, buf: &mut [f32]) -> Result<()> {
+        self.time(|| self.inner.all_reduce_sum_f32(buf))
+    }
+    fn all_reduce_sum_f64(&self, buf: &mut [f64]) -> Result<()> {
+        self.time(|| self.inner.all_reduce_sum_f64(buf))
+    }
+    fn all_gather_f32(&self, local: &[f32]) -> Result<Vec<f32>> {
+        self.time(|| self.inner.all_gather_f32(local))
+    }
+    fn all_gather_f64(&self, local: &[f64]) -> Result<Vec<f64>> {
+        self.time(|| self.inner.all_gather_f64(local))
+    }
+    fn broadcast_bytes(&self, root: usize, buf: &mut Vec<u8>) -> Result<()> {
+        self.time(|| self.inner.broadcast_bytes(root, buf))
+    }
+    fn barrier(&self) -> Result<()> {
+        self.time(|| self.inner.barrier())
     }
 }
 

@@ -165,3 +165,18 @@ fn ranks_with_different_settings_stop_at_start_up() {
     assert!(!logs.join("m").exists(), "rank 0 stops before writing anything");
     std::fs::remove_dir_all(&logs).ok();
 }
+
+#[test]
+fn a_two_rank_run_resumes_bit_for_bit() {
+    let logs = scratch("resume");
+    let o = command(2, &logs, "full", &[]).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let o = command(2, &logs, "cut", &["--stop-after", "2"]).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let o = command(2, &logs, "cut", &["--resume", "latest"]).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let bits = |name| losses(&logs, name).iter().map(|l| l.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits("cut"), bits("full"));
+    assert_eq!(weights(&logs, "cut"), weights(&logs, "full"));
+    std::fs::remove_dir_all(&logs).ok();
+}

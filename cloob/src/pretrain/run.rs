@@ -354,7 +354,7 @@ pub fn train_with(cfg: &RunConfig, opts: &RunOptions, comm: &dyn Collective) -> 
         losses.push((stats.step, stats.loss));
         write_line(
             json!({"step": stats.step, "epoch": epoch, "loss": stats.loss, "lr": stats.lr, "inv_tau": stats.inv_tau,
-                          "grad_norm": stats.grad_norm, "samples_per_s": sps}),
+                          "grad_norm": stats.grad_norm, "samples_per_s": sps, "comm_s": stats.comm_seconds}),
         )?;
         bar.set_message(format!(
             "loss {:.4} lr {:.2e} τ⁻¹ {:.1} {:.0} samples/s",
