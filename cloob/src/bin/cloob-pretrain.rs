@@ -185,6 +185,8 @@ mod tests {
             (&["--batch-size", "1"], "--batch-size"),
             (&["--eval-size", "1"], "--eval-size"),
             (&["--eval-size", "0"], "--eval-size"),
+            (&["--init-inv-tau", "0.5"], "--init-inv-tau"),
+            (&["--init-inv-tau", "nan"], "--init-inv-tau"),
         ];
         for (flags, needle) in cases {
             let e = cli(flags).unwrap_err();

@@ -121,8 +121,8 @@ pub struct RunConfig {
     #[arg(long = "restart-cycles", value_name = "RESTART_CYCLES", default_value_t = 1)]
     #[arg(value_parser = at_least_one::<u64>)]
     pub cycles: u64,
-    /// Initial inverse temperature τ⁻¹.
-    #[arg(long, default_value_t = 30.0, value_parser = positive)]
+    /// Initial inverse temperature τ⁻¹, in [1, 100] (the range it is clamped to while training).
+    #[arg(long, default_value_t = 30.0, value_parser = inv_tau)]
     pub init_inv_tau: f64,
     /// Train τ⁻¹ (fixed by default, as cloob).
     #[arg(long)]
@@ -215,6 +215,16 @@ fn positive(s: &str) -> std::result::Result<f64, String> {
     parse_f64(s).and_then(|v| if v > 0.0 { Ok(v) } else { Err(format!("must be > 0, got {v}")) })
 }
 
+fn inv_tau(s: &str) -> std::result::Result<f64, String> {
+    parse_f64(s).and_then(|v| {
+        if (1.0..=100.0).contains(&v) {
+            Ok(v)
+        } else {
+            Err(format!("must lie in [1, 100], got {v}"))
+        }
+    })
+}
+
 fn clip_norm(s: &str) -> std::result::Result<Option<f64>, String> {
     non_negative(s).map(|v| (v > 0.0).then_some(v))
 }
@@ -295,16 +305,14 @@ impl RunConfig {
     pub fn validate(&self) -> Result<()> {
         let bad = |flag: &str, why: String| Err(PretrainError(format!("--{flag} {why}")));
         let finite = |v: f64| v.is_finite();
-        let reals = [
-            ("scale-hopfield", self.hopfield_beta, true),
-            ("lr", self.lr, false),
-            ("wd", self.wd, false),
-            ("init-inv-tau", self.init_inv_tau, true),
-        ];
+        let reals = [("scale-hopfield", self.hopfield_beta, true), ("lr", self.lr, false), ("wd", self.wd, false)];
         for (flag, v, strictly) in reals {
             if !finite(v) || v < 0.0 || (strictly && v == 0.0) {
                 return bad(flag, format!("must be a finite number {} 0, got {v}", if strictly { ">" } else { "≥" }));
             }
+        }
+        if !(1.0..=100.0).contains(&self.init_inv_tau) {
+            return bad("init-inv-tau", format!("must lie in [1, 100], got {}", self.init_inv_tau));
         }
         if let Some(e) = self.epochs.filter(|&e| !finite(e) || e <= 0.0) {
             return bad("epochs", format!("must be a finite number > 0, got {e}"));
@@ -393,5 +401,42 @@ impl RunConfig {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validate_names_the_flag_of_a_bad_setting() {
+        RunConfig::default().validate().unwrap();
+        let d = RunConfig::default;
+        let cases = [
+            (RunConfig { batch_size: 1, ..d() }, "--batch-size"),
+            (RunConfig { batch_size: 10, accum_freq: 3, ..d() }, "--accum-freq"),
+            (RunConfig { eval_size: 1, ..d() }, "--eval-size"),
+            (RunConfig { lr: f64::NAN, ..d() }, "--lr"),
+            (RunConfig { hopfield_beta: 0.0, ..d() }, "--scale-hopfield"),
+            (RunConfig { init_inv_tau: 0.5, ..d() }, "--init-inv-tau"),
+            (RunConfig { epochs: Some(f64::INFINITY), ..d() }, "--epochs"),
+            (RunConfig { grad_clip_norm: Some(-1.0), ..d() }, "--grad-clip-norm"),
+            (RunConfig { cycles: 0, ..d() }, "--restart-cycles"),
+            (RunConfig { model_preset: "huge".into(), ..d() }, "unknown model preset"),
+        ];
+        for (cfg, needle) in cases {
+            let e = cfg.validate().unwrap_err().to_string();
+            assert!(e.contains(needle), "{needle}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_warmup_as_long_as_the_run_ends_before_its_last_step() {
+        let cfg = RunConfig { warmup: 30, ..RunConfig::default() };
+        assert_eq!(cfg.effective_warmup(20), 19);
+        assert_eq!(cfg.effective_warmup(100), 30);
+        assert_eq!(cfg.effective_warmup(1), 0);
+        cfg.train_config(20).validate().unwrap();
+        cfg.train_config(1).validate().unwrap();
     }
 }
