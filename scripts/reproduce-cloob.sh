@@ -27,13 +27,14 @@ for data in $DATASETS; do
     for seed in $SEEDS; do
       name="$data-$loss-s$seed"
       if [ -f "$LOGS/$name/done" ]; then echo "skip $name (done)"; continue; fi
+      # A run without `done` was interrupted: it starts over (--overwrite deletes what it left).
       # The paper's temperatures: CLOOB a fixed τ⁻¹ = 30, CLIP a learnable one from 1/0.07.
       tau="--init-inv-tau 30"; [ "$loss" = clip ] && tau="--init-inv-tau 14.3 --learnable-inv-tau"
       while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do sleep 2; done
       (
         start=$(date +%s)
         "$BIN" --quiet --data "$data" --loss "$loss" --seed "$seed" --steps "$steps" $tau \
-          --zeroshot-frequency 0 --save-frequency 0 --logs "$LOGS" --name "$name" $EXTRA > "$LOGS/$name.out" 2>&1
+          --zeroshot-frequency 0 --save-frequency 0 --logs "$LOGS" --name "$name" --overwrite $EXTRA > "$LOGS/$name.out" 2>&1
         echo "$(( $(date +%s) - start ))" > "$LOGS/$name/done"
         echo "$name: $(cat "$LOGS/$name/done") s"
       ) &

@@ -1,11 +1,13 @@
-//! Evaluate a `cloob-pretrain` checkpoint on any data source: zero-shot per task, retrieval, embedding
-//! analysis and (with labels) the linear probe; prints a table and writes JSON.
+//! Evaluate a `cloob-pretrain` checkpoint on any data source: zero-shot per task (and on the user's own
+//! classes with `--classes`), retrieval, embedding analysis and (with labels) the linear probe; prints a
+//! table and writes JSON.
 
 use clap::Parser;
+use cloob::data::labels::{class_task, read_classes, read_templates, IMAGENET_TEMPLATES};
 use cloob::pretrain::checkpoint::load_model;
 use cloob::pretrain::evaluate::evaluate;
 use cloob::pretrain::run::open_data;
-use cloob::pretrain::{DataSpec, RunConfig};
+use cloob::pretrain::{print_or_quit, DataSpec, PretrainError};
 use hopfield::Cpu;
 use std::path::PathBuf;
 
@@ -14,11 +16,29 @@ use std::path::PathBuf;
 struct Args {
     /// The checkpoint's JSON (`logs/<run>/checkpoints/step_NNNNNNN.json`).
     checkpoint: PathBuf,
-    /// Data source (default: the checkpoint's own).
+    /// Data source to score (default: the checkpoint's own validation data): embedded, fashion-mnist or
+    /// csv:PATH.
     #[arg(long)]
     data: Option<DataSpec>,
-    /// Images per evaluation set (as `cloob-pretrain --eval-size`).
-    #[arg(long, default_value_t = RunConfig::default().eval_size)]
+    /// CSV image path column (default: the checkpoint's).
+    #[arg(long = "csv-img-key", value_name = "CSV_IMG_KEY")]
+    csv_img_key: Option<String>,
+    /// CSV caption column (default: the checkpoint's); with --classes it holds each image's class.
+    #[arg(long = "csv-caption-key", value_name = "CSV_CAPTION_KEY")]
+    csv_caption_key: Option<String>,
+    /// CSV separator, one character or `\t` / `tab` (default: the checkpoint's).
+    #[arg(long = "csv-separator", value_name = "CSV_SEPARATOR", value_parser = cloob::pretrain::config::separator)]
+    csv_separator: Option<char>,
+    /// Zero-shot classification on your own classes: a file with one class name a line. The CSV's caption
+    /// column holds each image's class, by name or by index (0 is the first line).
+    #[arg(long)]
+    classes: Option<PathBuf>,
+    /// Prompt templates for --classes, one a line with `{}` for the class name (default: open_clip's 80
+    /// ImageNet templates, averaged as CLIP does).
+    #[arg(long, requires = "classes")]
+    templates: Option<PathBuf>,
+    /// Images per evaluation set (as `cloob-pretrain --eval-size`); at least 2.
+    #[arg(long, default_value_t = 1000, value_parser = cloob::pretrain::config::at_least_two)]
     eval_size: usize,
     /// Skip the linear probe.
     #[arg(long)]
@@ -28,33 +48,90 @@ struct Args {
     out: Option<PathBuf>,
 }
 
-fn main() {
-    let a = Args::parse();
-    let run = || -> Result<(), Box<dyn std::error::Error>> {
-        let backend = Cpu::<f32>::with_tuned_allocator();
-        let (model, state) = load_model(&backend, &a.checkpoint)?;
-        let mut cfg = state.config.clone();
-        if let Some(d) = &a.data {
-            cfg.data = d.clone();
+fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
+    let backend = Cpu::<f32>::with_tuned_allocator();
+    let (model, state) = load_model(&backend, &a.checkpoint)?;
+    let mut cfg = state.config.clone();
+    if let Some(d) = &a.data {
+        // The given source is what is scored: not the training run's validation file.
+        cfg.data = d.clone();
+        cfg.csv.val = None;
+    }
+    if let Some(k) = &a.csv_img_key {
+        cfg.csv.img_key.clone_from(k);
+    }
+    if let Some(k) = &a.csv_caption_key {
+        cfg.csv.caption_key.clone_from(k);
+    }
+    if let Some(s) = a.csv_separator {
+        cfg.csv.separator = s;
+    }
+    cfg.eval_size = a.eval_size;
+    let cfg = cfg.with_absolute_paths()?;
+    let mut data = open_data(&cfg, model.config.vision.image_size)?;
+    let set = data.eval.first_mut().ok_or_else(|| PretrainError("the data source has no evaluation set".into()))?;
+    if let Some(path) = &a.classes {
+        let csv = match (&cfg.data, &cfg.csv.val) {
+            (_, Some(val)) => val.clone(),
+            (DataSpec::Csv(p), None) => p.clone(),
+            _ => {
+                return Err(PretrainError(
+                    "--classes needs --data csv:FILE whose caption column holds each image's class".into(),
+                )
+                .into())
+            }
+        };
+        let classes = read_classes(path)?;
+        let templates = match &a.templates {
+            Some(t) => read_templates(t)?,
+            None => IMAGENET_TEMPLATES.iter().map(|t| t.to_string()).collect(),
+        };
+        let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("classes");
+        let task = class_task(set, name, classes, templates);
+        if task.labels.iter().all(Option::is_none) {
+            return Err(PretrainError(format!(
+                "no caption of {} names a class of {} (by name or index); is --csv-caption-key the class column?",
+                csv.display(),
+                path.display()
+            ))
+            .into());
         }
-        cfg.eval_size = a.eval_size;
-        let data = open_data(&cfg, model.config.vision.image_size)?;
-        let report = evaluate(&backend, &model, &data, !a.no_probe)?;
-        println!(
-            "checkpoint {} (step {}, {:?} loss)\n{}",
-            a.checkpoint.display(),
-            state.step,
-            cfg.loss,
-            report.table()
-        );
-        let out = a.out.clone().unwrap_or_else(|| {
-            a.checkpoint.with_file_name(format!("eval-{}.json", cfg.data.to_string().replace(['/', ':'], "_")))
-        });
-        std::fs::write(&out, serde_json::to_string_pretty(&report)?)?;
-        println!("report: {}", out.display());
-        Ok(())
-    };
-    if let Err(e) = run() {
+        set.tasks.push(task);
+    }
+    if set.len() < 2 {
+        return Err(PretrainError(format!(
+            "the evaluation set {} has {} readable image(s); evaluation needs at least 2 ({})",
+            set.name,
+            set.len(),
+            set.skipped.summary()
+        ))
+        .into());
+    }
+    let report = evaluate(&backend, &model, &data, !a.no_probe)?;
+    // The report is written before anything is printed: a closed pipe on stdout loses nothing.
+    let out = a.out.clone().unwrap_or_else(|| {
+        let data = match &cfg.data {
+            DataSpec::Csv(p) => format!("csv-{}", p.file_stem().and_then(|s| s.to_str()).unwrap_or("data")),
+            d => d.to_string(),
+        };
+        a.checkpoint.with_file_name(format!("eval-{data}.json"))
+    });
+    std::fs::write(&out, serde_json::to_string_pretty(&report)?)
+        .map_err(|e| PretrainError(format!("cannot write the report {}: {e}", out.display())))?;
+    print_or_quit(&format!(
+        "checkpoint {} (step {}, {:?} loss), data {}\n{}report: {}\n",
+        a.checkpoint.display(),
+        state.step,
+        cfg.loss,
+        cfg.data,
+        report.table(),
+        out.display()
+    ));
+    Ok(())
+}
+
+fn main() {
+    if let Err(e) = run(&Args::parse()) {
         eprintln!("error: {e}");
         std::process::exit(1);
     }

@@ -3,7 +3,7 @@
 //! `--data csv:PATH` train on other data. Flags follow open_clip's and cloob's names.
 
 use clap::Parser;
-use cloob::pretrain::{train, RunConfig, RunOptions};
+use cloob::pretrain::{print_or_quit, train, RunConfig, RunOptions};
 
 // The run's settings are `RunConfig`'s flags (their defaults live there); the rest steer this process.
 #[derive(Parser, Debug)]
@@ -23,6 +23,9 @@ struct Cli {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+    /// Delete an earlier run of the same name first (a fresh run refuses a folder holding another run).
+    #[arg(long, conflicts_with = "resume")]
+    overwrite: bool,
 }
 
 impl Cli {
@@ -34,7 +37,14 @@ impl Cli {
 
     fn options(&self) -> RunOptions {
         let (resume, stop_after) = (self.resume.clone(), self.stop_after);
-        RunOptions { progress: !self.quiet, resume, stop_after, no_eval: false, verbose: true }
+        RunOptions {
+            progress: !self.quiet,
+            resume,
+            stop_after,
+            no_eval: false,
+            verbose: true,
+            overwrite: self.overwrite,
+        }
     }
 }
 
@@ -45,19 +55,25 @@ fn main() {
     let (cfg, opts) = (cli.config(), cli.options());
     match train(&cfg, &opts) {
         Ok(s) => {
+            let mut out = String::new();
             if let Some(r) = &s.final_eval {
-                println!("\n{}", r.table());
+                out += &format!("\n{}\n", r.table());
             }
-            println!("{} steps in {:.1} s (this process)", s.steps, s.wall_s);
-            println!("data: {}", s.data_issues);
-            println!("logs:       {}", s.run_dir.display());
-            println!("metrics:    {}", s.metrics.display());
+            out += &format!("{} steps in {:.1} s (this process)\n", s.steps, s.wall_s);
+            out += &format!("data: {}\n", s.data_issues);
+            out += &format!("logs:       {}\n", s.run_dir.display());
+            out += &format!("metrics:    {}\n", s.metrics.display());
             for p in &s.plots {
-                println!("plot:       {}", p.display());
+                out += &format!("plot:       {}\n", p.display());
             }
             if let Some(c) = &s.checkpoint {
-                println!("checkpoint: {}  (resume with --resume {} or --resume latest)", c.display(), c.display());
+                out += &format!(
+                    "checkpoint: {}  (resume with --resume {} or --resume latest)\n",
+                    c.display(),
+                    c.display()
+                );
             }
+            print_or_quit(&out);
         }
         Err(e) => {
             eprintln!("error: {e}");
@@ -115,6 +131,13 @@ mod tests {
     }
 
     #[test]
+    fn overwrite_and_resume_exclude_each_other() {
+        assert!(cli(&["--overwrite"]).unwrap().options().overwrite);
+        let e = cli(&["--overwrite", "--resume", "latest"]).unwrap_err().to_string();
+        assert!(e.contains("--overwrite") && e.contains("--resume"), "{e}");
+    }
+
+    #[test]
     fn bad_values_are_one_line_errors_naming_the_flag() {
         let cases = [
             (&["--lr=-1"][..], "--lr"),
@@ -123,6 +146,12 @@ mod tests {
             (&["--csv-separator", "ab"], "--csv-separator"),
             (&["--loss", "nce"], "--loss"),
             (&["--epochs", "nan"], "--epochs"),
+            (&["--epochs=-3"], "--epochs"),
+            (&["--epochs", "inf"], "--epochs"),
+            (&["--grad-clip-norm=-1"], "--grad-clip-norm"),
+            (&["--batch-size", "1"], "--batch-size"),
+            (&["--eval-size", "1"], "--eval-size"),
+            (&["--eval-size", "0"], "--eval-size"),
         ];
         for (flags, needle) in cases {
             let e = cli(flags).unwrap_err();

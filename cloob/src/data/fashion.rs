@@ -145,7 +145,9 @@ pub fn eval_set(split: &Split, n: usize, name: &str) -> EvalSet {
             classes: CLASSES.iter().map(|c| c.to_string()).collect(),
             templates: EVAL_TEMPLATES.iter().map(|t| t.to_string()).collect(),
             labels: labels.into_iter().map(Some).collect(),
+            per_class: false,
         }],
+        skipped: Default::default(),
     }
 }
 

@@ -8,7 +8,7 @@
 
 use super::{Example, TrainSource};
 use std::sync::mpsc::{sync_channel, Receiver};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 /// A batch of `len` pairs.
@@ -26,17 +26,21 @@ pub struct Batch {
     pub size: usize,
 }
 
-/// The prefetching loader; iterate it for batches (it ends only if the source yields nothing).
+/// The prefetching loader; iterate it for batches. It ends only when an epoch of the source holds fewer
+/// pairs than one batch (a batch would repeat pairs): [`Loader::why_ended`] then says so.
 #[derive(Debug)]
 pub struct Loader {
     rx: Receiver<Batch>,
     handle: Option<JoinHandle<()>>,
+    ended: Arc<Mutex<Option<String>>>,
 }
 
 impl Loader {
     /// Start the thread: batches of `batch` pairs from step `start_step` on, `prefetch` ahead.
     pub fn new(source: Arc<dyn TrainSource>, batch: usize, seed: u64, start_step: u64, prefetch: usize) -> Self {
         let (tx, rx) = sync_channel(prefetch.max(1));
+        let ended = Arc::new(Mutex::new(None));
+        let why = ended.clone();
         let handle = std::thread::Builder::new()
             .name("cloob-loader".into())
             .spawn(move || {
@@ -50,9 +54,9 @@ impl Loader {
                 let mut step = start_step;
                 let mut current = Vec::<Example>::with_capacity(batch);
                 loop {
-                    let mut yielded = false;
+                    let mut yielded = 0usize;
                     for ex in source.epoch(seed, epoch, skip) {
-                        yielded = true;
+                        yielded += 1;
                         current.push(ex);
                         if current.len() == batch {
                             let taken = std::mem::replace(&mut current, Vec::with_capacity(batch));
@@ -68,15 +72,26 @@ impl Loader {
                             step += 1;
                         }
                     }
-                    if !yielded && skip == 0 {
-                        return; // an empty epoch: nothing more will come
+                    if skip == 0 && yielded < batch {
+                        // Batches would hold the same pairs twice (from consecutive epochs), with no
+                        // negatives between them: stop rather than train on that.
+                        *why.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!(
+                            "epoch {epoch} of the data source holds {yielded} usable pair(s), fewer than one batch of \
+                             {batch}"
+                        ));
+                        return;
                     }
                     skip = 0;
                     epoch += 1;
                 }
             })
             .expect("spawn the loader thread");
-        Loader { rx, handle: Some(handle) }
+        Loader { rx, handle: Some(handle), ended }
+    }
+
+    /// Why the stream ended, once [`Iterator::next`] has returned `None`.
+    pub fn why_ended(&self) -> Option<String> {
+        self.ended.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 
@@ -113,5 +128,16 @@ mod tests {
             assert_eq!(a.pixels, b.pixels);
         }
         assert_eq!(full[2].epoch, 1, "batches run across epoch ends");
+    }
+
+    #[test]
+    fn an_epoch_smaller_than_a_batch_ends_the_stream_with_the_reason() {
+        let src: Arc<dyn TrainSource> = Arc::new(SceneSource { len: 3 });
+        let mut loader = Loader::new(src.clone(), 4, 0, 0, 2);
+        assert!(loader.next().is_none(), "no batch repeats a pair");
+        let why = loader.why_ended().unwrap();
+        assert!(why.contains("3 usable pair(s), fewer than one batch of 4"), "{why}");
+        // Exactly one batch per epoch is fine.
+        assert_eq!(Loader::new(src, 3, 0, 0, 2).take(3).count(), 3);
     }
 }

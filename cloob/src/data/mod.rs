@@ -4,6 +4,7 @@
 //!   independent attributes (shape, colour, size, position, background) and held-out combinations.
 //! - [`fashion`]: Fashion-MNIST from Debian's `dataset-fashion-mnist` IDX files, captioned from templates.
 //! - [`csv`]: open_clip's CSV format (image path + caption), decoded with the `image` crate.
+//! - [`labels`]: zero-shot tasks on the user's own classes (class and template files, ImageNet templates).
 //! - [`transform`]: RandomResizedCrop / resize + centre crop and CLIP's normalisation.
 //! - [`loader`]: a prefetching thread with a bounded channel that turns a source into batches.
 //!
@@ -12,6 +13,7 @@
 
 pub mod csv;
 pub mod fashion;
+pub mod labels;
 pub mod loader;
 pub mod rng;
 pub mod scenes;
@@ -36,6 +38,11 @@ pub trait TrainSource: Send + Sync {
     fn describe(&self) -> String;
     /// Examples per epoch when known up front (`None` for streamed files).
     fn epoch_len(&self) -> Option<usize>;
+    /// At most this many examples per epoch, when a bound is known before reading (a CSV's rows that
+    /// parse; their images may still be missing). By default [`TrainSource::epoch_len`].
+    fn pairs_at_most(&self) -> Option<usize> {
+        self.epoch_len()
+    }
     /// The examples of epoch `epoch` in training order, from the `skip`-th on. The iterator owns what it
     /// needs, so it can run on the loader's thread.
     fn epoch(&self, seed: u64, epoch: u64, skip: usize) -> Box<dyn Iterator<Item = Example> + Send>;
@@ -56,6 +63,8 @@ pub struct ZeroShotTask {
     pub templates: Vec<String>,
     /// The label of every image of the set (`None`: the image does not take part in this task).
     pub labels: Vec<Option<usize>>,
+    /// Report top-1/top-5 per class too (the user's own classes; the built-in tasks report the mean).
+    pub per_class: bool,
 }
 
 /// A fixed evaluation set: images, their captions (for retrieval) and zero-shot tasks.
@@ -71,6 +80,8 @@ pub struct EvalSet {
     pub captions: Vec<String>,
     /// Zero-shot tasks over these images.
     pub tasks: Vec<ZeroShotTask>,
+    /// Rows and images of the source skipped while the set was read.
+    pub skipped: DataIssues,
 }
 
 impl EvalSet {

@@ -271,6 +271,7 @@ pub fn eval_set(n: usize) -> EvalSet {
             classes,
             templates: templates.iter().map(|t| t.to_string()).collect(),
             labels: scenes.iter().map(label).collect(),
+            per_class: false,
         };
     let pairs: Vec<String> =
         (0..COLOURS.len()).flat_map(|c| SHAPES.iter().map(move |s| format!("{} {}", COLOURS[c][0], s[0]))).collect();
@@ -294,7 +295,7 @@ pub fn eval_set(n: usize) -> EvalSet {
             is_held_out(s.main.shape, s.main.colour).then(|| pair(s))
         }),
     ];
-    EvalSet { name: "embedded-test".into(), pixels, size: IMAGE_SIZE, captions, tasks }
+    EvalSet { name: "embedded-test".into(), pixels, size: IMAGE_SIZE, captions, tasks, skipped: Default::default() }
 }
 
 #[cfg(test)]

@@ -125,6 +125,25 @@ pub fn latest(dir: &Path) -> Option<PathBuf> {
         .max()
 }
 
+/// Remove what interrupted saves left in `dir`: temporary files (`*.tmp`) and the binary files of a
+/// checkpoint whose JSON was never written (`step_N.safetensors` without `step_N.json`). Returns the
+/// files removed; other files are left alone.
+pub fn remove_incomplete(dir: &Path) -> Result<Vec<PathBuf>> {
+    let entries = std::fs::read_dir(dir).map_err(|e| err(dir.display(), e))?;
+    let mut removed = Vec::new();
+    for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else { continue };
+        let stem = name.strip_suffix(".optim.safetensors").or_else(|| name.strip_suffix(".safetensors"));
+        let orphan = stem.is_some_and(|s| s.starts_with("step_") && !dir.join(format!("{s}.json")).exists());
+        if path.is_file() && (orphan || name.ends_with(".tmp")) {
+            std::fs::remove_file(&path).map_err(|e| err(format!("removing {}", path.display()), e))?;
+            removed.push(path);
+        }
+    }
+    removed.sort();
+    Ok(removed)
+}
+
 /// Read and check the JSON state.
 pub fn read_state(path: &Path) -> Result<CheckpointState> {
     let text =

@@ -92,8 +92,8 @@ pub struct RunConfig {
     /// β of CLOOB's Hopfield retrieval.
     #[arg(long = "scale-hopfield", value_name = "SCALE_HOPFIELD", default_value_t = 14.3, value_parser = positive)]
     pub hopfield_beta: f64,
-    /// Pairs per optimiser step (split into --accum-freq micro-batches).
-    #[arg(long, default_value_t = 64, value_parser = at_least_one::<usize>)]
+    /// Pairs per optimiser step (split into --accum-freq micro-batches); at least 2.
+    #[arg(long, default_value_t = 64, value_parser = at_least_two)]
     pub batch_size: usize,
     /// Optimiser steps (ignored with --epochs).
     #[arg(long, default_value_t = 1000, value_parser = at_least_one::<u64>)]
@@ -111,7 +111,7 @@ pub struct RunConfig {
     #[arg(long)]
     #[serde(default)]
     pub decay_embeddings: bool,
-    /// Warmup steps.
+    /// Warmup steps (a warmup as long as the run is shortened to end before its last step).
     #[arg(long, default_value_t = 30)]
     pub warmup: u64,
     /// Schedule after the warmup.
@@ -149,8 +149,8 @@ pub struct RunConfig {
     /// Generated scenes per epoch of the embedded set.
     #[arg(long, default_value_t = 20_000, value_parser = at_least_one::<usize>)]
     pub embedded_len: usize,
-    /// Images per evaluation set.
-    #[arg(long, default_value_t = 1000, value_parser = at_least_one::<usize>)]
+    /// Images per evaluation set; at least 2.
+    #[arg(long, default_value_t = 1000, value_parser = at_least_two)]
     pub eval_size: usize,
     /// Evaluate (zero-shot, retrieval, embeddings) every N steps; 0: only at the end.
     #[arg(long = "zeroshot-frequency", value_name = "ZEROSHOT_FREQUENCY", default_value_t = 100)]
@@ -228,7 +228,16 @@ fn at_least_one<T: std::str::FromStr<Err = std::num::ParseIntError> + Default + 
     }
 }
 
-fn separator(s: &str) -> std::result::Result<char, String> {
+/// Parse a count of at least 2 (`--batch-size`, `--eval-size`).
+pub fn at_least_two(s: &str) -> std::result::Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n < 2 => Err(format!("must be at least 2, got {n}")),
+        r => r.map_err(|e| format!("{e}")),
+    }
+}
+
+/// Parse a CSV separator: one character, or `\t` / `tab` for a tab.
+pub fn separator(s: &str) -> std::result::Result<char, String> {
     let mut chars = s.chars();
     match (s, chars.next(), chars.next()) {
         ("\\t" | "tab", _, _) => Ok('\t'),
@@ -263,14 +272,90 @@ impl RunConfig {
         Ok(ClipConfig { init_inv_tau: self.init_inv_tau, learnable_inv_tau: self.learnable_inv_tau, ..base })
     }
 
+    /// The warmup of a run of `total` steps: `--warmup`, shortened to `total − 1` when it is not shorter
+    /// than the run (so the last steps still decay).
+    pub fn effective_warmup(&self, total: u64) -> u64 {
+        self.warmup.min(total.saturating_sub(1))
+    }
+
     /// The learning rate as a function of the step, for `total` steps.
     pub fn schedule(&self, total: u64) -> LrSchedule {
+        let warmup = self.effective_warmup(total);
         match self.scheduler {
-            Scheduler::Cosine => LrSchedule::WarmupCosine { base: self.lr, warmup: self.warmup, total, floor: 0.0 },
+            Scheduler::Cosine => LrSchedule::WarmupCosine { base: self.lr, warmup, total, floor: 0.0 },
             Scheduler::CosineRestarts => {
-                LrSchedule::CosineRestarts { base: self.lr, warmup: self.warmup, total, cycles: self.cycles }
+                LrSchedule::CosineRestarts { base: self.lr, warmup, total, cycles: self.cycles }
             }
         }
+    }
+
+    /// Check every setting as the flags' parsers do, and those that depend on each other; messages name
+    /// the flags. (A config from the flags passes the per-flag checks already; one built in code or read
+    /// from a file may not.)
+    pub fn validate(&self) -> Result<()> {
+        let bad = |flag: &str, why: String| Err(PretrainError(format!("--{flag} {why}")));
+        let finite = |v: f64| v.is_finite();
+        let reals = [
+            ("scale-hopfield", self.hopfield_beta, true),
+            ("lr", self.lr, false),
+            ("wd", self.wd, false),
+            ("init-inv-tau", self.init_inv_tau, true),
+        ];
+        for (flag, v, strictly) in reals {
+            if !finite(v) || v < 0.0 || (strictly && v == 0.0) {
+                return bad(flag, format!("must be a finite number {} 0, got {v}", if strictly { ">" } else { "≥" }));
+            }
+        }
+        if let Some(e) = self.epochs.filter(|&e| !finite(e) || e <= 0.0) {
+            return bad("epochs", format!("must be a finite number > 0, got {e}"));
+        }
+        if let Some(c) = self.grad_clip_norm.filter(|&c| !finite(c) || c <= 0.0) {
+            return bad("grad-clip-norm", format!("must be a finite number > 0 (or 0 for off), got {c}"));
+        }
+        if self.batch_size < 2 {
+            return bad(
+                "batch-size",
+                format!("must be at least 2 (the other pairs of a batch are the negatives), got {}", self.batch_size),
+            );
+        }
+        if self.accum_freq == 0 || !self.batch_size.is_multiple_of(self.accum_freq) {
+            return bad(
+                "accum-freq",
+                format!("{} must divide --batch-size {} into equal micro-batches", self.accum_freq, self.batch_size),
+            );
+        }
+        for (flag, v) in [("steps", self.steps), ("restart-cycles", self.cycles)] {
+            if v == 0 {
+                return bad(flag, "must be at least 1, got 0".into());
+            }
+        }
+        if self.embedded_len == 0 {
+            return bad("embedded-len", "must be at least 1, got 0".into());
+        }
+        if self.eval_size < 2 {
+            return bad("eval-size", format!("must be at least 2, got {}", self.eval_size));
+        }
+        if !self.csv.separator.is_ascii() {
+            return bad("csv-separator", format!("must be one ASCII character, got {:?}", self.csv.separator));
+        }
+        self.clip_config().map(|_| ())
+    }
+
+    /// This config with its data paths (`--data csv:`, `--val-data`, `--fashion-dir`) made absolute against
+    /// the current directory, so a checkpoint's config finds its data from any directory.
+    pub fn with_absolute_paths(&self) -> Result<RunConfig> {
+        let abs = |p: &std::path::Path| {
+            std::path::absolute(p).map_err(|e| PretrainError(format!("cannot resolve the path {}: {e}", p.display())))
+        };
+        let mut cfg = self.clone();
+        if let DataSpec::Csv(p) = &self.data {
+            cfg.data = DataSpec::Csv(abs(p)?);
+        }
+        if let Some(v) = &self.csv.val {
+            cfg.csv.val = Some(abs(v)?);
+        }
+        cfg.fashion_dir = abs(&self.fashion_dir)?;
+        Ok(cfg)
     }
 
     /// The training step's settings for `total` steps.

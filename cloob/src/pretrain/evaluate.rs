@@ -27,6 +27,22 @@ pub struct TaskScore {
     pub chance: f64,
     /// Images scored.
     pub n: usize,
+    /// Images of the set outside this task (for the user's own classes: captions naming no class).
+    #[serde(default)]
+    pub unlabelled: usize,
+}
+
+/// Zero-shot accuracy on the images of one class.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClassScore {
+    /// The class name.
+    pub class: String,
+    /// Images of this class scored.
+    pub n: usize,
+    /// Top-1 accuracy on them (`None` when `n` is 0).
+    pub top1: Option<f64>,
+    /// Top-5 accuracy on them.
+    pub top5: Option<f64>,
 }
 
 /// Retrieval in both directions, one caption per image.
@@ -74,6 +90,12 @@ pub struct SetReport {
     pub n: usize,
     /// Zero-shot accuracy per task.
     pub zero_shot: BTreeMap<String, TaskScore>,
+    /// Per-class accuracy of the tasks that ask for it (the user's own classes).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub per_class: BTreeMap<String, Vec<ClassScore>>,
+    /// Rows and images of the source skipped while the set was read.
+    #[serde(default)]
+    pub skipped: crate::data::DataIssues,
     /// Retrieval.
     pub retrieval: Retrieval,
     /// Embedding geometry.
@@ -119,6 +141,20 @@ impl EvalReport {
             );
             for (name, t) in &s.zero_shot {
                 out += &format!("  {:<16} {:>7.3} {:>7.3} {:>7.3}\n", name, t.top1, t.top5, t.chance);
+            }
+            for (name, classes) in &s.per_class {
+                let t = &s.zero_shot[name];
+                out += &format!(
+                    "  {name}: {} images scored, {} with a caption naming no class left out\n  {:<24} {:>6} {:>7} {:>7}\n",
+                    t.n, t.unlabelled, "class", "images", "top-1", "top-5"
+                );
+                let pct = |v: Option<f64>| v.map(|v| format!("{v:.3}")).unwrap_or_else(|| "-".into());
+                for c in classes {
+                    out += &format!("  {:<24} {:>6} {:>7} {:>7}\n", c.class, c.n, pct(c.top1), pct(c.top5));
+                }
+            }
+            if s.skipped.total() > 0 {
+                out += &format!("  skipped while reading: {}\n", s.skipped.summary());
             }
             let r = &s.retrieval;
             out += &format!(
@@ -181,7 +217,7 @@ fn stack(rows: Vec<Array2<f64>>) -> Result<Array2<f64>> {
 pub fn evaluate_set<B: Backend>(backend: &B, model: &ClipModel<B>, set: &EvalSet) -> Result<SetReport> {
     let images = embed_images(backend, model, set)?;
     let texts = embed_texts(backend, model, &set.captions)?;
-    let mut zero_shot = BTreeMap::new();
+    let (mut zero_shot, mut per_class) = (BTreeMap::new(), BTreeMap::new());
     for task in &set.tasks {
         let (idx, labels): (Vec<usize>, Vec<usize>) =
             task.labels.iter().enumerate().filter_map(|(i, l)| l.map(|l| (i, l))).unzip();
@@ -196,10 +232,27 @@ pub fn evaluate_set<B: Backend>(backend: &B, model: &ClipModel<B>, set: &EvalSet
             .expect("classes × templates prompts");
         let classifier = eval::zero_shot_classifier(p.view())?;
         let acc = eval::zero_shot_accuracy(classifier.view(), images.select(Axis(0), &idx).view(), &labels)?;
-        zero_shot.insert(
-            task.name.clone(),
-            TaskScore { top1: acc.top1, top5: acc.top5, chance: 1.0 / task.classes.len() as f64, n: idx.len() },
-        );
+        let (n, unlabelled) = (idx.len(), set.len() - idx.len());
+        let chance = 1.0 / task.classes.len() as f64;
+        zero_shot.insert(task.name.clone(), TaskScore { top1: acc.top1, top5: acc.top5, chance, n, unlabelled });
+        if task.per_class {
+            let mut rows = Vec::with_capacity(task.classes.len());
+            for (k, class) in task.classes.iter().enumerate() {
+                let of_k: Vec<usize> = idx.iter().zip(&labels).filter(|(_, &l)| l == k).map(|(&i, _)| i).collect();
+                let (top1, top5) = if of_k.is_empty() {
+                    (None, None)
+                } else {
+                    let a = eval::zero_shot_accuracy(
+                        classifier.view(),
+                        images.select(Axis(0), &of_k).view(),
+                        &vec![k; of_k.len()],
+                    )?;
+                    (Some(a.top1), Some(a.top5))
+                };
+                rows.push(ClassScore { class: class.clone(), n: of_k.len(), top1, top5 });
+            }
+            per_class.insert(task.name.clone(), rows);
+        }
     }
     let r = eval::retrieval_metrics(images.view(), texts.view(), &(0..set.len()).collect::<Vec<_>>())?;
     let three = |m: &eval::RetrievalMetrics| [m.r_at_1, m.r_at_5, m.r_at_10];
@@ -222,7 +275,15 @@ pub fn evaluate_set<B: Backend>(backend: &B, model: &ClipModel<B>, set: &EvalSet
         text_uniformity: eval::uniformity(texts.view(), 2.0)?,
         alignment: eval::alignment(images.view(), texts.view(), 2.0)?,
     };
-    Ok(SetReport { set: set.name.clone(), n: set.len(), zero_shot, retrieval, embedding })
+    Ok(SetReport {
+        set: set.name.clone(),
+        n: set.len(),
+        zero_shot,
+        per_class,
+        skipped: set.skipped.clone(),
+        retrieval,
+        embedding,
+    })
 }
 
 /// Linear probe on frozen image embeddings: the probe's training set split 80/20 into train and

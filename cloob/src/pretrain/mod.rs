@@ -43,6 +43,21 @@ impl From<crate::data::DataError> for PretrainError {
     }
 }
 
+/// Print `text` on stdout for the binaries. When stdout is a pipe whose reader has gone (`| head -1`),
+/// exit quietly with status 0 (the reader has what it wanted) instead of panicking; another write error
+/// is one line on stderr and status 1.
+pub fn print_or_quit(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: writing to stdout: {e}");
+        std::process::exit(1);
+    }
+}
+
 /// `context: error` as a [`PretrainError`].
 pub(crate) fn err(context: impl std::fmt::Display, e: impl std::fmt::Display) -> PretrainError {
     PretrainError(format!("{context}: {e}"))

@@ -33,8 +33,23 @@ fn font() -> Result<()> {
 /// One named line.
 type Series = (String, Vec<(f64, f64)>);
 
-/// Draw `series` into `path` (800×500), y on a log scale when `log_y`.
-fn line_plot(path: &Path, title: &str, x_desc: &str, y_desc: &str, series: &[Series], log_y: bool) -> Result<()> {
+/// A short tick label: `1e-5` style on a log axis, at most four significant digits otherwise.
+fn tick_label(v: f64, log: bool) -> String {
+    if v == 0.0 {
+        return "0".into();
+    }
+    if log || v.abs() >= 1e5 || v.abs() < 1e-3 {
+        let s = format!("{v:.1e}");
+        return s.replace(".0e", "e");
+    }
+    let s = format!("{v:.4}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    s.to_string()
+}
+
+/// Draw `series` into `path` (800×500), y on a log scale when `log_y`; lines with a marker at every
+/// point (so a single point shows). Returns whether there was anything to draw (no file otherwise).
+fn line_plot(path: &Path, title: &str, x_desc: &str, y_desc: &str, series: &[Series], log_y: bool) -> Result<bool> {
     let (w, h) = (800u32, 500u32);
     let mut buf = vec![0u8; (w * h * 3) as usize];
     let points = series.iter().flat_map(|(_, p)| p.iter());
@@ -43,32 +58,41 @@ fn line_plot(path: &Path, title: &str, x_desc: &str, y_desc: &str, series: &[Ser
         (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y), y1.max(y));
     }
     if x0 > x1 {
-        return Ok(());
+        return Ok(false);
     }
-    if x1 <= x0 {
-        x1 = x0 + 1.0;
-    }
-    if y1 <= y0 {
-        y1 = y0 + 1e-3_f64.max(y0.abs() * 0.1);
-    }
+    // Pad the ranges so that points on the extremes (or a single point) are not drawn on the frame.
+    let (dx, dy) = ((x1 - x0) * 0.02, (y1 - y0) * 0.05);
+    (x0, x1) = if x1 <= x0 { (x0 - 0.5, x0 + 0.5) } else { (x0 - dx, x1 + dx) };
+    (y0, y1) = match (log_y, y1 <= y0) {
+        (true, _) => (y0 * 0.8, y1 * 1.25),
+        (false, true) => (y0 - 1e-3_f64.max(y0.abs() * 0.1), y1 + 1e-3_f64.max(y1.abs() * 0.1)),
+        (false, false) => (y0 - dy, y1 + dy),
+    };
     let pe = |e: &dyn std::fmt::Display| err(format!("plot {}", path.display()), e);
     {
         let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| pe(&e))?;
         let mut b = ChartBuilder::on(&root);
-        b.caption(title, ("sans-serif", 22)).margin(12).x_label_area_size(40).y_label_area_size(70);
+        b.caption(title, ("sans-serif", 22)).margin(12).x_label_area_size(40).y_label_area_size(80);
         let colours = [BLUE, RED, GREEN, MAGENTA, CYAN, BLACK, RGBColor(255, 140, 0), RGBColor(120, 70, 20)];
         macro_rules! draw {
             ($chart:expr) => {{
                 let mut chart = $chart;
-                chart.configure_mesh().x_desc(x_desc).y_desc(y_desc).draw().map_err(|e| pe(&e))?;
+                chart
+                    .configure_mesh()
+                    .x_desc(x_desc)
+                    .y_desc(y_desc)
+                    .y_label_formatter(&|v: &f64| tick_label(*v, log_y))
+                    .x_label_formatter(&|v: &f64| tick_label(*v, false))
+                    .draw()
+                    .map_err(|e| pe(&e))?;
                 for (i, (name, pts)) in series.iter().enumerate() {
                     let c = colours[i % colours.len()];
+                    let shown = || pts.iter().copied().filter(|(_, y)| y.is_finite() && (!log_y || *y > 0.0));
+                    let marker = if pts.len() > 60 { 0 } else { 3 };
+                    chart.draw_series(shown().map(|p| Circle::new(p, marker, c.filled()))).map_err(|e| pe(&e))?;
                     chart
-                        .draw_series(LineSeries::new(
-                            pts.iter().copied().filter(|(_, y)| y.is_finite() && (!log_y || *y > 0.0)),
-                            c.stroke_width(2),
-                        ))
+                        .draw_series(LineSeries::new(shown(), c.stroke_width(2)))
                         .map_err(|e| pe(&e))?
                         .label(name.clone())
                         .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
@@ -90,7 +114,8 @@ fn line_plot(path: &Path, title: &str, x_desc: &str, y_desc: &str, series: &[Ser
         }
         root.present().map_err(|e| pe(&e))?;
     }
-    image::RgbImage::from_raw(w, h, buf).expect("buffer of w·h·3").save(path).map_err(|e| err(path.display(), e))
+    image::RgbImage::from_raw(w, h, buf).expect("buffer of w·h·3").save(path).map_err(|e| err(path.display(), e))?;
+    Ok(true)
 }
 
 /// Plots of the run whose metrics are in `metrics`, into `dir`; returns the files written.
@@ -121,8 +146,9 @@ pub fn draw_all(metrics: &Path, final_eval: Option<&EvalReport>, dir: &Path) -> 
     let mut out = Vec::new();
     let mut plot = |file: &str, title: &str, x: &str, y: &str, s: Vec<Series>, log: bool| -> Result<()> {
         let p = dir.join(file);
-        line_plot(&p, title, x, y, &s, log)?;
-        out.push(p);
+        if line_plot(&p, title, x, y, &s, log)? {
+            out.push(p);
+        }
         Ok(())
     };
     plot("loss.png", "training loss", "step", "loss", vec![("loss".into(), loss)], false)?;
@@ -144,4 +170,35 @@ pub fn draw_all(metrics: &Path, final_eval: Option<&EvalReport>, dir: &Path) -> 
         )?;
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tick_labels_are_short() {
+        assert_eq!(tick_label(1e-5, true), "1e-5");
+        assert_eq!(tick_label(0.00031, true), "3.1e-4");
+        assert_eq!(tick_label(0.25, false), "0.25");
+        assert_eq!(tick_label(120.0, false), "120");
+        assert_eq!(tick_label(0.0, false), "0");
+        assert_eq!(tick_label(2.5e6, false), "2.5e6");
+    }
+
+    #[test]
+    fn a_single_point_is_drawn_and_an_empty_plot_is_no_file() {
+        font().unwrap();
+        let dir = std::env::temp_dir().join(format!("cloob-plot-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let one = dir.join("one.png");
+        assert!(line_plot(&one, "t", "x", "y", &[("a".into(), vec![(100.0, 0.25)])], false).unwrap());
+        let img = image::open(&one).unwrap().to_rgb8();
+        let blue = img.pixels().filter(|p| p.0 == [0, 0, 255]).count();
+        assert!(blue > 10, "the point is drawn ({blue} blue pixels)");
+        let none = dir.join("none.png");
+        assert!(!line_plot(&none, "t", "x", "y", &[("a".into(), vec![])], false).unwrap());
+        assert!(!none.exists());
+        std::fs::remove_dir_all(&dir).ok();
+    }
 }

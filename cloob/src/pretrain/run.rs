@@ -34,6 +34,8 @@ pub struct RunOptions {
     pub no_eval: bool,
     /// Print what happens.
     pub verbose: bool,
+    /// Delete an earlier run in the run folder first (a fresh run refuses such a folder otherwise).
+    pub overwrite: bool,
 }
 
 /// What a run produced.
@@ -127,32 +129,78 @@ fn truncate_metrics(path: &Path, step: u64) -> Result<()> {
     write_atomic(path, (kept.join("\n") + if kept.is_empty() { "" } else { "\n" }).as_bytes())
 }
 
-/// Train as `cfg` says.
+/// What already occupies a run folder: its newest checkpoint and the steps logged in its metrics.
+fn existing_run(run_dir: &Path) -> Option<String> {
+    let ckpt = checkpoint::latest(&run_dir.join("checkpoints"));
+    let logged = std::fs::read_to_string(run_dir.join("metrics.jsonl"))
+        .map(|t| t.lines().filter(|l| l.contains("\"loss\"")).count())
+        .unwrap_or(0);
+    let mut what = Vec::new();
+    if let Some(c) = ckpt {
+        what.push(format!("checkpoint {}", c.file_name().and_then(|n| n.to_str()).unwrap_or("?")));
+    }
+    if logged > 0 {
+        what.push(format!("metrics of {logged} steps"));
+    }
+    (!what.is_empty()).then(|| what.join(", "))
+}
+
+/// Train as `cfg` says. Everything is checked before anything is written: the settings, the data (at
+/// least one batch of usable pairs, evaluation sets of at least two images), the run folder (a fresh run
+/// does not write into another run's folder unless `overwrite`) and the checkpoint to resume from.
 pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary> {
+    let cfg = &cfg.with_absolute_paths()?;
+    cfg.validate()?;
+    if opts.overwrite && opts.resume.is_some() {
+        return Err(PretrainError("--overwrite deletes the run that --resume would continue: pass one of them".into()));
+    }
     let backend = Cpu::<f32>::new();
     let model_cfg = cfg.clip_config()?;
     let data = open_data(cfg, model_cfg.vision.image_size)?;
     let total = cfg.total_steps(data.train.epoch_len())?;
-    if cfg.warmup >= total {
-        return Err(PretrainError(format!("--warmup {} must be below the run's {total} steps", cfg.warmup)));
-    }
-    if cfg.batch_size == 0 || !cfg.batch_size.is_multiple_of(cfg.accum_freq.max(1)) {
-        return Err(PretrainError(format!(
-            "batch size {} must be a positive multiple of accum-freq {}",
-            cfg.batch_size, cfg.accum_freq
-        )));
-    }
-    let run_dir = cfg.logs.join(&cfg.name);
-    let ckpt_dir = run_dir.join("checkpoints");
-    std::fs::create_dir_all(&ckpt_dir).map_err(|e| err(ckpt_dir.display(), e))?;
-    let metrics = run_dir.join("metrics.jsonl");
     let say = |m: String| {
         if opts.verbose {
             eprintln!("{m}")
         }
     };
+    if let Some(n) = data.train.pairs_at_most().filter(|&n| n < cfg.batch_size) {
+        return Err(PretrainError(format!(
+            "the training data has {n} usable pair(s), fewer than one batch of --batch-size {}: {}",
+            cfg.batch_size,
+            data.train.describe()
+        )));
+    }
+    if !opts.no_eval {
+        if let Some(set) = data.eval.iter().find(|s| s.len() < 2) {
+            return Err(PretrainError(format!(
+                "the evaluation set {} has {} readable image(s); evaluation needs at least 2 ({})",
+                set.name,
+                set.len(),
+                set.skipped.summary()
+            )));
+        }
+    }
+    if cfg.effective_warmup(total) < cfg.warmup {
+        say(format!(
+            "note: --warmup {} is not shorter than the run's {total} steps; warming up for {} steps",
+            cfg.warmup,
+            cfg.effective_warmup(total)
+        ));
+    }
+    let run_dir = cfg.logs.join(&cfg.name);
+    let ckpt_dir = run_dir.join("checkpoints");
+    let metrics = run_dir.join("metrics.jsonl");
+    if opts.resume.is_none() && !opts.overwrite {
+        if let Some(what) = existing_run(&run_dir) {
+            return Err(PretrainError(format!(
+                "{} already holds a run ({what}): resume it with --resume latest, choose another --name, or pass \
+                 --overwrite to delete it first",
+                run_dir.display()
+            )));
+        }
+    }
 
-    let mut trainer = match &opts.resume {
+    let (mut trainer, resumed_at) = match &opts.resume {
         Some(spec) => {
             let path = if spec == "latest" {
                 checkpoint::latest(&ckpt_dir)
@@ -162,15 +210,40 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary> {
             };
             let (t, state) = checkpoint::resume(&backend, &path, cfg, total)?;
             say(format!("resumed from {} at step {} (epoch {})", path.display(), state.step, state.epoch));
-            truncate_metrics(&metrics, state.step)?;
-            t
+            (t, Some(state.step))
         }
         None => {
             let model = model_cfg.init(&backend, &mut rng_for(&[cfg.seed, 0x1417]))?;
-            std::fs::write(&metrics, "").map_err(|e| err(metrics.display(), e))?;
-            Trainer::new(model, cfg.train_config(total))?
+            (Trainer::new(model, cfg.train_config(total))?, None)
         }
     };
+    let tokenizer = ClipTokenizer::with_context_length(model_cfg.text.context_length)?;
+    let stop = opts.stop_after.unwrap_or(total).min(total);
+    let mut loader = Loader::new(data.train.clone(), cfg.batch_size, cfg.seed, trainer.step, 4);
+    let no_batch = |loader: &Loader| {
+        PretrainError(format!(
+            "the data source yielded no complete batch of {} pairs: {} ({})",
+            cfg.batch_size,
+            loader.why_ended().unwrap_or_else(|| "it ended".into()),
+            data.train.issues().summary()
+        ))
+    };
+    let mut pending = if trainer.step < stop { Some(loader.next().ok_or_else(|| no_batch(&loader))?) } else { None };
+
+    // Checked: from here on the run folder is this run's.
+    if opts.overwrite && run_dir.exists() {
+        std::fs::remove_dir_all(&run_dir)
+            .map_err(|e| err(format!("--overwrite: deleting {}", run_dir.display()), e))?;
+        say(format!("--overwrite: deleted the earlier run in {}", run_dir.display()));
+    }
+    std::fs::create_dir_all(&ckpt_dir).map_err(|e| err(ckpt_dir.display(), e))?;
+    for removed in checkpoint::remove_incomplete(&ckpt_dir)? {
+        say(format!("removed {} (left by an interrupted save)", removed.display()));
+    }
+    match resumed_at {
+        Some(step) => truncate_metrics(&metrics, step)?,
+        None => std::fs::write(&metrics, "").map_err(|e| err(metrics.display(), e))?,
+    }
     write_atomic(&run_dir.join("config.json"), serde_json::to_string_pretty(cfg).expect("plain data").as_bytes())?;
     say(format!(
         "data: {}\nrun: {} steps of {} pairs, {:?} loss, logs in {}",
@@ -196,23 +269,15 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary> {
     );
     bar.set_position(trainer.step);
 
-    let tokenizer = ClipTokenizer::with_context_length(model_cfg.text.context_length)?;
-    let stop = opts.stop_after.unwrap_or(total).min(total);
-    let mut loader = Loader::new(data.train.clone(), cfg.batch_size, cfg.seed, trainer.step, 4);
     let (mut losses, mut last_ckpt, mut final_eval) = (Vec::new(), None, None);
     let started = Instant::now();
     let mut rate = None::<f64>;
-    let evaluate_now =
-        |trainer: &Trainer<Cpu<f32>>, with_probe: bool| evaluate(&backend, &trainer.model, &data, with_probe);
     while trainer.step < stop {
         let t0 = Instant::now();
-        let mut batch = loader.next().ok_or_else(|| {
-            PretrainError(format!(
-                "the data source yielded no complete batch of {} pairs ({})",
-                cfg.batch_size,
-                data.train.issues().summary()
-            ))
-        })?;
+        let mut batch = match pending.take() {
+            Some(b) => b,
+            None => loader.next().ok_or_else(|| no_batch(&loader))?,
+        };
         let n = batch.captions.len();
         let images = backend.from_vec(std::mem::take(&mut batch.pixels), &[n, 3, batch.size, batch.size]);
         let tokens = tokenizer.tokenize(&batch.captions);
@@ -236,8 +301,28 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary> {
         bar.set_position(trainer.step);
         let done = trainer.step;
         let is_end = done == total;
+        // Save before evaluating: an evaluation that fails loses no training.
+        let mut saved_now = None;
+        if done == stop || (cfg.save_every > 0 && done % cfg.save_every == 0) {
+            let path = checkpoint::save(&backend, &ckpt_dir, &trainer, cfg, epoch, total)?;
+            last_ckpt = Some(path.clone());
+            saved_now = Some(path);
+        }
         if !opts.no_eval && (is_end || (cfg.eval_every > 0 && done % cfg.eval_every == 0)) {
-            let report = evaluate_now(&trainer, is_end)?;
+            let report = match evaluate(&backend, &trainer.model, &data, is_end) {
+                Ok(r) => r,
+                Err(e) => {
+                    let path = match saved_now {
+                        Some(p) => p,
+                        None => checkpoint::save(&backend, &ckpt_dir, &trainer, cfg, epoch, total)?,
+                    };
+                    return Err(PretrainError(format!(
+                        "evaluation at step {done} failed: {e}; the training so far is saved in {} (resume with \
+                         --resume latest, or evaluate it with cloob-eval)",
+                        path.display()
+                    )));
+                }
+            };
             if let Some(h) = report.headline() {
                 bar.println(format!("step {done}: mean zero-shot top-1 {h:.3}"));
             }
@@ -245,9 +330,6 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary> {
             if is_end {
                 final_eval = Some(report);
             }
-        }
-        if done == stop || (cfg.save_every > 0 && done % cfg.save_every == 0) {
-            last_ckpt = Some(checkpoint::save(&backend, &ckpt_dir, &trainer, cfg, epoch, total)?);
         }
     }
     bar.finish();

@@ -4,11 +4,15 @@
 //!
 //! The file is streamed and images are decoded one at a time, so memory stays bounded whatever the size
 //! of the data; a bounded shuffle buffer gives each epoch its own order. A bad row, a missing image or a
-//! file that is not an image is skipped, counted and reported ([`DataIssues`]), once per row.
+//! file that is not an image is skipped, counted and reported ([`DataIssues`]), once per row. One line is
+//! one row: a quote left open is a bad row, never a caption running into the next lines ([`parse`]).
 
 use super::rng::{rng_for, tag};
 use super::transform::{center_crop, random_resized_crop, to_tensor, TRAIN_SCALE};
 use super::{DataError, DataIssues, EvalSet, Example, IssueKind, IssueLog, TrainSource};
+pub use parse::{rows, Layout, Line, Pair, Rows, MAX_LINE_BYTES};
+
+pub mod parse;
 use rand::Rng;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -45,7 +49,7 @@ impl CsvConfig {
     }
 }
 
-/// A parsed row: its line, the resolved image path and the caption.
+/// A usable row: its line, the resolved image path and the caption.
 #[derive(Clone, Debug)]
 struct Row {
     line: u64,
@@ -57,8 +61,8 @@ struct Row {
 #[derive(Clone, Debug)]
 pub struct CsvSource {
     config: CsvConfig,
-    columns: (usize, usize),
     rows: usize,
+    usable_rows: usize,
     issues: IssueLog,
     reported: Arc<Mutex<HashSet<u64>>>,
 }
@@ -66,26 +70,22 @@ pub struct CsvSource {
 impl CsvSource {
     /// Open `config.path`, check the header names both columns and count the rows (without decoding).
     pub fn open(config: CsvConfig) -> Result<Self, DataError> {
-        let mut reader = reader(&config)?;
-        let header = reader
-            .headers()
-            .map_err(|e| DataError(format!("{}: cannot read the header: {e}", config.path.display())))?;
-        let find =
-            |key: &str| {
-                header.iter().position(|h| h == key).ok_or_else(|| {
-                    DataError(format!(
-            "{}: no column {key:?} (columns: {:?}; set --csv-img-key / --csv-caption-key / --csv-separator)",
-            config.path.display(), header.iter().collect::<Vec<_>>()))
-                })
-            };
-        let columns = (find(&config.img_key)?, find(&config.caption_key)?);
-        let rows = reader.records().count();
-        Ok(CsvSource { config, columns, rows, issues: IssueLog::default(), reported: Default::default() })
+        let (mut rows, mut usable_rows) = (0, 0);
+        for line in lines(&config)? {
+            rows += 1;
+            usable_rows += usize::from(line.row.is_ok());
+        }
+        Ok(CsvSource { config, rows, usable_rows, issues: IssueLog::default(), reported: Default::default() })
     }
 
-    /// Data rows in the file (valid or not).
+    /// Data rows in the file (its non-blank lines after the header, usable or not).
     pub fn rows(&self) -> usize {
         self.rows
+    }
+
+    /// Rows that parse (an image path and a non-empty caption); their images are not checked yet.
+    pub fn usable_rows(&self) -> usize {
+        self.usable_rows
     }
 
     /// Count an issue once per line.
@@ -95,81 +95,87 @@ impl CsvSource {
         }
     }
 
-    /// The rows in file order, bad ones counted and skipped.
-    fn parsed_rows(&self) -> impl Iterator<Item = Row> + Send + 'static {
+    /// The usable rows in file order, bad ones counted into `log` (once per line when `log` is `None`,
+    /// this source's own log).
+    fn parsed_rows(&self, log: Option<IssueLog>) -> impl Iterator<Item = Row> + Send + 'static {
         let this = self.clone();
         let dir = self.config.path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let records = reader(&self.config).ok().into_iter().flat_map(|r| r.into_records());
-        records.filter_map(move |rec| {
-            let rec = match rec {
-                Ok(rec) => rec,
-                Err(e) => {
-                    let line = e.position().map(|p| p.line()).unwrap_or(0);
-                    this.record(line, IssueKind::BadRow, format!("unreadable row: {e}"));
-                    return None;
-                }
-            };
-            let line = rec.position().map(|p| p.line()).unwrap_or(0);
-            let (i, c) = this.columns;
-            match (rec.get(i).map(str::trim), rec.get(c)) {
-                (Some(img), Some(caption)) if !img.is_empty() => {
-                    Some(Row { line, image: dir.join(img), caption: caption.to_string() })
-                }
-                (Some(""), _) => {
-                    this.record(line, IssueKind::BadRow, "empty image path".into());
-                    None
-                }
-                _ => {
-                    this.record(line, IssueKind::BadRow, format!("{} fields, the header has more", rec.len()));
-                    None
-                }
+        let record = move |line: u64, kind: IssueKind, reason: String| match &log {
+            Some(log) => log.record(kind, format!("line {line}: {reason}")),
+            None => this.record(line, kind, reason),
+        };
+        let lines = match lines(&self.config) {
+            Ok(lines) => Some(lines),
+            Err(e) => {
+                record(0, IssueKind::BadRow, e.0);
+                None
+            }
+        };
+        lines.into_iter().flatten().filter_map(move |l| match l.row {
+            Ok(pair) => Some(Row { line: l.line, image: dir.join(pair.image), caption: pair.caption }),
+            Err(reason) => {
+                record(l.line, IssueKind::BadRow, reason);
+                None
             }
         })
     }
 
-    /// Decode a row's image, or count why not.
-    fn decode(&self, row: &Row) -> Option<image::RgbImage> {
+    /// Decode a row's image, or count why not into `log` (this source's own when `None`).
+    fn decode(&self, row: &Row, log: Option<&IssueLog>) -> Option<image::RgbImage> {
+        let record = |kind, e: &dyn std::fmt::Display| {
+            let reason = format!("{}: {e}", row.image.display());
+            match log {
+                Some(log) => log.record(kind, format!("line {}: {reason}", row.line)),
+                None => self.record(row.line, kind, reason),
+            }
+        };
         let reader = match image::ImageReader::open(&row.image) {
             Ok(r) => r,
             Err(e) => {
-                self.record(row.line, IssueKind::MissingImage, format!("{}: {e}", row.image.display()));
+                record(IssueKind::MissingImage, &e);
                 return None;
             }
         };
         match reader.with_guessed_format().map_err(image::ImageError::IoError).and_then(|r| r.decode()) {
             Ok(img) => Some(img.to_rgb8()),
             Err(e) => {
-                self.record(row.line, IssueKind::Undecodable, format!("{}: {e}", row.image.display()));
+                record(IssueKind::Undecodable, &e);
                 None
             }
         }
     }
 
     /// The first `n` readable pairs, resized and centre-cropped, as an evaluation set for retrieval and
-    /// embedding analysis (a CSV has no class labels, so no zero-shot task).
+    /// embedding analysis (no zero-shot task: see [`crate::data::labels`] for class-labelled CSVs). The
+    /// rows and images skipped on the way are counted in the set's own [`EvalSet::skipped`].
     pub fn eval_set(&self, n: usize, name: &str) -> EvalSet {
         let size = self.config.image_size as u32;
         let mut set = EvalSet { name: name.into(), size: self.config.image_size, ..Default::default() };
-        for row in self.parsed_rows() {
+        let log = IssueLog::default();
+        for row in self.parsed_rows(Some(log.clone())) {
             if set.len() == n {
                 break;
             }
-            if let Some(img) = self.decode(&row) {
+            if let Some(img) = self.decode(&row, Some(&log)) {
                 set.pixels.extend(to_tensor(&center_crop(&img, size)));
                 set.captions.push(row.caption);
             }
         }
+        set.skipped = log.snapshot();
         set
     }
 }
 
-fn reader(config: &CsvConfig) -> Result<csv::Reader<std::fs::File>, DataError> {
-    csv::ReaderBuilder::new()
-        .delimiter(config.separator)
-        .flexible(true)
-        .has_headers(true)
-        .from_path(&config.path)
-        .map_err(|e| DataError(format!("cannot open CSV {}: {e}", config.path.display())))
+/// The data lines of the configured file.
+fn lines(config: &CsvConfig) -> Result<Rows<std::io::BufReader<std::fs::File>>, DataError> {
+    let file = std::fs::File::open(&config.path)
+        .map_err(|e| DataError(format!("cannot open CSV {}: {e}", config.path.display())))?;
+    let layout = Layout {
+        img_key: config.img_key.clone(),
+        caption_key: config.caption_key.clone(),
+        separator: config.separator,
+    };
+    rows(std::io::BufReader::new(file), &layout, &config.path.display().to_string())
 }
 
 impl TrainSource for CsvSource {
@@ -178,9 +184,10 @@ impl TrainSource for CsvSource {
     }
     fn describe(&self) -> String {
         format!(
-            "CSV {} ({} rows; image column {:?}, caption column {:?})",
+            "CSV {} ({} rows, {} usable before decoding; image column {:?}, caption column {:?})",
             self.config.path.display(),
             self.rows,
+            self.usable_rows,
             self.config.img_key,
             self.config.caption_key
         )
@@ -188,13 +195,16 @@ impl TrainSource for CsvSource {
     fn epoch_len(&self) -> Option<usize> {
         None
     }
+    fn pairs_at_most(&self) -> Option<usize> {
+        Some(self.usable_rows)
+    }
     /// Rows decoded in file order through a bounded shuffle buffer, RandomResizedCrop (scale 0.9–1.0)
     /// drawn per (seed, epoch, line).
     fn epoch(&self, seed: u64, epoch: u64, skip: usize) -> Box<dyn Iterator<Item = Example> + Send> {
         let this = self.clone();
         let size = self.config.image_size as u32;
-        let decoded = self.parsed_rows().filter_map(move |row| {
-            let img = this.decode(&row)?;
+        let decoded = self.parsed_rows(None).filter_map(move |row| {
+            let img = this.decode(&row, None)?;
             let crop =
                 random_resized_crop(&img, size, TRAIN_SCALE, &mut rng_for(&[seed, tag::AUGMENT, epoch, row.line]));
             Some(Example { pixels: to_tensor(&crop), caption: row.caption })
