@@ -18,7 +18,7 @@ use hopfield_mil::train::MilConfig;
 use hopfield_mil::MilDataset;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -38,57 +38,116 @@ struct Args {
     /// Data sets (CSV or CSV.gz in the `mil` package layout); each gets its own CV and table row.
     #[arg(long, required = true, num_args = 1..)]
     data: Vec<PathBuf>,
-    /// Folds per repetition.
-    #[arg(long, default_value_t = 10)]
+    /// Folds per repetition (at least 2).
+    #[arg(long, default_value_t = 10, value_parser = at_least::<2>)]
     folds: usize,
     /// Repetitions of the K-fold split.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = at_least::<1>)]
     repeats: usize,
     /// Hyper-parameter grid for the inner model selection.
     #[arg(long, value_enum, default_value_t = Grid::Small)]
     grid: Grid,
     /// Points drawn from Table A.2 with `--grid paper`.
-    #[arg(long, default_value_t = 12)]
+    #[arg(long, default_value_t = 12, value_parser = at_least::<1>)]
     grid_samples: usize,
-    /// Share of each training fold held out for the selection.
-    #[arg(long, default_value_t = 0.2)]
+    /// Share of each training fold held out for the selection, in (0, 1).
+    #[arg(long, default_value_t = 0.2, value_parser = open_unit)]
     val_fraction: f64,
     /// Select by the mean validation AUC of an inner stratified K-fold split of each training fold instead
-    /// of one hold-out (0 = hold-out). Costs K trainings per grid point and fold instead of one.
-    #[arg(long, default_value_t = 0)]
+    /// of one hold-out (0 = hold-out, else at least 2). Costs K trainings per grid point and fold instead of one.
+    #[arg(long, default_value_t = 0, value_parser = inner_folds)]
     inner_folds: usize,
     /// Seed of splits, hold-outs, initialisation, bag order and dropout.
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Worker threads over folds (default: all cores).
-    #[arg(long)]
+    #[arg(long, value_parser = at_least::<1>)]
     threads: Option<usize>,
-    /// Where to write one JSON line per fold (default `runs/mil/<name>.jsonl`).
+    /// Where to write one JSON line per fold (default `runs/mil/<name>.jsonl`); every data set's folds go to
+    /// this one file. Created before the cross-validation starts.
     #[arg(long)]
     jsonl: Option<PathBuf>,
     /// Base settings, shared by every grid point unless the grid varies them.
-    #[arg(long, default_value_t = MilConfig::default().lr)]
+    #[arg(long, default_value_t = MilConfig::default().lr, value_parser = positive)]
     lr: f64,
-    #[arg(long, default_value_t = MilConfig::default().lr_decay)]
+    /// Learning-rate factor per epoch, in (0, 1].
+    #[arg(long, default_value_t = MilConfig::default().lr_decay, value_parser = decay)]
     lr_decay: f64,
-    #[arg(long, default_value_t = MilConfig::default().weight_decay)]
+    #[arg(long, default_value_t = MilConfig::default().weight_decay, value_parser = non_negative)]
     weight_decay: f64,
-    #[arg(long, default_value_t = MilConfig::default().embedding_layers)]
+    /// Embedding layers, 1 to 8.
+    #[arg(long, default_value_t = MilConfig::default().embedding_layers, value_parser = layers)]
     layers: usize,
-    #[arg(long, default_value_t = MilConfig::default().width)]
+    #[arg(long, default_value_t = MilConfig::default().width, value_parser = at_least::<1>)]
     width: usize,
-    #[arg(long, default_value_t = MilConfig::default().heads)]
+    #[arg(long, default_value_t = MilConfig::default().heads, value_parser = at_least::<1>)]
     heads: usize,
-    #[arg(long, default_value_t = MilConfig::default().head_dim)]
+    #[arg(long, default_value_t = MilConfig::default().head_dim, value_parser = at_least::<1>)]
     head_dim: usize,
-    #[arg(long, default_value_t = MilConfig::default().beta)]
+    #[arg(long, default_value_t = MilConfig::default().beta, value_parser = positive)]
     beta: f64,
-    #[arg(long, default_value_t = MilConfig::default().bag_dropout)]
+    /// Dropout on the association, in [0, 1).
+    #[arg(long, default_value_t = MilConfig::default().bag_dropout, value_parser = dropout)]
     bag_dropout: f64,
-    #[arg(long, default_value_t = MilConfig::default().epochs)]
+    #[arg(long, default_value_t = MilConfig::default().epochs, value_parser = at_least::<1>)]
     epochs: usize,
-    #[arg(long, default_value_t = MilConfig::default().batch_size)]
+    #[arg(long, default_value_t = MilConfig::default().batch_size, value_parser = at_least::<1>)]
     batch_size: usize,
+}
+
+// Flag parsers: clap prints their message after `invalid value 'V' for '--flag <FLAG>':`.
+
+fn at_least<const MIN: usize>(s: &str) -> Result<usize, String> {
+    let n: usize = s.parse().map_err(|e| format!("not a whole number ({e})"))?;
+    if n < MIN {
+        return Err(format!("must be at least {MIN}"));
+    }
+    Ok(n)
+}
+
+fn layers(s: &str) -> Result<usize, String> {
+    let n = at_least::<1>(s)?;
+    if n > 8 {
+        return Err("must lie in 1..=8".into());
+    }
+    Ok(n)
+}
+
+fn inner_folds(s: &str) -> Result<usize, String> {
+    let n: usize = s.parse().map_err(|e| format!("not a whole number ({e})"))?;
+    if n == 1 {
+        return Err("must be 0 (one hold-out) or at least 2".into());
+    }
+    Ok(n)
+}
+
+/// A finite number accepted by `ok`, which is described by `range` in the message.
+fn finite(s: &str, range: &str, ok: impl Fn(f64) -> bool) -> Result<f64, String> {
+    let x: f64 = s.parse().map_err(|e| format!("not a number ({e})"))?;
+    if !x.is_finite() || !ok(x) {
+        return Err(format!("must be a finite number {range}"));
+    }
+    Ok(x)
+}
+
+fn positive(s: &str) -> Result<f64, String> {
+    finite(s, "> 0", |x| x > 0.0)
+}
+
+fn non_negative(s: &str) -> Result<f64, String> {
+    finite(s, ">= 0", |x| x >= 0.0)
+}
+
+fn open_unit(s: &str) -> Result<f64, String> {
+    finite(s, "in (0, 1)", |x| x > 0.0 && x < 1.0)
+}
+
+fn dropout(s: &str) -> Result<f64, String> {
+    finite(s, "in [0, 1)", |x| (0.0..1.0).contains(&x))
+}
+
+fn decay(s: &str) -> Result<f64, String> {
+    finite(s, "in (0, 1]", |x| x > 0.0 && x <= 1.0)
 }
 
 fn main() {
@@ -132,9 +191,25 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         grid,
     };
     let backend = Cpu::<f32>::with_tuned_allocator();
+    // Every data set is read and every output file created before the first cross-validation, so that a
+    // bad path fails in seconds, not after hours of training.
+    let datasets = args.data.iter().map(MilDataset::read).collect::<Result<Vec<_>, _>>()?;
+    let mut outputs: Vec<(PathBuf, std::io::BufWriter<std::fs::File>)> = Vec::new();
+    let mut output_of = Vec::new();
+    for data in &datasets {
+        let jsonl = args.jsonl.clone().unwrap_or_else(|| PathBuf::from(format!("runs/mil/{}.jsonl", data.name)));
+        let slot = match outputs.iter().position(|(p, _)| *p == jsonl) {
+            Some(slot) => slot,
+            None => {
+                let file = create_output(&jsonl).map_err(|e| format!("--jsonl {}: {e}", jsonl.display()))?;
+                outputs.push((jsonl, std::io::BufWriter::new(file)));
+                outputs.len() - 1
+            }
+        };
+        output_of.push(slot);
+    }
     let mut summaries = Vec::new();
-    for path in &args.data {
-        let data = MilDataset::read(path)?;
+    for (data, slot) in datasets.iter().zip(output_of) {
         eprintln!(
             "{}: {} bags ({} positive), {} instances, {} features; {}×{}-fold CV, {} grid point(s), {} threads",
             data.name,
@@ -155,7 +230,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         bar.set_prefix(data.name.clone());
         let aucs = Mutex::new(Vec::new());
         let start = Instant::now();
-        let records = cross_validate(&backend, &data, &settings, &|r: &FoldRecord| {
+        let records = cross_validate(&backend, data, &settings, &|r: &FoldRecord| {
             let mut a = aucs.lock().expect("no panics while holding the lock");
             a.push(r.test_auc);
             bar.set_message(format!("mean AUC so far {:.3}", a.iter().sum::<f64>() / a.len() as f64));
@@ -175,15 +250,10 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         })?;
         bar.finish();
         let wall = start.elapsed().as_secs_f64();
-        let jsonl = args.jsonl.clone().unwrap_or_else(|| PathBuf::from(format!("runs/mil/{}.jsonl", data.name)));
-        if let Some(dir) = jsonl.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
-        }
-        let mut out = std::io::BufWriter::new(std::fs::File::create(&jsonl)?);
-        for r in &records {
-            writeln!(out, "{}", serde_json::to_string(r)?)?;
-        }
-        out.flush()?;
+        let (jsonl, out) = &mut outputs[slot];
+        let written =
+            records.iter().try_for_each(|r| writeln!(out, "{}", serde_json::to_string(r)?)).and_then(|()| out.flush());
+        written.map_err(|e| format!("--jsonl {}: {e}", jsonl.display()))?;
         let summary = Summary::from_records(&data.name, data.bags.len(), &records, wall);
         eprintln!(
             "{}: AUC {:.3} ± {:.3} (std over repeats; {:.3} over folds) in {}; folds written to {}",
@@ -198,4 +268,141 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     print!("{}", table(&summaries));
     Ok(())
+}
+
+/// Create `path` (truncating it) and its missing parent folders.
+fn create_output(path: &Path) -> std::io::Result<std::fs::File> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::File::create(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(flags: &[&str]) -> Result<Args, clap::Error> {
+        Args::try_parse_from(["mil", "--data", "x.csv"].iter().chain(flags))
+    }
+
+    /// A fresh folder under the system's temporary one.
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("mil-example-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// `bags` bags of two 2-feature instances, alternating labels, in the `mil` CSV layout.
+    fn write_data(path: &Path, bags: usize) {
+        let lines: String = (0..bags)
+            .flat_map(|b| (0..2).map(move |i| format!("{},bag{b},{}.5,{}\n", b % 2, b + i, (b % 2) * 3)))
+            .collect();
+        std::fs::write(path, lines).unwrap();
+    }
+
+    #[test]
+    fn defaults_are_milconfigs() {
+        let args = parse(&[]).unwrap();
+        let d = MilConfig::default();
+        assert_eq!((args.lr, args.lr_decay, args.weight_decay, args.beta), (d.lr, d.lr_decay, d.weight_decay, d.beta));
+        assert_eq!((args.layers, args.width, args.heads, args.head_dim), (2, d.width, d.heads, d.head_dim));
+        assert_eq!((args.epochs, args.batch_size, args.folds, args.repeats), (d.epochs, d.batch_size, 10, 5));
+    }
+
+    #[test]
+    fn numeric_flags_out_of_range_are_refused_naming_the_flag() {
+        let bad = [
+            ("--epochs", "0"),
+            ("--epochs", "x"),
+            ("--folds", "1"),
+            ("--repeats", "0"),
+            ("--grid-samples", "0"),
+            ("--val-fraction", "0"),
+            ("--val-fraction", "1"),
+            ("--val-fraction", "NaN"),
+            ("--inner-folds", "1"),
+            ("--threads", "0"),
+            ("--lr", "0"),
+            ("--lr", "-1e-3"),
+            ("--lr", "inf"),
+            ("--lr-decay", "0"),
+            ("--lr-decay", "1.5"),
+            ("--weight-decay", "-1"),
+            ("--weight-decay", "NaN"),
+            ("--layers", "0"),
+            ("--layers", "9"),
+            ("--width", "0"),
+            ("--heads", "0"),
+            ("--head-dim", "0"),
+            ("--beta", "0"),
+            ("--beta", "nan"),
+            ("--bag-dropout", "1"),
+            ("--bag-dropout", "-0.1"),
+            ("--batch-size", "0"),
+        ];
+        for (flag, value) in bad {
+            // `--flag=value`: clap would read a separate `-1e-3` as a flag.
+            let err = parse(&[&format!("{flag}={value}")]).expect_err(&format!("{flag} {value} accepted")).to_string();
+            assert!(err.contains(flag) && err.contains(&format!("'{value}'")), "{flag} {value}: {err}");
+        }
+        let edges = [
+            ("--folds", "2"),
+            ("--inner-folds", "0"),
+            ("--inner-folds", "2"),
+            ("--bag-dropout", "0"),
+            ("--lr-decay", "1"),
+            ("--weight-decay", "0"),
+            ("--layers", "8"),
+            ("--val-fraction", "0.5"),
+        ];
+        for (flag, value) in edges {
+            parse(&[flag, value]).unwrap_or_else(|e| panic!("{flag} {value}: {e}"));
+        }
+    }
+
+    #[test]
+    fn an_output_that_cannot_be_created_fails_before_the_cross_validation() {
+        let dir = scratch("blocked");
+        // Two bags cannot be split into 10 folds: the cross-validation would fail, so an error naming the
+        // output shows that the output was created first.
+        let data = dir.join("two.csv");
+        write_data(&data, 2);
+        let blocker = dir.join("a-file");
+        std::fs::write(&blocker, "").unwrap();
+        let jsonl = blocker.join("out.jsonl");
+        let args = Args::try_parse_from([
+            "mil".as_ref(),
+            "--data".as_ref(),
+            data.as_os_str(),
+            "--jsonl".as_ref(),
+            jsonl.as_os_str(),
+        ])
+        .unwrap();
+        let err = run(args).unwrap_err().to_string();
+        assert!(err.contains("--jsonl") && err.contains(&jsonl.display().to_string()), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn every_data_set_writes_its_folds_to_the_one_jsonl() {
+        let dir = scratch("two-sets");
+        let (first, second) = (dir.join("first.csv"), dir.join("second.csv"));
+        write_data(&first, 8);
+        write_data(&second, 6);
+        let jsonl = dir.join("runs").join("folds.jsonl");
+        let mut argv: Vec<std::ffi::OsString> = vec!["mil".into(), "--data".into(), first.into(), second.into()];
+        argv.extend(["--jsonl".into(), jsonl.clone().into()]);
+        let small = "--folds 2 --repeats 1 --grid none --epochs 1 --width 4 --heads 1 --head-dim 2 --layers 1";
+        argv.extend(small.split(' ').map(Into::into));
+        run(Args::try_parse_from(argv).unwrap()).unwrap();
+        let written = std::fs::read_to_string(&jsonl).unwrap();
+        let sets: Vec<String> = written
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["dataset"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(sets, ["first", "first", "second", "second"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

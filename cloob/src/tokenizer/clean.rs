@@ -12,11 +12,26 @@ use unicode_normalization::UnicodeNormalization;
 /// normalisation. Not reproduced: ftfy's repair of mojibake (text decoded with the wrong codec, e.g.
 /// `cafÃ©`), which is left as it is. HTML entities: numeric references, and the named ones of HTML 4's
 /// Latin-1 and special sets (`&amp;`, `&eacute;`, `&mdash;`, …); other HTML5 names stay as text.
+///
+/// ftfy's loop runs until nothing changes, one round per level of nested escapes (`&amp;amp;…`), so a text of
+/// `n` such levels costs `n` rounds over the whole text; here at most [`MAX_ROUNDS`] rounds are run, which
+/// keeps the cost linear in the text's length. A text nested deeper keeps its remaining escapes as text
+/// (less the two levels `html.unescape` takes off after the loop).
 pub fn clean(text: &str) -> String {
+    clean_counting_rounds(text).0
+}
+
+/// Rounds of ftfy's fixes [`clean`] runs at most: captions escaped a few times over need 2–6.
+pub const MAX_ROUNDS: usize = 16;
+
+/// [`clean`] and the number of rounds of ftfy's fixes it ran.
+fn clean_counting_rounds(text: &str) -> (String, usize) {
     // ftfy decides once, before its loop, whether the text looks like HTML.
     let unescape = !text.contains('<');
     let mut t = text.to_string();
-    loop {
+    let mut rounds = 0;
+    while rounds < MAX_ROUNDS {
+        rounds += 1;
         let before = t.clone();
         if unescape {
             t = unescape_html(&t, false);
@@ -32,7 +47,7 @@ pub fn clean(text: &str) -> String {
     // Python's str.split() also splits at U+001C..U+001F, which Rust does not count as whitespace.
     let words: Vec<&str> =
         t.split(|c: char| c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)).filter(|w| !w.is_empty()).collect();
-    words.join(" ").to_lowercase()
+    (words.join(" ").to_lowercase(), rounds)
 }
 
 /// ftfy's per-character fixes: ligatures, widths, curly quotes, control characters.
@@ -148,10 +163,15 @@ fn decode_entity(s: &str, lenient: bool) -> Option<(char, usize)> {
         };
         return Some((c, start + digits + semicolon as usize));
     }
-    let end = body.find(';')?;
+    // Only as far as the longest name: searching the whole rest for `;` would make a text of many `&` and no
+    // `;` cost the square of its length.
+    let end = body.bytes().take(LONGEST_ENTITY + 1).position(|b| b == b';')?;
     let name = &body[..end];
     ENTITIES.iter().find(|(n, _)| *n == name).map(|&(_, c)| (c, end + 2))
 }
+
+/// Bytes of the longest name in [`ENTITIES`].
+const LONGEST_ENTITY: usize = 6;
 
 /// HTML 4's named entities of the Latin-1 and special sets, plus `&apos;`.
 const ENTITIES: &[(&str, char)] = &[
@@ -292,3 +312,32 @@ const ENTITIES: &[(&str, char)] = &[
     ("euro", '€'),
     ("trade", '™'),
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounds_are_bounded_by_max_rounds() {
+        // Each round of ftfy's loop takes one `amp;` off; html.unescape then takes two more.
+        let nested = |levels: usize| format!("&{}lt;", "amp;".repeat(levels));
+        for levels in [0, 1, 5, MAX_ROUNDS - 1] {
+            let (cleaned, rounds) = clean_counting_rounds(&nested(levels));
+            assert_eq!(cleaned, "<", "{levels} levels");
+            // One round per level, one more to see that nothing changes.
+            assert!(rounds <= levels + 2, "{levels} levels took {rounds} rounds");
+        }
+        let (cleaned, rounds) = clean_counting_rounds(&nested(10_000));
+        assert_eq!(rounds, MAX_ROUNDS);
+        assert_eq!(cleaned, nested(10_000 - MAX_ROUNDS - 2));
+    }
+
+    #[test]
+    fn entity_names_are_looked_up_only_as_far_as_the_longest() {
+        assert_eq!(LONGEST_ENTITY, ENTITIES.iter().map(|(n, _)| n.len()).max().unwrap());
+        assert_eq!(decode_entity("&hellip;", false), Some(('…', 8)));
+        assert_eq!(decode_entity("&helliptic;", false), None);
+        assert_eq!(decode_entity(&format!("&{};", "a".repeat(1000)), false), None);
+        assert_eq!(clean("&& &amp;&amp; &eacute x;"), "&& && &eacute x;");
+    }
+}

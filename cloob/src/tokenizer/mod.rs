@@ -1,8 +1,9 @@
 //! CLIP's byte-level BPE tokenizer, giving the ids of open_clip's `SimpleTokenizer` (`clean='lower'`).
 //!
-//! The BPE itself is [`instant_clip_tokenizer`] with OpenAI's vocabulary compiled into the binary (its
-//! `openai-vocabulary-file` feature): nothing is read or downloaded at run time. Before the BPE, the text is
-//! cleaned as open_clip does (`ftfy.fix_text`, `html.unescape` twice, whitespace collapsed, lowercased):
+//! The BPE (`bpe.rs`) merges a word of `n` bytes in `O(n log n)`, with OpenAI's vocabulary compiled into the
+//! binary: nothing is read or downloaded at run time. A row holds only `context_length` ids, so
+//! [`ClipTokenizer::tokenize_one`] stops merging there. Before the BPE, the text is cleaned as open_clip does
+//! (`ftfy.fix_text`, `html.unescape` twice, whitespace collapsed, lowercased), in time linear in its length:
 //! see [`clean`] for what of ftfy is reproduced.
 //!
 //! A tokenized text is `[<start_of_text>, BPE ids…, <end_of_text>]`, zero-padded to the context length.
@@ -22,10 +23,10 @@
 //! ```
 
 use hopfield::{HopfieldError, Result};
-use instant_clip_tokenizer::Tokenizer;
 use serde::{Deserialize, Serialize};
 use std::sync::OnceLock;
 
+mod bpe;
 mod clean;
 pub use clean::clean;
 
@@ -94,9 +95,9 @@ impl TokenBatch {
 }
 
 /// The vocabulary is parsed once per process (it is 49 k merge rules).
-fn bpe() -> &'static Tokenizer {
-    static BPE: OnceLock<Tokenizer> = OnceLock::new();
-    BPE.get_or_init(Tokenizer::new)
+fn bpe() -> &'static bpe::Bpe {
+    static BPE: OnceLock<bpe::Bpe> = OnceLock::new();
+    BPE.get_or_init(bpe::Bpe::new)
 }
 
 /// CLIP's tokenizer with a context length and a truncation rule. Cheap to build and copy: the BPE tables
@@ -134,9 +135,9 @@ impl ClipTokenizer {
 
     /// The BPE ids of `text` after cleaning, without `<start_of_text>`/`<end_of_text>` and untruncated.
     pub fn encode(&self, text: &str) -> Vec<u32> {
-        let mut tokens = Vec::new();
-        bpe().encode(&clean(text), &mut tokens);
-        tokens.into_iter().map(|t| u32::from(t.to_u16())).collect()
+        let mut ids = Vec::new();
+        bpe().encode(&clean(text), usize::MAX, &mut ids);
+        ids
     }
 
     /// One row: `[<start_of_text>, ids…, <end_of_text>]`, truncated and zero-padded to the context length.
@@ -144,7 +145,8 @@ impl ClipTokenizer {
         let n = self.context_length;
         let mut row = Vec::with_capacity(n.max(2));
         row.push(START_OF_TEXT);
-        row.extend(self.encode(text));
+        // Ids past the row's n are cut below (with either truncation), so they are not merged.
+        bpe().encode(&clean(text), n, &mut row);
         row.push(END_OF_TEXT);
         if row.len() > n {
             row.truncate(n);
@@ -164,10 +166,7 @@ impl ClipTokenizer {
 
     /// Text of BPE ids (for debugging: words end with a space, special tokens are spelt out).
     pub fn decode(&self, ids: &[u32]) -> String {
-        let tokens = ids
-            .iter()
-            .filter_map(|&i| u16::try_from(i).ok().and_then(|i| instant_clip_tokenizer::Token::from_u16(i, bpe())));
-        bpe().decode(tokens)
+        bpe().decode(ids)
     }
 }
 
@@ -313,6 +312,86 @@ mod tests {
         assert_eq!(clean("<p>&amp;amp;</p>"), "<p>&</p>");
         assert_eq!(clean("ﬁ ＨＡＬＦ ｶ"), "fi half カ");
         assert_eq!(tok_decode(&ClipTokenizer::new().encode("a photo of a cat")), "a photo of a cat ");
+    }
+
+    #[test]
+    fn ids_equal_instant_clip_tokenizer_on_mixed_texts() {
+        // Pseudo-random texts over letters, digits, punctuation, markers, spaces and multi-byte letters, and
+        // long words: every id equal to the port of CLIP's own merge rounds.
+        let reference = instant_clip_tokenizer::Tokenizer::new();
+        let pieces = [
+            "a",
+            "e",
+            "th",
+            "ing",
+            " ",
+            "  ",
+            "\n",
+            "'s",
+            "'ll",
+            "0",
+            "42",
+            "!",
+            "?!",
+            "...",
+            "<end_of_text>",
+            "<b>",
+            "&amp;",
+            "é",
+            "ß",
+            "東京",
+            "🐱",
+            "ﬁ",
+            "Ａ",
+            "\u{301}",
+            "straße",
+            "hopfield",
+            "x",
+            "q",
+            "-",
+        ];
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut texts: Vec<String> = (0..400)
+            .map(|len| {
+                (0..len % 60)
+                    .map(|_| {
+                        state ^= state << 13;
+                        state ^= state >> 7;
+                        state ^= state << 17;
+                        pieces[(state % pieces.len() as u64) as usize]
+                    })
+                    .collect()
+            })
+            .collect();
+        texts.extend(["a".repeat(3000), "ab".repeat(700), "東京タワー".repeat(100), "xyzzy".repeat(400)]);
+        let tok = ClipTokenizer::new();
+        for text in &texts {
+            let mut expected = Vec::new();
+            reference.encode(&clean(text), &mut expected);
+            let expected: Vec<u32> = expected.into_iter().map(|t| u32::from(t.to_u16())).collect();
+            assert_eq!(tok.encode(text), expected, "{text:?}");
+            assert_eq!(
+                tok.decode(&expected),
+                reference.decode(
+                    expected
+                        .iter()
+                        .map(|&t| { instant_clip_tokenizer::Token::from_u16(t as u16, &reference).unwrap() })
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn rows_of_long_texts_merge_only_what_they_keep() {
+        // The row of a long text equals the first ids of the whole encoding, whatever follows them.
+        let tok = ClipTokenizer::with_context_length(16).unwrap();
+        let text = format!("a photo of {} cat", "hopfield ".repeat(50_000));
+        let all = tok.encode(&text);
+        let row = tok.tokenize_one(&text);
+        assert_eq!(row[1..15], all[..14]);
+        assert_eq!(row[15], END_OF_TEXT);
+        let cut = tok.truncation(Truncation::DropEndOfText).tokenize_one(&text);
+        assert_eq!(cut[1..], all[..15]);
     }
 
     fn tok_decode(ids: &[u32]) -> String {

@@ -150,26 +150,39 @@ impl Standardizer {
     }
 
     /// Fit on the instances of the bags `train` (indices into `data.bags`).
+    ///
+    /// A feature whose magnitude exceeds 1e150 is summed divided by a power of two at least as large, so that
+    /// its sum and sum of squares stay finite for any finite values (the scaling is exact: other features and
+    /// smaller values give the same bits as without it).
     pub fn fit(data: &MilDataset, train: &[usize]) -> Self {
         let d = data.n_features;
+        let rows = || train.iter().flat_map(|&b| data.bags[b].instances.chunks_exact(d));
+        let mut scale = vec![1.0f64; d];
+        for row in rows() {
+            for (s, x) in scale.iter_mut().zip(row) {
+                while x.abs() > 1e150 && *s < x.abs() && *s < f64::MAX / 2.0 {
+                    *s *= 2.0;
+                }
+            }
+        }
         let (mut sum, mut n) = (vec![0.0; d], 0usize);
-        for &b in train {
-            for row in data.bags[b].instances.chunks_exact(d) {
-                sum.iter_mut().zip(row).for_each(|(s, x)| *s += x);
-                n += 1;
-            }
+        for row in rows() {
+            sum.iter_mut().zip(row).zip(&scale).for_each(|((t, x), s)| *t += x / s);
+            n += 1;
         }
-        let mean: Vec<f64> = sum.iter().map(|s| s / n.max(1) as f64).collect();
+        let scaled_mean: Vec<f64> = sum.iter().map(|t| t / n.max(1) as f64).collect();
         let mut sq = vec![0.0; d];
-        for &b in train {
-            for row in data.bags[b].instances.chunks_exact(d) {
-                sq.iter_mut().zip(row).zip(&mean).for_each(|((q, x), m)| *q += (x - m) * (x - m));
+        for row in rows() {
+            for (((q, x), m), s) in sq.iter_mut().zip(row).zip(&scaled_mean).zip(&scale) {
+                *q += (x / s - m) * (x / s - m);
             }
         }
+        let mean = scaled_mean.iter().zip(&scale).map(|(m, s)| m * s).collect();
         let std = sq
             .iter()
-            .map(|q| {
-                let s = (q / n.max(1) as f64).sqrt();
+            .zip(&scale)
+            .map(|(q, scale)| {
+                let s = ((q / n.max(1) as f64).sqrt() * scale).min(f64::MAX);
                 // A feature constant on the training bags carries no information there; dividing by a
                 // tiny σ would blow up its test values.
                 if s > 1e-12 {
@@ -185,6 +198,15 @@ impl Standardizer {
     /// The standardised instances of one bag, as `f32` or `f64`.
     pub fn apply<E: hopfield::Element>(&self, bag: &Bag) -> Vec<E> {
         let d = self.mean.len();
-        bag.instances.iter().enumerate().map(|(i, x)| E::of((x - self.mean[i % d]) / self.std[i % d])).collect()
+        let z = |x: f64, mean: f64, std: f64| {
+            let z = (x - mean) / std;
+            // `x − mean` overflows only for values near f64::MAX apart; divided first, they are finite.
+            if z.is_finite() {
+                z
+            } else {
+                x / std - mean / std
+            }
+        };
+        bag.instances.iter().enumerate().map(|(i, &x)| E::of(z(x, self.mean[i % d], self.std[i % d]))).collect()
     }
 }

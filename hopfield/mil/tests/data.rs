@@ -132,6 +132,24 @@ fn standardizer_uses_only_the_training_bags() {
 }
 
 #[test]
+fn standardizer_is_finite_for_features_near_the_largest_f64() {
+    // Found by the mil_csv fuzz target: the sums overflowed to ∞ and every value standardised to NaN.
+    let huge = parse("0,a,1e308,1\n1,b,-1e308,2\n0,a,1.7e308,3\n1,c,-1.79e308,4\n").unwrap();
+    let small = parse("0,a,1,1\n1,b,-1,2\n0,a,1.7,3\n1,c,-1.79,4\n").unwrap();
+    let (sh, ss) = (Standardizer::fit(&huge, &[0, 1, 2]), Standardizer::fit(&small, &[0, 1, 2]));
+    assert!(sh.mean.iter().chain(&sh.std).all(|v| v.is_finite()), "{sh:?}");
+    // Standardising does not depend on the unit: 1e308 times the small set gives its values.
+    for b in 0..3 {
+        let (zh, zs): (Vec<f64>, Vec<f64>) = (sh.apply(&huge.bags[b]), ss.apply(&small.bags[b]));
+        for (h, s) in zh.iter().zip(&zs) {
+            assert!((h - s).abs() < 1e-9, "bag {b}: {zh:?} vs {zs:?}");
+        }
+    }
+    // Below 1e150 nothing is rescaled: the same bits as the plain formulas.
+    assert_eq!(ss.mean[0], (1.0 + 1.7 - 1.0 - 1.79) / 4.0, "bag a's two lines, then b, then c");
+}
+
+#[test]
 fn folds_partition_the_bags_and_keep_class_shares() {
     let labels: Vec<bool> = (0..103).map(|i| i % 3 == 0).collect(); // 35 positive, 68 negative
     let folds = stratified_folds(&labels, 10, 7).unwrap();
