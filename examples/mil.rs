@@ -192,20 +192,23 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     };
     let backend = Cpu::<f32>::with_tuned_allocator();
     // Every data set is read and every output file created before the first cross-validation, so that a
-    // bad path fails in seconds, not after hours of training.
+    // bad path fails in seconds, not after hours of training. The folds go to `<jsonl>.partial`, renamed to
+    // `<jsonl>` once all its data sets are done: an earlier file of that name survives a run that fails.
     let datasets = args.data.iter().map(MilDataset::read).collect::<Result<Vec<_>, _>>()?;
-    let mut outputs: Vec<(PathBuf, std::io::BufWriter<std::fs::File>)> = Vec::new();
+    let mut outputs: Vec<Output> = Vec::new();
     let mut output_of = Vec::new();
     for data in &datasets {
         let jsonl = args.jsonl.clone().unwrap_or_else(|| PathBuf::from(format!("runs/mil/{}.jsonl", data.name)));
-        let slot = match outputs.iter().position(|(p, _)| *p == jsonl) {
+        let slot = match outputs.iter().position(|o| o.path == jsonl) {
             Some(slot) => slot,
             None => {
-                let file = create_output(&jsonl).map_err(|e| format!("--jsonl {}: {e}", jsonl.display()))?;
-                outputs.push((jsonl, std::io::BufWriter::new(file)));
+                let partial = partial_path(&jsonl);
+                let file = create_output(&partial).map_err(|e| format!("--jsonl {}: {e}", partial.display()))?;
+                outputs.push(Output { path: jsonl, partial, writer: std::io::BufWriter::new(file), sets_left: 0 });
                 outputs.len() - 1
             }
         };
+        outputs[slot].sets_left += 1;
         output_of.push(slot);
     }
     let mut summaries = Vec::new();
@@ -250,10 +253,18 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         })?;
         bar.finish();
         let wall = start.elapsed().as_secs_f64();
-        let (jsonl, out) = &mut outputs[slot];
-        let written =
-            records.iter().try_for_each(|r| writeln!(out, "{}", serde_json::to_string(r)?)).and_then(|()| out.flush());
-        written.map_err(|e| format!("--jsonl {}: {e}", jsonl.display()))?;
+        let out = &mut outputs[slot];
+        let written = records
+            .iter()
+            .try_for_each(|r| writeln!(out.writer, "{}", serde_json::to_string(r)?))
+            .and_then(|()| out.writer.flush());
+        written.map_err(|e| format!("--jsonl {}: {e}", out.partial.display()))?;
+        out.sets_left -= 1;
+        if out.sets_left == 0 {
+            std::fs::rename(&out.partial, &out.path)
+                .map_err(|e| format!("--jsonl {}: renaming {}: {e}", out.path.display(), out.partial.display()))?;
+        }
+        let jsonl = &out.path;
         let summary = Summary::from_records(&data.name, data.bags.len(), &records, wall);
         eprintln!(
             "{}: AUC {:.3} ± {:.3} (std over repeats; {:.3} over folds) in {}; folds written to {}",
@@ -268,6 +279,21 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     print!("{}", table(&summaries));
     Ok(())
+}
+
+/// An output file being written: its folds go to `partial`, renamed to `path` when `sets_left` is 0.
+struct Output {
+    path: PathBuf,
+    partial: PathBuf,
+    writer: std::io::BufWriter<std::fs::File>,
+    sets_left: usize,
+}
+
+/// `<path>.partial`, next to `path`.
+fn partial_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".partial");
+    path.with_file_name(name)
 }
 
 /// Create `path` (truncating it) and its missing parent folders.
@@ -381,7 +407,27 @@ mod tests {
         ])
         .unwrap();
         let err = run(args).unwrap_err().to_string();
-        assert!(err.contains("--jsonl") && err.contains(&jsonl.display().to_string()), "{err}");
+        assert!(err.contains("--jsonl") && err.contains(&blocker.display().to_string()), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_earlier_output_survives_a_failing_run() {
+        let dir = scratch("keep");
+        let data = dir.join("two.csv");
+        write_data(&data, 2);
+        let jsonl = dir.join("out.jsonl");
+        std::fs::write(&jsonl, "{\"earlier\": true}\n").unwrap();
+        let args = Args::try_parse_from([
+            "mil".as_ref(),
+            "--data".as_ref(),
+            data.as_os_str(),
+            "--jsonl".as_ref(),
+            jsonl.as_os_str(),
+        ])
+        .unwrap();
+        assert!(run(args).is_err(), "two bags cannot be split into 10 folds");
+        assert_eq!(std::fs::read_to_string(&jsonl).unwrap(), "{\"earlier\": true}\n");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
