@@ -388,6 +388,12 @@ mod tests {
         }
     }
 
+    /// `mil --data DATA --jsonl JSONL`, parsed.
+    fn data_and_output(data: &Path, jsonl: &Path) -> Args {
+        let argv = ["mil".as_ref(), "--data".as_ref(), data.as_os_str(), "--jsonl".as_ref(), jsonl.as_os_str()];
+        Args::try_parse_from(argv).unwrap()
+    }
+
     #[test]
     fn an_output_that_cannot_be_created_fails_before_the_cross_validation() {
         let dir = scratch("blocked");
@@ -398,14 +404,7 @@ mod tests {
         let blocker = dir.join("a-file");
         std::fs::write(&blocker, "").unwrap();
         let jsonl = blocker.join("out.jsonl");
-        let args = Args::try_parse_from([
-            "mil".as_ref(),
-            "--data".as_ref(),
-            data.as_os_str(),
-            "--jsonl".as_ref(),
-            jsonl.as_os_str(),
-        ])
-        .unwrap();
+        let args = data_and_output(&data, &jsonl);
         let err = run(args).unwrap_err().to_string();
         assert!(err.contains("--jsonl") && err.contains(&blocker.display().to_string()), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
@@ -418,14 +417,7 @@ mod tests {
         write_data(&data, 2);
         let jsonl = dir.join("out.jsonl");
         std::fs::write(&jsonl, "{\"earlier\": true}\n").unwrap();
-        let args = Args::try_parse_from([
-            "mil".as_ref(),
-            "--data".as_ref(),
-            data.as_os_str(),
-            "--jsonl".as_ref(),
-            jsonl.as_os_str(),
-        ])
-        .unwrap();
+        let args = data_and_output(&data, &jsonl);
         assert!(run(args).is_err(), "two bags cannot be split into 10 folds");
         assert_eq!(std::fs::read_to_string(&jsonl).unwrap(), "{\"earlier\": true}\n");
         std::fs::remove_dir_all(&dir).unwrap();

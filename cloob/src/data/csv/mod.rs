@@ -10,13 +10,13 @@
 use super::rng::{rng_for, tag};
 use super::transform::{center_crop, random_resized_crop, to_tensor, TRAIN_SCALE};
 use super::{DataError, DataIssues, EvalSet, Example, IssueKind, IssueLog, TrainSource};
-pub use parse::{rows, Layout, Line, Pair, Rows, MAX_LINE_BYTES};
-
-pub mod parse;
 use rand::Rng;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+
+pub mod parse;
+pub use parse::{rows, Layout, Line, Pair, Rows, MAX_LINE_BYTES};
 
 /// Where the pairs are and how they are laid out.
 #[derive(Clone, Debug)]
