@@ -1,6 +1,10 @@
 //! Every golden case computed with hflayers 1.0.2 (tests/fixtures/hflayers): output, association matrix
 //! and every gradient, in f64 (relative 1e-9) and f32 (1e-4). Every `*.json` there is a case; a case that
 //! is unreadable, incomplete or off fails with its file named.
+//!
+//! The same suite runs tests/fixtures/sparse: hflayers with its softmax replaced by the PyPI `entmax`
+//! package's sparsemax / entmax and our softmax₁ (`scripts/fixtures/sparse_cases.py`), the `retrieval`
+//! option in each case's kwargs.
 
 mod common;
 
@@ -20,6 +24,13 @@ fn fixture_dir() -> PathBuf {
     std::env::var_os("HOPFIELD_FIXTURES")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hflayers"))
+}
+
+/// `tests/fixtures/sparse`, or `$HOPFIELD_SPARSE_FIXTURES`.
+fn sparse_fixture_dir() -> PathBuf {
+    std::env::var_os("HOPFIELD_SPARSE_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sparse"))
 }
 
 /// Every case in `dir` (each `*.json`), compared on `backend`; the number of cases, or every failure
@@ -219,6 +230,55 @@ fn fixtures_match_on_the_cube_backend() {
     #[cfg(feature = "cuda")]
     let backend = hopfield::backend::cube::Cuda::cuda(0).unwrap_or_else(|e| panic!("{e}")).poisoned();
     check_dir(&backend, &fixture_dir(), 1e-4).unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn sparse_fixtures_match_in_f64_and_f32() {
+    let n = check_dir(&Cpu::<f64>::new(), &sparse_fixture_dir(), 1e-9).unwrap_or_else(|e| panic!("{e}"));
+    assert!(n >= 11, "only {n} sparse cases found");
+    check_dir(&Cpu::<f32>::new(), &sparse_fixture_dir(), 1e-4).unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("{n} sparse retrieval cases match in f64 and f32");
+}
+
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+#[test]
+fn sparse_fixtures_match_on_the_cube_backend() {
+    #[cfg(not(feature = "cuda"))]
+    let backend = hopfield::backend::cube::Wgpu::wgpu().unwrap_or_else(|e| panic!("{e}")).poisoned();
+    #[cfg(feature = "cuda")]
+    let backend = hopfield::backend::cube::Cuda::cuda(0).unwrap_or_else(|e| panic!("{e}")).poisoned();
+    check_dir(&backend, &sparse_fixture_dir(), 1e-4).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// A sparse case changed in its association's zero pattern, its learnable α's gradient or its retrieval
+/// kwarg fails naming its file.
+#[test]
+fn a_changed_sparse_case_fails() {
+    let cpu = Cpu::<f64>::new();
+    let fails = |case: &str, tag: &str, edit: fn(&mut Value, &mut TensorMap), why: &str| {
+        let src = sparse_fixture_dir().join(format!("{case}.json"));
+        let dir = scratch_copy(&format!("sparse-{tag}"), &src, "renamed", edit);
+        let err = check_dir(&cpu, &dir, 1e-9).expect_err(why);
+        assert!(err.contains("renamed.json") && err.contains(why), "expected `{why}` naming renamed.json: {err}");
+        std::fs::remove_dir_all(dir).unwrap();
+    };
+    fails(
+        "sparsemax_self",
+        "zero",
+        |_, t| {
+            let a = t.get_mut("association").unwrap();
+            let i = a.values.iter().position(|v| *v == 0.0).expect("a sparse association has zeros");
+            a.values[i] = 1e-3;
+        },
+        "association: relative error",
+    );
+    fails(
+        "entmax_learnable_self",
+        "alpha",
+        |_, t| t.get_mut("grad.param.association_core.entmax_pre_alpha").unwrap().values[1] *= 1.001,
+        "entmax_pre_alpha",
+    );
+    fails("entmax15_self", "kwarg", |j, _| j["kwargs"]["retrieval"] = "softmax".into(), "relative error");
 }
 
 /// The discovery itself, on copies of one case under a new name in a scratch folder: the unchanged copy

@@ -211,6 +211,45 @@ pub trait Backend: Clone + Debug + Send + Sync + 'static {
         d_probs: &Self::Tensor,
         beta: &[Self::Elem],
     ) -> Self::Tensor;
+    /// softmax₁ (outlier-efficient retrieval): `exp(zᵢ) / (1 + Σⱼ exp(zⱼ))` over the last axis with
+    /// `z = β_h · scores + bias`, so that a row can retrieve (almost) nothing. Its Jacobian is softmax's:
+    /// the backward is [`Backend::masked_softmax_backward`].
+    ///
+    /// # Shapes
+    /// As [`Backend::masked_softmax`]. A fully masked row gives zeros.
+    fn masked_softmax1(
+        &self,
+        scores: &Self::Tensor,
+        beta: &[Self::Elem],
+        bias: &ScoreBias<'_, Self::Tensor>,
+    ) -> Self::Tensor;
+    /// α-entmax over the last axis, per head `h`: `p = [(α_h − 1) z − τ]₊^{1/(α_h − 1)}` with
+    /// `z = β_h · scores + bias` and τ such that each row sums to one. `α_h = 2` is sparsemax (solved
+    /// exactly); `1 < α_h < 2` is solved by bisection on τ. Masked entries get exactly zero weight.
+    ///
+    /// # Shapes
+    /// As [`Backend::masked_softmax`], with `alpha: [H]` (host). A fully masked row gives zeros.
+    fn masked_entmax(
+        &self,
+        scores: &Self::Tensor,
+        beta: &[Self::Elem],
+        bias: &ScoreBias<'_, Self::Tensor>,
+        alpha: &[Self::Elem],
+    ) -> Self::Tensor;
+    /// Backward of [`Backend::masked_entmax`] from its output `probs`: the gradient w.r.t. the unscaled
+    /// `scores`, `β_h · (g ⊙ dp − g · Σ(g ⊙ dp) / Σ g)` with `g = p^{2−α_h}` on the support, and, when
+    /// `with_alpha`, the derivative of `Σ d_probs ⊙ probs` w.r.t. `α_h` per row.
+    ///
+    /// # Shapes
+    /// `probs, d_probs: [B, H, L, S]`, `beta, alpha: [H]` → `[B, H, L, S]` and, with `with_alpha`, `[B, H, L]`.
+    fn masked_entmax_backward(
+        &self,
+        probs: &Self::Tensor,
+        d_probs: &Self::Tensor,
+        beta: &[Self::Elem],
+        alpha: &[Self::Elem],
+        with_alpha: bool,
+    ) -> (Self::Tensor, Option<Self::Tensor>);
     /// Fused association per head `h`: `out = softmax(β_h · q kᵀ + bias) · v`, with the per-row
     /// log-sum-exp of the biased scores that [`Backend::association_backward`] recomputes the
     /// probabilities from. Backends override it with a streaming (flash-attention) version that never

@@ -15,6 +15,7 @@ pub use encoder::{EncoderInput, EncoderParams, HopfieldEncoderLayer, HopfieldEnc
 pub use hopfield::HopfieldSpec;
 pub use hopfield::{
     Hopfield, HopfieldCache, HopfieldConfig, HopfieldInput, HopfieldInputGrads, HopfieldOutput, HopfieldParams, Mask,
+    Retrieval,
 };
 pub use layer::{Layer, Mode};
 pub use linear::{Linear, LinearCache, LinearParams};

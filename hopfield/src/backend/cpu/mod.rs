@@ -9,6 +9,7 @@ mod blocked;
 mod gemm;
 mod memory;
 mod rows;
+pub(crate) mod sparse;
 
 pub use memory::{tune_allocator, MALLOC_TUNING_ENV};
 
@@ -81,6 +82,45 @@ fn map1<E: Element>(a: &CpuTensor<E>, f: impl Fn(E) -> E + Sync + Send) -> CpuTe
 /// Wrap row-major data.
 fn arr<E: Element>(shape: &[usize], data: Vec<E>) -> CpuTensor<E> {
     ArrayD::from_shape_vec(IxDyn(shape), data).expect("data length equals the shape's size").into_shared()
+}
+
+/// `z = β_h · scores + padding + association` row by row (`[B, H, L, S]`, rows in parallel), each row then
+/// normalised in place by `f(h, row, scratch)` (`scratch`: a buffer reused by the rows of one task).
+fn biased_rows<E: Element>(
+    scores: &CpuTensor<E>,
+    beta: &[E],
+    bias: &ScoreBias<'_, CpuTensor<E>>,
+    f: impl Fn(usize, &mut [E], &mut Vec<E>) + Sync + Send,
+) -> CpuTensor<E> {
+    let sh = scores.shape();
+    let (h_n, l_n, s_n) = (sh[1], sh[2], sh[3]);
+    let src = std_layout(scores);
+    let mut out = vec![E::zero(); src.len()];
+    let pad = bias.padding.map(|p| std_layout(p));
+    let assoc = bias.association.map(|a| (std_layout(a), a.shape()[0] == 1, a.shape()[1] == 1));
+    let per = rows_per_task(s_n);
+    out.par_chunks_mut(s_n * per).zip(src.as_slice().unwrap().par_chunks(s_n * per)).enumerate().for_each(
+        |(task, (block, src_block))| {
+            let mut scratch = Vec::new();
+            for (r, (row, src_row)) in block.chunks_exact_mut(s_n).zip(src_block.chunks_exact(s_n)).enumerate() {
+                let row_i = task * per + r;
+                let (l, h, b) = (row_i % l_n, (row_i / l_n) % h_n, row_i / (l_n * h_n));
+                let beta_h = beta[h];
+                row.iter_mut().zip(src_row).for_each(|(v, &s)| *v = s * beta_h);
+                if let Some(p) = &pad {
+                    row.iter_mut().zip(&p.as_slice().unwrap()[b * s_n..(b + 1) * s_n]).for_each(|(v, &m)| *v += m);
+                }
+                if let Some((a, one_b, one_h)) = &assoc {
+                    let (ab, ah) = (if *one_b { 0 } else { b }, if *one_h { 0 } else { h });
+                    let a_h = if *one_h { 1 } else { h_n };
+                    let start = ((ab * a_h + ah) * l_n + l) * s_n;
+                    row.iter_mut().zip(&a.as_slice().unwrap()[start..start + s_n]).for_each(|(v, &m)| *v += m);
+                }
+                f(h, row, &mut scratch);
+            }
+        },
+    );
+    arr(sh, out)
 }
 
 /// The contiguous data of a 1-D parameter such as a norm weight.
@@ -349,44 +389,66 @@ impl<E: Element> Backend for Cpu<E> {
     }
 
     fn masked_softmax(&self, scores: &CpuTensor<E>, beta: &[E], bias: &ScoreBias<'_, CpuTensor<E>>) -> CpuTensor<E> {
-        let sh = scores.shape();
+        biased_rows(scores, beta, bias, |_, row, _| {
+            let max = rows::max(row);
+            if max == E::neg_infinity() {
+                // Fully masked row: no pattern to retrieve, the association is zero (not NaN).
+                row.fill(E::zero());
+                return;
+            }
+            row.iter_mut().for_each(|v| *v -= max);
+            E::exp_in_place(row);
+            let sum = rows::sum(row);
+            let inv = E::one() / sum;
+            row.iter_mut().for_each(|v| *v *= inv);
+        })
+    }
+
+    fn masked_softmax1(&self, scores: &CpuTensor<E>, beta: &[E], bias: &ScoreBias<'_, CpuTensor<E>>) -> CpuTensor<E> {
+        biased_rows(scores, beta, bias, |_, row, _| sparse::softmax1_row(row))
+    }
+
+    fn masked_entmax(
+        &self,
+        scores: &CpuTensor<E>,
+        beta: &[E],
+        bias: &ScoreBias<'_, CpuTensor<E>>,
+        alpha: &[E],
+    ) -> CpuTensor<E> {
+        debug_assert_eq!(alpha.len(), scores.shape()[1], "masked_entmax: one α per head");
+        biased_rows(scores, beta, bias, |h, row, scratch| sparse::entmax_row(row, alpha[h], scratch))
+    }
+
+    fn masked_entmax_backward(
+        &self,
+        probs: &CpuTensor<E>,
+        d_probs: &CpuTensor<E>,
+        beta: &[E],
+        alpha: &[E],
+        with_alpha: bool,
+    ) -> (CpuTensor<E>, Option<CpuTensor<E>>) {
+        let sh = probs.shape();
         let (h_n, l_n, s_n) = (sh[1], sh[2], sh[3]);
-        let src = std_layout(scores);
-        let mut out = vec![E::zero(); src.len()];
-        let pad = bias.padding.map(|p| std_layout(p));
-        let assoc = bias.association.map(|a| (std_layout(a), a.shape()[0] == 1, a.shape()[1] == 1));
+        let (p, dp) = (std_layout(probs), std_layout(d_probs));
+        let mut out = vec![E::zero(); p.len()];
+        let mut d_alpha = vec![E::zero(); sh[0] * h_n * l_n];
         let per = rows_per_task(s_n);
-        out.par_chunks_mut(s_n * per).zip(src.as_slice().unwrap().par_chunks(s_n * per)).enumerate().for_each(
-            |(task, (block, src_block))| {
-                for (r, (row, src_row)) in block.chunks_exact_mut(s_n).zip(src_block.chunks_exact(s_n)).enumerate() {
-                    let row_i = task * per + r;
-                    let (l, h, b) = (row_i % l_n, (row_i / l_n) % h_n, row_i / (l_n * h_n));
-                    let beta_h = beta[h];
-                    row.iter_mut().zip(src_row).for_each(|(v, &s)| *v = s * beta_h);
-                    if let Some(p) = &pad {
-                        row.iter_mut().zip(&p.as_slice().unwrap()[b * s_n..(b + 1) * s_n]).for_each(|(v, &m)| *v += m);
-                    }
-                    if let Some((a, one_b, one_h)) = &assoc {
-                        let (ab, ah) = (if *one_b { 0 } else { b }, if *one_h { 0 } else { h });
-                        let a_h = if *one_h { 1 } else { h_n };
-                        let start = ((ab * a_h + ah) * l_n + l) * s_n;
-                        row.iter_mut().zip(&a.as_slice().unwrap()[start..start + s_n]).for_each(|(v, &m)| *v += m);
-                    }
-                    let max = rows::max(row);
-                    if max == E::neg_infinity() {
-                        // Fully masked row: no pattern to retrieve, the association is zero (not NaN).
-                        row.fill(E::zero());
-                        continue;
-                    }
-                    row.iter_mut().for_each(|v| *v -= max);
-                    E::exp_in_place(row);
-                    let sum = rows::sum(row);
-                    let inv = E::one() / sum;
-                    row.iter_mut().for_each(|v| *v *= inv);
+        p.as_slice()
+            .unwrap()
+            .par_chunks(per * s_n)
+            .zip(dp.as_slice().unwrap().par_chunks(per * s_n))
+            .zip(out.par_chunks_mut(per * s_n))
+            .zip(d_alpha.par_chunks_mut(per))
+            .enumerate()
+            .for_each(|(task, (((pb, db), ob), ab))| {
+                for (r, ((pr, dr), o)) in
+                    pb.chunks_exact(s_n).zip(db.chunks_exact(s_n)).zip(ob.chunks_exact_mut(s_n)).enumerate()
+                {
+                    let h = ((task * per + r) / l_n) % h_n;
+                    ab[r] = sparse::entmax_row_backward(pr, dr, alpha[h], beta[h], o);
                 }
-            },
-        );
-        arr(sh, out)
+            });
+        (arr(sh, out), with_alpha.then(|| arr(&sh[..3], d_alpha)))
     }
 
     fn masked_softmax_backward(&self, probs: &CpuTensor<E>, d_probs: &CpuTensor<E>, beta: &[E]) -> CpuTensor<E> {

@@ -24,6 +24,7 @@ mod norm;
 mod reduce;
 mod rows;
 mod softmax;
+mod sparse;
 
 use super::{AdamStep, Backend, ScoreBias};
 use crate::activation::Activation;
@@ -378,7 +379,29 @@ impl<R: CubeRuntime> Backend for Cube<R> {
     }
 
     fn masked_softmax(&self, scores: &CubeTensor, beta: &[f32], bias: &ScoreBias<'_, CubeTensor>) -> CubeTensor {
-        softmax::masked_softmax(self, scores, beta, bias)
+        softmax::masked_softmax(self, scores, beta, bias, false)
+    }
+    fn masked_softmax1(&self, scores: &CubeTensor, beta: &[f32], bias: &ScoreBias<'_, CubeTensor>) -> CubeTensor {
+        softmax::masked_softmax(self, scores, beta, bias, true)
+    }
+    fn masked_entmax(
+        &self,
+        scores: &CubeTensor,
+        beta: &[f32],
+        bias: &ScoreBias<'_, CubeTensor>,
+        alpha: &[f32],
+    ) -> CubeTensor {
+        sparse::masked_entmax(self, scores, beta, bias, alpha)
+    }
+    fn masked_entmax_backward(
+        &self,
+        probs: &CubeTensor,
+        d_probs: &CubeTensor,
+        beta: &[f32],
+        alpha: &[f32],
+        with_alpha: bool,
+    ) -> (CubeTensor, Option<CubeTensor>) {
+        sparse::masked_entmax_backward(self, probs, d_probs, beta, alpha, with_alpha)
     }
     fn masked_softmax_backward(&self, probs: &CubeTensor, d_probs: &CubeTensor, beta: &[f32]) -> CubeTensor {
         softmax::masked_softmax_backward(self, probs, d_probs, beta)

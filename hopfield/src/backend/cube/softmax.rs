@@ -26,6 +26,7 @@ fn masked_softmax_kernel(
     assoc_sh: usize,
     #[comptime] has_pad: bool,
     #[comptime] has_assoc: bool,
+    #[comptime] plus_one: bool,
 ) {
     let r = CUBE_POS;
     if r < rows {
@@ -62,10 +63,14 @@ fn masked_softmax_kernel(
             sync_cube();
             s /= 2;
         }
-        let row_max = smem[0];
+        let mut row_max = smem[0];
         sync_cube();
 
         let masked = row_max <= masked_score();
+        if comptime![plus_one] {
+            // softmax₁: the extra 1 is exp(0) in the denominator, so 0 joins the maximum.
+            row_max = max(row_max, 0.0f32);
+        }
         let mut acc = 0.0f32;
         let mut j2 = u;
         while j2 < cols {
@@ -77,7 +82,11 @@ fn masked_softmax_kernel(
         smem[u] = acc;
         sync_cube();
         tree_sum(&mut smem, u);
-        let inv = if masked { 0.0f32 } else { 1.0 / smem[0] };
+        let mut denom = smem[0];
+        if comptime![plus_one] {
+            denom += (0.0f32 - row_max).exp();
+        }
+        let inv = if masked { 0.0f32 } else { 1.0 / denom };
         let mut j3 = u;
         while j3 < cols {
             out[base + j3] *= inv;
@@ -124,18 +133,20 @@ fn masked_softmax_backward_kernel(
 }
 
 /// Strides of the `[B|1, H|1, L, S]` association bias over b and h (0 on a broadcast axis).
-fn assoc_strides(a: &CubeTensor) -> (usize, usize) {
+pub(crate) fn assoc_strides(a: &CubeTensor) -> (usize, usize) {
     let (ab, ah, l, s) = (a.shape[0], a.shape[1], a.shape[2], a.shape[3]);
     let sh = if ah == 1 { 0 } else { l * s };
     let sb = if ab == 1 { 0 } else { ah * l * s };
     (sb, sh)
 }
 
+/// softmax (`plus_one` off) or softmax₁ (on) of the biased scores, row by row.
 pub(crate) fn masked_softmax<R: CubeRuntime>(
     g: &Cube<R>,
     scores: &CubeTensor,
     beta: &[f32],
     bias: &ScoreBias<'_, CubeTensor>,
+    plus_one: bool,
 ) -> CubeTensor {
     let sh = &scores.shape;
     debug_assert_eq!(sh.len(), 4, "masked_softmax: scores [B, H, L, S], got {sh:?}");
@@ -167,6 +178,7 @@ pub(crate) fn masked_softmax<R: CubeRuntime>(
             shh,
             bias.padding.is_some(),
             bias.association.is_some(),
+            plus_one,
         );
     }
     out

@@ -67,12 +67,28 @@ impl HopfieldSpec {
                     da = backend.mul(&da, m);
                 }
 
-                // Update steps, last to first: A_t = softmax(β ξ_t Kᵀ) with ξ_t = A_{t−1} K (active heads only).
+                // Update steps, last to first: A_t = softmax(β ξ_t Kᵀ) with ξ_t = A_{t−1} K (active heads only)
+                // (or the configured retrieval instead of softmax; a learnable α collects its gradient).
+                let alpha = self.entmax_alphas(backend, p);
+                let mut d_alpha: Option<B::Tensor> = None;
+                let mut add_d_alpha = |da_rows: Option<B::Tensor>, active: Option<&[bool]>| {
+                    if let Some(mut rows) = da_rows {
+                        if let Some(act) = active.filter(|a| !a.iter().all(|&x| x)) {
+                            rows = backend.select_heads(&rows, &backend.zeros_like(&rows), act);
+                        }
+                        match d_alpha.as_mut() {
+                            Some(acc) => backend.axpy(acc, one, &rows),
+                            None => d_alpha = Some(rows),
+                        }
+                    }
+                };
                 let mut dk = backend.zeros_like(k);
                 for t in (1..cache.assocs.len()).rev() {
                     let active = &cache.active[t - 1];
                     let all = active.iter().all(|&a| a);
-                    let mut ds = backend.masked_softmax_backward(&cache.assocs[t], &da, &beta);
+                    let (mut ds, da_rows) =
+                        self.normalize_backward(backend, &cache.assocs[t], &da, &beta, alpha.as_deref());
+                    add_d_alpha(da_rows, Some(active));
                     if !all {
                         ds = backend.select_heads(&ds, &backend.zeros_like(&ds), active);
                     }
@@ -85,7 +101,14 @@ impl HopfieldSpec {
                     da = if all { da_prev } else { backend.select_heads(&da_prev, &da, active) };
                 }
                 // A_0 = softmax(β Q Kᵀ)
-                let ds0 = backend.masked_softmax_backward(&cache.assocs[0], &da, &beta);
+                let (ds0, da_rows) =
+                    self.normalize_backward(backend, &cache.assocs[0], &da, &beta, alpha.as_deref());
+                add_d_alpha(da_rows, None);
+                if let (Some(rows), Some(g)) = (&d_alpha, grads.entmax_pre_alpha.as_mut()) {
+                    if let Some(dpre) = self.pre_alpha_grad(backend, p, rows) {
+                        backend.axpy(g, one, &dpre);
+                    }
+                }
                 let dq = backend.matmul(&ds0, k, false, false);
                 backend.axpy(&mut dk, one, &backend.matmul(&ds0, &cache.q, true, false));
                 (dq, dk, dv)

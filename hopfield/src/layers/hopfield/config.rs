@@ -2,6 +2,7 @@
 //! validated into [`Dims`] at `init`.
 
 use crate::activation::Activation;
+use super::retrieval::Retrieval;
 use crate::error::{HopfieldError, Result};
 use serde::{Deserialize, Serialize};
 
@@ -113,8 +114,12 @@ pub struct HopfieldConfig {
     /// ([`Backend::association`](crate::Backend::association)), which never holds the `L × S` matrix,
     /// whenever the result is the same: no association matrix requested, no active dropout, and either no
     /// update steps or `convergence: state` (update steps then run as fused retrievals `ξ ← softmax(β ξ Kᵀ) K`).
-    /// The cache then holds no association matrix.
+    /// The cache then holds no association matrix. The streaming kernels compute softmax only: with another
+    /// [`retrieval`](Self::retrieval) the switch is ignored and the materialised path runs (same results).
     pub fused_association: bool,
+    /// Not in hflayers: the row normaliser of the association (default softmax, hflayers' results
+    /// unchanged); sparsemax, α-entmax (fixed or learnable α) or softmax₁. See [`Retrieval`].
+    pub retrieval: Retrieval,
 }
 
 impl Default for HopfieldConfig {
@@ -155,6 +160,7 @@ impl Default for HopfieldConfig {
             add_zero_association: false,
             disable_out_projection: false,
             fused_association: false,
+            retrieval: Retrieval::Softmax,
         }
     }
 }
@@ -238,6 +244,7 @@ impl HopfieldConfig {
         pattern_projection_as_connected: bool, stored_pattern_size: usize, pattern_projection_size: usize,
         batch_first: bool, dropout: f64, input_bias: bool, concat_bias_pattern: bool,
         add_zero_association: bool, disable_out_projection: bool, fused_association: bool,
+        retrieval: Retrieval,
     );
 
     /// Everything static and nothing learned: hflayers' "static execution".
@@ -281,6 +288,7 @@ impl HopfieldConfig {
                 return Err(HopfieldError::config(name, format!("must be positive and finite, got {eps}")));
             }
         }
+        c.retrieval.validate()?;
         if !(0.0..1.0).contains(&c.dropout) {
             return Err(HopfieldError::config("dropout", format!("must lie in [0, 1), got {}", c.dropout)));
         }

@@ -204,7 +204,8 @@ impl HopfieldSpec {
 
         let beta: Vec<B::Elem> = d.beta.iter().map(|&x| B::Elem::of(x)).collect();
         let dropout_active = dropout_seed.is_some() && c.dropout > 0.0;
-        let fused_ok = c.convergence == Convergence::State || d.steps_max.iter().all(|m| *m == Some(0));
+        let fused_ok = (c.convergence == Convergence::State || d.steps_max.iter().all(|m| *m == Some(0)))
+            && c.retrieval.is_softmax();
         if c.fused_association && !input.return_association && !dropout_active && fused_ok {
             let (retrieved, fused, steps, actives) =
                 self.fused_retrieval(backend, &q, &k, &v, &beta, padding, association);
@@ -239,7 +240,9 @@ impl HopfieldSpec {
         }
 
         // Association and update iteration, per head until its step budget or convergence.
-        let a0 = backend.masked_softmax(&backend.matmul(&q, &k, false, true), &beta, &bias);
+        let alpha = self.entmax_alphas(backend, p);
+        let normalize = |scores: &B::Tensor| self.normalize(backend, scores, &beta, &bias, alpha.as_deref());
+        let a0 = normalize(&backend.matmul(&q, &k, false, true));
         let mut assocs = vec![a0];
         let (mut states, mut actives) = (Vec::new(), Vec::new());
         let mut active: Vec<bool> = d.steps_max.iter().map(|m| m.is_none_or(|m| m > 0)).collect();
@@ -248,7 +251,7 @@ impl HopfieldSpec {
         while active.iter().any(|&a| a) && t < MAX_UNBOUNDED_STEPS {
             let a_prev = assocs.last().unwrap();
             let xi = backend.matmul(a_prev, &k, false, false);
-            let a_new = backend.masked_softmax(&backend.matmul(&xi, &k, false, true), &beta, &bias);
+            let a_new = normalize(&backend.matmul(&xi, &k, false, true));
             let a_t = if active.iter().all(|&a| a) { a_new } else { backend.select_heads(&a_new, a_prev, &active) };
             t += 1;
             let dist = match c.convergence {

@@ -13,10 +13,12 @@ mod config;
 mod forward;
 mod input;
 mod params;
+mod retrieval;
 
 pub use config::{Convergence, Dims, HopfieldConfig, PerHead};
 pub use input::{HopfieldInput, HopfieldInputGrads, HopfieldOutput, Mask};
 pub use params::HopfieldParams;
+pub use retrieval::Retrieval;
 
 use crate::backend::Backend;
 use crate::error::Result;

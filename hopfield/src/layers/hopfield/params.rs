@@ -47,6 +47,10 @@ pub struct HopfieldParams<B: Backend> {
     /// `association_core.bias_v`, `[1, 1, H·pd]`: its pattern projection.
     #[param(rename = "association_core.bias_v")]
     pub bias_v: Option<B::Tensor>,
+    /// `association_core.entmax_pre_alpha`, `[H]` (not in hflayers): the learnable entmax α per head,
+    /// `α = 1 + sigmoid(pre_alpha)` (`retrieval: entmax` with `learnable`).
+    #[param(rename = "association_core.entmax_pre_alpha")]
+    pub entmax_pre_alpha: Option<B::Tensor>,
     /// `norm_stored_pattern.{weight,bias}`, `[stored]`.
     pub norm_stored_pattern: Option<LayerNormParams<B>>,
     /// `norm_state_pattern.{weight,bias}`, `[input]`.
@@ -113,6 +117,7 @@ impl<B: Backend> HopfieldParams<B> {
             out_proj_bias: None,
             bias_k: None,
             bias_v: None,
+            entmax_pre_alpha: None,
             norm_stored_pattern: None,
             norm_state_pattern: None,
             norm_pattern_projection: None,
@@ -149,6 +154,10 @@ impl<B: Backend> HopfieldParams<B> {
         if c.concat_bias_pattern {
             p.bias_k = (!c.stored_pattern_as_static).then(|| init::normal(backend, &[1, 1, hd], std, rng));
             p.bias_v = (!c.pattern_projection_as_static).then(|| init::normal(backend, &[1, 1, pd], std, rng));
+        }
+        if let super::Retrieval::Entmax { alpha, learnable: true } = c.retrieval {
+            let pre = super::retrieval::pre_alpha_of(alpha);
+            p.entmax_pre_alpha = Some(backend.full(&[d.heads], B::Elem::of(pre)));
         }
         let ln = |on: bool, affine: bool, n: usize| {
             (on && affine).then(|| LayerNormParams::<B> {
