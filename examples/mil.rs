@@ -11,6 +11,7 @@
 //! stdout.
 
 use clap::{Parser, ValueEnum};
+use hopfield::layers::Retrieval;
 use hopfield::Cpu;
 use hopfield_mil::cv::{cross_validate, paper_grid, small_grid, CvSettings};
 use hopfield_mil::report::{format_seconds, table, FoldRecord, Summary};
@@ -93,6 +94,10 @@ struct Args {
     epochs: usize,
     #[arg(long, default_value_t = MilConfig::default().batch_size, value_parser = at_least::<1>)]
     batch_size: usize,
+    /// The pooling's retrieval: softmax (the paper's), sparsemax, softmax1, entmax15, entmax:ALPHA or
+    /// entmax:ALPHA:learnable (a learned α per head).
+    #[arg(long, default_value_t = Retrieval::Softmax)]
+    retrieval: Retrieval,
 }
 
 // Flag parsers: clap prints their message after `invalid value 'V' for '--flag <FLAG>':`.
@@ -175,6 +180,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         bag_dropout: args.bag_dropout,
         epochs: args.epochs,
         batch_size: args.batch_size,
+        retrieval: args.retrieval,
         ..MilConfig::default()
     };
     let grid = match args.grid {
@@ -214,7 +220,8 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let mut summaries = Vec::new();
     for (data, slot) in datasets.iter().zip(output_of) {
         eprintln!(
-            "{}: {} bags ({} positive), {} instances, {} features; {}×{}-fold CV, {} grid point(s), {} threads",
+            "{}: {} bags ({} positive), {} instances, {} features; {}×{}-fold CV, {} grid point(s), {} retrieval, \
+             {} threads",
             data.name,
             data.bags.len(),
             data.num_positive(),
@@ -223,6 +230,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             settings.repeats,
             settings.folds,
             settings.grid.len(),
+            args.retrieval,
             rayon::current_num_threads(),
         );
         let bar = ProgressBar::new((settings.folds * settings.repeats) as u64);

@@ -1,14 +1,16 @@
 //! Central finite differences (f64, `hopfield::testing`) against the analytical backward of `Hopfield`,
 //! `HopfieldPooling`, `HopfieldLayer` and the encoder/decoder layers over randomised configurations: heads
 //! 1–4, update steps 0–3 (per head, so some heads stop early), every static/connected combination, every
-//! layer norm, bias and zero patterns, masks, dropout, activations and both layouts.
+//! layer norm, bias and zero patterns, masks, dropout, activations and both layouts; and every retrieval
+//! (sparsemax, entmax with fixed and learnable α, softmax₁).
 
 mod common;
 
 use hopfield::backend::CpuTensor;
+use hopfield::layers::hopfield::PerHead;
 use hopfield::layers::{
     DecoderInput, EncoderInput, HopfieldConfig, HopfieldInput, HopfieldLayerConfig, HopfieldPoolingConfig, Layer,
-    LookupInput, Mask, Mode, PoolingInput,
+    LookupInput, Mask, Mode, PoolingInput, Retrieval,
 };
 use hopfield::testing::{check_gradients, check_tensor, GradCheck};
 use hopfield::{Backend, Cpu};
@@ -36,7 +38,6 @@ fn ok(ctx: &str, r: Result<usize, hopfield::testing::GradMismatch>) {
 
 #[test]
 fn hopfield_backward_matches_finite_differences() {
-    let backend = B::new();
     let mut rng = StdRng::seed_from_u64(7);
     let mut checked = 0;
     while checked < 40 {
@@ -44,6 +45,41 @@ fn hopfield_backward_matches_finite_differences() {
         if cfg.validate().is_err() {
             continue;
         }
+        check_hopfield(&cfg, &mut rng, checked);
+        checked += 1;
+    }
+}
+
+/// The same over random configurations with each retrieval other than softmax: sparsemax, entmax with a
+/// fixed α, entmax with a learnable α per head (its gradient included) and softmax₁.
+#[test]
+fn every_retrieval_matches_finite_differences() {
+    let mut rng = StdRng::seed_from_u64(17);
+    let retrievals = [
+        Retrieval::Sparsemax,
+        Retrieval::Entmax { alpha: 1.3, learnable: false },
+        Retrieval::Entmax { alpha: 1.5, learnable: true },
+        Retrieval::Softmax1,
+    ];
+    let mut checked = 0;
+    while checked < 48 {
+        let mut cfg = random_config(&mut rng, &SMALL).retrieval(retrievals[checked % retrievals.len()]);
+        // Larger β than the softmax cases so that sparse supports are neither full nor single.
+        if let Some(PerHead::Each(b)) = cfg.scaling.as_mut() {
+            b.iter_mut().for_each(|x| *x *= 3.0);
+        }
+        if cfg.validate().is_err() {
+            continue;
+        }
+        check_hopfield(&cfg, &mut rng, checked);
+        checked += 1;
+    }
+}
+
+/// Finite differences of one random `Hopfield` of config `cfg`: inputs and every parameter.
+fn check_hopfield(cfg: &HopfieldConfig, mut rng: &mut StdRng, checked: usize) {
+    let backend = B::new();
+    {
         let mut layer = cfg.init(&backend, &mut rng).unwrap();
         randomise(&mut layer.params, &mut rng);
         let d = layer.spec.dims.clone();
@@ -93,7 +129,6 @@ fn hopfield_backward_matches_finite_differences() {
                 dot(&layer.forward(&backend, p, &input, Mode::Train { seed }).unwrap().0.output, &g)
             }),
         );
-        checked += 1;
     }
 }
 

@@ -9,7 +9,7 @@ use super::error::{MilError, Result};
 use hopfield::layers::linear::{linear_backward, linear_forward};
 use hopfield::layers::{
     HopfieldConfig, HopfieldPooling, HopfieldPoolingConfig, HopfieldPoolingParams, Linear, LinearParams, Mask,
-    PoolingCache, PoolingInput,
+    PoolingCache, PoolingInput, Retrieval,
 };
 use hopfield::layers::{Layer, Mode};
 use hopfield::{Activation, Backend, Element, HopfieldError, Parameters};
@@ -34,6 +34,9 @@ pub struct MilModelConfig {
     /// Dropout on the association matrix while training: each instance of a bag is dropped from a head's
     /// pooling with this probability.
     pub bag_dropout: f64,
+    /// The pooling's retrieval.
+    #[serde(default)]
+    pub retrieval: Retrieval,
 }
 
 impl MilModelConfig {
@@ -55,7 +58,8 @@ impl MilModelConfig {
             .hidden_size(self.head_dim)
             .num_heads(self.heads)
             .scaling(self.beta)
-            .dropout(self.bag_dropout);
+            .dropout(self.bag_dropout)
+            .retrieval(self.retrieval);
         let pooling = HopfieldPoolingConfig::new(self.width).hopfield(hopfield).quantity(1).init(backend, rng)?;
         let head = Linear::new(backend, pooling.spec.dims.output, 1, true, rng)?;
         Ok(MilModel { config: self.clone(), embed, pooling, head })

@@ -6,7 +6,7 @@ use super::error::{MilError, Result};
 use super::folds::derive_seed;
 use super::metrics::roc_auc;
 use super::model::{BagBatch, MilModel, MilModelConfig};
-use hopfield::layers::{Layer, Mode};
+use hopfield::layers::{Layer, Mode, Retrieval};
 use hopfield::loss::bce_with_logits;
 use hopfield::optim::{clip_grad_norm, AdamConfig, AdamW, DecayFilter, LrSchedule, Optimizer};
 use hopfield::{Backend, Element};
@@ -42,6 +42,9 @@ pub struct MilConfig {
     pub batch_size: usize,
     /// Clip the gradient's global norm to this (`None`: no clipping).
     pub grad_clip: Option<f64>,
+    /// The pooling's retrieval (softmax, as the paper; sparsemax, entmax, softmax₁).
+    #[serde(default)]
+    pub retrieval: Retrieval,
 }
 
 impl Default for MilConfig {
@@ -59,6 +62,7 @@ impl Default for MilConfig {
             epochs: 30,
             batch_size: 8,
             grad_clip: Some(1.0),
+            retrieval: Retrieval::Softmax,
         }
     }
 }
@@ -74,6 +78,7 @@ impl MilConfig {
             head_dim: self.head_dim,
             beta: self.beta,
             bag_dropout: self.bag_dropout,
+            retrieval: self.retrieval,
         }
     }
 }

@@ -15,8 +15,16 @@ use rand::{Rng, SeedableRng};
 use std::time::Instant;
 
 fn tiny_model(cpu: &Cpu<f64>, bag_dropout: f64) -> MilModel<Cpu<f64>> {
-    let cfg =
-        MilModelConfig { input_size: 3, embedding_layers: 2, width: 4, heads: 2, head_dim: 3, beta: 0.7, bag_dropout };
+    let cfg = MilModelConfig {
+        input_size: 3,
+        embedding_layers: 2,
+        width: 4,
+        heads: 2,
+        head_dim: 3,
+        beta: 0.7,
+        bag_dropout,
+        retrieval: Default::default(),
+    };
     let mut rng = StdRng::seed_from_u64(11);
     let mut model = cfg.init(cpu, &mut rng).unwrap();
     // Projection biases start at exactly zero; a bag whose every association is dropped would then sit on
@@ -118,6 +126,7 @@ fn planted_config() -> MilConfig {
         epochs: 10,
         batch_size: 8,
         grad_clip: Some(1.0),
+        retrieval: Default::default(),
     }
 }
 

@@ -320,3 +320,53 @@ pub(crate) fn masked_entmax_backward<R: CubeRuntime>(
     }
     (out, with_alpha.then_some(d_alpha))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_util::*;
+    use crate::backend::{Backend, ScoreBias};
+    use rand::Rng;
+
+    /// softmax₁ and entmax (α = 2, 1.5, 1.2 and mixed per head) forward and backward, with padding and
+    /// association masks and fully masked rows, against the CPU backend; the α-derivative rows too.
+    #[test]
+    fn softmax1_and_entmax_match_cpu_with_masks_and_fully_masked_rows() {
+        let (g, c, mut r) = (gpu(), cpu(), rng(31));
+        for &(b, h, l, s) in &[(2, 3, 5, 7), (1, 1, 3, 300), (3, 2, 4, 1), (2, 2, 6, 513)] {
+            let beta: Vec<f32> = (0..h).map(|i| 1.5 + i as f32).collect();
+            let ninf = f32::NEG_INFINITY;
+            let pad: Vec<f32> = (0..b * s).map(|i| if i < s || r.gen_bool(0.3) { ninf } else { 0.0 }).collect();
+            let assoc: Vec<f32> =
+                (0..h * l * s).map(|_| if r.gen_bool(0.2) { ninf } else { r.gen_range(-1.0..1.0) }).collect();
+            let (pg, pc) = (g.from_vec(pad.clone(), &[b, s]), c.from_vec(pad, &[b, s]));
+            let (ag, ac) = (g.from_vec(assoc.clone(), &[1, h, l, s]), c.from_vec(assoc, &[1, h, l, s]));
+            let (sg, sc) = pair(&g, &mut r, &[b, h, l, s]);
+            let biases = [
+                (ScoreBias::default(), ScoreBias::default()),
+                (
+                    ScoreBias { padding: Some(&pg), association: Some(&ag) },
+                    ScoreBias { padding: Some(&pc), association: Some(&ac) },
+                ),
+            ];
+            for (i, (bg, bc)) in biases.iter().enumerate() {
+                let at = format!("{i} {:?}", [b, h, l, s]);
+                let (yg, yc) = (g.masked_softmax1(&sg, &beta, bg), c.masked_softmax1(&sc, &beta, bc));
+                assert_close(&format!("masked_softmax1 {at}"), &g, &yg, &yc, 1e-5);
+                let mixed: Vec<f32> = (0..h).map(|i| [1.2, 2.0, 1.5][i % 3]).collect();
+                for alpha in [vec![2.0; h], vec![1.5; h], vec![1.2; h], mixed] {
+                    let yg = g.masked_entmax(&sg, &beta, bg, &alpha);
+                    let yc = c.masked_entmax(&sc, &beta, bc, &alpha);
+                    assert_close(&format!("masked_entmax α {alpha:?} {at}"), &g, &yg, &yc, 1e-5);
+                    let (dg, dc) = pair(&g, &mut r, &[b, h, l, s]);
+                    let (xg, ag2) = g.masked_entmax_backward(&yg, &dg, &beta, &alpha, true);
+                    let (xc, ac2) = c.masked_entmax_backward(&yc, &dc, &beta, &alpha, true);
+                    assert_close(&format!("masked_entmax_backward α {alpha:?} {at}"), &g, &xg, &xc, 1e-4);
+                    if alpha.iter().all(|&a| a < 2.0) {
+                        let (ag2, ac2) = (ag2.unwrap(), ac2.unwrap());
+                        assert_close(&format!("entmax d_alpha α {alpha:?} {at}"), &g, &ag2, &ac2, 1e-3);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -101,8 +101,7 @@ impl HopfieldSpec {
                     da = if all { da_prev } else { backend.select_heads(&da_prev, &da, active) };
                 }
                 // A_0 = softmax(β Q Kᵀ)
-                let (ds0, da_rows) =
-                    self.normalize_backward(backend, &cache.assocs[0], &da, &beta, alpha.as_deref());
+                let (ds0, da_rows) = self.normalize_backward(backend, &cache.assocs[0], &da, &beta, alpha.as_deref());
                 add_d_alpha(da_rows, None);
                 if let (Some(rows), Some(g)) = (&d_alpha, grads.entmax_pre_alpha.as_mut()) {
                     if let Some(dpre) = self.pre_alpha_grad(backend, p, rows) {

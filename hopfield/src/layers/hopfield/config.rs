@@ -1,8 +1,8 @@
 //! `HopfieldConfig`: every option of hflayers' `Hopfield`, as plain serde data with hflayers' defaults,
 //! validated into [`Dims`] at `init`.
 
-use crate::activation::Activation;
 use super::retrieval::Retrieval;
+use crate::activation::Activation;
 use crate::error::{HopfieldError, Result};
 use serde::{Deserialize, Serialize};
 
