@@ -56,6 +56,41 @@ fn all_four_losses_match_finite_differences() {
     }
 }
 
+/// CLOOB and the InfoNCE + Hopfield ablation with every parameter-free retrieval (`--retrieval`).
+#[test]
+fn every_retrieval_in_the_loss_matches_finite_differences() {
+    use hopfield::layers::Retrieval;
+    let mut rng = StdRng::seed_from_u64(7);
+    for retrieval in [Retrieval::Sparsemax, Retrieval::Entmax { alpha: 1.5, learnable: false }, Retrieval::Softmax1] {
+        for kind in [LossKind::Cloob, LossKind::ClipHopfield] {
+            for (n, d, s, beta) in [(5, 4, 3.0, 2.5), (7, 6, 8.0, 8.0)] {
+                check(&LossConfig::new(kind).hopfield_beta(beta).retrieval(retrieval), n, d, s, &mut rng);
+            }
+        }
+    }
+}
+
+/// The retrieval choice changes the CLOOB loss (softmax stays the default) — except softmax₁, which scales
+/// each retrieved row by `Σe/(1 + Σe)` before CLOOB's row normalisation removes any such scale, so it equals
+/// softmax there — and a learnable α is refused.
+#[test]
+fn the_retrieval_choice_reaches_the_loss() {
+    use hopfield::layers::Retrieval;
+    let (cpu, mut rng) = (B::new(), StdRng::seed_from_u64(8));
+    let (x, y) = (rand_tensor(&mut rng, &[6, 5]), rand_tensor(&mut rng, &[6, 5]));
+    let loss = |r| contrastive_loss(&cpu, &LossConfig::new(LossKind::Cloob).retrieval(r), &x, &y, 10.0);
+    let soft = loss(Retrieval::Softmax).unwrap().loss;
+    assert_eq!(soft, contrastive_loss(&cpu, &LossConfig::new(LossKind::Cloob), &x, &y, 10.0).unwrap().loss);
+    let l1 = loss(Retrieval::Softmax1).unwrap().loss;
+    assert!((l1 - soft).abs() <= 1e-12 * soft.abs(), "softmax₁ {l1} vs softmax {soft}");
+    for r in [Retrieval::Sparsemax, Retrieval::Entmax { alpha: 1.5, learnable: false }] {
+        let l = loss(r).unwrap().loss;
+        assert!(l.is_finite() && (l - soft).abs() > 1e-6, "{r}: {l} vs softmax {soft}");
+    }
+    let err = loss(Retrieval::Entmax { alpha: 1.5, learnable: true }).unwrap_err().to_string();
+    assert!(err.contains("retrieval") && err.contains("parameter"), "{err}");
+}
+
 #[test]
 fn paper_temperatures_match_finite_differences() {
     // s = 30 and β = 14.3 make the softmaxes sharp; the gradients still hold.

@@ -152,7 +152,11 @@ mod tests {
             "csv:/tmp/pairs.csv",
             "--seed",
             "3",
+            "--retrieval",
+            "entmax:1.3",
         ]);
+        assert_eq!(cfg.retrieval, hopfield::layers::Retrieval::Entmax { alpha: 1.3, learnable: false });
+        assert_eq!(cfg.train_config(100).loss.retrieval, cfg.retrieval);
         assert_eq!(cfg.hopfield_beta, 2.5);
         assert_eq!(cfg.scheduler, cloob::pretrain::Scheduler::CosineRestarts);
         assert_eq!(cfg.loss, cloob::loss::LossKind::ClipHopfield);
@@ -187,6 +191,9 @@ mod tests {
             (&["--eval-size", "0"], "--eval-size"),
             (&["--init-inv-tau", "0.5"], "--init-inv-tau"),
             (&["--init-inv-tau", "nan"], "--init-inv-tau"),
+            (&["--retrieval", "entmax:1.5:learnable"], "--retrieval"),
+            (&["--retrieval", "entmax:3"], "--retrieval"),
+            (&["--retrieval", "sparse"], "--retrieval"),
         ];
         for (flags, needle) in cases {
             let e = cli(flags).unwrap_err();

@@ -96,11 +96,21 @@ pub struct LossConfig {
     pub hopfield_beta: f64,
     /// Combination of the two InfoLOOB terms.
     pub loob_scale: LoobScale,
+    /// The row normaliser of the Hopfield retrieval: softmax (cloob's), sparsemax, entmax with a fixed α
+    /// or softmax₁ (a learnable α needs a parameter, which this parameter-free retrieval does not have).
+    /// softmax₁ gives softmax's loss here: it scales each retrieved row by `Σe/(1 + Σe)`, and the
+    /// retrieval's row normalisation removes any per-row scale.
+    pub retrieval: hopfield::layers::Retrieval,
 }
 
 impl Default for LossConfig {
     fn default() -> Self {
-        LossConfig { kind: LossKind::Cloob, hopfield_beta: 14.3, loob_scale: LoobScale::TauSum }
+        LossConfig {
+            kind: LossKind::Cloob,
+            hopfield_beta: 14.3,
+            loob_scale: LoobScale::TauSum,
+            retrieval: hopfield::layers::Retrieval::Softmax,
+        }
     }
 }
 
@@ -112,6 +122,11 @@ impl LossConfig {
     /// Set β of the retrieval.
     pub fn hopfield_beta(mut self, beta: f64) -> Self {
         self.hopfield_beta = beta;
+        self
+    }
+    /// Set the retrieval's row normaliser.
+    pub fn retrieval(mut self, retrieval: hopfield::layers::Retrieval) -> Self {
+        self.retrieval = retrieval;
         self
     }
     /// Set the InfoLOOB combination.
@@ -205,7 +220,7 @@ pub fn contrastive_loss_normalized<B: Backend>(
     if !(beta.is_finite() && beta > 0.0) {
         return Err(HopfieldError::config("hopfield_beta", format!("must be positive and finite, got {beta}")));
     }
-    let r = Retrieval::new(backend, d, beta)?;
+    let r = Retrieval::with(backend, d, beta, config.retrieval)?;
     let (u, cache) = retrieve_all(backend, &r, x, y)?;
     // Image anchors: (U_x, U_y) = (xx, xy); text anchors: (V_y, V_x) = (yy, yx).
     let img = pair(backend, objective, &u.xx, &u.xy, s)?;

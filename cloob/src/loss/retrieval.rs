@@ -24,8 +24,22 @@ pub struct RetrievalCache<B: Backend> {
 impl<B: Backend> Retrieval<B> {
     /// Retrieval in `dim` features with inverse temperature `beta` (cloob's `scale_hopfield`).
     pub fn new(backend: &B, dim: usize, beta: f64) -> Result<Self> {
+        Self::with(backend, dim, beta, hopfield::layers::Retrieval::Softmax)
+    }
+
+    /// The same with another row normaliser than softmax (`R(Q; M) = rownorm(p(β Q Mᵀ) M)`). A learnable
+    /// entmax α is refused: this retrieval has no parameters to learn.
+    pub fn with(backend: &B, dim: usize, beta: f64, retrieval: hopfield::layers::Retrieval) -> Result<Self> {
+        if let hopfield::layers::Retrieval::Entmax { learnable: true, .. } = retrieval {
+            return Err(HopfieldError::config(
+                "retrieval",
+                "CLOOB's retrieval is parameter-free: use entmax with a fixed α (entmax:ALPHA)",
+            ));
+        }
         // A static module draws no parameters; the generator is never used.
-        let hopfield = HopfieldConfig::static_retrieval(dim, beta).init(backend, &mut StdRng::seed_from_u64(0))?;
+        let hopfield = HopfieldConfig::static_retrieval(dim, beta)
+            .retrieval(retrieval)
+            .init(backend, &mut StdRng::seed_from_u64(0))?;
         Ok(Retrieval { hopfield })
     }
 

@@ -5,6 +5,7 @@ use super::{PretrainError, Result};
 use crate::loss::{LossConfig, LossKind};
 use crate::model::ClipConfig;
 use crate::train::TrainConfig;
+use hopfield::layers::Retrieval;
 use hopfield::optim::{AdamConfig, DecayFilter, LrSchedule};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -92,6 +93,11 @@ pub struct RunConfig {
     /// β of CLOOB's Hopfield retrieval.
     #[arg(long = "scale-hopfield", value_name = "SCALE_HOPFIELD", default_value_t = 14.3, value_parser = positive)]
     pub hopfield_beta: f64,
+    /// Row normaliser of CLOOB's Hopfield retrieval: softmax (the paper's), sparsemax, entmax15 or
+    /// entmax:ALPHA (1 < α ≤ 2); softmax1 is accepted but equals softmax here (rows are renormalised).
+    #[arg(long, default_value_t = Retrieval::Softmax, value_parser = fixed_retrieval)]
+    #[serde(default)]
+    pub retrieval: Retrieval,
     /// Pairs per optimiser step (split into --accum-freq micro-batches); at least 2.
     #[arg(long, default_value_t = 64, value_parser = at_least_two)]
     pub batch_size: usize,
@@ -211,6 +217,15 @@ fn non_negative(s: &str) -> std::result::Result<f64, String> {
     parse_f64(s).and_then(|v| if v >= 0.0 { Ok(v) } else { Err(format!("must be ≥ 0, got {v}")) })
 }
 
+/// `--retrieval`: any retrieval but a learnable entmax α (CLOOB's retrieval has no parameters).
+fn fixed_retrieval(s: &str) -> std::result::Result<Retrieval, String> {
+    let r: Retrieval = s.parse()?;
+    if let Retrieval::Entmax { learnable: true, .. } = r {
+        return Err("a learnable α needs a parameter, and CLOOB's retrieval has none: use entmax:ALPHA".into());
+    }
+    Ok(r)
+}
+
 fn positive(s: &str) -> std::result::Result<f64, String> {
     parse_f64(s).and_then(|v| if v > 0.0 { Ok(v) } else { Err(format!("must be > 0, got {v}")) })
 }
@@ -311,6 +326,9 @@ impl RunConfig {
                 return bad(flag, format!("must be a finite number {} 0, got {v}", if strictly { ">" } else { "≥" }));
             }
         }
+        if let Err(e) = fixed_retrieval(&self.retrieval.to_string()) {
+            return bad("retrieval", e);
+        }
         if !(1.0..=100.0).contains(&self.init_inv_tau) {
             return bad("init-inv-tau", format!("must lie in [1, 100], got {}", self.init_inv_tau));
         }
@@ -368,8 +386,10 @@ impl RunConfig {
 
     /// The training step's settings for `total` steps.
     pub fn train_config(&self, total: u64) -> TrainConfig {
-        let mut t =
-            TrainConfig::new(LossConfig::new(self.loss).hopfield_beta(self.hopfield_beta), self.schedule(total));
+        let mut t = TrainConfig::new(
+            LossConfig::new(self.loss).hopfield_beta(self.hopfield_beta).retrieval(self.retrieval),
+            self.schedule(total),
+        );
         let groups = if self.decay_embeddings { DecayFilter::OpenClip } else { DecayFilter::OpenClipNoEmbeddings };
         t.adam = AdamConfig::default().betas(0.9, 0.98).eps(1e-6).weight_decay(self.wd, groups);
         t.accum_freq = self.accum_freq;
