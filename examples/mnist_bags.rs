@@ -10,6 +10,7 @@
 //! ```
 
 use clap::Parser;
+use hopfield::layers::Retrieval;
 use hopfield::Cpu;
 use hopfield_mil::metrics::roc_auc;
 use hopfield_mil::mnist_bags::{mnist_bags, IdxImages, MnistBagsConfig};
@@ -43,6 +44,10 @@ struct Args {
     batch_size: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// The pooling's retrieval: softmax (the notebook's), sparsemax, softmax1, entmax15, entmax:ALPHA or
+    /// entmax:ALPHA:learnable.
+    #[arg(long, default_value_t = Retrieval::Softmax)]
+    retrieval: Retrieval,
 }
 
 /// `dir/name` or `dir/name.gz`, whichever exists.
@@ -101,6 +106,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         epochs: args.epochs,
         batch_size: args.batch_size,
         grad_clip: Some(1.0),
+        retrieval: args.retrieval,
     };
     let backend = Cpu::<f32>::with_tuned_allocator();
     let start = Instant::now();

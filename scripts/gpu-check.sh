@@ -2,7 +2,7 @@
 # Build, on this (CPU) machine, everything the GPU machine runs, and pack it into .gpu/ (git-ignored):
 #   .gpu/bin.tar.xz      stripped `cuda,cubek` binaries: the kernel tests (hopfield lib), the layer and fixture
 #                        tests, the association_probe timing example, the association and matmul benches
-#   .gpu/fixtures/       the hflayers golden cases
+#   .gpu/fixtures/       the hflayers golden cases; .gpu/sparse-fixtures/ the sparse retrieval cases
 #   .gpu/gpu-run.sh, .gpu/gpu_compare.py   the runner (needs only the NVIDIA driver, xz and PyTorch there)
 # Then on the GPU machine, from the directory holding .gpu/:  bash .gpu/gpu-run.sh
 # (Before that, on this machine: the same binaries start and report `NoSuchDevice`: bash .gpu/gpu-run.sh --no-gpu.)
@@ -18,7 +18,7 @@ scripts/setup-tracel-llvm.sh >/dev/null
 
 out=.gpu
 rm -rf "$out"
-mkdir -p "$out/fixtures"
+mkdir -p "$out/fixtures" "$out/sparse-fixtures"
 
 # Executables of a cargo build, from its JSON messages.
 executables() {
@@ -38,7 +38,7 @@ for line in sys.stdin:
 features=cuda,cubek
 {
     cargo test --release --no-run --message-format=json -p hopfield-workspace -p hopfield --features $features --lib
-    cargo test --release --no-run --message-format=json -p hopfield-workspace -p hopfield --features $features --test cube_backend --test hflayers_fixtures
+    cargo test --release --no-run --message-format=json -p hopfield-workspace -p hopfield --features $features --test cube_backend --test hflayers_fixtures --test retrieval
     cargo build --release --message-format=json --features $features --example association_probe
     cargo build --release --message-format=json -p hopfield-workspace -p hopfield --features $features --bench association --bench matmul
 } | executables > "$out/executables.txt"
@@ -50,6 +50,7 @@ while read -r exe; do
         hopfield-*) name=kernel_tests ;;
         cube_backend-*) name=layer_tests ;;
         hflayers_fixtures-*) name=fixture_tests ;;
+        retrieval-*) name=retrieval_tests ;;
         association_probe) name=association_probe ;;
         association-*) name=association_bench ;;
         matmul-*) name=matmul_bench ;;
@@ -58,7 +59,7 @@ while read -r exe; do
     cp "$exe" "$out/stage/$name"
     strip --strip-all "$out/stage/$name"
 done < "$out/executables.txt"
-for name in kernel_tests layer_tests fixture_tests association_probe association_bench matmul_bench; do
+for name in kernel_tests layer_tests fixture_tests retrieval_tests association_probe association_bench matmul_bench; do
     [ -x "$out/stage/$name" ] || { echo "missing binary: $name" >&2; exit 1; }
 done
 # One xz stream over all binaries with a dictionary larger than one binary: they share most of their code
@@ -67,6 +68,7 @@ tar -C "$out/stage" -cf - . | xz -T1 -9 --lzma2=preset=9,dict=512MiB > "$out/bin
 rm -rf "$out/stage"
 
 cp hopfield/tests/fixtures/hflayers/* "$out/fixtures/"
+cp hopfield/tests/fixtures/sparse/* "$out/sparse-fixtures/"
 cp scripts/gpu-run.sh scripts/gpu_compare.py "$out/"
 du -sh "$out"/bin.tar.xz "$out"
 total=$(du -sm "$out" | cut -f1)

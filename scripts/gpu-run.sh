@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # On the GPU machine (no Rust: the NVIDIA driver, xz and python3 with PyTorch), from the folder that holds
 # .gpu/ (made by scripts/gpu-check.sh):   bash .gpu/gpu-run.sh
-# 1. the `cuda` kernel tests, layer tests and hflayers fixtures against the CPU oracle (built in);
+# 1. the `cuda` kernel tests, layer tests, hflayers and sparse retrieval fixtures and the retrieval
+#    properties against the CPU oracle (built in);
 # 2. timings of our fused association (and of our materialised path) at B=8, H=8, L=S=4096, d=64:
 #    fwd, fwd+bwd, and 3 update steps + retrieval, next to PyTorch's scaled_dot_product_attention and the
 #    hflayers-style unfused computation, as a table;
@@ -12,7 +13,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 work=$(mktemp -d)
 log="${OUT:-$work}"
 mkdir -p "$log"
-export HOPFIELD_FIXTURES="$here/fixtures" XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
+export HOPFIELD_FIXTURES="$here/fixtures" HOPFIELD_SPARSE_FIXTURES="$here/sparse-fixtures" XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
 # PyTorch's wheels carry the CUDA user-space libraries (nvrtc, …): let CubeCL find them too.
 nv=$(python3 -c 'import nvidia, os; print(list(nvidia.__path__)[0])' 2>/dev/null || true)
 if [ -n "$nv" ]; then
@@ -25,7 +26,7 @@ xz -dc "$here/bin.tar.xz" | tar -C "$work" -xf -
 
 if [ "${1:-}" = "--no-gpu" ]; then
     # On a machine without a GPU: every binary must start and report the missing device, not crash.
-    for b in kernel_tests layer_tests fixture_tests; do
+    for b in kernel_tests layer_tests fixture_tests retrieval_tests; do
         "$work/$b" --test-threads=1 > "$log/$b.log" 2>&1
         echo "$b: exit $?; $(grep -m1 -o 'cuda device: [^(]*' "$log/$b.log" || echo 'no device message')"
     done
@@ -49,7 +50,8 @@ run_tests() {  # name, binary, timeout
 }
 run_tests "kernel tests (every op vs Cpu<f32>)" kernel_tests 150
 run_tests "layer tests (Hopfield, pooling, lookup, encoder/decoder, fused vs Cpu<f32>)" layer_tests 150
-run_tests "hflayers fixtures" fixture_tests 90
+run_tests "hflayers and sparse retrieval fixtures" fixture_tests 90
+run_tests "retrieval properties (energy, exact sparsemax retrieval, masks)" retrieval_tests 60
 
 echo "== timings (ms, best of 5 after a warm-up)"
 probe="$work/association_probe"

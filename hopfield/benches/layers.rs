@@ -1,6 +1,8 @@
 //! Forward + backward timings of the cases the hflayers comparison uses (f32, CPU backend):
 //! self-association B=8 S=256 D=512 H=8 with 0 and 3 update steps, and CLOOB's parameter-free static
-//! retrieval N=512 d=512 β=14.3.
+//! retrieval N=512 d=512 β=14.3; after the `tuned` group, `hopfield_cpu_f32/retrieval/…` runs the steps-0
+//! and static cases with each retrieval other than softmax (sparsemax, entmax-1.5, softmax₁), for their
+//! cost against softmax's.
 //!
 //! Every case runs twice: first with glibc's default allocator settings (`hopfield_cpu_f32/untuned/…`),
 //! then after [`tune_allocator`] (`hopfield_cpu_f32/tuned/…`). The tuning is process-wide and cannot be
@@ -9,7 +11,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use hopfield::backend::cpu::tune_allocator;
-use hopfield::layers::{HopfieldConfig, HopfieldInput};
+use hopfield::layers::{HopfieldConfig, HopfieldInput, Retrieval};
 use hopfield::layers::{Layer, Mode};
 use hopfield::{Backend, Cpu};
 use rand::{rngs::StdRng, Rng, SeedableRng};
@@ -68,9 +70,27 @@ fn tuned(c: &mut Criterion) {
     cases(c, "tuned");
 }
 
+/// The same shapes with the other retrievals (allocator tuned: run after `tuned`).
+fn retrieval(c: &mut Criterion) {
+    let variants = [Retrieval::Sparsemax, Retrieval::Entmax { alpha: 1.5, learnable: false }, Retrieval::Softmax1];
+    for r in variants {
+        let tag = r.to_string().replace(':', "");
+        let name = |case: &str| format!("hopfield_cpu_f32/retrieval/{tag}/{case}");
+        let base = HopfieldConfig::new(512).num_heads(8).retrieval(r);
+        fwd_bwd(c, &name("self_assoc_b8_s256_d512_h8_steps0"), base, &[8, 256, 512], &[8, 256, 512]);
+        fwd_bwd(
+            c,
+            &name("static_retrieval_n512_d512_beta14.3"),
+            HopfieldConfig::static_retrieval(512, 14.3).retrieval(r),
+            &[1, 512, 512],
+            &[1, 512, 512],
+        );
+    }
+}
+
 criterion_group! {
     name = group;
     config = Criterion::default().sample_size(10).measurement_time(std::time::Duration::from_secs(8));
-    targets = untuned, tuned
+    targets = untuned, tuned, retrieval
 }
 criterion_main!(group);

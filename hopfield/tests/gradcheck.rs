@@ -77,18 +77,18 @@ fn every_retrieval_matches_finite_differences() {
 }
 
 /// Finite differences of one random `Hopfield` of config `cfg`: inputs and every parameter.
-fn check_hopfield(cfg: &HopfieldConfig, mut rng: &mut StdRng, checked: usize) {
+fn check_hopfield(cfg: &HopfieldConfig, rng: &mut StdRng, checked: usize) {
     let backend = B::new();
     {
-        let mut layer = cfg.init(&backend, &mut rng).unwrap();
-        randomise(&mut layer.params, &mut rng);
+        let mut layer = cfg.init(&backend, rng).unwrap();
+        randomise(&mut layer.params, rng);
         let d = layer.spec.dims.clone();
         let (b, l, s) = (rng.gen_range(1..=3), rng.gen_range(1..=4), rng.gen_range(1..=5));
         let lay = |n: usize, f: usize| if cfg.batch_first { vec![b, n, f] } else { vec![n, b, f] };
-        let stored = rand_tensor(&mut rng, &lay(s, d.stored));
-        let state = rand_tensor(&mut rng, &lay(l, d.input));
-        let projection = rand_tensor(&mut rng, &lay(s, d.projection));
-        let (pm, am) = random_masks(&mut rng, b, d.heads, l, s);
+        let stored = rand_tensor(rng, &lay(s, d.stored));
+        let state = rand_tensor(rng, &lay(l, d.input));
+        let projection = rand_tensor(rng, &lay(s, d.projection));
+        let (pm, am) = random_masks(rng, b, d.heads, l, s);
         let seed = rng.gen();
         let make = |k: &hopfield::backend::CpuTensor<f64>,
                     q: &hopfield::backend::CpuTensor<f64>,
@@ -100,7 +100,7 @@ fn check_hopfield(cfg: &HopfieldConfig, mut rng: &mut StdRng, checked: usize) {
         };
         let (out, cache) =
             layer.forward(&backend, layer.params(), &make(&stored, &state, &projection), Mode::Train { seed }).unwrap();
-        let g = rand_tensor(&mut rng, &backend.shape(&out.output));
+        let g = rand_tensor(rng, &backend.shape(&out.output));
         let mut grads = layer.zero_grads(&backend);
         let gi = layer.backward(&backend, layer.params(), &cache, &g, &mut grads).unwrap();
         let ctx = format!("case {checked} {cfg:?}");
@@ -110,22 +110,22 @@ fn check_hopfield(cfg: &HopfieldConfig, mut rng: &mut StdRng, checked: usize) {
         };
         ok(
             &ctx,
-            check_tensor(&backend, "d_stored", &stored, &gi.stored, &some(4, &mut rng), |x| out_of(&make(x, &q0, &v0))),
+            check_tensor(&backend, "d_stored", &stored, &gi.stored, &some(4, rng), |x| out_of(&make(x, &q0, &v0))),
         );
         ok(
             &ctx,
-            check_tensor(&backend, "d_state", &state, &gi.state, &some(4, &mut rng), |x| out_of(&make(&k0, x, &v0))),
+            check_tensor(&backend, "d_state", &state, &gi.state, &some(4, rng), |x| out_of(&make(&k0, x, &v0))),
         );
         ok(
             &ctx,
-            check_tensor(&backend, "d_projection", &projection, &gi.projection, &some(4, &mut rng), |x| {
+            check_tensor(&backend, "d_projection", &projection, &gi.projection, &some(4, rng), |x| {
                 out_of(&make(&k0, &q0, x))
             }),
         );
         let input = make(&k0, &q0, &v0);
         ok(
             &ctx,
-            check_gradients(&backend, layer.params(), &grads, &some(3, &mut rng), |p| {
+            check_gradients(&backend, layer.params(), &grads, &some(3, rng), |p| {
                 dot(&layer.forward(&backend, p, &input, Mode::Train { seed }).unwrap().0.output, &g)
             }),
         );
