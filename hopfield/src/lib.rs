@@ -2,13 +2,16 @@
 //! forward/backward passes, written once against a small [`Backend`] trait.
 //!
 //! The crate mirrors every option of the PyTorch reference `hflayers` 1.0.2 and matches its numbers
-//! (golden fixtures in `tests/`), fixing its known bugs (listed in [`layers::hopfield`]).
+//! (golden fixtures in `tests/`), fixing its known bugs (listed in [`layers::hopfield`]). Beyond hflayers,
+//! every layer takes a [`Retrieval`](layers::Retrieval): softmax (default), sparsemax, α-entmax (fixed or
+//! learnable α) or softmax₁, each with its energy ([`energy::energy_of`]).
 //!
 //! - [`layers`]: [`Hopfield`](layers::Hopfield), [`HopfieldPooling`](layers::HopfieldPooling),
 //!   [`HopfieldLayer`](layers::HopfieldLayer), encoder/decoder layers, `Linear`, `LayerNorm`.
 //! - [`backend`]: the [`Backend`] trait and the ndarray [`Cpu`] backend (f32/f64), the oracle.
 //! - [`optim`], [`loss`]: optimisers, schedules, clipping and losses with explicit gradients.
-//! - [`io`]: safetensors files and hflayers state_dict names; [`energy`]: the paper's energy.
+//! - [`io`]: safetensors files and hflayers state_dict names; [`energy`]: the paper's energy and the
+//!   retrieval variants'.
 //!
 //! Every module follows config → `init` → [`Layer::forward`](layers::Layer) (output + cache) →
 //! `backward` (cache + upstream gradient → input gradients, parameter gradients accumulated into a struct of
