@@ -89,14 +89,14 @@ fn entmax15_sorted<E: Element>(z: &mut [E], scratch: &mut Vec<E>) {
     scratch.clear();
     scratch.extend(z.iter().copied().filter(|v| *v > E::neg_infinity()).map(|v| v * half));
     scratch.sort_unstable_by(|a, b| b.partial_cmp(a).expect("finite scores"));
-    let (mut sum, mut sum_sq, mut tau) = (E::zero(), E::zero(), scratch[0] - one);
+    // Running mean and sum of squared deviations (Welford): no cancellation in f32.
+    let (mut mean, mut m2, mut tau) = (E::zero(), E::zero(), scratch[0] - one);
     for (k, &x) in scratch.iter().enumerate() {
         let n = E::of((k + 1) as f64);
-        sum += x;
-        sum_sq += x * x;
-        let mean = sum / n;
-        let var = sum_sq / n - mean * mean;
-        let t = mean - ((one - n * var) / n).max(E::zero()).sqrt();
+        let delta = x - mean;
+        mean += delta / n;
+        m2 += delta * (x - mean);
+        let t = mean - ((one - m2) / n).max(E::zero()).sqrt();
         if t <= x {
             tau = t;
         }

@@ -10,6 +10,68 @@ use super::{grid_cubes, masked_score, Cube, CubeRuntime, CubeTensor, BLOCK_SIZE}
 use crate::backend::ScoreBias;
 use cubecl::prelude::*;
 
+/// Writes the biased scores `(β_h · scores + padding + association)` of row `r` (times `scale` when
+/// `scaled`) into `out`, each unit its strided columns, and returns the row maximum reduced through `smem`
+/// ([`MASKED_SCORE`](super::MASKED_SCORE) when every entry is masked). Shared by the softmax and entmax
+/// kernels; every unit of the cube calls it.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn biased_row_max(
+    scores: &[f32],
+    pad: &[f32],
+    assoc: &[f32],
+    out: &mut [f32],
+    smem: &mut Shared<[f32]>,
+    r: usize,
+    u: usize,
+    bh: f32,
+    scale: f32,
+    cols: usize,
+    len_l: usize,
+    heads: usize,
+    assoc_sb: usize,
+    assoc_sh: usize,
+    #[comptime] has_pad: bool,
+    #[comptime] has_assoc: bool,
+    #[comptime] scaled: bool,
+) -> f32 {
+    let l = r % len_l;
+    let h = (r / len_l) % heads;
+    let b = r / (len_l * heads);
+    let base = r * cols;
+    let mut m = masked_score();
+    let mut j = u;
+    while j < cols {
+        let mut v = scores[base + j] * bh;
+        if comptime![has_pad] {
+            v += pad[b * cols + j];
+        }
+        if comptime![has_assoc] {
+            v += assoc[b * assoc_sb + h * assoc_sh + l * cols + j];
+        }
+        if comptime![scaled] {
+            v *= scale;
+        }
+        out[base + j] = v;
+        m = max(m, v);
+        j += BLOCK_SIZE;
+    }
+    smem[u] = m;
+    sync_cube();
+    let mut s = CUBE_DIM as usize / 2;
+    while s > 0 {
+        if u < s {
+            let t_max = max(smem[u], smem[u + s]);
+            smem[u] = t_max;
+        }
+        sync_cube();
+        s /= 2;
+    }
+    let row_max = smem[0];
+    sync_cube();
+    row_max
+}
+
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 fn masked_softmax_kernel(
@@ -31,40 +93,15 @@ fn masked_softmax_kernel(
     let r = CUBE_POS;
     if r < rows {
         let u = UNIT_POS as usize;
-        let l = r % len_l;
         let h = (r / len_l) % heads;
-        let b = r / (len_l * heads);
         let base = r * cols;
         let bh = beta[h];
         let mut smem = Shared::<[f32]>::new_slice(BLOCK_SIZE);
 
-        let mut m = masked_score();
-        let mut j = u;
-        while j < cols {
-            let mut v = scores[base + j] * bh;
-            if comptime![has_pad] {
-                v += pad[b * cols + j];
-            }
-            if comptime![has_assoc] {
-                v += assoc[b * assoc_sb + h * assoc_sh + l * cols + j];
-            }
-            out[base + j] = v;
-            m = max(m, v);
-            j += BLOCK_SIZE;
-        }
-        smem[u] = m;
-        sync_cube();
-        let mut s = CUBE_DIM as usize / 2;
-        while s > 0 {
-            if u < s {
-                let t_max = max(smem[u], smem[u + s]);
-                smem[u] = t_max;
-            }
-            sync_cube();
-            s /= 2;
-        }
-        let mut row_max = smem[0];
-        sync_cube();
+        let mut row_max = biased_row_max(
+            scores, pad, assoc, out, &mut smem, r, u, bh, 1.0f32, cols, len_l, heads, assoc_sb, assoc_sh, has_pad,
+            has_assoc, false,
+        );
 
         let masked = row_max <= masked_score();
         if comptime![plus_one] {

@@ -7,7 +7,7 @@
 //! take the bracket below f32 resolution; the result is normalised to sum one, as the CPU backend does.
 
 use super::reduce::tree_sum;
-use super::softmax::assoc_strides;
+use super::softmax::{assoc_strides, biased_row_max};
 use super::{grid_cubes, masked_score, Cube, CubeRuntime, CubeTensor, BLOCK_SIZE};
 use crate::backend::ScoreBias;
 use cubecl::prelude::*;
@@ -58,9 +58,7 @@ fn masked_entmax_kernel(
     let r = CUBE_POS;
     if r < rows {
         let u = UNIT_POS as usize;
-        let l = r % len_l;
         let h = (r / len_l) % heads;
-        let b = r / (len_l * heads);
         let base = r * cols;
         let bh = beta[h];
         let am1 = ent[3 * h];
@@ -68,34 +66,10 @@ fn masked_entmax_kernel(
         let gap = ent[3 * h + 2];
         let mut smem = Shared::<[f32]>::new_slice(BLOCK_SIZE);
 
-        let mut m = masked_score();
-        let mut j = u;
-        while j < cols {
-            let mut v = scores[base + j] * bh;
-            if comptime![has_pad] {
-                v += pad[b * cols + j];
-            }
-            if comptime![has_assoc] {
-                v += assoc[b * assoc_sb + h * assoc_sh + l * cols + j];
-            }
-            v *= am1;
-            out[base + j] = v;
-            m = max(m, v);
-            j += BLOCK_SIZE;
-        }
-        smem[u] = m;
-        sync_cube();
-        let mut s = CUBE_DIM as usize / 2;
-        while s > 0 {
-            if u < s {
-                let t_max = max(smem[u], smem[u + s]);
-                smem[u] = t_max;
-            }
-            sync_cube();
-            s /= 2;
-        }
-        let row_max = smem[0];
-        sync_cube();
+        let row_max = biased_row_max(
+            scores, pad, assoc, out, &mut smem, r, u, bh, am1, cols, len_l, heads, assoc_sb, assoc_sh, has_pad,
+            has_assoc, true,
+        );
         let masked = row_max <= masked_score();
 
         let mut lo = row_max - 1.0f32;
