@@ -112,10 +112,7 @@ fn check_hopfield(cfg: &HopfieldConfig, rng: &mut StdRng, checked: usize) {
             &ctx,
             check_tensor(&backend, "d_stored", &stored, &gi.stored, &some(4, rng), |x| out_of(&make(x, &q0, &v0))),
         );
-        ok(
-            &ctx,
-            check_tensor(&backend, "d_state", &state, &gi.state, &some(4, rng), |x| out_of(&make(&k0, x, &v0))),
-        );
+        ok(&ctx, check_tensor(&backend, "d_state", &state, &gi.state, &some(4, rng), |x| out_of(&make(&k0, x, &v0))));
         ok(
             &ctx,
             check_tensor(&backend, "d_projection", &projection, &gi.projection, &some(4, rng), |x| {
