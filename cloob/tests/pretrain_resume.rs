@@ -96,3 +96,37 @@ fn truncated_corrupt_and_mismatched_checkpoints_are_clear_errors() {
     assert!(ClipConfig::tiny().validate().is_ok());
     std::fs::remove_dir_all(&logs).ok();
 }
+
+/// `--init-from`: a new run starts from a checkpoint's tower weights with a fresh optimiser — its first loss
+/// is the checkpoint's model's loss on that batch, not a fresh initialisation's — and keeps its own τ⁻¹; a
+/// checkpoint of another preset is a clear error.
+#[test]
+fn init_from_takes_the_weights_and_starts_a_fresh_optimiser() {
+    let logs = tmp("init-from");
+    let quiet = RunOptions { no_eval: true, ..RunOptions::default() };
+    let clip = RunConfig { loss: cloob::loss::LossKind::Clip, ..micro("clip", &logs) };
+    let first = train(&RunConfig { steps: 3, ..clip.clone() }, &quiet).unwrap();
+    let ckpt = latest(&logs.join("clip").join("checkpoints")).expect("a checkpoint at the end");
+    // The same seed and data as a continuation of `clip`, but from step 0 with a fresh optimiser.
+    let warm = RunConfig { init_from: Some(ckpt.clone()), name: "warm".into(), ..clip.clone() };
+    let warm_run = train(&warm, &quiet).unwrap();
+    let cold_run = train(&RunConfig { name: "cold".into(), ..clip.clone() }, &quiet).unwrap();
+    assert_eq!(first.losses[0].1.to_bits(), cold_run.losses[0].1.to_bits(), "same seed, same start");
+    assert_ne!(warm_run.losses[0].1.to_bits(), cold_run.losses[0].1.to_bits(), "the weights came from the checkpoint");
+    // The checkpoint's model, evaluated on the first batch, gives the warm run's first loss.
+    let (model, _) = checkpoint::load_model(&hopfield::Cpu::<f32>::new(), &ckpt).unwrap();
+    let warm_model = checkpoint::init_from(&hopfield::Cpu::<f32>::new(), &ckpt, &warm.clip_config().unwrap()).unwrap();
+    let (a, b) = (hopfield::params::named_tensors(&model), hopfield::params::named_tensors(&warm_model));
+    assert_eq!(a.len(), b.len());
+    for ((na, ta), (nb, tb)) in a.iter().zip(&b) {
+        assert_eq!(na, nb);
+        if na != "logit_scale" {
+            assert_eq!(ta, tb, "{na}");
+        }
+    }
+    // Another preset does not fit.
+    let other = RunConfig { model_preset: "small".into(), ..warm.clone() };
+    let e = checkpoint::init_from(&hopfield::Cpu::<f32>::new(), &ckpt, &other.clip_config().unwrap()).unwrap_err();
+    assert!(e.to_string().contains("--init-from") && e.to_string().contains("preset tiny"), "{e}");
+    std::fs::remove_dir_all(&logs).ok();
+}

@@ -5,7 +5,7 @@
 //! Data-parallel over processes (built with `--features mpi`): `mpiexec -n R cloob-pretrain …`; the
 //! global `--batch-size` is split over the R ranks and the loss sees all of it (see `cloob::dist`).
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 use cloob::dist::Collective;
 use cloob::pretrain::run::train_with;
 use cloob::pretrain::{print_or_quit, RunConfig, RunOptions};
@@ -48,10 +48,12 @@ fn rank_step(s: &str) -> Result<(usize, u64), String> {
 }
 
 impl Cli {
-    /// The run's settings, named.
-    fn config(&self) -> RunConfig {
-        let name = self.name.clone().unwrap_or_else(|| self.run.default_name());
-        RunConfig { name, ..self.run.clone() }
+    /// The run's settings, named, with `--recipe` applied to the flags `matches` did not get explicitly.
+    fn config(&self, matches: &clap::ArgMatches) -> RunConfig {
+        let mut run = self.run.clone();
+        run.apply_recipe(&|id| matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine));
+        let name = self.name.clone().unwrap_or_else(|| run.default_name());
+        RunConfig { name, ..run }
     }
 
     fn options(&self) -> RunOptions {
@@ -71,8 +73,9 @@ impl Cli {
 fn main() {
     // Training allocates and frees large tensors every step: keep freed memory in the process.
     hopfield::backend::cpu::tune_allocator();
-    let cli = Cli::parse();
-    let (cfg, opts) = (cli.config(), cli.options());
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let (cfg, opts) = (cli.config(&matches), cli.options());
     #[cfg(feature = "mpi")]
     let mpi = cloob::dist::mpi::Mpi::init().expect("MPI is initialised once");
     #[cfg(feature = "mpi")]
@@ -118,14 +121,16 @@ fn main() {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     fn cli(flags: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("cloob-pretrain").chain(flags.iter().copied()))
     }
 
     fn parse(flags: &[&str]) -> RunConfig {
-        cli(flags).unwrap().config()
+        let matches = Cli::command()
+            .try_get_matches_from(std::iter::once("cloob-pretrain").chain(flags.iter().copied()))
+            .unwrap();
+        Cli::from_arg_matches(&matches).unwrap().config(&matches)
     }
 
     #[test]
@@ -167,6 +172,42 @@ mod tests {
         assert_eq!(parse(&["--csv-separator", "tab"]).csv.separator, '\t');
     }
 
+    /// `--recipe cc` yields the paper's Conceptual Captions settings, its warmup scaled to the run, and an
+    /// explicitly given flag wins over the recipe.
+    #[test]
+    fn recipe_cc_sets_the_papers_settings_and_explicit_flags_win() {
+        use cloob::pretrain::config::{Recipe, CC_WARMUP_FRACTION};
+        use cloob::pretrain::Scheduler;
+        let cfg = parse(&["--recipe", "cc", "--steps", "2000"]);
+        assert_eq!(cfg.recipe, Some(Recipe::Cc));
+        assert_eq!((cfg.hopfield_beta, cfg.init_inv_tau, cfg.lr, cfg.wd), (8.0, 30.0, 1e-3, 0.1));
+        assert_eq!((cfg.scheduler, cfg.cycles), (Scheduler::CosineRestarts, 10));
+        assert_eq!(cfg.warmup_fraction, Some(CC_WARMUP_FRACTION));
+        // 20 000 of 395 117 steps ≈ 5.06 %: 101 of 2000.
+        assert_eq!(cfg.effective_warmup(2000), 101);
+        let t = cfg.train_config(2000);
+        assert_eq!((t.loss.hopfield_beta, t.adam.weight_decay), (8.0, 0.1));
+        cfg.validate().unwrap();
+        let mine = parse(&["--recipe", "cc", "--lr", "5e-4", "--warmup", "7", "--restart-cycles", "3"]);
+        assert_eq!((mine.lr, mine.cycles, mine.warmup_fraction, mine.effective_warmup(1000)), (5e-4, 3, None, 7));
+        assert_eq!(mine.hopfield_beta, 8.0);
+        // Without the recipe nothing changes.
+        assert_eq!(parse(&[]).warmup_fraction, None);
+        assert_eq!(parse(&["--lr", "1e-3"]).hopfield_beta, 14.3);
+    }
+
+    #[test]
+    fn optimiser_and_loss_knobs_reach_the_train_config() {
+        let cfg = parse(&["--beta1", "0.8", "--beta2", "0.99", "--eps", "1e-8", "--loob-scale", "mean"]);
+        let t = cfg.train_config(100);
+        assert_eq!((t.adam.beta1, t.adam.beta2, t.adam.eps), (0.8, 0.99, 1e-8));
+        assert_eq!(t.loss.loob_scale, cloob::loss::LoobScale::Mean);
+        let d = parse(&[]).train_config(100);
+        assert_eq!((d.adam.beta1, d.adam.beta2, d.adam.eps), (0.9, 0.98, 1e-6));
+        let p = parse(&["--init-from", "logs/x/checkpoints/step_000300.json"]);
+        assert_eq!(p.init_from.as_deref(), Some(std::path::Path::new("logs/x/checkpoints/step_000300.json")));
+    }
+
     #[test]
     fn overwrite_and_resume_exclude_each_other() {
         assert!(cli(&["--overwrite"]).unwrap().options().overwrite);
@@ -194,6 +235,11 @@ mod tests {
             (&["--retrieval", "entmax:1.5:learnable"], "--retrieval"),
             (&["--retrieval", "entmax:3"], "--retrieval"),
             (&["--retrieval", "sparse"], "--retrieval"),
+            (&["--beta1", "1"], "--beta1"),
+            (&["--beta2=-0.1"], "--beta2"),
+            (&["--eps", "0"], "--eps"),
+            (&["--recipe", "yfcc"], "--recipe"),
+            (&["--loob-scale", "sum"], "--loob-scale"),
         ];
         for (flags, needle) in cases {
             let e = cli(flags).unwrap_err();

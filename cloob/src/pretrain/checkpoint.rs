@@ -8,7 +8,7 @@
 //! before anything is handed back, so a truncated or mismatched checkpoint is an error that loads nothing.
 
 use super::{err, PretrainError, Result, RunConfig};
-use crate::model::ClipModel;
+use crate::model::{ClipConfig, ClipModel};
 use crate::train::Trainer;
 use hopfield::io::{decode_safetensors, encode_safetensors, load_state_dict};
 use hopfield::optim::{LrSchedule, Optimizer, OptimizerState};
@@ -193,6 +193,29 @@ fn weights_into_fresh_model<B: Backend>(backend: &B, json: &Path, state: &Checkp
     let mut model = state.config.clip_config()?.init(backend, &mut rand::rngs::StdRng::seed_from_u64(0))?;
     load_state_dict(backend, &mut model, &map, "", true)
         .map_err(|e| err(format!("checkpoint {} does not fit the model", json.display()), e))?;
+    Ok(model)
+}
+
+/// `--init-from`: a fresh model of `model_cfg` (this run's preset) holding the weights of checkpoint `json`,
+/// except τ⁻¹, which stays this run's `--init-inv-tau` (a CLOOB run warm-started from a CLIP checkpoint keeps
+/// its own fixed temperature). The optimiser and schedule start fresh.
+pub fn init_from<B: Backend>(backend: &B, json: &Path, model_cfg: &ClipConfig) -> Result<ClipModel<B>> {
+    let state = read_state(json)?;
+    let bytes = read_checked(json, &state.weights)?;
+    let map = decode_safetensors(&bytes, "checkpoint weights")?;
+    let mut model = model_cfg.init(backend, &mut rand::rngs::StdRng::seed_from_u64(0))?;
+    let own_tau = model.logit_scale.clone();
+    load_state_dict(backend, &mut model, &map, "", true).map_err(|e| {
+        err(
+            format!(
+                "--init-from {}: its model (preset {}) does not fit this run's --model",
+                json.display(),
+                state.config.model_preset
+            ),
+            e,
+        )
+    })?;
+    model.logit_scale = own_tau;
     Ok(model)
 }
 

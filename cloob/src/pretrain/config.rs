@@ -2,7 +2,7 @@
 //! what a resumed run must agree with.
 
 use super::{PretrainError, Result};
-use crate::loss::{LossConfig, LossKind};
+use crate::loss::{LoobScale, LossConfig, LossKind};
 use crate::model::ClipConfig;
 use crate::train::TrainConfig;
 use hopfield::layers::Retrieval;
@@ -120,6 +120,37 @@ pub struct RunConfig {
     /// Warmup steps (a warmup as long as the run is shortened to end before its last step).
     #[arg(long, default_value_t = 30)]
     pub warmup: u64,
+    /// Warmup as a fraction of the run's steps instead of --warmup (set by --recipe; not a flag).
+    #[arg(skip)]
+    #[serde(default)]
+    pub warmup_fraction: Option<f64>,
+    /// AdamW β₁.
+    #[arg(long, default_value_t = 0.9, value_parser = unit_interval)]
+    #[serde(default = "default_beta1")]
+    pub beta1: f64,
+    /// AdamW β₂.
+    #[arg(long, default_value_t = 0.98, value_parser = unit_interval)]
+    #[serde(default = "default_beta2")]
+    pub beta2: f64,
+    /// AdamW ε (open_clip's 1e-6 for ViTs; CLOOB's early gradients are small, 1e-8 damps them less).
+    #[arg(long, default_value_t = 1e-6, value_parser = positive)]
+    #[serde(default = "default_eps")]
+    pub eps: f64,
+    /// How the two InfoLOOB terms combine: tau-sum (cloob's τ·(L₁ + L₂)) or mean ((L₁ + L₂)/2).
+    #[arg(long, value_enum, default_value_t = LoobScale::TauSum)]
+    #[serde(default)]
+    pub loob_scale: LoobScale,
+    /// Start from the model weights of this checkpoint's JSON (same model preset; τ⁻¹ from --init-inv-tau),
+    /// with a fresh optimiser and schedule: a warm start, not a resume.
+    #[arg(long, value_name = "CKPT")]
+    #[serde(default)]
+    pub init_from: Option<PathBuf>,
+    /// A paper recipe; flags given explicitly win. `cc`: the Conceptual Captions command of ml-jku/cloob
+    /// (--scale-hopfield 8, --init-inv-tau 30, --lr 1e-3, --wd 0.1, cosine restarts with 10 cycles, and its
+    /// warmup of 20 000 of ≈ 395 000 steps scaled to this run's length).
+    #[arg(long, value_enum)]
+    #[serde(default)]
+    pub recipe: Option<Recipe>,
     /// Schedule after the warmup.
     #[arg(long = "lr-scheduler", value_name = "LR_SCHEDULER", value_enum, default_value_t = Scheduler::Cosine)]
     pub scheduler: Scheduler,
@@ -204,6 +235,20 @@ impl clap::ValueEnum for LossKind {
     }
 }
 
+/// `--loob-scale` values.
+impl clap::ValueEnum for LoobScale {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[LoobScale::TauSum, LoobScale::Mean]
+    }
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        use clap::builder::PossibleValue as V;
+        Some(match self {
+            LoobScale::TauSum => V::new("tau-sum").help("τ·(L_img + L_txt), cloob's"),
+            LoobScale::Mean => V::new("mean").help("(L_img + L_txt)/2, on InfoNCE's scale"),
+        })
+    }
+}
+
 fn parse_f64(s: &str) -> std::result::Result<f64, String> {
     let v = s.parse::<f64>().map_err(|e| format!("{e}"))?;
     if v.is_finite() {
@@ -215,6 +260,31 @@ fn parse_f64(s: &str) -> std::result::Result<f64, String> {
 
 fn non_negative(s: &str) -> std::result::Result<f64, String> {
     parse_f64(s).and_then(|v| if v >= 0.0 { Ok(v) } else { Err(format!("must be ≥ 0, got {v}")) })
+}
+
+/// A paper's hyper-parameters in one flag (`--recipe`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Recipe {
+    /// Conceptual Captions (ml-jku/cloob's README command; batch 512 there).
+    Cc,
+}
+
+/// The cc command's warmup, 20 000 steps, over its length: 70 epochs of 2.89 M pairs at batch 512.
+pub const CC_WARMUP_FRACTION: f64 = 20_000.0 / (70.0 * 2_890_000.0 / 512.0);
+
+fn default_beta1() -> f64 {
+    0.9
+}
+fn default_beta2() -> f64 {
+    0.98
+}
+fn default_eps() -> f64 {
+    1e-6
+}
+
+fn unit_interval(s: &str) -> std::result::Result<f64, String> {
+    parse_f64(s).and_then(|v| if (0.0..1.0).contains(&v) { Ok(v) } else { Err(format!("must lie in [0, 1), got {v}")) })
 }
 
 /// `--retrieval`: any retrieval but a learnable entmax α (CLOOB's retrieval has no parameters).
@@ -300,7 +370,39 @@ impl RunConfig {
     /// The warmup of a run of `total` steps: `--warmup`, shortened to `total − 1` when it is not shorter
     /// than the run (so the last steps still decay).
     pub fn effective_warmup(&self, total: u64) -> u64 {
-        self.warmup.min(total.saturating_sub(1))
+        let warmup = match self.warmup_fraction {
+            Some(f) => (f * total as f64).round() as u64,
+            None => self.warmup,
+        };
+        warmup.min(total.saturating_sub(1))
+    }
+
+    /// Apply `recipe`'s settings to every field whose flag was not given (`given(id)`: the flag's clap id,
+    /// the field name).
+    pub fn apply_recipe(&mut self, given: &dyn Fn(&str) -> bool) {
+        let Some(Recipe::Cc) = self.recipe else { return };
+        let set = |id: &str| !given(id);
+        if set("hopfield_beta") {
+            self.hopfield_beta = 8.0;
+        }
+        if set("init_inv_tau") {
+            self.init_inv_tau = 30.0;
+        }
+        if set("lr") {
+            self.lr = 1e-3;
+        }
+        if set("wd") {
+            self.wd = 0.1;
+        }
+        if set("scheduler") {
+            self.scheduler = Scheduler::CosineRestarts;
+        }
+        if set("cycles") {
+            self.cycles = 10;
+        }
+        if set("warmup") {
+            self.warmup_fraction = Some(CC_WARMUP_FRACTION);
+        }
     }
 
     /// The learning rate as a function of the step, for `total` steps.
@@ -328,6 +430,17 @@ impl RunConfig {
         }
         if let Err(e) = fixed_retrieval(&self.retrieval.to_string()) {
             return bad("retrieval", e);
+        }
+        for (flag, v) in [("beta1", self.beta1), ("beta2", self.beta2)] {
+            if !(0.0..1.0).contains(&v) {
+                return bad(flag, format!("must lie in [0, 1), got {v}"));
+            }
+        }
+        if !(self.eps.is_finite() && self.eps > 0.0) {
+            return bad("eps", format!("must be a finite number > 0, got {}", self.eps));
+        }
+        if let Some(f) = self.warmup_fraction.filter(|f| !(0.0..1.0).contains(f)) {
+            return bad("recipe", format!("warmup fraction must lie in [0, 1), got {f}"));
         }
         if !(1.0..=100.0).contains(&self.init_inv_tau) {
             return bad("init-inv-tau", format!("must lie in [1, 100], got {}", self.init_inv_tau));
@@ -381,6 +494,9 @@ impl RunConfig {
             cfg.csv.val = Some(abs(v)?);
         }
         cfg.fashion_dir = abs(&self.fashion_dir)?;
+        if let Some(p) = &self.init_from {
+            cfg.init_from = Some(abs(p)?);
+        }
         Ok(cfg)
     }
 
@@ -391,7 +507,8 @@ impl RunConfig {
             self.schedule(total),
         );
         let groups = if self.decay_embeddings { DecayFilter::OpenClip } else { DecayFilter::OpenClipNoEmbeddings };
-        t.adam = AdamConfig::default().betas(0.9, 0.98).eps(1e-6).weight_decay(self.wd, groups);
+        t.adam = AdamConfig::default().betas(self.beta1, self.beta2).eps(self.eps).weight_decay(self.wd, groups);
+        t.loss.loob_scale = self.loob_scale;
         t.accum_freq = self.accum_freq;
         t.grad_clip_norm = self.grad_clip_norm;
         t
@@ -439,6 +556,9 @@ mod tests {
             (RunConfig { lr: f64::NAN, ..d() }, "--lr"),
             (RunConfig { hopfield_beta: 0.0, ..d() }, "--scale-hopfield"),
             (RunConfig { init_inv_tau: 0.5, ..d() }, "--init-inv-tau"),
+            (RunConfig { beta1: 1.0, ..d() }, "--beta1"),
+            (RunConfig { eps: 0.0, ..d() }, "--eps"),
+            (RunConfig { warmup_fraction: Some(1.5), ..d() }, "--recipe"),
             (RunConfig { epochs: Some(f64::INFINITY), ..d() }, "--epochs"),
             (RunConfig { grad_clip_norm: Some(-1.0), ..d() }, "--grad-clip-norm"),
             (RunConfig { cycles: 0, ..d() }, "--restart-cycles"),

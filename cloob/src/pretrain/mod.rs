@@ -13,7 +13,7 @@ pub mod evaluate;
 pub mod plots;
 pub mod run;
 
-pub use config::{DataSpec, RunConfig, Scheduler};
+pub use config::{DataSpec, Recipe, RunConfig, Scheduler};
 pub use run::{train, RunOptions, RunSummary};
 
 /// Errors of a run: each says what failed and where.

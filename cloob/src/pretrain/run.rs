@@ -266,7 +266,14 @@ pub fn train_with(cfg: &RunConfig, opts: &RunOptions, comm: &dyn Collective) -> 
             (t, Some(state.step))
         }
         None => {
-            let model = model_cfg.init(&backend, &mut rng_for(&[cfg.seed, 0x1417]))?;
+            let model = match &cfg.init_from {
+                Some(ckpt) => {
+                    let m = checkpoint::init_from(&backend, ckpt, &model_cfg)?;
+                    say(format!("model weights from {} (fresh optimiser and schedule)", ckpt.display()));
+                    m
+                }
+                None => model_cfg.init(&backend, &mut rng_for(&[cfg.seed, 0x1417]))?,
+            };
             (Trainer::new(model, cfg.train_config(total))?, None)
         }
     };
