@@ -233,7 +233,7 @@ pub fn train_with(cfg: &RunConfig, opts: &RunOptions, comm: &dyn Collective) -> 
             )));
         }
     }
-    if cfg.effective_warmup(total) < cfg.warmup {
+    if cfg.warmup_fraction.is_none() && cfg.effective_warmup(total) < cfg.warmup {
         say(format!(
             "note: --warmup {} is not shorter than the run's {total} steps; warming up for {} steps",
             cfg.warmup,
@@ -277,6 +277,13 @@ pub fn train_with(cfg: &RunConfig, opts: &RunOptions, comm: &dyn Collective) -> 
             (Trainer::new(model, cfg.train_config(total))?, None)
         }
     };
+    if let Some(f) = cfg.warmup_fraction {
+        say(format!(
+            "warmup: {} of {total} steps ({:.2} % of the run, from --recipe)",
+            cfg.effective_warmup(total),
+            100.0 * f
+        ));
+    }
     let tokenizer = ClipTokenizer::with_context_length(model_cfg.text.context_length)?;
     let stop = opts.stop_after.unwrap_or(total).min(total);
     let mut loader = Loader::new(data.train.clone(), cfg.batch_size, cfg.seed, trainer.step, 4);
