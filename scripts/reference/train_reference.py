@@ -306,7 +306,7 @@ def train(export, dtype, steps, heads, log=print):
         opt.step()
         with torch.no_grad():
             model.logit_scale.clamp_(0.0, MAX_LOGIT_SCALE)
-        rows.append(dict(step=step, loss=float(loss), grad_norm=gn, lr=lr, inv_tau=float(model.logit_scale.exp())))
+        rows.append(dict(step=step, loss=float(loss.detach()), grad_norm=gn, lr=lr, inv_tau=float(model.logit_scale.detach().exp())))
     log(f"[{dtype}] {steps} steps in {time.time() - t0:.1f} s")
     return rows
 
@@ -333,14 +333,24 @@ def compare(ours, ref, label, first=50):
         dlr = max(rel(ref[i]["lr"], ours[i]["lr"]) if ours[i]["lr"] else abs(ref[i]["lr"]) for i in range(lo, hi))
         dtau = max(rel(ref[i]["inv_tau"], ours[i]["inv_tau"]) for i in range(lo, hi))
         return dict(loss_max=dl.max(), loss_med=float(np.median(dl)), gn_max=dg.max(),
-                    gn_med=float(np.median(dg)), lr_max=dlr, tau_max=dtau)
+                    gn_med=float(np.median(dg)), lr_max=dlr, tau_max=dtau,
+                    loss_at=lo + int(dl.argmax()), gn_at=lo + int(dg.argmax()))
     s1, s2 = summary(0, min(first, n)), summary(min(first, n), n)
     lines += ["", "| steps | loss rel max | loss rel median | grad norm rel max | grad norm rel median | "
               "lr rel max | τ⁻¹ rel max |", "|---|---:|---:|---:|---:|---:|---:|"]
     for name, s in ((f"0–{min(first, n) - 1}", s1), (f"{first}–{n - 1}", s2)):
         if s:
-            lines.append(f"| {name} | {s['loss_max']:.2e} | {s['loss_med']:.2e} | {s['gn_max']:.2e} | "
+            lines.append(f"| {name} | {s['loss_max']:.2e} (step {s['loss_at']}) | {s['loss_med']:.2e} | "
+                         f"{s['gn_max']:.2e} (step {s['gn_at']}) | "
                          f"{s['gn_med']:.2e} | {s['lr_max']:.1e} | {s['tau_max']:.1e} |")
+    if n > first:
+        lines += ["", f"Every 25th step after {first}:", "",
+                  "| step | our loss | ref loss | rel | our grad norm | ref grad norm | rel |",
+                  "|---:|---:|---:|---:|---:|---:|---:|"]
+        for i in list(range(first, n, 25)) + ([n - 1] if (n - 1 - first) % 25 else []):
+            o, r = ours[i], ref[i]
+            lines.append(f"| {i} | {o['loss']:.7g} | {r['loss']:.7g} | {rel(r['loss'], o['loss']):.2e} | "
+                         f"{o['grad_norm']:.7g} | {r['grad_norm']:.7g} | {rel(r['grad_norm'], o['grad_norm']):.2e} |")
     return lines, s1, s2
 
 
@@ -367,14 +377,24 @@ def main():
                                             "beta1", "beta2", "eps", "init_inv_tau", "learnable_inv_tau",
                                             "grad_clip_norm", "decay_embeddings", "seed")), ""]
     ok = True
+    refs = {}
     for dt in dtypes[args.dtype]:
         ref = train(args.export, dt, args.steps, args.heads)
+        refs[dt] = ref
         lines, s1, s2 = compare(ours, ref, f"reference in {str(dt).split('.')[-1]} vs ours (f32)", args.first)
         md += lines + [""]
         print("\n".join(lines) + "\n")
         if dt == torch.float32 and s1 is not None:
             ok = s1["loss_max"] < args.tol and s1["gn_max"] < args.tol
             print(f"first {args.first} steps within {args.tol:g} relative (f32): {'YES' if ok else 'NO'}")
+    if len(refs) == 2:
+        # The rounding yardstick: how far the same replay drifts between f32 and f64 arithmetic.
+        lines, _, _ = compare(refs[torch.float64], refs[torch.float32],
+                              "rounding yardstick: reference in float64 vs reference in float32 "
+                              "(\"our\" columns: the f64 reference, \"ref\": the f32 one)", args.first)
+        lines = lines[:2] + lines[4 + min(args.first, len(refs[torch.float32])):]  # summary only
+        md += lines + [""]
+        print("\n".join(lines) + "\n")
     if args.markdown:
         with open(args.markdown, "w") as f:
             f.write("\n".join(md) + "\n")
