@@ -1,13 +1,21 @@
 //! One training step of the tiny two-tower preset at batch 128 (f32, CPU backend), for CLOOB's loss and
 //! CLIP's: forward both towers, loss, backward, clipping and AdamW. Steps/s = 1 / the time per iteration.
+//!
+//! `cloob_peer_b128` / `clip_peer_b128`: exactly the model of the PyTorch peer `cloob_step_peer.py`
+//! (`../shared/bench/README.md`): ViT 32×32, patch 4, width 128, 4 pre-LN blocks of 4 heads, exact-erf GELU,
+//! class token; causal text transformer, context 32, vocabulary 49408, width 128, 4 blocks of 4 heads;
+//! 128-d embeddings, τ⁻¹ 30 fixed, β 14.3; AdamW lr 1e-3, weight decay 0.1 on every parameter, no clipping,
+//! as the peer's step. Compare with the peer in one run on one machine (issue 11's side-by-side table).
 
 use cloob::loss::{LossConfig, LossKind};
 use cloob::model::ClipConfig;
 use cloob::shapes::ShapesBatch;
+use cloob::text::TextConfig;
 use cloob::tokenizer::ClipTokenizer;
 use cloob::train::{TrainConfig, Trainer};
+use cloob::vit::VisionConfig;
 use criterion::{criterion_group, criterion_main, Criterion};
-use hopfield::optim::LrSchedule;
+use hopfield::optim::{AdamConfig, DecayFilter, LrSchedule};
 use hopfield::Cpu;
 use rand::{rngs::StdRng, SeedableRng};
 
@@ -27,9 +35,52 @@ fn train_step(c: &mut Criterion) {
     }
 }
 
+/// The peer's two-tower model (see the module doc).
+fn peer_config() -> ClipConfig {
+    let vision = VisionConfig {
+        image_size: 32,
+        patch_size: 4,
+        width: 128,
+        layers: 4,
+        heads: 4,
+        activation: "gelu".into(),
+        output_dim: 128,
+        ..VisionConfig::tiny()
+    };
+    let text = TextConfig {
+        width: 128,
+        layers: 4,
+        heads: 4,
+        activation: "gelu".into(),
+        output_dim: 128,
+        ..TextConfig::tiny()
+    };
+    ClipConfig { embed_dim: 128, vision, text, init_inv_tau: 30.0, ..ClipConfig::tiny() }
+}
+
+fn peer_step(c: &mut Criterion) {
+    let cpu = Cpu::<f32>::with_tuned_allocator();
+    let config = peer_config();
+    let mut rng = StdRng::seed_from_u64(0);
+    let data = ShapesBatch::generate(&mut rng, 128, config.vision.image_size);
+    let images = data.images(&cpu);
+    let tokens = ClipTokenizer::with_context_length(config.text.context_length).unwrap().tokenize(&data.captions);
+    for (name, kind) in [("cloob_peer_b128", LossKind::Cloob), ("clip_peer_b128", LossKind::Clip)] {
+        let model = config.init(&cpu, &mut StdRng::seed_from_u64(1)).unwrap();
+        let params: usize = hopfield::params::named_tensors(&model).iter().map(|(_, t)| t.len()).sum();
+        eprintln!("{name}: {:.2} M parameters (the peer: 7.96 M)", params as f64 / 1e6);
+        let schedule = LrSchedule::WarmupCosine { base: 1e-3, warmup: 0, total: 10_000, floor: 0.0 };
+        let mut train = TrainConfig::new(LossConfig::new(kind), schedule);
+        train.adam = AdamConfig::default().weight_decay(0.1, DecayFilter::All);
+        train.grad_clip_norm = None;
+        let mut trainer = Trainer::new(model, train).unwrap();
+        c.bench_function(name, |b| b.iter(|| trainer.step(&cpu, &images, &tokens).unwrap()));
+    }
+}
+
 criterion_group! {
     name = group;
     config = Criterion::default().sample_size(10).measurement_time(std::time::Duration::from_secs(15));
-    targets = train_step
+    targets = train_step, peer_step
 }
 criterion_main!(group);
