@@ -11,21 +11,26 @@ use cloob::loss::{LossConfig, LossKind};
 use cloob::model::ClipConfig;
 use cloob::shapes::ShapesBatch;
 use cloob::text::TextConfig;
-use cloob::tokenizer::ClipTokenizer;
+use cloob::tokenizer::{ClipTokenizer, TokenBatch};
 use cloob::train::{TrainConfig, Trainer};
 use cloob::vit::VisionConfig;
 use criterion::{criterion_group, criterion_main, Criterion};
+use hopfield::backend::CpuTensor;
 use hopfield::optim::{AdamConfig, DecayFilter, LrSchedule};
 use hopfield::Cpu;
 use rand::{rngs::StdRng, SeedableRng};
 
+/// 128 generated scenes for `config`: images and token ids.
+fn batch(cpu: &Cpu<f32>, config: &ClipConfig) -> (CpuTensor<f32>, TokenBatch) {
+    let data = ShapesBatch::generate(&mut StdRng::seed_from_u64(0), 128, config.vision.image_size);
+    let tokens = ClipTokenizer::with_context_length(config.text.context_length).unwrap().tokenize(&data.captions);
+    (data.images(cpu), tokens)
+}
+
 fn train_step(c: &mut Criterion) {
     let cpu = Cpu::<f32>::with_tuned_allocator();
     let config = ClipConfig::tiny();
-    let mut rng = StdRng::seed_from_u64(0);
-    let data = ShapesBatch::generate(&mut rng, 128, config.vision.image_size);
-    let images = data.images(&cpu);
-    let tokens = ClipTokenizer::with_context_length(config.text.context_length).unwrap().tokenize(&data.captions);
+    let (images, tokens) = batch(&cpu, &config);
     for (name, kind) in [("cloob_tiny_b128", LossKind::Cloob), ("clip_tiny_b128", LossKind::Clip)] {
         let model = config.init(&cpu, &mut StdRng::seed_from_u64(1)).unwrap();
         let schedule = LrSchedule::WarmupCosine { base: 1e-3, warmup: 10, total: 10_000, floor: 0.0 };
@@ -61,10 +66,7 @@ fn peer_config() -> ClipConfig {
 fn peer_step(c: &mut Criterion) {
     let cpu = Cpu::<f32>::with_tuned_allocator();
     let config = peer_config();
-    let mut rng = StdRng::seed_from_u64(0);
-    let data = ShapesBatch::generate(&mut rng, 128, config.vision.image_size);
-    let images = data.images(&cpu);
-    let tokens = ClipTokenizer::with_context_length(config.text.context_length).unwrap().tokenize(&data.captions);
+    let (images, tokens) = batch(&cpu, &config);
     for (name, kind) in [("cloob_peer_b128", LossKind::Cloob), ("clip_peer_b128", LossKind::Clip)] {
         let model = config.init(&cpu, &mut StdRng::seed_from_u64(1)).unwrap();
         let params: usize = hopfield::params::named_tensors(&model).iter().map(|(_, t)| t.len()).sum();
