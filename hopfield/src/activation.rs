@@ -49,7 +49,7 @@ impl Activation {
             Activation::Relu => return if x > E::zero() { x } else { E::zero() },
             Activation::Tanh => return x.tanh(),
             Activation::Sigmoid => sigmoid(xf),
-            Activation::Gelu => 0.5 * xf * (1.0 + libm::erf(xf / std::f64::consts::SQRT_2)),
+            Activation::Gelu => return x.gelu(),
             Activation::GeluTanh => 0.5 * xf * (1.0 + (GELU_C * (xf + 0.044715 * xf * xf * xf)).tanh()),
             Activation::QuickGelu => xf * sigmoid(1.702 * xf),
             Activation::Silu => xf * sigmoid(xf),
@@ -87,11 +87,7 @@ impl Activation {
                 let s = sigmoid(xf);
                 s * (1.0 - s)
             }
-            Activation::Gelu => {
-                let cdf = 0.5 * (1.0 + libm::erf(xf / std::f64::consts::SQRT_2));
-                let pdf = (-0.5 * xf * xf).exp() / (2.0 * std::f64::consts::PI).sqrt();
-                cdf + xf * pdf
-            }
+            Activation::Gelu => return x.gelu_derivative(),
             Activation::GeluTanh => {
                 let u = GELU_C * (xf + 0.044715 * xf * xf * xf);
                 let t = u.tanh();
