@@ -8,7 +8,8 @@ use cloob::pretrain::checkpoint::load_model;
 use cloob::pretrain::evaluate::evaluate;
 use cloob::pretrain::run::open_data;
 use cloob::pretrain::{print_or_quit, DataSpec, PretrainError};
-use hopfield::Cpu;
+use hopfield::backend::{Device, OnBackend};
+use hopfield::Backend;
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
@@ -46,11 +47,35 @@ struct Args {
     /// Write the report here (default: next to the checkpoint, `eval-<data>.json`).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Where the encoders run: cpu (default), wgpu (a Vulkan, Metal or DX12 GPU, or Mesa's lavapipe: apt
+    /// install mesa-vulkan-drivers) or cuda[:N] (a build with --features cuda). Any checkpoint, from any
+    /// device.
+    #[arg(long, default_value = "cpu", value_parser = device)]
+    device: Device,
 }
 
-fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
-    let backend = Cpu::<f32>::with_tuned_allocator();
-    let (model, state) = load_model(&backend, &a.checkpoint)?;
+fn device(s: &str) -> Result<Device, String> {
+    s.parse().map_err(|e: hopfield::HopfieldError| e.to_string())
+}
+
+type Outcome = Result<(), Box<dyn std::error::Error>>;
+
+struct OnDevice<'a>(&'a Args);
+
+impl OnBackend for OnDevice<'_> {
+    type Output = Outcome;
+    fn run<B: Backend<Elem = f32>>(self, backend: B) -> Outcome {
+        run_on(&backend, self.0)
+    }
+}
+
+fn run(a: &Args) -> Outcome {
+    hopfield::backend::cpu::tune_allocator();
+    a.device.run(OnDevice(a))?
+}
+
+fn run_on<B: Backend<Elem = f32>>(backend: &B, a: &Args) -> Outcome {
+    let (model, state) = load_model(backend, &a.checkpoint)?;
     let mut cfg = state.config.clone();
     if let Some(d) = &a.data {
         // The given source is what is scored: not the training run's validation file.
@@ -107,7 +132,7 @@ fn run(a: &Args) -> Result<(), Box<dyn std::error::Error>> {
         ))
         .into());
     }
-    let report = evaluate(&backend, &model, &data, !a.no_probe)?;
+    let report = evaluate(backend, &model, &data, !a.no_probe)?;
     // The report is written before anything is printed: a closed pipe on stdout loses nothing.
     let out = a.out.clone().unwrap_or_else(|| {
         let data = match &cfg.data {

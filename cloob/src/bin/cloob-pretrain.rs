@@ -9,12 +9,13 @@ use clap::{CommandFactory, FromArgMatches, Parser};
 use cloob::dist::Collective;
 use cloob::pretrain::run::train_with;
 use cloob::pretrain::{print_or_quit, RunConfig, RunOptions};
+use hopfield::backend::Device;
 
 // The run's settings are `RunConfig`'s flags (their defaults live there); the rest steer this process.
 #[derive(Parser, Debug)]
 #[command(
     name = "cloob-pretrain",
-    about = "Contrastive image–text pretraining with CLOOB or CLIP on CPU",
+    about = "Contrastive image–text pretraining with CLOOB or CLIP, on the CPU or a GPU (--device)",
     after_help = "Data-parallel on R processes (a build with `--features mpi`, OpenMPI or MPICH):\n  \
                   mpiexec -n R cloob-pretrain --batch-size B …   (B a multiple of R; under Slurm: srun)\n\
                   Every rank encodes B/R pairs of each batch, the loss sees all B; rank 0 writes the logs."
@@ -37,9 +38,18 @@ struct Cli {
     /// Delete an earlier run of the same name first (a fresh run refuses a folder holding another run).
     #[arg(long, conflicts_with = "resume")]
     overwrite: bool,
+    /// Where to train: cpu (default, any machine), wgpu (a Vulkan, Metal or DX12 GPU; on Linux without
+    /// one, Mesa's lavapipe: apt install mesa-vulkan-drivers), cuda or cuda:N (NVIDIA GPU N with its
+    /// driver; a build with --features cuda). Checkpoints resume on any device.
+    #[arg(long, default_value = "cpu", value_parser = device)]
+    device: Device,
     /// Testing aid: rank RANK fails before step STEP (`RANK:STEP`).
     #[arg(long, hide = true, value_parser = rank_step)]
     fail_at: Option<(usize, u64)>,
+}
+
+fn device(s: &str) -> Result<Device, String> {
+    s.parse().map_err(|e: hopfield::HopfieldError| e.to_string())
 }
 
 fn rank_step(s: &str) -> Result<(usize, u64), String> {
@@ -66,6 +76,7 @@ impl Cli {
             verbose: true,
             overwrite: self.overwrite,
             fail_at: self.fail_at,
+            device: self.device,
         }
     }
 }

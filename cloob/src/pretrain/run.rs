@@ -14,7 +14,8 @@ use crate::dist::{check_same_everywhere, Collective, SingleProcess};
 use crate::pretrain::config::DataSpec;
 use crate::tokenizer::ClipTokenizer;
 use crate::train::Trainer;
-use hopfield::{Backend, Cpu};
+use hopfield::backend::{Device, OnBackend};
+use hopfield::Backend;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 use std::io::{BufRead, Write};
@@ -39,6 +40,9 @@ pub struct RunOptions {
     pub overwrite: bool,
     /// For tests of failure handling: rank `.0` fails with an error before step `.1`.
     pub fail_at: Option<(usize, u64)>,
+    /// Where the model trains (the checkpoints do not depend on it: a run written on one device resumes on
+    /// any other).
+    pub device: Device,
 }
 
 /// What a run produced.
@@ -184,6 +188,23 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary> {
 pub fn train_with(cfg: &RunConfig, opts: &RunOptions, comm: &dyn Collective) -> Result<RunSummary> {
     let cfg = &cfg.with_absolute_paths()?;
     cfg.validate()?;
+    struct OnDevice<'a>(&'a RunConfig, &'a RunOptions, &'a dyn Collective);
+    impl OnBackend for OnDevice<'_> {
+        type Output = Result<RunSummary>;
+        fn run<B: Backend<Elem = f32>>(self, backend: B) -> Result<RunSummary> {
+            train_on(&backend, self.0, self.1, self.2)
+        }
+    }
+    opts.device.run(OnDevice(cfg, opts, comm))?
+}
+
+/// [`train_with`] on `backend` (`cfg` validated, its paths absolute).
+fn train_on<B: Backend<Elem = f32>>(
+    backend: &B,
+    cfg: &RunConfig,
+    opts: &RunOptions,
+    comm: &dyn Collective,
+) -> Result<RunSummary> {
     let (rank, ranks) = (comm.rank(), comm.size());
     let lead = rank == 0;
     if !cfg.batch_size.is_multiple_of(ranks) || !(cfg.batch_size / ranks).is_multiple_of(cfg.accum_freq) {
@@ -207,7 +228,6 @@ pub fn train_with(cfg: &RunConfig, opts: &RunOptions, comm: &dyn Collective) -> 
     if opts.overwrite && opts.resume.is_some() {
         return Err(PretrainError("--overwrite deletes the run that --resume would continue: pass one of them".into()));
     }
-    let backend = Cpu::<f32>::new();
     let model_cfg = cfg.clip_config()?;
     let data = open_data(cfg, model_cfg.vision.image_size)?;
     let total = cfg.total_steps(data.train.epoch_len())?;
@@ -261,18 +281,18 @@ pub fn train_with(cfg: &RunConfig, opts: &RunOptions, comm: &dyn Collective) -> 
             } else {
                 PathBuf::from(spec)
             };
-            let (t, state) = checkpoint::resume(&backend, &path, cfg, total)?;
+            let (t, state) = checkpoint::resume(backend, &path, cfg, total)?;
             say(format!("resumed from {} at step {} (epoch {})", path.display(), state.step, state.epoch));
             (t, Some(state.step))
         }
         None => {
             let model = match &cfg.init_from {
                 Some(ckpt) => {
-                    let m = checkpoint::init_from(&backend, ckpt, &model_cfg)?;
+                    let m = checkpoint::init_from(backend, ckpt, &model_cfg)?;
                     say(format!("model weights from {} (fresh optimiser and schedule)", ckpt.display()));
                     m
                 }
-                None => model_cfg.init(&backend, &mut rng_for(&[cfg.seed, 0x1417]))?,
+                None => model_cfg.init(backend, &mut rng_for(&[cfg.seed, 0x1417]))?,
             };
             (Trainer::new(model, cfg.train_config(total))?, None)
         }
@@ -359,7 +379,7 @@ pub fn train_with(cfg: &RunConfig, opts: &RunOptions, comm: &dyn Collective) -> 
         };
         let images = backend.from_vec(pixels, &[n, 3, batch.size, batch.size]);
         let tokens = tokenizer.tokenize(&batch.captions[rank * n..(rank + 1) * n]);
-        let stats = trainer.step_with(&backend, &images, &tokens, comm)?;
+        let stats = trainer.step_with(backend, &images, &tokens, comm)?;
         let n = batch.captions.len();
         let epoch = batch.epoch;
         let sps = n as f64 / t0.elapsed().as_secs_f64();
@@ -383,17 +403,17 @@ pub fn train_with(cfg: &RunConfig, opts: &RunOptions, comm: &dyn Collective) -> 
         // Save before evaluating: an evaluation that fails loses no training.
         let mut saved_now = None;
         if lead && (done == stop || (cfg.save_every > 0 && done % cfg.save_every == 0)) {
-            let path = checkpoint::save(&backend, &ckpt_dir, &trainer, cfg, epoch, total)?;
+            let path = checkpoint::save(backend, &ckpt_dir, &trainer, cfg, epoch, total)?;
             last_ckpt = Some(path.clone());
             saved_now = Some(path);
         }
         if lead && !opts.no_eval && (is_end || (cfg.eval_every > 0 && done % cfg.eval_every == 0)) {
-            let report = match evaluate(&backend, &trainer.model, &data, is_end) {
+            let report = match evaluate(backend, &trainer.model, &data, is_end) {
                 Ok(r) => r,
                 Err(e) => {
                     let path = match saved_now {
                         Some(p) => p,
-                        None => checkpoint::save(&backend, &ckpt_dir, &trainer, cfg, epoch, total)?,
+                        None => checkpoint::save(backend, &ckpt_dir, &trainer, cfg, epoch, total)?,
                     };
                     return Err(PretrainError(format!(
                         "evaluation at step {done} failed: {e}; the training so far is saved in {} (resume with \

@@ -11,15 +11,18 @@
 //! - [`cpu`]: the ndarray backend ([`Cpu`]) and its opt-in allocator tuning ([`cpu::tune_allocator`]).
 //! - [`reference`]: the materialised association, the default of [`Backend::association`] and the oracle.
 //! - `cube` (features `wgpu`, `cuda`): the CubeCL backend, `Cube<R>` on the runtime `R`.
+//! - [`device`]: a backend chosen at start-up ([`Device`], `--device cpu|wgpu|cuda[:N]`).
 
 pub mod cpu;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 pub mod cube;
+pub mod device;
 pub mod reference;
 
 pub use cpu::{Cpu, CpuTensor};
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 pub use cube::{Cube, CubeTensor};
+pub use device::{Device, OnBackend};
 
 use crate::activation::Activation;
 use crate::element::Element;
