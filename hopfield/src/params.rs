@@ -123,13 +123,14 @@ pub fn axpy_params<B: Backend, P: Parameters<B>>(backend: &B, dst: &mut P, alpha
 }
 
 /// The global L2 norm of all trainable tensors (for gradient clipping and logging).
+///
+/// One device-to-host transfer ([`Backend::sum_squares_all`]).
 pub fn global_norm<B: Backend, P: Parameters<B> + ?Sized>(backend: &B, p: &P) -> f64 {
-    use crate::element::Element;
-    let mut sq = 0.0;
+    let mut trainable = Vec::new();
     p.visit(&mut |_, t, tr| {
         if tr {
-            sq += backend.sum_squares(t).f64()
+            trainable.push(t.clone())
         }
     });
-    sq.sqrt()
+    backend.sum_squares_all(&trainable.iter().collect::<Vec<_>>()).sqrt()
 }

@@ -1,4 +1,5 @@
-//! Gradient checking: a backward pass against central finite differences of the loss, in f64.
+//! Gradient checking: a backward pass against central finite differences of the loss, in f64; and
+//! [`counting::Counting`], a backend wrapper counting host transfers.
 //!
 //! Every backward pass of the crate (and of crates built on it) is checked this way: the analytic gradient
 //! of a scalar loss is compared, entry by entry, with `(loss(x + h) − loss(x − h)) / 2h`.
@@ -22,6 +23,8 @@
 //! assert_eq!(checked, 2 * 3 + 2);
 //! # Ok::<(), hopfield::HopfieldError>(())
 //! ```
+
+pub mod counting;
 
 use crate::backend::Backend;
 use crate::params::Parameters;

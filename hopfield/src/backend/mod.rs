@@ -46,6 +46,28 @@ impl<T> Default for ScoreBias<'_, T> {
     }
 }
 
+/// An element-wise function of [`Backend::unary`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unary {
+    /// `eˣ` (`e^-inf = 0`).
+    Exp,
+    /// `ln x` (`ln 0 = -inf`).
+    Ln,
+    /// `1/√x` (`1/√0 = inf`).
+    Rsqrt,
+}
+
+impl Unary {
+    /// The function on one scalar (the CPU backend's, and the oracle of the others).
+    pub fn apply<E: Element>(self, x: E) -> E {
+        match self {
+            Unary::Exp => x.exp(),
+            Unary::Ln => x.ln(),
+            Unary::Rsqrt => E::one() / x.sqrt(),
+        }
+    }
+}
+
 /// Hyper-parameters of one fused Adam/AdamW update (see [`Backend::adam_step`]).
 #[derive(Clone, Copy, Debug)]
 pub struct AdamStep {
@@ -121,6 +143,8 @@ pub trait Backend: Clone + Debug + Send + Sync + 'static {
     fn expand(&self, t: &Self::Tensor, axis: usize, n: usize) -> Self::Tensor;
     /// Sum over `axis`, keeping it with size 1 (the backward of [`Backend::expand`]).
     fn sum_axis(&self, t: &Self::Tensor, axis: usize) -> Self::Tensor;
+    /// Maximum over `axis` (of size ≥ 1), keeping it with size 1; `-inf` entries take part as values.
+    fn max_axis(&self, t: &Self::Tensor, axis: usize) -> Self::Tensor;
 
     /// Embedding lookup: row `ids[i]` of `table` becomes row `i` of the output.
     ///
@@ -150,6 +174,9 @@ pub trait Backend: Clone + Debug + Send + Sync + 'static {
     fn activation(&self, x: &Self::Tensor, act: Activation) -> Self::Tensor;
     /// `dy ⊙ act'(x)`.
     fn activation_backward(&self, x: &Self::Tensor, dy: &Self::Tensor, act: Activation) -> Self::Tensor;
+    /// `op(x)` element-wise ([`Unary`]: exp, ln, 1/√x), so that losses and normalisations stay on the
+    /// device.
+    fn unary(&self, x: &Self::Tensor, op: Unary) -> Self::Tensor;
 
     // ---- reductions ------------------------------------------------------------------------------------
 
@@ -159,6 +186,11 @@ pub trait Backend: Clone + Debug + Send + Sync + 'static {
     fn sum_squares(&self, t: &Self::Tensor) -> Self::Elem;
     /// Whether every element is finite.
     fn all_finite(&self, t: &Self::Tensor) -> bool;
+    /// `Σ_t Σ_i t_i²` over several tensors as one host value (a global norm in one device-to-host
+    /// transfer). The default adds [`Backend::sum_squares`] of each in f64.
+    fn sum_squares_all(&self, ts: &[&Self::Tensor]) -> f64 {
+        ts.iter().map(|t| self.sum_squares(t).f64()).sum()
+    }
 
     // ---- linear algebra --------------------------------------------------------------------------------
 

@@ -208,6 +208,13 @@ impl<E: Element> Backend for Cpu<E> {
         t.sum_axis(Axis(axis)).insert_axis(Axis(axis)).into_shared()
     }
 
+    fn max_axis(&self, t: &CpuTensor<E>, axis: usize) -> CpuTensor<E> {
+        debug_assert!(t.shape()[axis] > 0, "max_axis over an empty axis");
+        t.fold_axis(Axis(axis), E::neg_infinity(), |&m, &v| if v > m || v.is_nan() { v } else { m })
+            .insert_axis(Axis(axis))
+            .into_shared()
+    }
+
     fn gather_rows(&self, table: &CpuTensor<E>, ids: &[usize]) -> CpuTensor<E> {
         let n = table.shape()[1];
         let t = std_layout(table);
@@ -257,6 +264,10 @@ impl<E: Element> Backend for Cpu<E> {
     }
     fn activation_backward(&self, x: &CpuTensor<E>, dy: &CpuTensor<E>, act: Activation) -> CpuTensor<E> {
         zip2(dy, x, |d, v| d * act.derivative(v))
+    }
+
+    fn unary(&self, x: &CpuTensor<E>, op: super::Unary) -> CpuTensor<E> {
+        map1(x, |v| op.apply(v))
     }
 
     fn sum(&self, t: &CpuTensor<E>) -> E {

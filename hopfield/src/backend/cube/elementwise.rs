@@ -173,6 +173,22 @@ fn activation_kernel(x: &[f32], out: &mut [f32], n: usize, #[comptime] act: u32)
     }
 }
 
+/// `op(x)`: 0 exp, 1 ln, 2 rsqrt (the order of [`Unary`](crate::backend::Unary)).
+#[cube(launch)]
+fn unary_kernel(x: &[f32], out: &mut [f32], n: usize, #[comptime] op: u32) {
+    let i = ABSOLUTE_POS;
+    if i < n {
+        let v = x[i];
+        if comptime![op == 0] {
+            out[i] = v.exp();
+        } else if comptime![op == 1] {
+            out[i] = v.ln();
+        } else {
+            out[i] = 1.0f32 / v.sqrt();
+        }
+    }
+}
+
 #[cube(launch)]
 fn activation_backward_kernel(x: &[f32], dy: &[f32], out: &mut [f32], n: usize, #[comptime] act: u32) {
     let i = ABSOLUTE_POS;
@@ -274,6 +290,22 @@ pub(crate) fn activation<R: CubeRuntime>(g: &Cube<R>, x: &CubeTensor, act: Activ
     out
 }
 
+pub(crate) fn unary<R: CubeRuntime>(g: &Cube<R>, x: &CubeTensor, op: crate::backend::Unary) -> CubeTensor {
+    use crate::backend::Unary;
+    let out = g.alloc(&x.shape);
+    let n = out.len();
+    if n > 0 {
+        let (count, dim) = grid_1d(n);
+        let code = match op {
+            Unary::Exp => 0,
+            Unary::Ln => 1,
+            Unary::Rsqrt => 2,
+        };
+        unary_kernel::launch(&g.client, count, dim, x.arg(), out.arg(), n, code);
+    }
+    out
+}
+
 pub(crate) fn activation_backward<R: CubeRuntime>(
     g: &Cube<R>,
     x: &CubeTensor,
@@ -358,6 +390,21 @@ mod tests {
             let cols = *shape.last().unwrap();
             let (biasg, biasc) = pair(&g, &mut r, &[cols]);
             assert_close("add_bias", &g, &g.add_bias(&ag, &biasg), &c.add_bias(&ac, &biasc), 1e-6);
+        }
+    }
+
+    #[test]
+    fn unary_ops_match_cpu() {
+        use crate::backend::Unary;
+        let (g, c) = (gpu(), cpu());
+        let v: Vec<f32> = vec![0.0, 1e-30, 0.25, 1.0, 2.5, 80.0, -3.0, f32::NEG_INFINITY, f32::INFINITY, 7.0];
+        for op in [Unary::Exp, Unary::Ln, Unary::Rsqrt] {
+            let (tg, tc) = (g.from_vec(v.clone(), &[2, 5]), c.from_vec(v.clone(), &[2, 5]));
+            let (a, b) = (g.to_vec(&g.unary(&tg, op)), c.to_vec(&c.unary(&tc, op)));
+            for (i, (&a, &b)) in a.iter().zip(&b).enumerate() {
+                let same = (a.is_nan() && b.is_nan()) || a == b || (a - b).abs() <= 2e-6 * b.abs().max(1e-30);
+                assert!(same, "{op:?}({}) = {a} on the device, {b} on the CPU", v[i]);
+            }
         }
     }
 

@@ -2,7 +2,8 @@
 //!
 //! Tensors are dense row-major device buffers ([`CubeTensor`]); they stay on the device between ops.
 //! Host transfers happen only in `from_vec`/`to_vec`, in the scalar reductions (`sum`, `sum_squares`,
-//! `all_finite`: per-cube partial results are read back and summed in f64) and in `head_distance`
+//! `sum_squares_all`, `all_finite`: per-cube partial results are read back, once per call, and summed in
+//! f64) and in `head_distance`
 //! (`[B·H]` partial norms). Every op is out-of-place on the device, including the `&mut` ones
 //! (`axpy`, `slice_add`, `adam_step`): a tensor handle may be shared by clones, so writing into it in
 //! place would change the clones too (`Cpu` tensors copy on write, so their clones never see a write either).
@@ -307,6 +308,9 @@ impl<R: CubeRuntime> Backend for Cube<R> {
     fn sum_axis(&self, t: &CubeTensor, axis: usize) -> CubeTensor {
         reduce::sum_axis(self, t, axis)
     }
+    fn max_axis(&self, t: &CubeTensor, axis: usize) -> CubeTensor {
+        reduce::max_axis(self, t, axis)
+    }
     fn gather_rows(&self, table: &CubeTensor, ids: &[usize]) -> CubeTensor {
         rows::gather_rows(self, table, ids)
     }
@@ -335,6 +339,9 @@ impl<R: CubeRuntime> Backend for Cube<R> {
     fn activation_backward(&self, x: &CubeTensor, dy: &CubeTensor, act: Activation) -> CubeTensor {
         elementwise::activation_backward(self, x, dy, act)
     }
+    fn unary(&self, x: &CubeTensor, op: super::Unary) -> CubeTensor {
+        elementwise::unary(self, x, op)
+    }
 
     fn sum(&self, t: &CubeTensor) -> f32 {
         reduce::total(self, t, reduce::Total::Sum) as f32
@@ -344,6 +351,9 @@ impl<R: CubeRuntime> Backend for Cube<R> {
     }
     fn all_finite(&self, t: &CubeTensor) -> bool {
         reduce::total(self, t, reduce::Total::NonFinite) == 0.0
+    }
+    fn sum_squares_all(&self, ts: &[&CubeTensor]) -> f64 {
+        reduce::sum_squares_all(self, ts)
     }
 
     fn matmul(&self, a: &CubeTensor, b: &CubeTensor, ta: bool, tb: bool) -> CubeTensor {

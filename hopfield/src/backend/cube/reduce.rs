@@ -34,7 +34,7 @@ pub(crate) fn tree_sum(smem: &mut Shared<[f32]>, u: usize) {
 }
 
 #[cube(launch)]
-fn total_kernel(x: &[f32], partial: &mut [f32], n: usize, #[comptime] kind: u32) {
+fn total_kernel(x: &[f32], partial: &mut [f32], offset: usize, n: usize, #[comptime] kind: u32) {
     let u = UNIT_POS as usize;
     let start = CUBE_POS * CHUNK;
     let mut acc = 0.0f32;
@@ -56,23 +56,35 @@ fn total_kernel(x: &[f32], partial: &mut [f32], n: usize, #[comptime] kind: u32)
     sync_cube();
     tree_sum(&mut smem, u);
     if u == 0 {
-        partial[CUBE_POS] = smem[0];
+        partial[offset + CUBE_POS] = smem[0];
     }
 }
 
-/// `out[o, j] = Σ_a x[o, a, j]`, one unit per output.
+/// `out[o, j] = Σ_a x[o, a, j]` (or `max_a` with `max`), one unit per output.
 #[cube(launch)]
-fn sum_axis_kernel(x: &[f32], out: &mut [f32], axis_len: usize, inner: usize, n: usize) {
+fn sum_axis_kernel(x: &[f32], out: &mut [f32], axis_len: usize, inner: usize, n: usize, #[comptime] max: bool) {
     let i = ABSOLUTE_POS;
     if i < n {
         let o = i / inner;
         let j = i % inner;
         let base = o * axis_len * inner + j;
-        let mut acc = 0.0f32;
-        for a in 0..axis_len {
-            acc += x[base + a * inner];
+        if comptime![max] {
+            // The first entry seeds the maximum, so `-inf` entries are values like any other.
+            let mut acc = x[base];
+            for a in 1..axis_len {
+                let v = x[base + a * inner];
+                if v > acc || v.is_nan() {
+                    acc = v;
+                }
+            }
+            out[i] = acc;
+        } else {
+            let mut acc = 0.0f32;
+            for a in 0..axis_len {
+                acc += x[base + a * inner];
+            }
+            out[i] = acc;
         }
-        out[i] = acc;
     }
 }
 
@@ -107,12 +119,41 @@ pub(crate) fn total<R: CubeRuntime>(g: &Cube<R>, t: &CubeTensor, kind: Total) ->
     let cubes = n.div_ceil(CHUNK);
     let partial = g.alloc(&[cubes]);
     let (count, dim) = grid_cubes(cubes);
-    total_kernel::launch(&g.client, count, dim, t.arg(), partial.arg(), n, kind as u32);
+    total_kernel::launch(&g.client, count, dim, t.arg(), partial.arg(), 0, n, kind as u32);
+    g.read(&partial).iter().map(|&v| v as f64).sum()
+}
+
+/// `Σ_t Σ t²`: every tensor's per-cube partials into one buffer, read back once and summed in f64.
+pub(crate) fn sum_squares_all<R: CubeRuntime>(g: &Cube<R>, ts: &[&CubeTensor]) -> f64 {
+    let cubes: Vec<usize> = ts.iter().map(|t| t.len().div_ceil(CHUNK)).collect();
+    let all: usize = cubes.iter().sum();
+    if all == 0 {
+        return 0.0;
+    }
+    let partial = g.alloc(&[all]);
+    let mut offset = 0;
+    for (t, &c) in ts.iter().zip(&cubes) {
+        if c > 0 {
+            let (count, dim) = grid_cubes(c);
+            let kind = Total::SumSquares as u32;
+            total_kernel::launch(&g.client, count, dim, t.arg(), partial.arg(), offset, t.len(), kind);
+        }
+        offset += c;
+    }
     g.read(&partial).iter().map(|&v| v as f64).sum()
 }
 
 /// Sum over `axis`, keeping it with size 1.
 pub(crate) fn sum_axis<R: CubeRuntime>(g: &Cube<R>, t: &CubeTensor, axis: usize) -> CubeTensor {
+    reduce_axis(g, t, axis, false)
+}
+
+/// Maximum over `axis`, keeping it with size 1.
+pub(crate) fn max_axis<R: CubeRuntime>(g: &Cube<R>, t: &CubeTensor, axis: usize) -> CubeTensor {
+    reduce_axis(g, t, axis, true)
+}
+
+fn reduce_axis<R: CubeRuntime>(g: &Cube<R>, t: &CubeTensor, axis: usize, max: bool) -> CubeTensor {
     let outer: usize = t.shape[..axis].iter().product();
     let inner: usize = t.shape[axis + 1..].iter().product();
     let mut shape = t.shape.clone();
@@ -121,7 +162,7 @@ pub(crate) fn sum_axis<R: CubeRuntime>(g: &Cube<R>, t: &CubeTensor, axis: usize)
     let n = outer * inner;
     if n > 0 {
         let (count, dim) = grid_1d(n);
-        sum_axis_kernel::launch(&g.client, count, dim, t.arg(), out.arg(), t.shape[axis], inner, n);
+        sum_axis_kernel::launch(&g.client, count, dim, t.arg(), out.arg(), t.shape[axis], inner, n, max);
     }
     out
 }
@@ -170,6 +211,25 @@ mod tests {
             assert_close(&format!("sum_axis {axis}"), &g, &g.sum_axis(&tg, axis), &c.sum_axis(&tc, axis), 1e-5);
         }
         assert_close("sum_rows", &g, &g.sum_rows(&tg), &c.sum_rows(&tc), 1e-5);
+        let mut v = c.to_vec(&tc);
+        v[0] = f32::NEG_INFINITY;
+        v[1..9].fill(f32::NEG_INFINITY); // a whole run of the last axis: its maximum is -inf
+        let (tg, tc) = (g.from_vec(v.clone(), &[3, 5, 7, 9]), c.from_vec(v, &[3, 5, 7, 9]));
+        for axis in 0..4 {
+            let (a, b) = (g.to_vec(&g.max_axis(&tg, axis)), c.to_vec(&c.max_axis(&tc, axis)));
+            assert_eq!(a, b, "max_axis {axis}");
+        }
+    }
+
+    #[test]
+    fn sum_squares_all_matches_cpu() {
+        let (g, c, mut r) = (gpu(), cpu(), rng(9));
+        let shapes = [vec![3], vec![0], vec![70_001], vec![4, 5]];
+        let (tg, tc): (Vec<_>, Vec<_>) = shapes.iter().map(|s| pair(&g, &mut r, s)).unzip();
+        let a = g.sum_squares_all(&tg.iter().collect::<Vec<_>>());
+        let b = c.sum_squares_all(&tc.iter().collect::<Vec<_>>());
+        assert!((a - b).abs() <= 1e-5 * b, "{a} vs {b}");
+        assert_eq!(g.sum_squares_all(&[]), 0.0);
     }
 
     #[test]
