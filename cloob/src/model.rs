@@ -155,6 +155,8 @@ pub struct ClipCache<B: Backend> {
     text: TextCache<B>,
     image_norm: L2NormCache<B>,
     text_norm: L2NormCache<B>,
+    /// τ⁻¹ of the forward pass (read from the device once).
+    inv_tau: f64,
 }
 
 impl<B: Backend> ClipModel<B> {
@@ -173,13 +175,15 @@ impl<B: Backend> ClipModel<B> {
         Ok(l2_normalize(backend, &self.text.infer(backend, tokens)?)?.0)
     }
 
-    /// Clamp `logit_scale` to `[0, ln 100]` (after every optimiser step, as open_clip).
-    pub fn clamp_logit_scale(&mut self, backend: &B) {
+    /// Clamp `logit_scale` to `[0, ln 100]` (after every optimiser step, as open_clip); returns τ⁻¹ after
+    /// the clamp (one read from the device).
+    pub fn clamp_logit_scale(&mut self, backend: &B) -> f64 {
         let v = backend.to_vec(&self.logit_scale)[0].f64();
         let c = v.clamp(0.0, MAX_LOGIT_SCALE);
         if c != v {
             self.logit_scale = backend.full(&[], B::Elem::of(c));
         }
+        B::Elem::of(c).f64().exp()
     }
 }
 
@@ -222,8 +226,9 @@ impl<B: Backend> Layer<B> for ClipModel<B> {
         let (text, text_cache) = self.text.forward(backend, &p.text, tokens, mode)?;
         let (image, image_norm) = l2_normalize(backend, &image)?;
         let (text, text_norm) = l2_normalize(backend, &text)?;
-        let out = ClipOutput { image, text, inv_tau: p.inv_tau(backend) };
-        Ok((out, ClipCache { vision, text: text_cache, image_norm, text_norm }))
+        let inv_tau = p.inv_tau(backend);
+        let out = ClipOutput { image, text, inv_tau };
+        Ok((out, ClipCache { vision, text: text_cache, image_norm, text_norm, inv_tau }))
     }
 
     /// Backward from the gradients w.r.t. the normalised embeddings and w.r.t. τ⁻¹: accumulates into `grads`
@@ -250,7 +255,7 @@ impl<B: Backend> Layer<B> for ClipModel<B> {
         self.visual.backward(backend, &p.visual, &cache.vision, &d_img, &mut grads.visual)?;
         let d_txt = l2_normalize_backward(backend, &cache.text_norm, d_text);
         self.text.backward(backend, &p.text, &cache.text, &d_txt, &mut grads.text)?;
-        let d_logit = backend.full(&[], B::Elem::of(d_inv_tau * p.inv_tau(backend)));
+        let d_logit = backend.full(&[], B::Elem::of(d_inv_tau * cache.inv_tau));
         backend.axpy(&mut grads.logit_scale, B::Elem::of(1.0), &d_logit);
         Ok(())
     }

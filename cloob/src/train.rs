@@ -174,9 +174,9 @@ impl<B: Backend> Trainer<B> {
         }
         self.optimizer.step(backend, &mut self.model, &grads, lr)?;
         self.grads = Some(grads);
-        self.model.clamp_logit_scale(backend);
+        let inv_tau = self.model.clamp_logit_scale(backend);
         self.step += 1;
-        let (inv_tau, comm_seconds) = (self.model.inv_tau(backend), comm_time.get());
+        let comm_seconds = comm_time.get();
         Ok(StepStats { step, loss, lr, grad_norm, inv_tau, comm_seconds })
     }
 

@@ -44,7 +44,7 @@ pub use objective::info_loob_logits;
 pub use retrieval::{retrieve_all, retrieve_all_backward, Retrieval, RetrievalCache, Retrieved, RetrievedCache};
 
 use hopfield::{Backend, Element, HopfieldError, Result};
-use objective::{pair, Objective};
+use objective::{pair, Objective, PairGrad};
 use serde::{Deserialize, Serialize};
 
 /// Which contrastive loss: CLOOB, CLIP, and the two ablations of the CLOOB paper.
@@ -201,13 +201,26 @@ pub fn contrastive_loss_normalized<B: Backend>(
     };
     let scaled = |t: B::Tensor| backend.scale(&t, B::Elem::of(w));
 
+    // The loss and ∂L/∂s from the two pairs' device scalars, read back together: the one transfer.
+    let scalars = |img: &PairGrad<B>, txt: &PairGrad<B>| {
+        let value = backend.add(&img.value, &txt.value);
+        let ds = backend.add(&backend.scale(&value, B::Elem::of(dw)), &scaled(backend.add(&img.ds, &txt.ds)));
+        let both = backend.to_vec(&backend.concat(&scaled(value), &ds, 1));
+        match (both[0].f64(), both[1].f64()) {
+            (loss, ds) if loss.is_finite() && ds.is_finite() => Ok((loss, ds)),
+            (loss, ds) => Err(HopfieldError::NonFinite {
+                op: "contrastive_loss",
+                detail: format!("loss {loss}, ∂L/∂τ⁻¹ {ds} (a zero or non-finite embedding row gives this)"),
+            }),
+        }
+    };
+
     if !config.kind.uses_hopfield() {
-        let img = pair(backend, objective, x, y, s)?;
-        let txt = pair(backend, objective, y, x, s)?;
-        let value = img.value + txt.value;
-        let d_inv_tau = dw * value + w * (img.ds + txt.ds);
+        let img = pair(backend, objective, x, y, s);
+        let txt = pair(backend, objective, y, x, s);
+        let (loss, d_inv_tau) = scalars(&img, &txt)?;
         return Ok(LossOutput {
-            loss: w * value,
+            loss,
             d_image: scaled(backend.add(&img.da, &txt.db)),
             d_text: scaled(backend.add(&img.db, &txt.da)),
             d_inv_tau,
@@ -223,13 +236,12 @@ pub fn contrastive_loss_normalized<B: Backend>(
     let r = Retrieval::with(backend, d, beta, config.retrieval)?;
     let (u, cache) = retrieve_all(backend, &r, x, y)?;
     // Image anchors: (U_x, U_y) = (xx, xy); text anchors: (V_y, V_x) = (yy, yx).
-    let img = pair(backend, objective, &u.xx, &u.xy, s)?;
-    let txt = pair(backend, objective, &u.yy, &u.yx, s)?;
-    let value = img.value + txt.value;
-    let d_inv_tau = dw * value + w * (img.ds + txt.ds);
+    let img = pair(backend, objective, &u.xx, &u.xy, s);
+    let txt = pair(backend, objective, &u.yy, &u.yx, s);
+    let (loss, d_inv_tau) = scalars(&img, &txt)?;
     let du = Retrieved { xx: scaled(img.da), xy: scaled(img.db), yy: scaled(txt.da), yx: scaled(txt.db) };
     let (d_image, d_text) = retrieve_all_backward(backend, &r, &cache, &du)?;
-    Ok(LossOutput { loss: w * value, d_image, d_text, d_inv_tau, d_log_inv_tau: s * d_inv_tau, retrieved: Some(u) })
+    Ok(LossOutput { loss, d_image, d_text, d_inv_tau, d_log_inv_tau: s * d_inv_tau, retrieved: Some(u) })
 }
 
 fn check_inputs<B: Backend>(backend: &B, x: &B::Tensor, y: &B::Tensor) -> Result<(usize, usize)> {

@@ -1,6 +1,7 @@
 //! L2 normalisation of embeddings along the feature axis, `y = x / ‖x‖`, and its backward.
 
 use hopfield::backend::Backend;
+use hopfield::backend::Unary;
 use hopfield::{Element, HopfieldError, Result};
 
 /// What [`l2_normalize_backward`] needs: the output and the inverse row norms.
@@ -12,17 +13,17 @@ pub struct L2NormCache<B: Backend> {
     pub inv_norm: B::Tensor,
 }
 
-/// `ones [d, 1]`: row sums as a matrix product (the trait has no row reduction).
+/// Row sums `[N, 1]` as a matrix product with `ones [d, 1]` (one GEMM: faster than an axis sum on the CPU).
 fn row_sum<B: Backend>(backend: &B, x: &B::Tensor) -> B::Tensor {
     let d = backend.shape(x)[1];
     backend.matmul(x, &backend.full(&[d, 1], B::Elem::of(1.0)), false, false)
 }
 
-/// `y_i = x_i / ‖x_i‖` (CLIP's and cloob's `x / x.norm(dim=-1, keepdim=True)`, no ε: a zero row is an
-/// error rather than a silent NaN).
+/// `y_i = x_i / ‖x_i‖` (CLIP's and cloob's `x / x.norm(dim=-1, keepdim=True)`, no ε), on the device.
 ///
-/// The `N` row norms make one round trip through the host for the reciprocal square root, which the
-/// [`Backend`] trait lacks; everything else stays on the device.
+/// A zero row has no direction: it gives non-finite values (`0 · ∞`), which surface where values reach
+/// the host — the training step's loss is then an error naming the step, the evaluation's embeddings an
+/// error naming the row — rather than a per-call check that would read the norms back.
 ///
 /// # Shapes
 /// `x: [N, d]` → `y: [N, d]`.
@@ -31,13 +32,8 @@ pub fn l2_normalize<B: Backend>(backend: &B, x: &B::Tensor) -> Result<(B::Tensor
     if shape.len() != 2 || shape[0] == 0 || shape[1] == 0 {
         return Err(HopfieldError::shape("l2_normalize", "[N > 0, d > 0]", &shape));
     }
-    let (n, d) = (shape[0], shape[1]);
-    let sq = backend.to_vec(&row_sum(backend, &backend.mul(x, x)));
-    if let Some(i) = sq.iter().position(|v| !(v.f64() > 0.0 && v.f64().is_finite())) {
-        return Err(HopfieldError::NonFinite { op: "l2_normalize", detail: format!("row {i} has norm² {}", sq[i]) });
-    }
-    let inv: Vec<B::Elem> = sq.iter().map(|v| B::Elem::of(1.0 / v.f64().sqrt())).collect();
-    let inv_norm = backend.from_vec(inv, &[n, 1]);
+    let d = shape[1];
+    let inv_norm = backend.unary(&row_sum(backend, &backend.mul(x, x)), Unary::Rsqrt);
     let y = backend.mul(x, &backend.expand(&inv_norm, 1, d));
     Ok((y.clone(), L2NormCache { y, inv_norm }))
 }
