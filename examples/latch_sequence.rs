@@ -9,13 +9,12 @@
 //! ```
 
 use clap::Parser;
-use hopfield::Cpu;
 // The harness is shared with `bit_pattern`: each example uses its own part of it.
 #[allow(dead_code, unused_imports)]
 mod demos;
 
 use demos::harness::{format_table, Check};
-use demos::run::{run_task, Plan, RunOptions, Task};
+use demos::run::{run_task_on, Plan, RunOptions, Task};
 use demos::{BagDataset, LatchSequenceSet, Split, Variant};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -45,6 +44,10 @@ struct Args {
     /// Print every epoch.
     #[arg(long, short)]
     verbose: bool,
+    /// Where to train: cpu (default), wgpu (a Vulkan, Metal or DX12 GPU; without one, Mesa's lavapipe: apt
+    /// install mesa-vulkan-drivers) or cuda[:N] (NVIDIA GPU N; a build with --features cuda).
+    #[arg(long, default_value = "cpu", value_parser = demos::run::parse_device)]
+    device: hopfield::backend::Device,
 }
 
 fn main() -> ExitCode {
@@ -63,7 +66,7 @@ fn main() -> ExitCode {
         out_dir: args.out,
         verbose: args.verbose,
     };
-    match run_task(&Cpu::<f32>::with_tuned_allocator(), &task, &options) {
+    match run_task_on(args.device, &task, &options) {
         Ok(rows) => {
             print!("{}", format_table(&rows));
             if rows.iter().all(|r| r.passes()) {

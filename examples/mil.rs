@@ -11,8 +11,9 @@
 //! stdout.
 
 use clap::{Parser, ValueEnum};
+use hopfield::backend::{Device, OnBackend};
 use hopfield::layers::Retrieval;
-use hopfield::Cpu;
+use hopfield::Backend;
 use hopfield_mil::cv::{cross_validate, paper_grid, small_grid, CvSettings};
 use hopfield_mil::report::{format_seconds, table, FoldRecord, Summary};
 use hopfield_mil::train::MilConfig;
@@ -98,6 +99,36 @@ struct Args {
     /// entmax:ALPHA:learnable (a learned α per head).
     #[arg(long, default_value_t = Retrieval::Softmax)]
     retrieval: Retrieval,
+    /// Where to train: cpu (default), wgpu (a Vulkan, Metal or DX12 GPU; without one, Mesa's lavapipe: apt
+    /// install mesa-vulkan-drivers) or cuda[:N] (NVIDIA GPU N; a build with --features cuda).
+    #[arg(long, default_value = "cpu", value_parser = device)]
+    device: Device,
+}
+
+fn device(s: &str) -> Result<Device, String> {
+    s.parse().map_err(|e: hopfield::HopfieldError| e.to_string())
+}
+
+/// One data set's cross-validation on the device's backend.
+struct CrossValidate<'a> {
+    data: &'a MilDataset,
+    settings: &'a CvSettings,
+    on_fold: &'a (dyn Fn(&FoldRecord) + Sync),
+}
+
+impl OnBackend for CrossValidate<'_> {
+    type Output = hopfield_mil::Result<Vec<FoldRecord>>;
+    fn run<B: Backend<Elem = f32>>(self, backend: B) -> Self::Output {
+        cross_validate(&backend, self.data, self.settings, self.on_fold)
+    }
+}
+
+/// Opens the device and does nothing: a missing device fails before any data is read.
+struct Probe;
+
+impl OnBackend for Probe {
+    type Output = ();
+    fn run<B: Backend<Elem = f32>>(self, _: B) {}
 }
 
 // Flag parsers: clap prints their message after `invalid value 'V' for '--flag <FLAG>':`.
@@ -196,7 +227,8 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         inner_folds: args.inner_folds,
         grid,
     };
-    let backend = Cpu::<f32>::with_tuned_allocator();
+    hopfield::backend::cpu::tune_allocator();
+    args.device.run(Probe)?;
     // Every data set is read and every output file created before the first cross-validation, so that a
     // bad path fails in seconds, not after hours of training. The folds go to `<jsonl>.partial`, renamed to
     // `<jsonl>` once all its data sets are done: an earlier file of that name survives a run that fails.
@@ -221,7 +253,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     for (data, slot) in datasets.iter().zip(output_of) {
         eprintln!(
             "{}: {} bags ({} positive), {} instances, {} features; {}×{}-fold CV, {} grid point(s), {} retrieval, \
-             {} threads",
+             {} threads, device {}",
             data.name,
             data.bags.len(),
             data.num_positive(),
@@ -232,6 +264,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             settings.grid.len(),
             args.retrieval,
             rayon::current_num_threads(),
+            args.device,
         );
         let bar = ProgressBar::new((settings.folds * settings.repeats) as u64);
         bar.set_style(
@@ -241,7 +274,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         bar.set_prefix(data.name.clone());
         let aucs = Mutex::new(Vec::new());
         let start = Instant::now();
-        let records = cross_validate(&backend, data, &settings, &|r: &FoldRecord| {
+        let on_fold = |r: &FoldRecord| {
             let mut a = aucs.lock().expect("no panics while holding the lock");
             a.push(r.test_auc);
             bar.set_message(format!("mean AUC so far {:.3}", a.iter().sum::<f64>() / a.len() as f64));
@@ -258,7 +291,8 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                     start.elapsed().as_secs_f64()
                 );
             }
-        })?;
+        };
+        let records = args.device.run(CrossValidate { data, settings: &settings, on_fold: &on_fold })??;
         bar.finish();
         let wall = start.elapsed().as_secs_f64();
         let out = &mut outputs[slot];

@@ -10,8 +10,9 @@
 //! ```
 
 use clap::Parser;
+use hopfield::backend::{Device, OnBackend};
 use hopfield::layers::Retrieval;
-use hopfield::Cpu;
+use hopfield::Backend;
 use hopfield_mil::metrics::roc_auc;
 use hopfield_mil::mnist_bags::{mnist_bags, IdxImages, MnistBagsConfig};
 use hopfield_mil::train::{predict, train_with, MilConfig, PreparedBags};
@@ -48,6 +49,14 @@ struct Args {
     /// entmax:ALPHA:learnable.
     #[arg(long, default_value_t = Retrieval::Softmax)]
     retrieval: Retrieval,
+    /// Where to train: cpu (default), wgpu (a Vulkan, Metal or DX12 GPU; without one, Mesa's lavapipe: apt
+    /// install mesa-vulkan-drivers) or cuda[:N] (NVIDIA GPU N; a build with --features cuda).
+    #[arg(long, default_value = "cpu", value_parser = device)]
+    device: Device,
+}
+
+fn device(s: &str) -> Result<Device, String> {
+    s.parse().map_err(|e: hopfield::HopfieldError| e.to_string())
 }
 
 /// `dir/name` or `dir/name.gz`, whichever exists.
@@ -108,19 +117,36 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         grad_clip: Some(1.0),
         retrieval: args.retrieval,
     };
-    let backend = Cpu::<f32>::with_tuned_allocator();
-    let start = Instant::now();
-    println!("epoch  train loss  test AUC  test acc   time");
-    let model = train_with(&backend, &cfg, &train_bags, args.seed, &mut |epoch, model, loss| {
-        let logits = predict(&backend, model, &test_bags)?;
+    hopfield::backend::cpu::tune_allocator();
+    args.device.run(Train { cfg: &cfg, train: &train_bags, test: &test_bags, seed: args.seed, target: args.target })?
+}
+
+/// Training and evaluation on the device's backend.
+struct Train<'a> {
+    cfg: &'a MilConfig,
+    train: &'a PreparedBags<f32>,
+    test: &'a PreparedBags<f32>,
+    seed: u64,
+    target: u8,
+}
+
+impl OnBackend for Train<'_> {
+    type Output = Result<(), Box<dyn std::error::Error>>;
+    fn run<B: Backend<Elem = f32>>(self, backend: B) -> Self::Output {
+        let (cfg, train_bags, test_bags) = (self.cfg, self.train, self.test);
+        let start = Instant::now();
+        println!("epoch  train loss  test AUC  test acc   time");
+        let model = train_with(&backend, cfg, train_bags, self.seed, &mut |epoch, model, loss| {
+            let logits = predict(&backend, model, test_bags)?;
+            let auc = roc_auc(&logits, &test_bags.labels).unwrap_or(f64::NAN);
+            let acc = logits.iter().zip(&test_bags.labels).filter(|(l, y)| (**l > 0.0) == **y).count() as f64
+                / test_bags.len() as f64;
+            println!("{epoch:>5}  {loss:>10.4}  {auc:>8.3}  {acc:>8.3}  {:>5.1} s", start.elapsed().as_secs_f64());
+            Ok(())
+        })?;
+        let logits = predict(&backend, &model, test_bags)?;
         let auc = roc_auc(&logits, &test_bags.labels).unwrap_or(f64::NAN);
-        let acc = logits.iter().zip(&test_bags.labels).filter(|(l, y)| (**l > 0.0) == **y).count() as f64
-            / test_bags.len() as f64;
-        println!("{epoch:>5}  {loss:>10.4}  {auc:>8.3}  {acc:>8.3}  {:>5.1} s", start.elapsed().as_secs_f64());
+        println!("final test ROC-AUC {auc:.3} on {} bags (target class {})", test_bags.len(), self.target);
         Ok(())
-    })?;
-    let logits = predict(&backend, &model, &test_bags)?;
-    let auc = roc_auc(&logits, &test_bags.labels).unwrap_or(f64::NAN);
-    println!("final test ROC-AUC {auc:.3} on {} bags (target class {})", test_bags.len(), args.target);
-    Ok(())
+    }
 }

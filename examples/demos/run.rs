@@ -5,6 +5,7 @@ use super::data::{BagDataset, Split};
 use super::harness::{Check, EpochRecord, MetricsLog, Summary};
 use super::model::{DemoNet, Variant};
 use super::train::{fit, TrainConfig};
+use hopfield::backend::{Device, OnBackend};
 use hopfield::{Backend, HopfieldError, Result};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -43,6 +44,24 @@ pub struct RunOptions {
     pub out_dir: std::path::PathBuf,
     /// Print one line per epoch.
     pub verbose: bool,
+}
+
+/// [`run_task`] on `device` (`--device`), the CPU's allocator tuned for a long run.
+pub fn run_task_on(device: Device, task: &Task<'_>, options: &RunOptions) -> Result<Vec<Summary>> {
+    struct On<'a, 'b>(&'a Task<'b>, &'a RunOptions);
+    impl OnBackend for On<'_, '_> {
+        type Output = Result<Vec<Summary>>;
+        fn run<B: Backend<Elem = f32>>(self, backend: B) -> Self::Output {
+            run_task(&backend, self.0, self.1)
+        }
+    }
+    hopfield::backend::cpu::tune_allocator();
+    device.run(On(task, options))?
+}
+
+/// The `--device` flag's parser.
+pub fn parse_device(s: &str) -> std::result::Result<Device, String> {
+    s.parse().map_err(|e: HopfieldError| e.to_string())
 }
 
 /// Train every selected variant of `task` in turn and return the table rows.

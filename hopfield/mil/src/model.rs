@@ -235,31 +235,28 @@ impl<B: Backend> MilModel<B> {
     }
 }
 
-/// Scatter packed rows `[N, w]` into `[B, L_max, w]` (zeros after each bag's end) and the padding mask.
+/// Scatter packed rows `[N, w]` into `[B, L_max, w]` (zeros after each bag's end) and the padding mask, on
+/// the device: one row gather from the packed rows and a zero row.
 fn pad<B: Backend>(backend: &B, packed: &B::Tensor, lens: &[usize]) -> (B::Tensor, Mask, usize) {
-    let w = backend.shape(packed)[1];
+    let (n, w) = (backend.shape(packed)[0], backend.shape(packed)[1]);
     let max_len = *lens.iter().max().expect("non-empty batch");
-    let rows = backend.to_vec(packed);
-    let zero = <B::Elem as num_traits::Zero>::zero();
-    let mut out = vec![zero; lens.len() * max_len * w];
+    let mut ids = vec![n; lens.len() * max_len];
     let mut mask = vec![true; lens.len() * max_len];
     let mut src = 0;
     for (b, &len) in lens.iter().enumerate() {
-        out[b * max_len * w..(b * max_len + len) * w].copy_from_slice(&rows[src * w..(src + len) * w]);
+        ids[b * max_len..b * max_len + len].iter_mut().zip(src..).for_each(|(id, s)| *id = s);
         mask[b * max_len..b * max_len + len].iter_mut().for_each(|m| *m = false);
         src += len;
     }
-    (backend.from_vec(out, &[lens.len(), max_len, w]), Mask::bool(mask, &[lens.len(), max_len]), max_len)
+    let table = backend.concat(packed, &backend.zeros(&[1, w]), 0);
+    let padded = backend.reshape(&backend.gather_rows(&table, &ids), &[lens.len(), max_len, w]);
+    (padded, Mask::bool(mask, &[lens.len(), max_len]), max_len)
 }
 
-/// Gather the rows of `[B, L_max, w]` that belong to bags back into `[N, w]` (the backward of [`pad`]).
+/// Gather the rows of `[B, L_max, w]` that belong to bags back into `[N, w]` (the backward of [`pad`]), on
+/// the device.
 fn unpad<B: Backend>(backend: &B, padded: &B::Tensor, lens: &[usize], max_len: usize) -> B::Tensor {
     let w = *backend.shape(padded).last().expect("rank 3");
-    let all = backend.to_vec(padded);
-    let n: usize = lens.iter().sum();
-    let mut out = Vec::with_capacity(n * w);
-    for (b, &len) in lens.iter().enumerate() {
-        out.extend_from_slice(&all[b * max_len * w..(b * max_len + len) * w]);
-    }
-    backend.from_vec(out, &[n, w])
+    let ids: Vec<usize> = lens.iter().enumerate().flat_map(|(b, &len)| b * max_len..b * max_len + len).collect();
+    backend.gather_rows(&backend.reshape(padded, &[lens.len() * max_len, w]), &ids)
 }
