@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Build, on this (CPU) machine, everything the GPU machine runs, and pack it into .gpu/ (git-ignored):
 #   .gpu/bin.tar.xz      stripped `cuda,cubek` binaries: the kernel tests (hopfield lib), the layer and fixture
-#                        tests, the association_probe timing example, the association and matmul benches
+#                        tests, the association_probe timing example, the association and matmul benches,
+#                        cloob-pretrain and cloob's train-step bench (its `cuda/` cases)
 #   .gpu/fixtures/       the hflayers golden cases; .gpu/sparse-fixtures/ the sparse retrieval cases
-#   .gpu/gpu-run.sh, .gpu/gpu_compare.py   the runner (needs only the NVIDIA driver, xz and PyTorch there)
+#   .gpu/gpu-run.sh, .gpu/gpu_compare.py, .gpu/gpu_peer_step.py, .gpu/gpu_train_report.py   the runner and its
+#                        helpers (needs only the NVIDIA driver, xz and PyTorch there)
 # Then on the GPU machine, from the directory holding .gpu/:  bash .gpu/gpu-run.sh
 # (Before that, on this machine: the same binaries start and report `NoSuchDevice`: bash .gpu/gpu-run.sh --no-gpu.)
 # Needs scripts/setup-tracel-llvm.sh once (CubeCL's CUDA backend links LLVM). No GPU needed here.
@@ -35,12 +37,13 @@ for line in sys.stdin:
 # the same way (hopfield alone would rebuild the dependency tree). With `cuda` built in, the tests run on
 # CUDA device 0; with `cubek`, the layers' matrix products go through cubek-matmul (the kernel tests check
 # our kernel and cubek's routines one by one) and the matmul bench compares the two (docs/cubecl.md).
-features=cuda,cubek
+features=cuda,cubek,cloob/cuda
 {
     cargo test --release --no-run --message-format=json -p hopfield-workspace -p hopfield --features $features --lib
     cargo test --release --no-run --message-format=json -p hopfield-workspace -p hopfield --features $features --test cube_backend --test hflayers_fixtures --test retrieval
     cargo build --release --message-format=json --features $features --example association_probe
     cargo build --release --message-format=json -p hopfield-workspace -p hopfield --features $features --bench association --bench matmul
+    cargo build --release --message-format=json -p hopfield-workspace -p cloob --features $features --bin cloob-pretrain --bench train_step
 } | executables > "$out/executables.txt"
 
 mkdir -p "$out/stage"
@@ -54,12 +57,15 @@ while read -r exe; do
         association_probe) name=association_probe ;;
         association-*) name=association_bench ;;
         matmul-*) name=matmul_bench ;;
+        cloob-pretrain) name=cloob_pretrain ;;
+        train_step-*) name=train_step_bench ;;
         *) continue ;;
     esac
     cp "$exe" "$out/stage/$name"
     strip --strip-all "$out/stage/$name"
 done < "$out/executables.txt"
-for name in kernel_tests layer_tests fixture_tests retrieval_tests association_probe association_bench matmul_bench; do
+for name in kernel_tests layer_tests fixture_tests retrieval_tests association_probe association_bench matmul_bench \
+    cloob_pretrain train_step_bench; do
     [ -x "$out/stage/$name" ] || { echo "missing binary: $name" >&2; exit 1; }
 done
 # One xz stream over all binaries with a dictionary larger than one binary: they share most of their code
@@ -69,7 +75,7 @@ rm -rf "$out/stage"
 
 cp hopfield/tests/fixtures/hflayers/* "$out/fixtures/"
 cp hopfield/tests/fixtures/sparse/* "$out/sparse-fixtures/"
-cp scripts/gpu-run.sh scripts/gpu_compare.py "$out/"
+cp scripts/gpu-run.sh scripts/gpu_compare.py scripts/gpu_peer_step.py scripts/gpu_train_report.py "$out/"
 du -sh "$out"/bin.tar.xz "$out"
 total=$(du -sm "$out" | cut -f1)
 if [ "$total" -gt 60 ]; then

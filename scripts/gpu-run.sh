@@ -33,6 +33,11 @@ if [ "${1:-}" = "--no-gpu" ]; then
     "$work/association_probe" cuda 1 1 64 64 16 0 1; echo "association_probe: exit $?"
     "$work/association_bench" --bench association/cuda 2>&1 | grep -m1 "association/cuda"; echo "association_bench: exit ${PIPESTATUS[0]}"
     "$work/matmul_bench" --bench matmul/cuda 2>&1 | grep -m1 "matmul/cuda"; echo "matmul_bench: exit ${PIPESTATUS[0]}"
+    "$work/train_step_bench" --bench cuda/ 2>&1 | grep -m1 "cuda/"; echo "train_step_bench: exit ${PIPESTATUS[0]}"
+    "$work/cloob_pretrain" --device cuda --steps 1 --quiet --logs "$work/runs" > "$log/pretrain.log" 2>&1
+    echo "cloob_pretrain --device cuda: exit $? ($(head -c 160 "$log/pretrain.log"))"
+    "$work/cloob_pretrain" --device cpu --steps 2 --batch-size 8 --eval-size 8 --quiet --logs "$work/runs" > "$log/pretrain.log" 2>&1
+    echo "cloob_pretrain --device cpu: exit $?"
     rm -rf "$work"
     exit 0
 fi
@@ -66,5 +71,24 @@ echo "== matmul: ours vs cubek-matmul (criterion medians; thrpt elem/s = FLOP/s)
 # Sample sizes as in the bench; 3 s of measurement per case keeps the 24 cases near two minutes.
 timeout 300 "$work/matmul_bench" --bench matmul/cuda --measurement-time 3 --warm-up-time 1 > "$log/matmul.log" 2>&1 || fail=1
 grep -A2 "^matmul/cuda" "$log/matmul.log" | grep -E "^matmul|time:|thrpt:" | paste - - - | tee "$log/matmul.txt"
+
+echo "== training on CUDA: cloob-pretrain, the train-step bench, the PyTorch peer"
+mkdir -p "$log/runs"
+pretrain() {  # name, timeout, flags…
+    local name=$1 limit=$2; shift 2
+    nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 200 > "$log/$name.mem" 2>/dev/null &
+    local smi=$!
+    timeout "$limit" "$work/cloob_pretrain" --quiet --logs "$log/runs" --name "$name" --zeroshot-frequency 0 \
+        --save-frequency 0 --eval-size 200 "$@" > "$log/$name.log" 2>&1 || { fail=1; tail -3 "$log/$name.log"; }
+    kill $smi 2>/dev/null
+}
+pretrain tiny-cuda 150 --device cuda --steps 200
+pretrain small-cuda 150 --device cuda --model small --batch-size 256 --steps 50
+# The CPU run of the same seed and schedule (200 steps), stopped after 20.
+timeout 120 "$work/cloob_pretrain" --quiet --logs "$log/runs" --name tiny-cpu --zeroshot-frequency 0 --save-frequency 0 \
+    --device cpu --steps 200 --stop-after 20 > "$log/tiny-cpu.log" 2>&1 || { fail=1; tail -3 "$log/tiny-cpu.log"; }
+timeout 150 "$work/train_step_bench" --bench cuda/ --measurement-time 5 --warm-up-time 2 > "$log/train_step.log" 2>&1 || fail=1
+timeout 120 python3 "$here/gpu_peer_step.py" cuda > "$log/peer.jsonl" 2>&1 || { fail=1; tail -3 "$log/peer.jsonl"; }
+python3 "$here/gpu_train_report.py" "$log" | tee "$log/train.txt"
 rm -rf "$work"
 exit $fail
