@@ -5,7 +5,8 @@ JSON line per case: {"case", "ms", "stat", "rss_growth_mib"?, "impl"}.
   plain PyTorch (what hflayers computes with CLOOB's flags: static patterns, no projections, no norms).
 - With hflayers importable (PYTHONPATH holding the fetched `hflayers/`, never committed): the layer cases
   `self_steps0`, `self_steps3` (B 8, S 256, D 512, 8 heads, hflayers' defaults, 0 or 3 update steps) and
-  `long_4096`, `long_8192` (one head, input 64, L = S; fastest of 3 and the peak-RSS growth of the first).
+  `long_4096`, `long_8192` (one head, input 64, L = S; fastest of 3 and the peak-RSS growth of the first;
+  run first, so that the growth is the case's own and not hidden under an earlier case's peak).
   Without it those rows are reported missing.
 Medians of 7 runs after one warm-up, unless `stat` says otherwise."""
 import json, resource, statistics, time
@@ -43,12 +44,6 @@ try:
 except ImportError:
     emit("hflayers", float("nan"), stat="missing", impl="hflayers not importable: set HFLAYERS_DIR")
 else:
-    x = torch.randn(8, 256, 512, requires_grad=True)
-    for steps in (0, 3):
-        kw = dict(update_steps_max=3, update_steps_eps=1e-12) if steps else {}
-        m = Hopfield(input_size=512, num_heads=8, **kw)
-        ts = timed(lambda: m(x).sum().backward())
-        emit(f"self_steps{steps}", statistics.median(ts) * 1e3, impl="hflayers")
     for length in (4096, 8192):
         r0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         xl = torch.randn(1, length, 64, requires_grad=True)
@@ -61,3 +56,9 @@ else:
             if len(ts) == 1:
                 growth = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - r0) / 1024
         emit(f"long_{length}", min(ts) * 1e3, stat="min of 3", impl="hflayers", rss_growth_mib=round(growth, 1))
+    x = torch.randn(8, 256, 512, requires_grad=True)
+    for steps in (0, 3):
+        kw = dict(update_steps_max=3, update_steps_eps=1e-12) if steps else {}
+        m = Hopfield(input_size=512, num_heads=8, **kw)
+        ts = timed(lambda: m(x).sum().backward())
+        emit(f"self_steps{steps}", statistics.median(ts) * 1e3, impl="hflayers")

@@ -13,8 +13,11 @@ for line in (out / "peers.jsonl").read_text().splitlines():
 
 
 def criterion_ms(name):
-    f = crit / name / "new" / "estimates.json"
-    return json.loads(f.read_text())["median"]["point_estimate"] / 1e6 if f.exists() else None
+    # criterion keeps a `group/case` as folders, but a `c.bench_function` name's slashes as underscores.
+    for f in (crit / name / "new" / "estimates.json", crit / name.replace("/", "_") / "new" / "estimates.json"):
+        if f.exists():
+            return json.loads(f.read_text())["median"]["point_estimate"] / 1e6
+    return None
 
 
 probe = {}
