@@ -13,7 +13,7 @@ pub struct L2NormCache<B: Backend> {
     pub inv_norm: B::Tensor,
 }
 
-/// Row sums `[N, 1]` as a matrix product with `ones [d, 1]` (one GEMM: faster than an axis sum on the CPU).
+/// Row sums `[N, 1]` as a matrix product with `ones [d, 1]`.
 fn row_sum<B: Backend>(backend: &B, x: &B::Tensor) -> B::Tensor {
     let d = backend.shape(x)[1];
     backend.matmul(x, &backend.full(&[d, 1], B::Elem::of(1.0)), false, false)
