@@ -130,7 +130,7 @@ struct Args {
     verbose: bool,
     /// Where to train: cpu (default), wgpu (a Vulkan, Metal or DX12 GPU; without one, Mesa's lavapipe: apt
     /// install mesa-vulkan-drivers) or cuda[:N] (NVIDIA GPU N; a build with --features cuda).
-    #[arg(long, default_value = "cpu", value_parser = demos::run::parse_device)]
+    #[arg(long, default_value = "cpu", value_parser = hopfield::backend::Device::parse_flag)]
     device: hopfield::backend::Device,
 }
 

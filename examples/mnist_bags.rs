@@ -51,12 +51,8 @@ struct Args {
     retrieval: Retrieval,
     /// Where to train: cpu (default), wgpu (a Vulkan, Metal or DX12 GPU; without one, Mesa's lavapipe: apt
     /// install mesa-vulkan-drivers) or cuda[:N] (NVIDIA GPU N; a build with --features cuda).
-    #[arg(long, default_value = "cpu", value_parser = device)]
+    #[arg(long, default_value = "cpu", value_parser = Device::parse_flag)]
     device: Device,
-}
-
-fn device(s: &str) -> Result<Device, String> {
-    s.parse().map_err(|e: hopfield::HopfieldError| e.to_string())
 }
 
 /// `dir/name` or `dir/name.gz`, whichever exists.

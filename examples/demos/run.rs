@@ -59,11 +59,6 @@ pub fn run_task_on(device: Device, task: &Task<'_>, options: &RunOptions) -> Res
     device.run(On(task, options))?
 }
 
-/// The `--device` flag's parser.
-pub fn parse_device(s: &str) -> std::result::Result<Device, String> {
-    s.parse().map_err(|e: HopfieldError| e.to_string())
-}
-
 /// Train every selected variant of `task` in turn and return the table rows.
 pub fn run_task<B: Backend>(backend: &B, task: &Task<'_>, options: &RunOptions) -> Result<Vec<Summary>> {
     let mut log = MetricsLog::create(&options.out_dir, task.name).map_err(|source| HopfieldError::Io {

@@ -50,12 +50,8 @@ struct Args {
     /// Where the encoders run: cpu (default), wgpu (a Vulkan, Metal or DX12 GPU, or Mesa's lavapipe: apt
     /// install mesa-vulkan-drivers) or cuda[:N] (a build with --features cuda). Any checkpoint, from any
     /// device.
-    #[arg(long, default_value = "cpu", value_parser = device)]
+    #[arg(long, default_value = "cpu", value_parser = Device::parse_flag)]
     device: Device,
-}
-
-fn device(s: &str) -> Result<Device, String> {
-    s.parse().map_err(|e: hopfield::HopfieldError| e.to_string())
 }
 
 type Outcome = Result<(), Box<dyn std::error::Error>>;

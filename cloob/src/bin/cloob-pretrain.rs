@@ -41,15 +41,11 @@ struct Cli {
     /// Where to train: cpu (default, any machine), wgpu (a Vulkan, Metal or DX12 GPU; on Linux without
     /// one, Mesa's lavapipe: apt install mesa-vulkan-drivers), cuda or cuda:N (NVIDIA GPU N with its
     /// driver; a build with --features cuda). Checkpoints resume on any device.
-    #[arg(long, default_value = "cpu", value_parser = device)]
+    #[arg(long, default_value = "cpu", value_parser = Device::parse_flag)]
     device: Device,
     /// Testing aid: rank RANK fails before step STEP (`RANK:STEP`).
     #[arg(long, hide = true, value_parser = rank_step)]
     fail_at: Option<(usize, u64)>,
-}
-
-fn device(s: &str) -> Result<Device, String> {
-    s.parse().map_err(|e: hopfield::HopfieldError| e.to_string())
 }
 
 fn rank_step(s: &str) -> Result<(usize, u64), String> {

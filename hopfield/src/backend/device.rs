@@ -46,6 +46,15 @@ impl Device {
         without one Mesa's lavapipe: apt install mesa-vulkan-drivers) or cuda[:N] (NVIDIA GPU N, default 0, \
         with its driver; a build with --features cuda)";
 
+    /// Parse a `--device` flag for a command-line parser (clap's `value_parser`): the message names the
+    /// accepted forms, without the error type's prefix (the parser adds the flag).
+    pub fn parse_flag(s: &str) -> std::result::Result<Device, String> {
+        s.parse().map_err(|e| match e {
+            HopfieldError::Input { reason, .. } => reason,
+            other => other.to_string(),
+        })
+    }
+
     /// Whether this build has the backend of the device (`cpu` always; `wgpu`, `cuda` with their features).
     pub fn is_built(self) -> bool {
         match self {
@@ -173,6 +182,8 @@ mod tests {
             assert_eq!(d.to_string(), s);
         }
         assert_eq!("CUDA:1".parse::<Device>().unwrap(), Device::Cuda(1));
+        assert_eq!(Device::parse_flag("cuda:2"), Ok(Device::Cuda(2)));
+        assert_eq!(Device::parse_flag("gpu").unwrap_err(), "`gpu` is not cpu, wgpu, cuda or cuda:N");
         for bad in ["gpu", "cuda:", "cuda:x", "cuda:-1", ""] {
             let e = bad.parse::<Device>().unwrap_err().to_string();
             assert!(e.contains("--device") && e.contains("cuda:N"), "{bad}: {e}");
