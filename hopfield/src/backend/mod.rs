@@ -63,7 +63,8 @@ impl Unary {
         match self {
             Unary::Exp => x.exp(),
             Unary::Ln => x.ln(),
-            Unary::Rsqrt => E::one() / x.sqrt(),
+            // In f64, rounded once: correctly rounded for f32 (what the host computed before this op).
+            Unary::Rsqrt => E::of(1.0 / x.f64().sqrt()),
         }
     }
 }
