@@ -125,6 +125,16 @@ impl HopfieldConfig {
     }
 }
 
+impl HopfieldSpec {
+    /// Where the query, key and value projections sit in `in_proj_weight` (when packed) and in
+    /// `in_proj_bias`: `(first row, rows)` each, `None` for a static input (no projection). The value's
+    /// bias block starts after the query's and key's rows even when the value is static (as in hflayers).
+    /// For other front ends of the same parameters (`hopfield-burn`).
+    pub fn projection_slots(&self) -> [Option<(usize, usize)>; 3] {
+        [self.layout.q, self.layout.k, self.layout.v].map(|s| s.map(|s| (s.offset, s.rows)))
+    }
+}
+
 impl<B: Backend> Layer<B> for Hopfield<B> {
     type Params = HopfieldParams<B>;
     type Input = HopfieldInput<B>;
