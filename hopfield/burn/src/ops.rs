@@ -74,7 +74,9 @@ fn safe_row_max(z: &Tensor<4>) -> Tensor<4> {
 pub fn masked_softmax(z: Tensor<4>) -> Tensor<4> {
     let e = (z.clone() - safe_row_max(&z)).exp();
     let sum = e.clone().sum_dim(3);
-    e / sum.clamp_min(f32::MIN_POSITIVE)
+    // A fully masked row sums to 0: divide its zeros by 1, so that the backward (−e/sum²) is 0, not NaN.
+    let empty = sum.clone().equal_elem(0.0);
+    e / sum.mask_fill(empty, 1.0)
 }
 
 /// `softmax₁(z)ᵢ = exp(zᵢ) / (1 + Σⱼ exp(zⱼ))` per row (a query may retrieve almost nothing).
