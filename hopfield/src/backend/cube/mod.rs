@@ -69,6 +69,16 @@ impl CubeTensor {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// A tensor over an existing device buffer that holds `shape` densely in row-major order as f32, from
+    /// its first byte (another CubeCL library's buffer, on the same client as the [`Cube`] it is used with:
+    /// `hopfield-burn` runs our kernels on burn's tensors this way, without a copy).
+    pub fn from_handle(handle: Handle, shape: Vec<usize>) -> Self {
+        CubeTensor { handle, shape }
+    }
+    /// The device buffer (dense, row-major f32) and the shape, for another CubeCL library to adopt.
+    pub fn into_parts(self) -> (Handle, Vec<usize>) {
+        (self.handle, self.shape)
+    }
     /// The buffer as a kernel argument.
     pub(crate) fn arg(&self) -> BufferArg {
         // SAFETY: the buffer was allocated with at least `max(len, 1)` f32 (see `Cube::alloc`).
@@ -138,6 +148,12 @@ impl<R: CubeRuntime> Cube<R> {
     /// The backend on `device` (of runtime `R`).
     fn on(device: cubecl::Device) -> Self {
         Cube { client: device.client(), poison: false, matmul: MatmulKernel::default(), runtime: PhantomData }
+    }
+
+    /// The backend on an existing CubeCL client of runtime `R`: tensors made by another library on that
+    /// client (see [`CubeTensor::from_handle`]) are ours to compute on, and ours are theirs.
+    pub fn from_client(client: Client) -> Self {
+        Cube { client, poison: false, matmul: MatmulKernel::default(), runtime: PhantomData }
     }
 
     /// Run [`Backend::matmul`] with `kernel` (default: [`MatmulKernel::default`]). A clone shares the
