@@ -2,14 +2,15 @@
 //! stratified hold-out (or, with [`CvSettings::inner_folds`], an inner stratified K-fold) picks the grid point
 //! with the best validation AUC, which is then retrained on the whole training fold and scored on the test
 //! fold. Folds run in parallel (rayon); each fold's result
-//! depends only on its seed, so a run is reproducible whatever the scheduling.
+//! depends only on its seed, so a run is reproducible whatever the scheduling. The model and its training are
+//! a [`Trainer`]: `hopfield`'s by default, another framework's through [`cross_validate_with`].
 
 use super::data::{MilDataset, Standardizer};
 use super::error::{MilError, Result};
 use super::folds::{derive_seed, repeated_stratified_splits, stratified_holdout, stratified_inner_folds, Split};
 use super::report::FoldRecord;
 use super::train::{train_and_score, MilConfig, PreparedBags};
-use hopfield::Backend;
+use hopfield::{Backend, Element};
 use rand::rngs::StdRng;
 use rand::seq::index::sample;
 use rand::SeedableRng;
@@ -109,9 +110,45 @@ pub struct CvSettings {
     pub grid: Vec<MilConfig>,
 }
 
+/// The one step of the protocol that depends on the model's framework: train a model on some bags, score it
+/// on others. [`cross_validate`] trains `hopfield`'s model ([`HopfieldTrainer`]); another framework's model
+/// (the workspace's `burn_mil` example) implements this and runs through [`cross_validate_with`], under the
+/// same splits, seeds, standardisation and selection.
+pub trait Trainer: Sync {
+    /// The element type the bags are prepared in.
+    type Elem: Element;
+
+    /// Train with `cfg` on `train`, everything random drawn from `seed`; return the ROC-AUC on `test`
+    /// (`None` if `test` lacks a class).
+    fn train_and_score(
+        &self,
+        cfg: &MilConfig,
+        train: &PreparedBags<Self::Elem>,
+        test: &PreparedBags<Self::Elem>,
+        seed: u64,
+    ) -> Result<Option<f64>>;
+}
+
+/// `hopfield`'s model ([`crate::model::MilModel`]) on a backend, trained by [`train_and_score`].
+#[derive(Clone, Copy, Debug)]
+pub struct HopfieldTrainer<'a, B>(pub &'a B);
+
+impl<B: Backend> Trainer for HopfieldTrainer<'_, B> {
+    type Elem = B::Elem;
+    fn train_and_score(
+        &self,
+        cfg: &MilConfig,
+        train: &PreparedBags<B::Elem>,
+        test: &PreparedBags<B::Elem>,
+        seed: u64,
+    ) -> Result<Option<f64>> {
+        train_and_score(self.0, cfg, train, test, seed)
+    }
+}
+
 /// Run one outer split: select on a hold-out of its training bags, retrain, score the test bags.
-pub fn run_split<B: Backend>(
-    backend: &B,
+pub fn run_split<T: Trainer + ?Sized>(
+    trainer: &T,
     data: &MilDataset,
     split: &Split,
     settings: &CvSettings,
@@ -133,8 +170,8 @@ pub fn run_split<B: Backend>(
                 // Each inner split is standardised with statistics of its own training part.
                 let scaler = Standardizer::fit(data, inner_train);
                 (
-                    PreparedBags::<B::Elem>::new(data, inner_train, &scaler),
-                    PreparedBags::<B::Elem>::new(data, val, &scaler),
+                    PreparedBags::<T::Elem>::new(data, inner_train, &scaler),
+                    PreparedBags::<T::Elem>::new(data, val, &scaler),
                 )
             })
             .collect();
@@ -144,7 +181,7 @@ pub fn run_split<B: Backend>(
             let mut sum = 0.0;
             for (v, (train_bags, val_bags)) in prepared.iter().enumerate() {
                 let init = if v == 0 { derive_seed(seed, 2) } else { derive_seed(seed, 16 + v as u64) };
-                sum += train_and_score(backend, cfg, train_bags, val_bags, init)?.unwrap_or(f64::NAN);
+                sum += trainer.train_and_score(cfg, train_bags, val_bags, init)?.unwrap_or(f64::NAN);
             }
             let auc = sum / prepared.len() as f64;
             if auc > best.1 {
@@ -155,9 +192,10 @@ pub fn run_split<B: Backend>(
     };
     let cfg = &settings.grid[grid_index];
     let scaler = Standardizer::fit(data, &split.train);
-    let train_bags = PreparedBags::<B::Elem>::new(data, &split.train, &scaler);
-    let test_bags = PreparedBags::<B::Elem>::new(data, &split.test, &scaler);
-    let test_auc = train_and_score(backend, cfg, &train_bags, &test_bags, derive_seed(seed, 3))?
+    let train_bags = PreparedBags::<T::Elem>::new(data, &split.train, &scaler);
+    let test_bags = PreparedBags::<T::Elem>::new(data, &split.test, &scaler);
+    let test_auc = trainer
+        .train_and_score(cfg, &train_bags, &test_bags, derive_seed(seed, 3))?
         .ok_or_else(|| MilError::setting("folds", "a test fold lacks one of the classes"))?;
     Ok(FoldRecord {
         dataset: data.name.clone(),
@@ -174,10 +212,20 @@ pub fn run_split<B: Backend>(
     })
 }
 
-/// Run every split of the repeated cross-validation in parallel; `on_fold` sees each record as it
-/// finishes. Records come back ordered by (repeat, fold).
+/// Run every split of the repeated cross-validation in parallel with `hopfield`'s model on `backend`;
+/// `on_fold` sees each record as it finishes. Records come back ordered by (repeat, fold).
 pub fn cross_validate<B: Backend>(
     backend: &B,
+    data: &MilDataset,
+    settings: &CvSettings,
+    on_fold: &(dyn Fn(&FoldRecord) + Sync),
+) -> Result<Vec<FoldRecord>> {
+    cross_validate_with(&HopfieldTrainer(backend), data, settings, on_fold)
+}
+
+/// [`cross_validate`] with any [`Trainer`].
+pub fn cross_validate_with<T: Trainer + ?Sized>(
+    trainer: &T,
     data: &MilDataset,
     settings: &CvSettings,
     on_fold: &(dyn Fn(&FoldRecord) + Sync),
@@ -189,7 +237,7 @@ pub fn cross_validate<B: Backend>(
     splits
         .par_iter()
         .map(|split| {
-            let record = run_split(backend, data, split, settings)?;
+            let record = run_split(trainer, data, split, settings)?;
             on_fold(&record);
             Ok(record)
         })

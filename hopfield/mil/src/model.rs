@@ -213,16 +213,9 @@ impl<B: Backend> Layer<B> for MilModel<B> {
 impl<B: Backend> MilModel<B> {
     /// Logits of bags (evaluation mode), `chunk` bags of similar length at a time, in the order given.
     pub fn predict(&self, backend: &B, bags: &[(&[B::Elem], usize)], chunk: usize) -> Result<Vec<f64>> {
-        let mut by_len: Vec<usize> = (0..bags.len()).collect();
-        by_len.sort_by_key(|&i| bags[i].1);
-        let mut out = vec![0.0; bags.len()];
-        for part in by_len.chunks(chunk.max(1)) {
-            let logits = self.infer(backend, &BagBatch::pack(part.iter().map(|&i| bags[i])))?;
-            for (&i, l) in part.iter().zip(backend.to_vec(&logits)) {
-                out[i] = l.f64();
-            }
-        }
-        Ok(out)
+        predict_by_length(bags, chunk, |batch| {
+            Ok(backend.to_vec(&self.infer(backend, batch)?).into_iter().map(Element::f64).collect())
+        })
     }
 
     /// The pooling's parameters (e.g. to inspect the learned state pattern).
@@ -233,6 +226,28 @@ impl<B: Backend> MilModel<B> {
     pub fn head_params(&self) -> &LinearParams<B> {
         &self.head.params
     }
+}
+
+/// One logit per bag of `bags`, in the order given, from `logits` (a packed batch → one logit per bag) run on
+/// `chunk` bags of similar length at a time, so that padding to a chunk's longest bag wastes little. The
+/// prediction of [`MilModel::predict`], for any model.
+pub fn predict_by_length<E: Copy>(
+    bags: &[(&[E], usize)],
+    chunk: usize,
+    mut logits: impl FnMut(&BagBatch<E>) -> Result<Vec<f64>>,
+) -> Result<Vec<f64>> {
+    let mut by_len: Vec<usize> = (0..bags.len()).collect();
+    by_len.sort_by_key(|&i| bags[i].1);
+    let mut out = vec![0.0; bags.len()];
+    for part in by_len.chunks(chunk.max(1)) {
+        let batch = BagBatch::pack(part.iter().map(|&i| bags[i]));
+        let values = logits(&batch)?;
+        if values.len() != part.len() {
+            return Err(MilError::setting("predict", format!("{} logits for {} bags", values.len(), part.len())));
+        }
+        part.iter().zip(values).for_each(|(&i, l)| out[i] = l);
+    }
+    Ok(out)
 }
 
 /// Scatter packed rows `[N, w]` into `[B, L_max, w]` (zeros after each bag's end) and the padding mask, on

@@ -115,7 +115,8 @@ impl<E: Element> PreparedBags<E> {
     pub fn is_empty(&self) -> bool {
         self.lens.is_empty()
     }
-    fn bag(&self, i: usize) -> (&[E], usize) {
+    /// Bag `i`: its instances `[len, features]` row-major, and `len`.
+    pub fn bag(&self, i: usize) -> (&[E], usize) {
         (&self.instances[i], self.lens[i])
     }
 }
@@ -182,7 +183,13 @@ pub fn train_with<B: Backend>(
 /// Cut a shuffled `order` into batches of bags of similar length, so that padding to the longest bag of a
 /// batch wastes little (musk2's bags hold 1 to 1044 instances). Windows of 8 batches are sorted by length
 /// and cut; the batches are then shuffled, so each epoch still sees bags in a random order and company.
-fn length_bucketed_batches(order: &[usize], lens: &[usize], batch_size: usize, rng: &mut StdRng) -> Vec<Vec<usize>> {
+/// Public so that another framework's training loop draws the same batches from the same seed.
+pub fn length_bucketed_batches(
+    order: &[usize],
+    lens: &[usize],
+    batch_size: usize,
+    rng: &mut StdRng,
+) -> Vec<Vec<usize>> {
     let mut batches = Vec::with_capacity(order.len().div_ceil(batch_size));
     for window in order.chunks(batch_size * 8) {
         let mut w = window.to_vec();
