@@ -6,6 +6,7 @@
 //! streaming association) and `memory` (the opt-in allocator tuning, [`tune_allocator`]).
 
 mod blocked;
+mod elementwise;
 mod gemm;
 mod memory;
 mod rows;
@@ -16,6 +17,7 @@ pub use memory::{tune_allocator, MALLOC_TUNING_ENV};
 use super::{AdamStep, Backend, ScoreBias};
 use crate::activation::Activation;
 use crate::element::Element;
+use elementwise::{arr, flat, map1, zip2};
 use ndarray::{ArcArray, ArrayD, Axis, IxDyn, Zip};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use rayon::prelude::*;
@@ -67,23 +69,6 @@ fn rows_per_task(n: usize) -> usize {
     (PAR_MIN / n.max(1)).max(1)
 }
 
-/// Element-wise `f(a, b)` (same shapes), in parallel for large tensors.
-fn zip2<E: Element>(a: &CpuTensor<E>, b: &CpuTensor<E>, f: impl Fn(E, E) -> E + Sync + Send) -> CpuTensor<E> {
-    let z = Zip::from(a).and(b);
-    if a.len() >= PAR_MIN { z.par_map_collect(|&x, &y| f(x, y)) } else { z.map_collect(|&x, &y| f(x, y)) }.into_shared()
-}
-
-/// Element-wise `f(a)`, in parallel for large tensors.
-fn map1<E: Element>(a: &CpuTensor<E>, f: impl Fn(E) -> E + Sync + Send) -> CpuTensor<E> {
-    let z = Zip::from(a);
-    if a.len() >= PAR_MIN { z.par_map_collect(|&x| f(x)) } else { z.map_collect(|&x| f(x)) }.into_shared()
-}
-
-/// Wrap row-major data.
-fn arr<E: Element>(shape: &[usize], data: Vec<E>) -> CpuTensor<E> {
-    ArrayD::from_shape_vec(IxDyn(shape), data).expect("data length equals the shape's size").into_shared()
-}
-
 /// `z = β_h · scores + padding + association` row by row (`[B, H, L, S]`, rows in parallel), each row then
 /// normalised in place by `f(h, row, scratch)` (`scratch`: a buffer reused by the rows of one task).
 fn biased_rows<E: Element>(
@@ -121,11 +106,6 @@ fn biased_rows<E: Element>(
         },
     );
     arr(sh, out)
-}
-
-/// The contiguous data of a 1-D parameter such as a norm weight.
-fn flat<E: Element>(t: &CpuTensor<E>) -> &[E] {
-    t.as_slice().expect("parameters are contiguous")
 }
 
 impl<E: Element> Backend for Cpu<E> {
@@ -260,10 +240,18 @@ impl<E: Element> Backend for Cpu<E> {
         }
     }
     fn activation(&self, x: &CpuTensor<E>, act: Activation) -> CpuTensor<E> {
-        map1(x, |v| act.forward(v))
+        // GELU (the encoders' MLPs) gets a loop of its own, with no per-element dispatch on `act`, so that
+        // it vectorises; the values are `act.forward`'s.
+        match act {
+            Activation::Gelu => map1(x, |v| v.gelu()),
+            _ => map1(x, |v| act.forward(v)),
+        }
     }
     fn activation_backward(&self, x: &CpuTensor<E>, dy: &CpuTensor<E>, act: Activation) -> CpuTensor<E> {
-        zip2(dy, x, |d, v| d * act.derivative(v))
+        match act {
+            Activation::Gelu => zip2(dy, x, |d, v| d * v.gelu_derivative()),
+            _ => zip2(dy, x, |d, v| d * act.derivative(v)),
+        }
     }
 
     fn unary(&self, x: &CpuTensor<E>, op: super::Unary) -> CpuTensor<E> {
