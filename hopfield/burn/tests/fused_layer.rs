@@ -4,16 +4,14 @@
 //! sample's every stored pattern, update steps with the state convergence rule (the fused path's rule),
 //! bias and zero patterns with an association mask, and static retrieval (CLOOB's).
 
-use burn::module::{Module, ModuleVisitor, Param};
-use burn::tensor::{Bool, Device, Distribution, Gradients, Tensor, TensorData};
+mod support;
+
+use burn::tensor::{Bool, Device, Distribution, Tensor, TensorData};
 use hopfield::layers::hopfield::Convergence;
 use hopfield::layers::HopfieldConfig;
 use hopfield_burn::{AssociationMask, HopfieldInit, HopfieldInput};
 use std::collections::BTreeMap;
-
-fn vals<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
-}
+use support::{named_grads, vals};
 
 fn rel(a: &[f32], b: &[f32]) -> f64 {
     assert_eq!(a.len(), b.len());
@@ -22,20 +20,6 @@ fn rel(a: &[f32], b: &[f32]) -> f64 {
     }
     let scale = b.iter().fold(1e-2f64, |m, v| m.max(v.abs() as f64));
     a.iter().zip(b).fold(0.0f64, |m, (x, y)| m.max((x - y).abs() as f64)) / scale
-}
-
-struct Grads<'a>(&'a Gradients, Vec<String>, BTreeMap<String, Vec<f32>>);
-impl ModuleVisitor for Grads<'_> {
-    fn enter_module(&mut self, name: &str, _: &str) {
-        self.1.push(name.to_string());
-    }
-    fn exit_module(&mut self, _: &str, _: &str) {
-        self.1.pop();
-    }
-    fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
-        let n = p.val().shape().num_elements();
-        self.2.insert(self.1.join("."), p.val().grad(self.0).map_or(vec![0.0; n], vals));
-    }
 }
 
 /// Output, input gradient and parameter gradients of `cfg` on `x` (with the masks), fused or not.
@@ -57,9 +41,8 @@ fn run(
     // A fixed, uneven output gradient (the same for both paths).
     let w = Tensor::<3>::ones(out.output.dims(), device).cumsum(2).div_scalar(7.0).cos();
     let grads = (out.output.clone() * w).sum().backward();
-    let mut g = Grads(&grads, Vec::new(), BTreeMap::new());
-    module.visit(&mut g);
-    (vals(out.output), vals(x.grad(&grads).unwrap()), g.2, out.update_steps)
+    let g = named_grads(&module, &grads);
+    (vals(out.output), vals(x.grad(&grads).unwrap()), g, out.update_steps)
 }
 
 fn check_case(what: &str, cfg: HopfieldConfig, pad: bool, assoc: bool, device: &Device) {

@@ -5,8 +5,9 @@
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
+mod support;
 
-use burn::module::{Module, ModuleVisitor, Param};
+use burn::module::Module;
 use burn::tensor::{Bool, Device, Gradients, Tensor, TensorData};
 use common::{random_config, random_masks, ConfigRanges};
 use hopfield::backend::CpuTensor;
@@ -16,6 +17,7 @@ use hopfield::{Backend, Cpu, Parameters};
 use hopfield_burn::{AssociationMask, HopfieldInit};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use std::collections::BTreeMap;
+use support::{named_grads, vals};
 
 #[allow(deprecated)]
 fn ndarray() -> Device {
@@ -44,10 +46,6 @@ fn copy_to_f32<P: Parameters<Cpu<f32>>, Q: Parameters<Cpu<f64>>>(dst: &mut P, sr
     });
 }
 
-fn vals<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
-}
-
 fn up<const D: usize>(t: &CpuTensor<f64>, device: &Device) -> Tensor<D> {
     Tensor::from_data(TensorData::new(t.iter().map(|&v| v as f32).collect::<Vec<f32>>(), t.shape().to_vec()), device)
 }
@@ -58,36 +56,19 @@ fn rand64(rng: &mut StdRng, shape: &[usize]) -> CpuTensor<f64> {
     Cpu::<f64>::new().from_vec((0..n).map(|_| rng.gen_range(-1.0f32..1.0) as f64).collect(), shape)
 }
 
-/// Every float parameter's gradient by module path.
-struct NamedGrads<'a>(&'a Gradients, Vec<String>, BTreeMap<String, Vec<f32>>);
-impl ModuleVisitor for NamedGrads<'_> {
-    fn enter_module(&mut self, name: &str, _: &str) {
-        self.1.push(name.to_string());
-    }
-    fn exit_module(&mut self, _: &str, _: &str) {
-        self.1.pop();
-    }
-    fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
-        let n = p.val().shape().num_elements();
-        let g = p.val().grad(self.0).map_or(vec![0.0; n], vals);
-        self.2.insert(self.1.join("."), g);
-    }
-}
-
 fn compare_grads<M: Module, P: Parameters<Cpu<f64>>>(what: &str, m: &M, grads: &Gradients, host: &P, tol: f64) {
-    let mut v = NamedGrads(grads, Vec::new(), BTreeMap::new());
-    m.visit(&mut v);
+    let named = named_grads(m, grads);
     let mut seen = 0;
     host.visit(&mut |name, t, trainable| {
         if !trainable {
             return;
         }
-        let got = v.2.get(name).unwrap_or_else(|| panic!("{what}: no burn parameter `{name}`"));
+        let got = named.get(name).unwrap_or_else(|| panic!("{what}: no burn parameter `{name}`"));
         let e = rel(got, t.as_slice().unwrap());
         assert!(e <= tol, "{what}: grad {name}: relative error {e:.3e}");
         seen += 1;
     });
-    assert!(seen > 0 || v.2.is_empty(), "{what}: no parameter compared");
+    assert!(seen > 0 || named.is_empty(), "{what}: no parameter compared");
 }
 
 fn to_bool_mask<const D: usize>(m: &Mask, device: &Device) -> Tensor<D, Bool> {
