@@ -20,10 +20,10 @@ fi
 export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS RAYON_NUM_THREADS=$THREADS MATMUL_NUM_THREADS=$THREADS
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
 py="$VENV/bin/python"
-# Build first, so that compiling does not overlap any timing.
-cargo bench --no-run -p hopfield --bench layers >/dev/null 2>&1
-cargo bench --no-run -p cloob --bench train_step >/dev/null 2>&1
-cargo build --release --example association_probe >/dev/null 2>&1
+# Build first, so that compiling does not overlap any timing. `--workspace` everywhere: a `-p` build unifies
+# features differently and would rebuild the dependencies.
+cargo bench --workspace --no-run --bench layers --bench train_step >/dev/null 2>&1
+cargo build --workspace --release --example association_probe >/dev/null 2>&1
 
 echo "== PyTorch peers" >&2
 PYTHONPATH="${HFLAYERS_DIR:-}" "$py" scripts/peers/hopfield_peers.py > "$OUT/peers.jsonl"
@@ -31,8 +31,8 @@ PYTHONPATH="${HFLAYERS_DIR:-}" "$py" scripts/peers/hopfield_peers.py > "$OUT/pee
 cat "$OUT/peers.jsonl" >&2
 
 echo "== ours" >&2
-cargo bench -p hopfield --bench layers -- 'hopfield_cpu_f32/tuned/' > "$OUT/layers.log" 2>&1
-cargo bench -p cloob --bench train_step -- '^(cloob|clip)_peer_b128$' > "$OUT/train_step.log" 2>&1
+cargo bench --workspace --bench layers -- 'hopfield_cpu_f32/tuned/' > "$OUT/layers.log" 2>&1
+cargo bench --workspace --bench train_step -- '^(cloob|clip)_peer_b128$' > "$OUT/train_step.log" 2>&1
 : > "$OUT/probe.jsonl"
 for l in 4096 8192; do
     target/release/examples/association_probe cpu 1 1 $l $l 64 0 3 >> "$OUT/probe.jsonl"

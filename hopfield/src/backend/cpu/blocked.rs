@@ -1,23 +1,32 @@
 //! The streaming (flash-attention) association of the CPU backend, forward and backward, on host slices.
 //!
 //! Rows in blocks of [`ROWS`], stored patterns in blocks of [`COLS`]; an online softmax keeps per-row
-//! maximum, sum and output accumulator, so memory is `O((L + S)·d)` plus one `ROWS × COLS` block. Forward
-//! saves the per-row log-sum-exp; backward recomputes each block's probabilities from it
-//! (`p = exp(s − lse)`) and uses `Δ = rowsum(dO ⊙ O)`:
-//! `dV += pᵀ dO`, `ds = p ⊙ (dO Vᵀ − Δ)`, `dQ += β ds K`, `dK += β dsᵀ Q`.
+//! maximum, sum and output accumulator. Forward saves the per-row log-sum-exp; backward recomputes each
+//! block's probabilities from it (`p = exp(s − lse)`) and uses `Δ = rowsum(dO ⊙ O)`:
+//! `dV += pᵀ dO`, `ds = p ⊙ (dO Vᵀ − Δ)`, `dQ += β ds K`, `dK += β dsᵀ Q`. Every product is a GEMM on
+//! tiles; the exponentials go through [`Element::exp_in_place`] (vectorised for f32).
+//!
+//! Work is spread over rayon's pool: forward by (head, row block), backward by (head, column group), with
+//! the number of groups a function of the shapes only, so results are bit for bit the same for any
+//! thread count. Memory is `O((L + S)·d)`: the inputs and outputs, one or two score blocks per thread, and
+//! in backward at most [`BACKWARD_UNITS`]`·L·d` of `dq` partials.
 //!
 //! A fully masked row (every bias `-inf`) has `lse = -inf`, output zero and no gradient, as in
 //! `masked_softmax` (the convention of [`Backend`](crate::backend::Backend)).
 
+use super::rows as reduce;
 use crate::backend::ScoreBias;
 use crate::element::Element;
-use ndarray::linalg::general_mat_mul;
-use ndarray::{ArcArray, ArrayD, ArrayView2, ArrayViewMut2, CowArray, IxDyn};
+use ndarray::{ArcArray, ArrayD, CowArray, IxDyn};
+use rayon::prelude::*;
 
 /// Rows (state patterns) per block.
-const ROWS: usize = 64;
-/// Columns (stored patterns) per block.
-const COLS: usize = 256;
+const ROWS: usize = 128;
+/// Columns (stored patterns) per block (a 128 × 128 score block is 64 KiB in f32: it stays in L2 with its
+/// q, k and v tiles).
+const COLS: usize = 128;
+/// Tasks the backward aims for when there are few heads (see [`column_groups`]).
+const BACKWARD_UNITS: usize = 8;
 
 type Tensor<E> = ArcArray<E, IxDyn>;
 
@@ -157,6 +166,22 @@ impl<E: Element> HostBias<'_, E> {
     }
 }
 
+/// `c ← α·op(a)·op(b) + β·c` on contiguous row-major blocks through the backend's GEMM: `op(a)` is m×k
+/// (`a` stored k×m when `ta`), `op(b)` k×n (`b` stored n×k when `tb`), `c` m×n. The tiles below are small
+/// enough (`m·k + k·n` under matrixmultiply's threading threshold for head sizes up to 64) that each product
+/// runs on the calling thread: the parallelism is over tiles.
+#[allow(clippy::too_many_arguments)]
+fn mm<E: Element>(m: usize, k: usize, n: usize, alpha: E, a: &[E], ta: bool, b: &[E], tb: bool, beta: E, c: &mut [E]) {
+    assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n, "mm: operands shorter than {m}x{k}x{n}");
+    if m == 0 || n == 0 {
+        return;
+    }
+    let (rsa, csa) = if ta { (1, m as isize) } else { (k as isize, 1) };
+    let (rsb, csb) = if tb { (1, k as isize) } else { (n as isize, 1) };
+    // SAFETY: the asserts above keep every access inside the slices; `c` is a distinct `&mut` borrow.
+    unsafe { E::gemm(m, k, n, alpha, a.as_ptr(), rsa, csa, b.as_ptr(), rsb, csb, beta, c.as_mut_ptr(), n as isize, 1) }
+}
+
 /// `block = β · q[l0..] k[s0..]ᵀ + bias` for one head.
 #[allow(clippy::too_many_arguments)]
 fn scores<E: Element>(
@@ -171,56 +196,49 @@ fn scores<E: Element>(
     dims: &Dims,
 ) {
     let d = dims.d;
-    let qv = ArrayView2::from_shape((rows, d), &q[l0 * d..(l0 + rows) * d]).unwrap();
-    let kv = ArrayView2::from_shape((cols, d), &k[s0 * d..(s0 + cols) * d]).unwrap();
-    let mut out = ArrayViewMut2::from_shape((rows, cols), &mut block[..rows * cols]).unwrap();
-    general_mat_mul(beta, &qv, &kv.t(), E::zero(), &mut out);
+    mm(rows, d, cols, beta, &q[l0 * d..(l0 + rows) * d], false, &k[s0 * d..(s0 + cols) * d], true, E::zero(), block);
     bias.add(block, bh, (l0, rows), (s0, cols), dims.s);
 }
 
-/// Streaming forward on host slices: returns `out [B, H, L, dv]` and `lse [B, H, L]`.
+/// One forward work unit: rows `l0..l0 + out.len() / dv` of head `bh`.
+struct RowBlock<'a, E> {
+    bh: usize,
+    l0: usize,
+    out: &'a mut [E],
+    lse: &'a mut [E],
+}
+
+/// Streaming forward on host slices: returns `out [B, H, L, dv]` and `lse [B, H, L]`. Every (head, row
+/// block) is a task on rayon's pool; each row's result depends only on its own data, so it is the same for
+/// any number of threads.
 fn forward<E: Element>(q: &[E], k: &[E], v: &[E], beta: &[E], bias: &HostBias<'_, E>, dims: Dims) -> (Vec<E>, Vec<E>) {
     let Dims { b, h, l, s, d, dv } = dims;
     let mut out = vec![E::zero(); b * h * l * dv];
     let mut lse = vec![E::zero(); b * h * l];
-    // Heads are independent: spread them over the available threads.
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min((b * h).max(1));
-    let head_out: Vec<&mut [E]> = out.chunks_mut(l * dv).collect();
-    let head_lse: Vec<&mut [E]> = lse.chunks_mut(l).collect();
-    let mut per_head: Vec<(usize, &mut [E], &mut [E])> =
-        head_out.into_iter().zip(head_lse).enumerate().map(|(i, (o, s))| (i, o, s)).collect();
-    std::thread::scope(|scope| {
-        let chunk = per_head.len().div_ceil(threads);
-        for group in per_head.chunks_mut(chunk.max(1)) {
-            scope.spawn(move || {
-                let mut block = vec![E::zero(); ROWS * COLS];
-                for (bh, o, ls) in group.iter_mut() {
-                    let (bi, hi) = (*bh / h, *bh % h);
-                    let (qh, kh, vh) = (
-                        &q[*bh * l * d..(*bh + 1) * l * d],
-                        &k[*bh * s * d..(*bh + 1) * s * d],
-                        &v[*bh * s * dv..(*bh + 1) * s * dv],
-                    );
-                    for l0 in (0..l).step_by(ROWS) {
-                        let rows = ROWS.min(l - l0);
-                        forward_rows(
-                            &mut block,
-                            qh,
-                            kh,
-                            vh,
-                            beta[hi],
-                            bias,
-                            (bi, hi),
-                            (l0, rows),
-                            &dims,
-                            &mut o[l0 * dv..(l0 + rows) * dv],
-                            &mut ls[l0..l0 + rows],
-                        );
-                    }
-                }
-            });
+    let mut units = Vec::with_capacity(b * h * l.div_ceil(ROWS));
+    let (mut out_rest, mut lse_rest) = (&mut out[..], &mut lse[..]);
+    for bh in 0..b * h {
+        for l0 in (0..l).step_by(ROWS) {
+            let rows = ROWS.min(l - l0);
+            let (out, out_tail) = std::mem::take(&mut out_rest).split_at_mut(rows * dv);
+            let (lse, lse_tail) = std::mem::take(&mut lse_rest).split_at_mut(rows);
+            (out_rest, lse_rest) = (out_tail, lse_tail);
+            units.push(RowBlock { bh, l0, out, lse });
         }
-    });
+    }
+    units.into_par_iter().for_each_init(
+        || vec![E::zero(); ROWS * COLS],
+        |block, u| {
+            let (bi, hi) = (u.bh / h, u.bh % h);
+            let (qh, kh, vh) = (
+                &q[u.bh * l * d..(u.bh + 1) * l * d],
+                &k[u.bh * s * d..(u.bh + 1) * s * d],
+                &v[u.bh * s * dv..(u.bh + 1) * s * dv],
+            );
+            let rows = u.lse.len();
+            forward_rows(block, qh, kh, vh, beta[hi], bias, (bi, hi), (u.l0, rows), &dims, u.out, u.lse);
+        },
+    );
     (out, lse)
 }
 
@@ -240,37 +258,31 @@ fn forward_rows<E: Element>(
     lse: &mut [E],
 ) {
     let (s, dv) = (dims.s, dims.dv);
-    let mut m = vec![E::neg_infinity(); rows];
-    let mut sum = vec![E::zero(); rows];
+    let mut m = [E::neg_infinity(); ROWS];
+    let mut sum = [E::zero(); ROWS];
     out.fill(E::zero());
     for s0 in (0..s).step_by(COLS) {
         let cols = COLS.min(s - s0);
         scores(block, q, k, beta, bias, bh, (l0, rows), (s0, cols), dims);
         for r in 0..rows {
             let row = &mut block[r * cols..(r + 1) * cols];
-            let bmax = row.iter().copied().fold(E::neg_infinity(), |a, x| if x > a { x } else { a });
+            let bmax = reduce::max(row);
             let m_new = if bmax > m[r] { bmax } else { m[r] };
             if m_new == E::neg_infinity() {
                 row.fill(E::zero());
                 continue;
             }
+            row.iter_mut().for_each(|x| *x -= m_new);
+            E::exp_in_place(row);
             let scale = (m[r] - m_new).exp();
-            let mut bsum = E::zero();
-            for x in row.iter_mut() {
-                *x = (*x - m_new).exp();
-                bsum += *x;
-            }
-            sum[r] = sum[r] * scale + bsum;
+            sum[r] = sum[r] * scale + reduce::sum(row);
             m[r] = m_new;
-            for o in &mut out[r * dv..(r + 1) * dv] {
-                *o *= scale;
+            if scale != E::one() {
+                out[r * dv..(r + 1) * dv].iter_mut().for_each(|o| *o *= scale);
             }
         }
         // out += p · v[s0..s0+cols]
-        let pv = ArrayView2::from_shape((rows, cols), &block[..rows * cols]).unwrap();
-        let vv = ArrayView2::from_shape((cols, dv), &v[s0 * dv..(s0 + cols) * dv]).unwrap();
-        let mut ov = ArrayViewMut2::from_shape((rows, dv), &mut *out).unwrap();
-        general_mat_mul(E::one(), &pv, &vv, E::one(), &mut ov);
+        mm(rows, cols, dv, E::one(), block, false, &v[s0 * dv..(s0 + cols) * dv], false, E::one(), out);
     }
     for r in 0..rows {
         if m[r] == E::neg_infinity() {
@@ -284,7 +296,28 @@ fn forward_rows<E: Element>(
     }
 }
 
-/// Streaming backward on host slices: `(dq, dk, dv)`.
+/// One backward work unit: the column blocks `s0..s0 + dk.len() / d` of head `bh`, over every row block.
+/// It owns its `dk`, `dv` rows and a `dq` accumulator (the head's `dq` itself for the first unit of a head,
+/// a private partial otherwise).
+struct ColumnGroup<'a, E> {
+    bh: usize,
+    s0: usize,
+    width: usize,
+    dk: &'a mut [E],
+    dv: &'a mut [E],
+    dq: &'a mut [E],
+}
+
+/// How many column groups each head's backward splits into: about [`BACKWARD_UNITS`] tasks in all, never
+/// more groups than column blocks. A function of the shapes only, so the sum over groups (and the result)
+/// is the same for any number of threads.
+fn column_groups(dims: &Dims) -> usize {
+    (BACKWARD_UNITS / (dims.b * dims.h).max(1)).min(dims.s.div_ceil(COLS)).max(1)
+}
+
+/// Streaming backward on host slices: `(dq, dk, dv)`. Tasks are (head, column group) pairs (FlashAttention-2's
+/// order: a column block's `dK`, `dV` stay in cache while every row block passes); the `dq` partials of a
+/// head's groups are added in group order afterwards.
 #[allow(clippy::too_many_arguments)]
 fn backward<E: Element>(
     q: &[E],
@@ -301,83 +334,87 @@ fn backward<E: Element>(
     let mut dq = vec![E::zero(); b * h * l * d];
     let mut dk = vec![E::zero(); b * h * s * d];
     let mut dvv = vec![E::zero(); b * h * s * dv];
-    let heads: Vec<(usize, (&mut [E], (&mut [E], &mut [E])))> =
-        dq.chunks_mut(l * d).zip(dk.chunks_mut(s * d).zip(dvv.chunks_mut(s * dv))).enumerate().collect();
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(heads.len().max(1));
-    let mut heads = heads;
-    std::thread::scope(|scope| {
-        let chunk = heads.len().div_ceil(threads);
-        for group in heads.chunks_mut(chunk.max(1)) {
-            scope.spawn(move || {
-                let mut p = vec![E::zero(); ROWS * COLS];
-                let mut dp = [E::zero(); ROWS * COLS];
-                for (bh, (dqh, (dkh, dvh))) in group.iter_mut() {
-                    let bh = *bh;
-                    let (bi, hi) = (bh / h, bh % h);
-                    let beta_h = beta[hi];
-                    let (qh, kh, vh) = (
-                        &q[bh * l * d..(bh + 1) * l * d],
-                        &k[bh * s * d..(bh + 1) * s * d],
-                        &v[bh * s * dv..(bh + 1) * s * dv],
-                    );
-                    let (oh, doh, lh) = (
-                        &out[bh * l * dv..(bh + 1) * l * dv],
-                        &d_out[bh * l * dv..(bh + 1) * l * dv],
-                        &lse[bh * l..(bh + 1) * l],
-                    );
-                    for l0 in (0..l).step_by(ROWS) {
-                        let rows = ROWS.min(l - l0);
-                        // Δ_r = Σ_j dO[r, j] O[r, j]
-                        let delta: Vec<E> = (0..rows)
-                            .map(|r| {
-                                let o = &oh[(l0 + r) * dv..(l0 + r + 1) * dv];
-                                let g = &doh[(l0 + r) * dv..(l0 + r + 1) * dv];
-                                o.iter().zip(g).map(|(&a, &b)| a * b).sum()
-                            })
-                            .collect();
-                        for s0 in (0..s).step_by(COLS) {
-                            let cols = COLS.min(s - s0);
-                            scores(&mut p, qh, kh, beta_h, bias, (bi, hi), (l0, rows), (s0, cols), &dims);
-                            for r in 0..rows {
-                                let lr = lh[l0 + r];
-                                for x in &mut p[r * cols..(r + 1) * cols] {
-                                    *x = if lr == E::neg_infinity() { E::zero() } else { (*x - lr).exp() };
-                                }
-                            }
-                            let pv = ArrayView2::from_shape((rows, cols), &p[..rows * cols]).unwrap();
-                            let dov = ArrayView2::from_shape((rows, dv), &doh[l0 * dv..(l0 + rows) * dv]).unwrap();
-                            // dV[s0..] += pᵀ dO
-                            let mut dvv =
-                                ArrayViewMut2::from_shape((cols, dv), &mut dvh[s0 * dv..(s0 + cols) * dv]).unwrap();
-                            general_mat_mul(E::one(), &pv.t(), &dov, E::one(), &mut dvv);
-                            // dp = dO V[s0..]ᵀ
-                            let vv = ArrayView2::from_shape((cols, dv), &vh[s0 * dv..(s0 + cols) * dv]).unwrap();
-                            {
-                                let mut dpv = ArrayViewMut2::from_shape((rows, cols), &mut dp[..rows * cols]).unwrap();
-                                general_mat_mul(E::one(), &dov, &vv.t(), E::zero(), &mut dpv);
-                            }
-                            // ds = p ⊙ (dp − Δ), stored in dp
-                            for r in 0..rows {
-                                for c in 0..cols {
-                                    let i = r * cols + c;
-                                    dp[i] = p[i] * (dp[i] - delta[r]);
-                                }
-                            }
-                            let dsv = ArrayView2::from_shape((rows, cols), &dp[..rows * cols]).unwrap();
-                            let kv = ArrayView2::from_shape((cols, d), &kh[s0 * d..(s0 + cols) * d]).unwrap();
-                            let qv = ArrayView2::from_shape((rows, d), &qh[l0 * d..(l0 + rows) * d]).unwrap();
-                            let mut dqv =
-                                ArrayViewMut2::from_shape((rows, d), &mut dqh[l0 * d..(l0 + rows) * d]).unwrap();
-                            general_mat_mul(beta_h, &dsv, &kv, E::one(), &mut dqv);
-                            let mut dkv =
-                                ArrayViewMut2::from_shape((cols, d), &mut dkh[s0 * d..(s0 + cols) * d]).unwrap();
-                            general_mat_mul(beta_h, &dsv.t(), &qv, E::one(), &mut dkv);
+    // Δ_r = Σ_j dO[r, j] O[r, j]
+    let delta: Vec<E> =
+        (0..b * h * l).map(|r| reduce::dot(&out[r * dv..(r + 1) * dv], &d_out[r * dv..(r + 1) * dv])).collect();
+    let groups = column_groups(&dims);
+    let blocks = s.div_ceil(COLS);
+    let mut partials = vec![E::zero(); b * h * (groups - 1) * l * d];
+    let mut units = Vec::with_capacity(b * h * groups);
+    {
+        let mut dq_rest = dq.chunks_mut((l * d).max(1));
+        let mut part_rest = partials.chunks_mut((l * d).max(1));
+        let (mut dk_rest, mut dv_rest) = (&mut dk[..], &mut dvv[..]);
+        for bh in 0..b * h {
+            let mut dq_head = dq_rest.next();
+            for g in 0..groups {
+                let c0 = (g * blocks / groups * COLS).min(s);
+                let c1 = ((g + 1) * blocks / groups * COLS).min(s);
+                let (dk_g, dk_tail) = std::mem::take(&mut dk_rest).split_at_mut((c1 - c0) * d);
+                let (dv_g, dv_tail) = std::mem::take(&mut dv_rest).split_at_mut((c1 - c0) * dv);
+                (dk_rest, dv_rest) = (dk_tail, dv_tail);
+                let dq = if g == 0 { dq_head.take() } else { part_rest.next() };
+                units.push(ColumnGroup { bh, s0: c0, width: c1 - c0, dk: dk_g, dv: dv_g, dq: dq.unwrap_or_default() });
+            }
+        }
+    }
+    units.into_par_iter().for_each_init(
+        || (vec![E::zero(); ROWS * COLS], vec![E::zero(); ROWS * COLS]),
+        |(p, dp), u| {
+            let bh = u.bh;
+            let (bi, hi) = (bh / h, bh % h);
+            let beta_h = beta[hi];
+            let (qh, kh, vh) = (
+                &q[bh * l * d..(bh + 1) * l * d],
+                &k[bh * s * d..(bh + 1) * s * d],
+                &v[bh * s * dv..(bh + 1) * s * dv],
+            );
+            let (doh, lh, dh) =
+                (&d_out[bh * l * dv..(bh + 1) * l * dv], &lse[bh * l..(bh + 1) * l], &delta[bh * l..(bh + 1) * l]);
+            let width = u.width;
+            for c0 in (0..width).step_by(COLS) {
+                let (s0, cols) = (u.s0 + c0, COLS.min(width - c0));
+                let (kb, vb) = (&kh[s0 * d..(s0 + cols) * d], &vh[s0 * dv..(s0 + cols) * dv]);
+                let dk_b = &mut u.dk[c0 * d..(c0 + cols) * d];
+                let dv_b = &mut u.dv[c0 * dv..(c0 + cols) * dv];
+                for l0 in (0..l).step_by(ROWS) {
+                    let rows = ROWS.min(l - l0);
+                    let n = rows * cols;
+                    scores(p, qh, kh, beta_h, bias, (bi, hi), (l0, rows), (s0, cols), &dims);
+                    for r in 0..rows {
+                        let (lr, row) = (lh[l0 + r], &mut p[r * cols..(r + 1) * cols]);
+                        if lr == E::neg_infinity() {
+                            row.fill(E::zero());
+                        } else {
+                            row.iter_mut().for_each(|x| *x -= lr);
+                            E::exp_in_place(row);
                         }
                     }
+                    let do_b = &doh[l0 * dv..(l0 + rows) * dv];
+                    // dV[s0..] += pᵀ dO
+                    mm(cols, rows, dv, E::one(), p, true, do_b, false, E::one(), dv_b);
+                    // dp = dO V[s0..]ᵀ, then ds = p ⊙ (dp − Δ) in place
+                    mm(rows, dv, cols, E::one(), do_b, false, vb, true, E::zero(), dp);
+                    for r in 0..rows {
+                        let dr = dh[l0 + r];
+                        let (pr, dpr) = (&p[r * cols..(r + 1) * cols], &mut dp[r * cols..(r + 1) * cols]);
+                        dpr.iter_mut().zip(pr).for_each(|(g, &pp)| *g = pp * (*g - dr));
+                    }
+                    let ds = &dp[..n];
+                    mm(rows, cols, d, beta_h, ds, false, kb, false, E::one(), &mut u.dq[l0 * d..(l0 + rows) * d]);
+                    mm(cols, rows, d, beta_h, ds, true, &qh[l0 * d..(l0 + rows) * d], false, E::one(), dk_b);
                 }
-            });
+            }
+        },
+    );
+    // dq of each head = its first group's accumulator + the other groups' partials, in group order.
+    if groups > 1 && l * d > 0 {
+        for (dq_head, parts) in dq.chunks_mut((l * d).max(1)).zip(partials.chunks((groups - 1) * l * d)) {
+            for part in parts.chunks(l * d) {
+                dq_head.iter_mut().zip(part).for_each(|(a, &x)| *a += x);
+            }
         }
-    });
+    }
     (dq, dk, dvv)
 }
 
@@ -442,6 +479,32 @@ mod tests {
                 let got = lse[[0, 0, 0]];
                 assert!(got == expect || (got - expect).abs() < 1e-12, "{ctx}: lse {got} vs {expect}");
             }
+        }
+    }
+
+    /// The blocked path gives the same bits on one thread as on several (the work split depends on the
+    /// shapes only), for one head (column groups in backward) and for several.
+    #[test]
+    fn results_do_not_depend_on_the_thread_count() {
+        let be = Cpu::<f32>::new();
+        let mut rng = StdRng::seed_from_u64(9);
+        for &(b, h, l, s, d) in &[(1, 1, 300, 700, 16), (2, 3, 200, 260, 8)] {
+            let mut t = |shape: &[usize]| {
+                be.from_vec((0..shape.iter().product::<usize>()).map(|_| rng.gen_range(-1.0f32..1.0)).collect(), shape)
+            };
+            let (q, k, v, dout) = (t(&[b, h, l, d]), t(&[b, h, s, d]), t(&[b, h, s, d]), t(&[b, h, l, d]));
+            let beta: Vec<f32> = (0..h).map(|i| 0.5 + i as f32).collect();
+            let run = |threads: usize| {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                pool.install(|| {
+                    let bias = ScoreBias::default();
+                    let (o, lse) = be.association(&q, &k, &v, &beta, &bias);
+                    let (dq, dk, dv) = be.association_backward(&q, &k, &v, &beta, &bias, &o, &lse, &dout);
+                    [o, lse, dq, dk, dv].map(|x| x.iter().map(|v| v.to_bits()).collect::<Vec<u32>>())
+                })
+            };
+            assert_eq!(run(1), run(2), "{:?}", (b, h, l, s, d));
+            assert_eq!(run(1), run(3), "{:?}", (b, h, l, s, d));
         }
     }
 }
