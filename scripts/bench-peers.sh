@@ -3,7 +3,7 @@
 # the ratio table (Markdown on stdout, everything under $OUT, default target/bench-peers).
 #   scripts/bench-peers.sh
 # Env: VENV (default /tmp/torchvenv; made with PyTorch from PyPI when missing, about 3 GB), THREADS (default
-# 2: PyTorch's intra-op threads and our rayon/GEMM threads alike), HFLAYERS_DIR (a folder holding the fetched
+# 2: PyTorch's intra-op threads and our rayon threads alike; our GEMMs run on rayon's pool), HFLAYERS_DIR (a folder holding the fetched
 # hflayers/ package, never committed; without it the hflayers rows are n/a).
 # Peers: scripts/peers/hopfield_peers.py and scripts/gpu_peer_step.py (our own plain-PyTorch mirror of the
 # training step of ../shared/bench/cloob_step_peer.py) on the CPU. About 10 minutes on 2 cores.

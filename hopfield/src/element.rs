@@ -78,7 +78,7 @@ pub trait Element:
 /// the rational approximation of Eigen's and XLA's `erf` for floats (absolute error 3.8e-7 here, about 3 f32 ulp
 /// near ±1, f32 rounding included). libm's erf
 /// goes through f64 with branches, one element at a time; this one vectorises.
-#[inline]
+#[inline(always)]
 pub fn erf_f32(x: f32) -> f32 {
     // The published coefficients, rounded to f32 once here.
     const P: [f32; 7] = [
@@ -128,13 +128,13 @@ impl Element for f32 {
         matrixmultiply::sgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc)
     }
     fn exp_in_place(xs: &mut [f32]) {
-        xs.iter_mut().for_each(|x| *x = exp_f32(*x));
+        exp_f32_slice(xs)
     }
-    #[inline]
+    #[inline(always)]
     fn gelu(self) -> f32 {
         0.5 * self * (1.0 + erf_f32(self * std::f32::consts::FRAC_1_SQRT_2))
     }
-    #[inline]
+    #[inline(always)]
     fn gelu_derivative(self) -> f32 {
         let cdf = 0.5 * (1.0 + erf_f32(self * std::f32::consts::FRAC_1_SQRT_2));
         let pdf = exp_f32(-0.5 * self * self) * FRAC_1_SQRT_2PI;
@@ -161,6 +161,37 @@ impl Element for f64 {
     ) {
         matrixmultiply::dgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc)
     }
+}
+
+/// `x ← exp_f32(x)` over a slice, compiled for AVX-512F or AVX2 when the CPU has them (runtime dispatch;
+/// the same IEEE operations at any width, so the same values).
+fn exp_f32_slice(xs: &mut [f32]) {
+    #[inline(always)]
+    fn run(xs: &mut [f32]) {
+        for x in xs.iter_mut() {
+            *x = exp_f32(*x);
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f")]
+        unsafe fn w512(xs: &mut [f32]) {
+            run(xs)
+        }
+        #[target_feature(enable = "avx2")]
+        unsafe fn w256(xs: &mut [f32]) {
+            run(xs)
+        }
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F.
+            return unsafe { w512(xs) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2.
+            return unsafe { w256(xs) };
+        }
+    }
+    run(xs)
 }
 
 /// `exp(x)` for f32 in straight-line code the compiler vectorises (SSE2 is enough): Cody–Waite range

@@ -201,6 +201,35 @@ pub trait Backend: Clone + Debug + Send + Sync + 'static {
     /// `a: [.., m, k]` (or `[.., k, m]` with `ta`), `b: [.., k, n]` (or `[.., n, k]` with `tb`) with equal
     /// batch axes, or `b` of rank 2 shared by every batch entry. Output `[.., m, n]`.
     fn matmul(&self, a: &Self::Tensor, b: &Self::Tensor, ta: bool, tb: bool) -> Self::Tensor;
+    /// The linear layer's forward `x · wᵀ + bias`. Backends may fuse the bias into the product; the
+    /// default composes [`Backend::matmul`] and [`Backend::add_bias`].
+    ///
+    /// # Shapes
+    /// `x: [.., k]`, `w: [n, k]`, `bias: [n]`. Output `[.., n]`.
+    fn linear(&self, x: &Self::Tensor, w: &Self::Tensor, bias: Option<&Self::Tensor>) -> Self::Tensor {
+        let y = self.matmul(x, w, false, true);
+        match bias {
+            Some(b) => self.add_bias(&y, b),
+            None => y,
+        }
+    }
+    /// [`Backend::linear`] followed by an activation: returns `(y, act(y))`, `y` being what the
+    /// activation's backward needs. Backends may apply bias and activation to each block of the product
+    /// while it is in cache; the default composes [`Backend::linear`] and [`Backend::activation`].
+    ///
+    /// # Shapes
+    /// `x: [.., k]`, `w: [n, k]`, `bias: [n]`. Both outputs `[.., n]`.
+    fn linear_activation(
+        &self,
+        x: &Self::Tensor,
+        w: &Self::Tensor,
+        bias: Option<&Self::Tensor>,
+        act: Activation,
+    ) -> (Self::Tensor, Self::Tensor) {
+        let y = self.linear(x, w, bias);
+        let a = self.activation(&y, act);
+        (y, a)
+    }
     /// `x + bias` broadcast over all but the last axis. `x: [.., n]`, `bias: [n]`.
     fn add_bias(&self, x: &Self::Tensor, bias: &Self::Tensor) -> Self::Tensor;
     /// Sum over all but the last axis: `[.., n] → [n]` (the backward of [`Backend::add_bias`]).

@@ -184,8 +184,7 @@ pub(super) fn mlp_forward<B: Backend>(
     x: &B::Tensor,
     drop: Option<B::Tensor>,
 ) -> (B::Tensor, MlpCache<B>) {
-    let pre = linear_forward(backend, x, &res.weight, res.bias.as_ref());
-    let a = backend.activation(&pre, act);
+    let (pre, a) = backend.linear_activation(x, &res.weight, res.bias.as_ref(), act);
     let hidden = match &drop {
         Some(m) => backend.mul(&a, m),
         None => a,

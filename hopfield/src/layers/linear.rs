@@ -113,11 +113,7 @@ pub fn linear_forward<B: Backend>(
     weight: &B::Tensor,
     bias: Option<&B::Tensor>,
 ) -> B::Tensor {
-    let y = backend.matmul(x, weight, false, true);
-    match bias {
-        Some(b) => backend.add_bias(&y, b),
-        None => y,
-    }
+    backend.linear(x, weight, bias)
 }
 
 /// Backward of [`linear_forward`]: `dW += dyᵀ x`, `db += Σ dy`, returns `dx = dy W`.

@@ -14,6 +14,7 @@
 //! A fully masked row (every bias `-inf`) has `lse = -inf`, output zero and no gradient, as in
 //! `masked_softmax` (the convention of [`Backend`](crate::backend::Backend)).
 
+use super::elementwise::wide;
 use super::rows as reduce;
 use crate::backend::ScoreBias;
 use crate::element::Element;
@@ -229,14 +230,16 @@ fn forward<E: Element>(q: &[E], k: &[E], v: &[E], beta: &[E], bias: &HostBias<'_
     units.into_par_iter().for_each_init(
         || vec![E::zero(); ROWS * COLS],
         |block, u| {
-            let (bi, hi) = (u.bh / h, u.bh % h);
-            let (qh, kh, vh) = (
-                &q[u.bh * l * d..(u.bh + 1) * l * d],
-                &k[u.bh * s * d..(u.bh + 1) * s * d],
-                &v[u.bh * s * dv..(u.bh + 1) * s * dv],
-            );
-            let rows = u.lse.len();
-            forward_rows(block, qh, kh, vh, beta[hi], bias, (bi, hi), (u.l0, rows), &dims, u.out, u.lse);
+            wide(|| {
+                let (bi, hi) = (u.bh / h, u.bh % h);
+                let (qh, kh, vh) = (
+                    &q[u.bh * l * d..(u.bh + 1) * l * d],
+                    &k[u.bh * s * d..(u.bh + 1) * s * d],
+                    &v[u.bh * s * dv..(u.bh + 1) * s * dv],
+                );
+                let rows = u.lse.len();
+                forward_rows(block, qh, kh, vh, beta[hi], bias, (bi, hi), (u.l0, rows), &dims, u.out, u.lse);
+            })
         },
     );
     (out, lse)
@@ -361,50 +364,52 @@ fn backward<E: Element>(
     units.into_par_iter().for_each_init(
         || (vec![E::zero(); ROWS * COLS], vec![E::zero(); ROWS * COLS]),
         |(p, dp), u| {
-            let bh = u.bh;
-            let (bi, hi) = (bh / h, bh % h);
-            let beta_h = beta[hi];
-            let (qh, kh, vh) = (
-                &q[bh * l * d..(bh + 1) * l * d],
-                &k[bh * s * d..(bh + 1) * s * d],
-                &v[bh * s * dv..(bh + 1) * s * dv],
-            );
-            let (doh, lh, dh) =
-                (&d_out[bh * l * dv..(bh + 1) * l * dv], &lse[bh * l..(bh + 1) * l], &delta[bh * l..(bh + 1) * l]);
-            let width = u.width;
-            for c0 in (0..width).step_by(COLS) {
-                let (s0, cols) = (u.s0 + c0, COLS.min(width - c0));
-                let (kb, vb) = (&kh[s0 * d..(s0 + cols) * d], &vh[s0 * dv..(s0 + cols) * dv]);
-                let dk_b = &mut u.dk[c0 * d..(c0 + cols) * d];
-                let dv_b = &mut u.dv[c0 * dv..(c0 + cols) * dv];
-                for l0 in (0..l).step_by(ROWS) {
-                    let rows = ROWS.min(l - l0);
-                    let n = rows * cols;
-                    scores(p, qh, kh, beta_h, bias, (bi, hi), (l0, rows), (s0, cols), &dims);
-                    for r in 0..rows {
-                        let (lr, row) = (lh[l0 + r], &mut p[r * cols..(r + 1) * cols]);
-                        if lr == E::neg_infinity() {
-                            row.fill(E::zero());
-                        } else {
-                            row.iter_mut().for_each(|x| *x -= lr);
-                            E::exp_in_place(row);
+            wide(|| {
+                let bh = u.bh;
+                let (bi, hi) = (bh / h, bh % h);
+                let beta_h = beta[hi];
+                let (qh, kh, vh) = (
+                    &q[bh * l * d..(bh + 1) * l * d],
+                    &k[bh * s * d..(bh + 1) * s * d],
+                    &v[bh * s * dv..(bh + 1) * s * dv],
+                );
+                let (doh, lh, dh) =
+                    (&d_out[bh * l * dv..(bh + 1) * l * dv], &lse[bh * l..(bh + 1) * l], &delta[bh * l..(bh + 1) * l]);
+                let width = u.width;
+                for c0 in (0..width).step_by(COLS) {
+                    let (s0, cols) = (u.s0 + c0, COLS.min(width - c0));
+                    let (kb, vb) = (&kh[s0 * d..(s0 + cols) * d], &vh[s0 * dv..(s0 + cols) * dv]);
+                    let dk_b = &mut u.dk[c0 * d..(c0 + cols) * d];
+                    let dv_b = &mut u.dv[c0 * dv..(c0 + cols) * dv];
+                    for l0 in (0..l).step_by(ROWS) {
+                        let rows = ROWS.min(l - l0);
+                        let n = rows * cols;
+                        scores(p, qh, kh, beta_h, bias, (bi, hi), (l0, rows), (s0, cols), &dims);
+                        for r in 0..rows {
+                            let (lr, row) = (lh[l0 + r], &mut p[r * cols..(r + 1) * cols]);
+                            if lr == E::neg_infinity() {
+                                row.fill(E::zero());
+                            } else {
+                                row.iter_mut().for_each(|x| *x -= lr);
+                                E::exp_in_place(row);
+                            }
                         }
+                        let do_b = &doh[l0 * dv..(l0 + rows) * dv];
+                        // dV[s0..] += pᵀ dO
+                        mm(cols, rows, dv, E::one(), p, true, do_b, false, E::one(), dv_b);
+                        // dp = dO V[s0..]ᵀ, then ds = p ⊙ (dp − Δ) in place
+                        mm(rows, dv, cols, E::one(), do_b, false, vb, true, E::zero(), dp);
+                        for r in 0..rows {
+                            let dr = dh[l0 + r];
+                            let (pr, dpr) = (&p[r * cols..(r + 1) * cols], &mut dp[r * cols..(r + 1) * cols]);
+                            dpr.iter_mut().zip(pr).for_each(|(g, &pp)| *g = pp * (*g - dr));
+                        }
+                        let ds = &dp[..n];
+                        mm(rows, cols, d, beta_h, ds, false, kb, false, E::one(), &mut u.dq[l0 * d..(l0 + rows) * d]);
+                        mm(cols, rows, d, beta_h, ds, true, &qh[l0 * d..(l0 + rows) * d], false, E::one(), dk_b);
                     }
-                    let do_b = &doh[l0 * dv..(l0 + rows) * dv];
-                    // dV[s0..] += pᵀ dO
-                    mm(cols, rows, dv, E::one(), p, true, do_b, false, E::one(), dv_b);
-                    // dp = dO V[s0..]ᵀ, then ds = p ⊙ (dp − Δ) in place
-                    mm(rows, dv, cols, E::one(), do_b, false, vb, true, E::zero(), dp);
-                    for r in 0..rows {
-                        let dr = dh[l0 + r];
-                        let (pr, dpr) = (&p[r * cols..(r + 1) * cols], &mut dp[r * cols..(r + 1) * cols]);
-                        dpr.iter_mut().zip(pr).for_each(|(g, &pp)| *g = pp * (*g - dr));
-                    }
-                    let ds = &dp[..n];
-                    mm(rows, cols, d, beta_h, ds, false, kb, false, E::one(), &mut u.dq[l0 * d..(l0 + rows) * d]);
-                    mm(cols, rows, d, beta_h, ds, true, &qh[l0 * d..(l0 + rows) * d], false, E::one(), dk_b);
                 }
-            }
+            })
         },
     );
     // dq of each head = its first group's accumulator + the other groups' partials, in group order.

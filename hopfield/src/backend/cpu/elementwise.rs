@@ -6,6 +6,135 @@ use crate::element::Element;
 use ndarray::{ArrayD, IxDyn, Zip};
 use rayon::prelude::*;
 
+/// Run `f` compiled for the widest vector unit the CPU has (AVX-512F, else AVX2 on x86-64), so that its
+/// loops, inlined here, vectorise beyond the SSE2 baseline the crate is built for: runtime dispatch,
+/// no `-C target-cpu`. The same IEEE operations in the same order at any width (Rust never contracts
+/// `a·b + c` into an FMA by itself, and the reductions keep fixed lanes), so the results are the same bits.
+#[inline(always)]
+pub(super) fn wide<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F, checked just above.
+            return unsafe { with_avx512(f) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2, checked just above.
+            return unsafe { with_avx2(f) };
+        }
+    }
+    f()
+}
+
+/// `o = f(x, y)` element-wise; always inlined, so that a caller under [`wide`] vectorises it at its width
+/// (a closure holding the loop may stay a call and keep the baseline width).
+#[inline(always)]
+pub(super) fn zip_loop<E: Copy>(o: &mut [E], x: &[E], y: &[E], f: &impl Fn(E, E) -> E) {
+    o.iter_mut().zip(x.iter().zip(y)).for_each(|(o, (&x, &y))| *o = f(x, y));
+}
+
+/// `o = f(x)` element-wise, inlined as [`zip_loop`].
+#[inline(always)]
+pub(super) fn map_loop<E: Copy>(o: &mut [E], x: &[E], f: &impl Fn(E) -> E) {
+    o.iter_mut().zip(x).for_each(|(o, &x)| *o = f(x));
+}
+
+/// `$name(args)`: the always-inlined loop `$body` compiled for AVX-512F, AVX2 or the baseline, chosen at
+/// run time. Unlike [`wide`] this cannot fail to inline a large loop body (a closure may stay a call).
+macro_rules! widened {
+    ($(#[$doc:meta])* $name:ident, $body:ident, ($($arg:ident: $ty:ty),*)) => {
+        $(#[$doc])*
+        pub(super) fn $name<E: Element>($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f")]
+                unsafe fn w512<E: Element>($($arg: $ty),*) {
+                    $body($($arg),*)
+                }
+                #[target_feature(enable = "avx2")]
+                unsafe fn w256<E: Element>($($arg: $ty),*) {
+                    $body($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU has AVX-512F.
+                    return unsafe { w512($($arg),*) };
+                }
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: the CPU has AVX2.
+                    return unsafe { w256($($arg),*) };
+                }
+            }
+            $body($($arg),*)
+        }
+    };
+}
+
+// Indexed loops, not iterator chains: `Zip::fold` may stay an outlined call at the baseline width.
+#[inline(always)]
+fn gelu_loop<E: Element>(o: &mut [E], x: &[E]) {
+    let n = o.len().min(x.len());
+    let (o, x) = (&mut o[..n], &x[..n]);
+    for i in 0..n {
+        o[i] = x[i].gelu();
+    }
+}
+
+#[inline(always)]
+fn gelu_backward_loop<E: Element>(o: &mut [E], dy: &[E], x: &[E]) {
+    let n = o.len().min(dy.len()).min(x.len());
+    let (o, dy, x) = (&mut o[..n], &dy[..n], &x[..n]);
+    for i in 0..n {
+        o[i] = dy[i] * x[i].gelu_derivative();
+    }
+}
+
+widened!(
+    /// `o = gelu(x)` element-wise (the encoders' MLP activation, the heaviest element loop).
+    gelu_slices, gelu_loop, (o: &mut [E], x: &[E])
+);
+widened!(
+    /// `o = dy · gelu'(x)` element-wise.
+    gelu_backward_slices, gelu_backward_loop, (o: &mut [E], dy: &[E], x: &[E])
+);
+
+/// `dy · gelu'(x)` over whole tensors, as [`zip2`] would compute it (the same values), on the widened loop.
+pub(super) fn gelu_backward<E: Element>(dy: &CpuTensor<E>, x: &CpuTensor<E>) -> CpuTensor<E> {
+    match (dy.as_slice(), x.as_slice()) {
+        (Some(ds), Some(xs)) if dy.shape() == x.shape() => {
+            let mut out = vec![E::zero(); xs.len()];
+            out.par_chunks_mut(PAR_MIN)
+                .zip(ds.par_chunks(PAR_MIN).zip(xs.par_chunks(PAR_MIN)))
+                .for_each(|(o, (d, x))| gelu_backward_slices(o, d, x));
+            arr(x.shape(), out)
+        }
+        _ => zip2(dy, x, |d, v| d * v.gelu_derivative()),
+    }
+}
+
+/// `gelu(x)` over a whole tensor, as [`map1`] would compute it, on the widened loop.
+pub(super) fn gelu<E: Element>(x: &CpuTensor<E>) -> CpuTensor<E> {
+    match x.as_slice() {
+        Some(xs) => {
+            let mut out = vec![E::zero(); xs.len()];
+            out.par_chunks_mut(PAR_MIN).zip(xs.par_chunks(PAR_MIN)).for_each(|(o, x)| gelu_slices(o, x));
+            arr(x.shape(), out)
+        }
+        None => map1(x, |v| v.gelu()),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn with_avx512<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
 /// Element-wise `f(a, b)` (same shapes), in parallel for large tensors. Row-major inputs go through plain
 /// slice loops (chunks of [`PAR_MIN`]), which LLVM vectorises when `f` is branch-free (GELU's erf and exp
 /// are); other layouts through ndarray's `Zip`. The same `f` per element either way: the same values.
@@ -18,7 +147,7 @@ pub(super) fn zip2<E: Element>(
         if a.shape() == b.shape() {
             let mut out = vec![E::zero(); xs.len()];
             let run = |(o, (x, y)): (&mut [E], (&[E], &[E]))| {
-                o.iter_mut().zip(x.iter().zip(y)).for_each(|(o, (&x, &y))| *o = f(x, y));
+                wide(|| zip_loop(o, x, y, &f));
             };
             if xs.len() >= PAR_MIN {
                 out.par_chunks_mut(PAR_MIN).zip(xs.par_chunks(PAR_MIN).zip(ys.par_chunks(PAR_MIN))).for_each(run);
@@ -36,7 +165,7 @@ pub(super) fn zip2<E: Element>(
 pub(super) fn map1<E: Element>(a: &CpuTensor<E>, f: impl Fn(E) -> E + Sync + Send) -> CpuTensor<E> {
     if let Some(xs) = a.as_slice() {
         let mut out = vec![E::zero(); xs.len()];
-        let run = |(o, x): (&mut [E], &[E])| o.iter_mut().zip(x).for_each(|(o, &x)| *o = f(x));
+        let run = |(o, x): (&mut [E], &[E])| wide(|| map_loop(o, x, &f));
         if xs.len() >= PAR_MIN {
             out.par_chunks_mut(PAR_MIN).zip(xs.par_chunks(PAR_MIN)).for_each(run);
         } else {

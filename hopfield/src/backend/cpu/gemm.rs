@@ -3,7 +3,14 @@
 //! Going past ndarray's `general_mat_mul` buys three things on the layers' hot path: transposed and
 //! head-split operands are read through their strides instead of being copied, a shared weight is one
 //! GEMM over all rows of every batch entry, and the output is written once (never zero-filled first).
+//!
+//! matrixmultiply is built single-threaded: products are split over rayon's pool here (by batch entry, or
+//! one product by rows or columns), the pool every other op of the backend runs on, so GEMMs and row ops
+//! never compete as two pools on the same cores. [`linear`] adds bias and activation to each block of
+//! rows right after its GEMM, while the block is in cache.
 
+use super::elementwise::{gelu_slices, map_loop, wide};
+use crate::activation::Activation;
 use crate::element::Element;
 use ndarray::{ArrayD, ArrayViewD, CowArray, IxDyn};
 use rayon::prelude::*;
@@ -105,17 +112,191 @@ pub(super) fn matmul<E: Element>(a: ArrayViewD<'_, E>, b: ArrayViewD<'_, E>, ta:
         }
     };
     if merged || a.batch == 1 {
-        product(0, &mut out, len / n);
-    } else if m * k + k * n < (1 << 16) && a.batch * m * n * k >= PAR_MIN_WORK {
-        // Many small products (heads × batch) parallelise better across the batch than inside each GEMM.
+        split_product(&a, &b, (0, 0), len / n, n, &mut out);
+    } else if a.batch * m * n * k < PAR_MIN_WORK {
+        out.chunks_mut(m * n).enumerate().for_each(|(i, c)| product(i, c, m));
+    } else if m * k + k * n < (1 << 16) || a.batch >= 2 * rayon::current_num_threads() {
+        // Many products (heads × batch) parallelise better across the batch than inside each GEMM.
         out.par_chunks_mut(m * n).enumerate().for_each(|(i, c)| product(i, c, m));
     } else {
-        out.chunks_mut(m * n).enumerate().for_each(|(i, c)| product(i, c, m));
+        // A few large products: each one split over the pool.
+        for (i, c) in out.chunks_mut(m * n).enumerate() {
+            split_product(&a, &b, (i, if b_shared { 0 } else { i }), m, n, c);
+        }
     }
     let mut out = std::mem::ManuallyDrop::new(out);
     // SAFETY: every element was initialised by the GEMMs; MaybeUninit<E> has E's layout.
     let data = unsafe { Vec::from_raw_parts(out.as_mut_ptr() as *mut E, len, out.capacity()) };
     ArrayD::from_shape_vec(IxDyn(&out_shape), data).expect("product shape")
+}
+
+/// Work (multiply-adds) from which one product is split over rayon's threads.
+const SPLIT_MIN_WORK: usize = 1 << 20;
+/// Parts are whole multiples of this many rows or columns (a multiple of the GEMM kernels' tile sides).
+const SPLIT_ALIGN: usize = 32;
+
+/// A raw output pointer shared by the tasks of one split product (each writes its own rows or columns).
+#[derive(Clone, Copy)]
+struct OutPtr<E>(*mut E);
+// SAFETY: the tasks of `split_product` write disjoint parts of the output.
+unsafe impl<E> Send for OutPtr<E> {}
+unsafe impl<E> Sync for OutPtr<E> {}
+
+/// One product `a (rows × k) · b (k × n)` of batch entries `i` of `a` and `j` of `b`, split over rayon's pool along the rows of `a`
+/// or the columns of `b`, whichever is longer (the operand that every part packs again is then the shorter
+/// one). matrixmultiply runs each part on the calling thread, so GEMMs and row ops share one pool. Each
+/// output element is the same k-ordered sum whatever the split, so results do not depend on the thread
+/// count.
+fn split_product<E: Element>(
+    a: &Operand<'_, E>,
+    b: &Operand<'_, E>,
+    (i, j): (usize, usize),
+    rows: usize,
+    n: usize,
+    out: &mut [MaybeUninit<E>],
+) {
+    let k = a.cols;
+    let threads = rayon::current_num_threads();
+    let (along_rows, len) = if rows >= n { (true, rows) } else { (false, n) };
+    let parts = if threads > 1 && rows * k * n >= SPLIT_MIN_WORK { threads.min(len.div_ceil(SPLIT_ALIGN)) } else { 1 };
+    let chunk = len.div_ceil(parts).next_multiple_of(SPLIT_ALIGN).min(len);
+    let c = OutPtr(out.as_mut_ptr() as *mut E);
+    let part = |p: usize| {
+        let c = c;
+        let (lo, hi) = (p * chunk, ((p + 1) * chunk).min(len));
+        if lo >= hi {
+            return;
+        }
+        // SAFETY: rows (or columns) lo..hi of the operands and of the rows × n output, which the other
+        // parts do not touch; the operands describe valid strided matrices (checked by `matmul`).
+        unsafe {
+            if along_rows {
+                let ap = a.ptr(i).offset(lo as isize * a.rs);
+                E::gemm(
+                    hi - lo,
+                    k,
+                    n,
+                    E::one(),
+                    ap,
+                    a.rs,
+                    a.cs,
+                    b.ptr(j),
+                    b.rs,
+                    b.cs,
+                    E::zero(),
+                    c.0.add(lo * n),
+                    n as isize,
+                    1,
+                )
+            } else {
+                let bp = b.ptr(j).offset(lo as isize * b.cs);
+                E::gemm(
+                    rows,
+                    k,
+                    hi - lo,
+                    E::one(),
+                    a.ptr(i),
+                    a.rs,
+                    a.cs,
+                    bp,
+                    b.rs,
+                    b.cs,
+                    E::zero(),
+                    c.0.add(lo),
+                    n as isize,
+                    1,
+                )
+            }
+        }
+    };
+    if parts == 1 {
+        part(0);
+    } else {
+        (0..parts).into_par_iter().for_each(part);
+    }
+}
+
+/// Output elements per row block of [`linear`]: 256 KiB of f32, so that a block is still in L2 when its
+/// bias and activation are applied.
+const LINEAR_BLOCK: usize = 1 << 16;
+
+/// `y = x · wᵀ + bias` and, with `act`, `act(y)`, for `x [.., k]`, `w [n, k]`, `bias [n]`: the rows in
+/// blocks of about [`LINEAR_BLOCK`] outputs on rayon's pool, each block's bias and activation applied
+/// right after its GEMM while it is in cache (one pass over memory instead of three). Every element is
+/// computed as `matmul`, `add_bias` and `activation` compute it, so the results are the same bits.
+pub(super) fn linear<E: Element>(
+    x: ArrayViewD<'_, E>,
+    w: ArrayViewD<'_, E>,
+    bias: Option<&[E]>,
+    act: Option<Activation>,
+) -> (ArrayD<E>, Option<ArrayD<E>>) {
+    let a = Operand::new(x, false);
+    let b = Operand::new(w, true);
+    let (k, n) = (a.cols, b.cols);
+    debug_assert_eq!(b.rows, k, "linear: inner sizes differ");
+    debug_assert!(bias.is_none_or(|bs| bs.len() == n), "linear: bias of {n}");
+    let mut shape = a.data.shape().to_vec();
+    *shape.last_mut().expect("rank ≥ 1") = n;
+    let rows = a.batch * a.rows;
+    let merged = a.batch <= 1 || a.batch_stride == a.rows as isize * a.rs;
+    if !merged || k == 0 || rows * n == 0 {
+        // Not one row-major matrix (never for the layers' inputs): compose the plain ops.
+        let mut y = matmul(a.data.view(), b.data.view(), false, true);
+        if let Some(bs) = bias {
+            y.rows_mut().into_iter().for_each(|mut r| r.iter_mut().zip(bs).for_each(|(v, &c)| *v += c));
+        }
+        let z = act.map(|f| y.mapv(|v| apply(f, v)));
+        return (y, z);
+    }
+    let block_rows = (LINEAR_BLOCK / n).clamp(1, rows);
+    let mut y = vec![E::zero(); rows * n];
+    let mut z = if act.is_some() { vec![E::zero(); rows * n] } else { Vec::new() };
+    let block = |(bi, (yb, zb)): (usize, (&mut [E], &mut [E]))| {
+        let (r0, nr) = (bi * block_rows, yb.len() / n);
+        // SAFETY: rows r0..r0+nr of the row-major `x` (merged batches, checked above) and the n × k `w`;
+        // `yb` holds nr × n elements.
+        unsafe {
+            let ap = a.ptr(0).offset(r0 as isize * a.rs);
+            E::gemm(nr, k, n, E::one(), ap, a.rs, a.cs, b.ptr(0), b.rs, b.cs, E::zero(), yb.as_mut_ptr(), n as isize, 1)
+        }
+        wide(|| epilogue(yb, zb, n, bias, act));
+    };
+    let zs: Vec<&mut [E]> = if act.is_some() {
+        z.chunks_mut(block_rows * n).collect()
+    } else {
+        (0..rows.div_ceil(block_rows)).map(|_| &mut [][..]).collect()
+    };
+    let tasks = y.chunks_mut(block_rows * n).zip(zs).enumerate();
+    if rows * k * n >= SPLIT_MIN_WORK && rayon::current_num_threads() > 1 {
+        tasks.collect::<Vec<_>>().into_par_iter().for_each(block);
+    } else {
+        tasks.for_each(block);
+    }
+    let arr = |v: Vec<E>| ArrayD::from_shape_vec(IxDyn(&shape), v).expect("linear output shape");
+    (arr(y), act.map(|_| arr(z)))
+}
+
+/// [`linear`]'s work on one block after its GEMM: `y += bias` per row, `z = act(y)`. Always inlined, so
+/// that it vectorises at the width [`wide`] gives.
+#[inline(always)]
+fn epilogue<E: Element>(y: &mut [E], z: &mut [E], n: usize, bias: Option<&[E]>, act: Option<Activation>) {
+    if let Some(bs) = bias {
+        y.chunks_exact_mut(n).for_each(|r| r.iter_mut().zip(bs).for_each(|(v, &c)| *v += c));
+    }
+    match act {
+        // GELU without the per-element dispatch, as `Cpu::activation` runs it.
+        Some(Activation::Gelu) => gelu_slices(z, y),
+        Some(f) => map_loop(z, y, &|v: E| f.forward(v)),
+        None => {}
+    }
+}
+
+/// `act(v)` as `Cpu::activation` computes it.
+fn apply<E: Element>(act: Activation, v: E) -> E {
+    match act {
+        Activation::Gelu => v.gelu(),
+        _ => act.forward(v),
+    }
 }
 
 #[cfg(test)]
@@ -202,5 +383,41 @@ mod tests {
         let z = matmul(tensor(&[2, 3, 0], 0).view(), tensor(&[2, 0, 4], 0).view(), false, false);
         assert_eq!(z.shape(), [2, 3, 4]);
         assert!(z.iter().all(|&v| v == 0.0));
+    }
+
+    /// `linear` gives the bits of `matmul` + bias + activation, for row counts that fill no block, with and
+    /// without bias and activation; `linear` and split products give the same bits on 1, 2 and 3 threads.
+    #[test]
+    fn linear_and_split_products_are_exact_and_thread_independent() {
+        let x = tensor(&[3, 700, 40], 21).mapv(|v| v as f32);
+        let w = tensor(&[200, 40], 22).mapv(|v| v as f32 / 7.0);
+        let bias: Vec<f32> = (0..200).map(|i| i as f32 / 100.0 - 1.0).collect();
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| {
+                let (y, z) = linear(x.view(), w.view(), Some(&bias), Some(Activation::Gelu));
+                let (y0, _) = linear(x.view(), w.view(), None, None);
+                let big = matmul(x.view(), w.view(), false, true);
+                let wide_b = matmul(w.view(), x.index_axis(ndarray::Axis(0), 0), false, true);
+                let bits = |t: &ArrayD<f32>| t.iter().map(|v| v.to_bits()).collect::<Vec<u32>>();
+                (bits(&y), bits(&z.unwrap()), bits(&y0), bits(&big), bits(&wide_b.into_dyn()))
+            })
+        };
+        let one = run(1);
+        assert_eq!(one, run(2));
+        assert_eq!(one, run(3));
+        // The composed ops, element by element.
+        let plain = matmul(x.view(), w.view(), false, true);
+        let (y, z) = linear(x.view(), w.view(), Some(&bias), Some(Activation::Gelu));
+        let (y0, _) = linear(x.view(), w.view(), None, None);
+        assert_eq!(y0, plain);
+        for (&yv, &zv) in y.iter().zip(&z.unwrap()) {
+            assert_eq!(zv.to_bits(), yv.gelu().to_bits());
+        }
+        for (r, (pr, yr)) in plain.rows().into_iter().zip(y.rows()).enumerate() {
+            for (c, (&p, &yv)) in pr.iter().zip(yr.iter()).enumerate() {
+                assert_eq!(yv.to_bits(), (p + bias[c]).to_bits(), "row {r} col {c}");
+            }
+        }
     }
 }

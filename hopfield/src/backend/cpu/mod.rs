@@ -1,4 +1,4 @@
-//! The CPU backend: ndarray tensors, matrix products through matrixmultiply (threaded).
+//! The CPU backend: ndarray tensors, matrix products through matrixmultiply, all parallel work on rayon's pool.
 //! This is the reference every other backend is tested against; it favours plain loops over cleverness.
 //!
 //! This file holds the tensor type and the ops; its helpers are leaves that know nothing of [`Cpu`]:
@@ -17,7 +17,7 @@ pub use memory::{tune_allocator, MALLOC_TUNING_ENV};
 use super::{AdamStep, Backend, ScoreBias};
 use crate::activation::Activation;
 use crate::element::Element;
-use elementwise::{arr, flat, map1, zip2};
+use elementwise::{arr, flat, map1, wide, zip2};
 use ndarray::{ArcArray, ArrayD, Axis, IxDyn, Zip};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use rayon::prelude::*;
@@ -86,23 +86,25 @@ fn biased_rows<E: Element>(
     let per = rows_per_task(s_n);
     out.par_chunks_mut(s_n * per).zip(src.as_slice().unwrap().par_chunks(s_n * per)).enumerate().for_each(
         |(task, (block, src_block))| {
-            let mut scratch = Vec::new();
-            for (r, (row, src_row)) in block.chunks_exact_mut(s_n).zip(src_block.chunks_exact(s_n)).enumerate() {
-                let row_i = task * per + r;
-                let (l, h, b) = (row_i % l_n, (row_i / l_n) % h_n, row_i / (l_n * h_n));
-                let beta_h = beta[h];
-                row.iter_mut().zip(src_row).for_each(|(v, &s)| *v = s * beta_h);
-                if let Some(p) = &pad {
-                    row.iter_mut().zip(&p.as_slice().unwrap()[b * s_n..(b + 1) * s_n]).for_each(|(v, &m)| *v += m);
+            wide(|| {
+                let mut scratch = Vec::new();
+                for (r, (row, src_row)) in block.chunks_exact_mut(s_n).zip(src_block.chunks_exact(s_n)).enumerate() {
+                    let row_i = task * per + r;
+                    let (l, h, b) = (row_i % l_n, (row_i / l_n) % h_n, row_i / (l_n * h_n));
+                    let beta_h = beta[h];
+                    row.iter_mut().zip(src_row).for_each(|(v, &s)| *v = s * beta_h);
+                    if let Some(p) = &pad {
+                        row.iter_mut().zip(&p.as_slice().unwrap()[b * s_n..(b + 1) * s_n]).for_each(|(v, &m)| *v += m);
+                    }
+                    if let Some((a, one_b, one_h)) = &assoc {
+                        let (ab, ah) = (if *one_b { 0 } else { b }, if *one_h { 0 } else { h });
+                        let a_h = if *one_h { 1 } else { h_n };
+                        let start = ((ab * a_h + ah) * l_n + l) * s_n;
+                        row.iter_mut().zip(&a.as_slice().unwrap()[start..start + s_n]).for_each(|(v, &m)| *v += m);
+                    }
+                    f(h, row, &mut scratch);
                 }
-                if let Some((a, one_b, one_h)) = &assoc {
-                    let (ab, ah) = (if *one_b { 0 } else { b }, if *one_h { 0 } else { h });
-                    let a_h = if *one_h { 1 } else { h_n };
-                    let start = ((ab * a_h + ah) * l_n + l) * s_n;
-                    row.iter_mut().zip(&a.as_slice().unwrap()[start..start + s_n]).for_each(|(v, &m)| *v += m);
-                }
-                f(h, row, &mut scratch);
-            }
+            })
         },
     );
     arr(sh, out)
@@ -243,13 +245,13 @@ impl<E: Element> Backend for Cpu<E> {
         // GELU (the encoders' MLPs) gets a loop of its own, with no per-element dispatch on `act`, so that
         // it vectorises; the values are `act.forward`'s.
         match act {
-            Activation::Gelu => map1(x, |v| v.gelu()),
+            Activation::Gelu => elementwise::gelu(x),
             _ => map1(x, |v| act.forward(v)),
         }
     }
     fn activation_backward(&self, x: &CpuTensor<E>, dy: &CpuTensor<E>, act: Activation) -> CpuTensor<E> {
         match act {
-            Activation::Gelu => zip2(dy, x, |d, v| d * v.gelu_derivative()),
+            Activation::Gelu => elementwise::gelu_backward(dy, x),
             _ => zip2(dy, x, |d, v| d * act.derivative(v)),
         }
     }
@@ -270,6 +272,24 @@ impl<E: Element> Backend for Cpu<E> {
 
     fn matmul(&self, a: &CpuTensor<E>, b: &CpuTensor<E>, ta: bool, tb: bool) -> CpuTensor<E> {
         gemm::matmul(a.view(), b.view(), ta, tb).into_shared()
+    }
+    fn linear(&self, x: &CpuTensor<E>, w: &CpuTensor<E>, bias: Option<&CpuTensor<E>>) -> CpuTensor<E> {
+        let bias = bias.map(std_layout);
+        gemm::linear(x.view(), w.view(), bias.as_ref().map(|b| b.as_slice().expect("standard layout")), None)
+            .0
+            .into_shared()
+    }
+    fn linear_activation(
+        &self,
+        x: &CpuTensor<E>,
+        w: &CpuTensor<E>,
+        bias: Option<&CpuTensor<E>>,
+        act: Activation,
+    ) -> (CpuTensor<E>, CpuTensor<E>) {
+        let bias = bias.map(std_layout);
+        let (y, a) =
+            gemm::linear(x.view(), w.view(), bias.as_ref().map(|b| b.as_slice().expect("standard layout")), Some(act));
+        (y.into_shared(), a.expect("an activation was asked for").into_shared())
     }
     fn add_bias(&self, x: &CpuTensor<E>, bias: &CpuTensor<E>) -> CpuTensor<E> {
         debug_assert_eq!(x.shape()[x.ndim() - 1], bias.len());
@@ -304,22 +324,24 @@ impl<E: Element> Backend for Cpu<E> {
         let (w, b) = (weight.map(flat), bias.map(flat));
         let per = rows_per_task(n);
         let task = |((xb, yb), sb): ((&[E], &mut [E]), &mut [E])| {
-            for ((row, out), st) in xb.chunks_exact(n).zip(yb.chunks_exact_mut(n)).zip(sb.chunks_exact_mut(2)) {
-                let mean = rows::sum(row) / nf;
-                let var = rows::sum_sq_dev(row, mean) / nf;
-                let rstd = E::one() / (var + eps).sqrt();
-                st[0] = mean;
-                st[1] = rstd;
-                for (o, &v) in out.iter_mut().zip(row) {
-                    *o = (v - mean) * rstd;
+            wide(|| {
+                for ((row, out), st) in xb.chunks_exact(n).zip(yb.chunks_exact_mut(n)).zip(sb.chunks_exact_mut(2)) {
+                    let mean = rows::sum(row) / nf;
+                    let var = rows::sum_sq_dev(row, mean) / nf;
+                    let rstd = E::one() / (var + eps).sqrt();
+                    st[0] = mean;
+                    st[1] = rstd;
+                    for (o, &v) in out.iter_mut().zip(row) {
+                        *o = (v - mean) * rstd;
+                    }
+                    if let Some(w) = w {
+                        out.iter_mut().zip(w).for_each(|(o, &w)| *o *= w);
+                    }
+                    if let Some(b) = b {
+                        out.iter_mut().zip(b).for_each(|(o, &b)| *o += b);
+                    }
                 }
-                if let Some(w) = w {
-                    out.iter_mut().zip(w).for_each(|(o, &w)| *o *= w);
-                }
-                if let Some(b) = b {
-                    out.iter_mut().zip(b).for_each(|(o, &b)| *o += b);
-                }
-            }
+            })
         };
         xs.par_chunks(per * n).zip(y.par_chunks_mut(per * n)).zip(stats.par_chunks_mut(per * 2)).for_each(task);
         (arr(x.shape(), y), arr(&[rows, 2], stats))
@@ -348,32 +370,34 @@ impl<E: Element> Backend for Cpu<E> {
             .zip(dx.par_chunks_mut(per * n))
             .zip(st.par_chunks(per * 2))
             .map(|(((xb, db_), dxb), sb)| {
-                let (mut dw, mut dbias, mut dxhat) = (vec![E::zero(); n], vec![E::zero(); n], vec![E::zero(); n]);
-                for (((row, drow), dxr), s) in
-                    xb.chunks_exact(n).zip(db_.chunks_exact(n)).zip(dxb.chunks_exact_mut(n)).zip(sb.chunks_exact(2))
-                {
-                    let (mean, rstd) = (s[0], s[1]);
-                    // y = xhat·w + b; dxhat = dy·w; dx = rstd·(dxhat − mean(dxhat) − xhat·mean(dxhat·xhat))
-                    let (mut sum_d, mut sum_dx) = (E::zero(), E::zero());
-                    for i in 0..n {
-                        let xhat = (row[i] - mean) * rstd;
-                        let d = match w {
-                            Some(w) => drow[i] * w[i],
-                            None => drow[i],
-                        };
-                        dxhat[i] = d;
-                        sum_d += d;
-                        sum_dx += d * xhat;
-                        dw[i] += drow[i] * xhat;
-                        dbias[i] += drow[i];
+                wide(|| {
+                    let (mut dw, mut dbias, mut dxhat) = (vec![E::zero(); n], vec![E::zero(); n], vec![E::zero(); n]);
+                    for (((row, drow), dxr), s) in
+                        xb.chunks_exact(n).zip(db_.chunks_exact(n)).zip(dxb.chunks_exact_mut(n)).zip(sb.chunks_exact(2))
+                    {
+                        let (mean, rstd) = (s[0], s[1]);
+                        // y = xhat·w + b; dxhat = dy·w; dx = rstd·(dxhat − mean(dxhat) − xhat·mean(dxhat·xhat))
+                        let (mut sum_d, mut sum_dx) = (E::zero(), E::zero());
+                        for i in 0..n {
+                            let xhat = (row[i] - mean) * rstd;
+                            let d = match w {
+                                Some(w) => drow[i] * w[i],
+                                None => drow[i],
+                            };
+                            dxhat[i] = d;
+                            sum_d += d;
+                            sum_dx += d * xhat;
+                            dw[i] += drow[i] * xhat;
+                            dbias[i] += drow[i];
+                        }
+                        let (mean_d, mean_dx) = (sum_d / nf, sum_dx / nf);
+                        for i in 0..n {
+                            let xhat = (row[i] - mean) * rstd;
+                            dxr[i] = rstd * (dxhat[i] - mean_d - xhat * mean_dx);
+                        }
                     }
-                    let (mean_d, mean_dx) = (sum_d / nf, sum_dx / nf);
-                    for i in 0..n {
-                        let xhat = (row[i] - mean) * rstd;
-                        dxr[i] = rstd * (dxhat[i] - mean_d - xhat * mean_dx);
-                    }
-                }
-                (dw, dbias)
+                    (dw, dbias)
+                })
             })
             .collect();
         let affine = weight.map(|_| {
@@ -464,15 +488,17 @@ impl<E: Element> Backend for Cpu<E> {
             .zip(out.par_chunks_mut(per * s_n))
             .enumerate()
             .for_each(|(task, ((pb, db), ob))| {
-                for (r, ((pr, dr), o)) in
-                    pb.chunks_exact(s_n).zip(db.chunks_exact(s_n)).zip(ob.chunks_exact_mut(s_n)).enumerate()
-                {
-                    let h = ((task * per + r) / l_n) % h_n;
-                    let (dot, beta_h) = (rows::dot(pr, dr), beta[h]);
-                    for ((o, &p), &d) in o.iter_mut().zip(pr).zip(dr) {
-                        *o = beta_h * p * (d - dot);
+                wide(|| {
+                    for (r, ((pr, dr), o)) in
+                        pb.chunks_exact(s_n).zip(db.chunks_exact(s_n)).zip(ob.chunks_exact_mut(s_n)).enumerate()
+                    {
+                        let h = ((task * per + r) / l_n) % h_n;
+                        let (dot, beta_h) = (rows::dot(pr, dr), beta[h]);
+                        for ((o, &p), &d) in o.iter_mut().zip(pr).zip(dr) {
+                            *o = beta_h * p * (d - dot);
+                        }
                     }
-                }
+                })
             });
         arr(p.shape(), out)
     }
@@ -554,46 +580,17 @@ impl<E: Element> Backend for Cpu<E> {
         let eps = E::of(hp.eps);
         let l2 = E::of(hp.l2);
         let decay = E::of(1.0 - hp.lr * hp.decoupled);
-        Zip::from(param).and(grad).and(m).and(v).for_each(|p, &g, m, v| {
-            let g = g + l2 * *p;
-            *p *= decay;
-            *m = b1 * *m + (E::one() - b1) * g;
-            *v = b2 * *v + (E::one() - b2) * g * g;
-            *p -= step_size * *m / (v.sqrt() / bc2_sqrt + eps);
+        wide(|| {
+            Zip::from(param).and(grad).and(m).and(v).for_each(|p, &g, m, v| {
+                let g = g + l2 * *p;
+                *p *= decay;
+                *m = b1 * *m + (E::one() - b1) * g;
+                *v = b2 * *v + (E::one() - b2) * g * g;
+                *p -= step_size * *m / (v.sqrt() / bc2_sqrt + eps);
+            })
         });
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn gather_rows_and_scatter_add_rows_are_adjoint() {
-        let cpu = Cpu::<f64>::new();
-        // Values k/4 keep every sum exact; id 2 repeats so the scatter must accumulate, id 1 is never read.
-        let table = cpu.from_vec((0..12).map(|k| k as f64 / 4.0).collect(), &[4, 3]);
-        let ids = [2, 0, 2, 3];
-        let g = cpu.gather_rows(&table, &ids);
-        assert_eq!(g.shape(), [4, 3]);
-        assert_eq!(cpu.to_vec(&g), vec![1.5, 1.75, 2.0, 0.0, 0.25, 0.5, 1.5, 1.75, 2.0, 2.25, 2.5, 2.75]);
-        let src = cpu.from_vec((0..12).map(|k| 1.0 + k as f64).collect(), &[4, 3]);
-        let mut dst = cpu.full(&[4, 3], 0.5);
-        cpu.scatter_add_rows(&mut dst, &ids, &src);
-        assert_eq!(cpu.to_vec(&dst), vec![4.5, 5.5, 6.5, 0.5, 0.5, 0.5, 8.5, 10.5, 12.5, 10.5, 11.5, 12.5]);
-        // <gather(T), S> = <T, scatter(S)>: the scatter is the gather's backward.
-        let mut scattered = cpu.zeros(&[4, 3]);
-        cpu.scatter_add_rows(&mut scattered, &ids, &src);
-        let lhs: f64 = g.iter().zip(src.iter()).map(|(a, b)| a * b).sum();
-        let rhs: f64 = table.iter().zip(scattered.iter()).map(|(a, b)| a * b).sum();
-        assert_eq!(lhs, rhs);
-        // A shared destination is copied on write, not written through.
-        let mut shared = cpu.zeros(&[4, 3]);
-        let alias = shared.clone();
-        cpu.scatter_add_rows(&mut shared, &ids, &src);
-        assert!(alias.iter().all(|&v| v == 0.0));
-        // A non-standard-layout table gathers by logical rows.
-        let t = cpu.from_vec(vec![1.0, 2.0, 3.0, 4.0], &[2, 2]).reversed_axes();
-        assert_eq!(cpu.to_vec(&cpu.gather_rows(&t, &[1])), vec![2.0, 4.0]);
-    }
-}
+mod tests;
