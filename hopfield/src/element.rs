@@ -72,6 +72,20 @@ pub trait Element:
         let pdf = (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt();
         Self::of(cdf + x * pdf)
     }
+    /// CLIP's QuickGELU `x·σ(1.702·x)`. The default computes in f64 (what [`Activation::forward`] does for
+    /// any element); `f32` overrides it in f32 with [`exp_f32`], which the element loops vectorise.
+    ///
+    /// [`Activation::forward`]: crate::activation::Activation::forward
+    #[inline(always)]
+    fn quick_gelu(self) -> Self {
+        crate::activation::Activation::QuickGelu.forward(self)
+    }
+    /// `d QuickGELU / dx = s + 1.702·x·s·(1 − s)` with `s = σ(1.702·x)`, computed as
+    /// [`Element::quick_gelu`] is.
+    #[inline(always)]
+    fn quick_gelu_derivative(self) -> Self {
+        crate::activation::Activation::QuickGelu.derivative(self)
+    }
 }
 
 /// erf in f32 without branches: `x·P(x²)/Q(x²)` on x clamped to [−4, 4] (erf is ±1 to f32 precision beyond),
@@ -139,6 +153,15 @@ impl Element for f32 {
         let cdf = 0.5 * (1.0 + erf_f32(self * std::f32::consts::FRAC_1_SQRT_2));
         let pdf = exp_f32(-0.5 * self * self) * FRAC_1_SQRT_2PI;
         cdf + self * pdf
+    }
+    #[inline(always)]
+    fn quick_gelu(self) -> f32 {
+        self / (1.0 + exp_f32(-1.702 * self))
+    }
+    #[inline(always)]
+    fn quick_gelu_derivative(self) -> f32 {
+        let s = 1.0 / (1.0 + exp_f32(-1.702 * self));
+        s + 1.702 * self * s * (1.0 - s)
     }
 }
 impl Element for f64 {
@@ -248,6 +271,21 @@ mod tests {
         assert!(grad_worst < 1e-6, "gelu': worst absolute error {grad_worst:e}");
         assert_eq!((erf_f32(0.0), erf_f32(f32::INFINITY), erf_f32(f32::NEG_INFINITY)), (0.0, 1.0, -1.0));
         assert_eq!((0.0f32.gelu(), (-20.0f32).gelu(), 20.0f32.gelu()), (0.0, 0.0, 20.0));
+    }
+
+    #[test]
+    fn f32_quick_gelu_follows_the_f64_reference() {
+        let (mut worst, mut grad_worst) = (0.0f64, 0.0f64);
+        for i in 0..=240_000 {
+            let x = -60.0 + 120.0 * i as f32 / 240_000.0;
+            let xd = x as f64;
+            worst = worst.max((x.quick_gelu() as f64 - xd.quick_gelu()).abs() / (1.0 + xd.abs()));
+            grad_worst = grad_worst.max((x.quick_gelu_derivative() as f64 - xd.quick_gelu_derivative()).abs());
+        }
+        assert!(worst < 5e-7, "quick_gelu: worst relative error {worst:e}");
+        assert!(grad_worst < 1e-6, "quick_gelu': worst absolute error {grad_worst:e}");
+        assert_eq!((0.0f32.quick_gelu(), (-100.0f32).quick_gelu(), 100.0f32.quick_gelu()), (0.0, -0.0, 100.0));
+        assert!(f32::NAN.quick_gelu().is_nan());
     }
 
     #[test]

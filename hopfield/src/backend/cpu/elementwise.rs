@@ -2,6 +2,7 @@
 //! ones, and the wrapping of row-major data.
 
 use super::{CpuTensor, PAR_MIN};
+use crate::activation::Activation;
 use crate::element::Element;
 use ndarray::{ArrayD, IxDyn, Zip};
 use rayon::prelude::*;
@@ -88,6 +89,32 @@ fn gelu_backward_loop<E: Element>(o: &mut [E], dy: &[E], x: &[E]) {
     }
 }
 
+#[inline(always)]
+fn quick_gelu_loop<E: Element>(o: &mut [E], x: &[E]) {
+    let n = o.len().min(x.len());
+    let (o, x) = (&mut o[..n], &x[..n]);
+    for i in 0..n {
+        o[i] = x[i].quick_gelu();
+    }
+}
+
+#[inline(always)]
+fn quick_gelu_backward_loop<E: Element>(o: &mut [E], dy: &[E], x: &[E]) {
+    let n = o.len().min(dy.len()).min(x.len());
+    let (o, dy, x) = (&mut o[..n], &dy[..n], &x[..n]);
+    for i in 0..n {
+        o[i] = dy[i] * x[i].quick_gelu_derivative();
+    }
+}
+
+widened!(
+    /// `o = quick_gelu(x)` element-wise (the tiny and CLIP presets' MLP activation).
+    quick_gelu_slices, quick_gelu_loop, (o: &mut [E], x: &[E])
+);
+widened!(
+    /// `o = dy · quick_gelu'(x)` element-wise.
+    quick_gelu_backward_slices, quick_gelu_backward_loop, (o: &mut [E], dy: &[E], x: &[E])
+);
 widened!(
     /// `o = gelu(x)` element-wise (the encoders' MLP activation, the heaviest element loop).
     gelu_slices, gelu_loop, (o: &mut [E], x: &[E])
@@ -97,30 +124,57 @@ widened!(
     gelu_backward_slices, gelu_backward_loop, (o: &mut [E], dy: &[E], x: &[E])
 );
 
-/// `dy · gelu'(x)` over whole tensors, as [`zip2`] would compute it (the same values), on the widened loop.
-pub(super) fn gelu_backward<E: Element>(dy: &CpuTensor<E>, x: &CpuTensor<E>) -> CpuTensor<E> {
-    match (dy.as_slice(), x.as_slice()) {
+/// `dy · act'(x)` over whole tensors for the activations with a widened loop (GELU, QuickGELU), as [`zip2`]
+/// would compute it (the same values); `None` for the others.
+pub(super) fn widened_backward<E: Element>(
+    act: Activation,
+    dy: &CpuTensor<E>,
+    x: &CpuTensor<E>,
+) -> Option<CpuTensor<E>> {
+    let (run, one): (fn(&mut [E], &[E], &[E]), fn(E, E) -> E) = match act {
+        Activation::Gelu => (gelu_backward_slices, |d, v| d * v.gelu_derivative()),
+        Activation::QuickGelu => (quick_gelu_backward_slices, |d, v| d * v.quick_gelu_derivative()),
+        _ => return None,
+    };
+    Some(match (dy.as_slice(), x.as_slice()) {
         (Some(ds), Some(xs)) if dy.shape() == x.shape() => {
             let mut out = vec![E::zero(); xs.len()];
             out.par_chunks_mut(PAR_MIN)
                 .zip(ds.par_chunks(PAR_MIN).zip(xs.par_chunks(PAR_MIN)))
-                .for_each(|(o, (d, x))| gelu_backward_slices(o, d, x));
+                .for_each(|(o, (d, x))| run(o, d, x));
             arr(x.shape(), out)
         }
-        _ => zip2(dy, x, |d, v| d * v.gelu_derivative()),
-    }
+        _ => zip2(dy, x, one),
+    })
 }
 
-/// `gelu(x)` over a whole tensor, as [`map1`] would compute it, on the widened loop.
-pub(super) fn gelu<E: Element>(x: &CpuTensor<E>) -> CpuTensor<E> {
-    match x.as_slice() {
+/// `act(x)` over a whole tensor for the activations with a widened loop, as [`map1`] would compute it;
+/// `None` for the others.
+pub(super) fn widened_forward<E: Element>(act: Activation, x: &CpuTensor<E>) -> Option<CpuTensor<E>> {
+    let (run, one): (fn(&mut [E], &[E]), fn(E) -> E) = match act {
+        Activation::Gelu => (gelu_slices, |v| v.gelu()),
+        Activation::QuickGelu => (quick_gelu_slices, |v| v.quick_gelu()),
+        _ => return None,
+    };
+    Some(match x.as_slice() {
         Some(xs) => {
             let mut out = vec![E::zero(); xs.len()];
-            out.par_chunks_mut(PAR_MIN).zip(xs.par_chunks(PAR_MIN)).for_each(|(o, x)| gelu_slices(o, x));
+            out.par_chunks_mut(PAR_MIN).zip(xs.par_chunks(PAR_MIN)).for_each(|(o, x)| run(o, x));
             arr(x.shape(), out)
         }
-        None => map1(x, |v| v.gelu()),
+        None => map1(x, one),
+    })
+}
+
+/// [`widened_forward`] on slices: `o = act(x)`; false (nothing written) for an activation without a widened
+/// loop.
+pub(super) fn widened_forward_slices<E: Element>(act: Activation, o: &mut [E], x: &[E]) -> bool {
+    match act {
+        Activation::Gelu => gelu_slices(o, x),
+        Activation::QuickGelu => quick_gelu_slices(o, x),
+        _ => return false,
     }
+    true
 }
 
 #[cfg(target_arch = "x86_64")]

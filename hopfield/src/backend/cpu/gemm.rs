@@ -9,7 +9,7 @@
 //! never compete as two pools on the same cores. [`linear`] adds bias and activation to each block of
 //! rows right after its GEMM, while the block is in cache.
 
-use super::elementwise::{gelu_slices, map_loop, wide};
+use super::elementwise::{map_loop, wide, widened_forward_slices};
 use crate::activation::Activation;
 use crate::element::Element;
 use ndarray::{ArrayD, ArrayViewD, CowArray, IxDyn};
@@ -289,11 +289,10 @@ fn epilogue<E: Element>(y: &mut [E], z: &mut [E], n: usize, bias: Option<&[E]>, 
     if let Some(bs) = bias {
         y.chunks_exact_mut(n).for_each(|r| r.iter_mut().zip(bs).for_each(|(v, &c)| *v += c));
     }
-    match act {
-        // GELU without the per-element dispatch, as `Cpu::activation` runs it.
-        Some(Activation::Gelu) => gelu_slices(z, y),
-        Some(f) => map_loop(z, y, &|v: E| f.forward(v)),
-        None => {}
+    if let Some(f) = act {
+        if !widened_forward_slices(f, z, y) {
+            map_loop(z, y, &|v: E| f.forward(v));
+        }
     }
 }
 
@@ -301,6 +300,7 @@ fn epilogue<E: Element>(y: &mut [E], z: &mut [E], n: usize, bias: Option<&[E]>, 
 fn apply<E: Element>(act: Activation, v: E) -> E {
     match act {
         Activation::Gelu => v.gelu(),
+        Activation::QuickGelu => v.quick_gelu(),
         _ => act.forward(v),
     }
 }

@@ -242,18 +242,12 @@ impl<E: Element> Backend for Cpu<E> {
         }
     }
     fn activation(&self, x: &CpuTensor<E>, act: Activation) -> CpuTensor<E> {
-        // GELU (the encoders' MLPs) gets a loop of its own, with no per-element dispatch on `act`, so that
-        // it vectorises; the values are `act.forward`'s.
-        match act {
-            Activation::Gelu => elementwise::gelu(x),
-            _ => map1(x, |v| act.forward(v)),
-        }
+        // GELU and QuickGELU (the encoders' MLPs) get loops of their own, with no per-element dispatch on
+        // `act`, compiled for the CPU's vector width; the values are `Element::gelu`'s / `quick_gelu`'s.
+        elementwise::widened_forward(act, x).unwrap_or_else(|| map1(x, |v| act.forward(v)))
     }
     fn activation_backward(&self, x: &CpuTensor<E>, dy: &CpuTensor<E>, act: Activation) -> CpuTensor<E> {
-        match act {
-            Activation::Gelu => elementwise::gelu_backward(dy, x),
-            _ => zip2(dy, x, |d, v| d * act.derivative(v)),
-        }
+        elementwise::widened_backward(act, dy, x).unwrap_or_else(|| zip2(dy, x, |d, v| d * act.derivative(v)))
     }
 
     fn unary(&self, x: &CpuTensor<E>, op: super::Unary) -> CpuTensor<E> {
