@@ -45,7 +45,10 @@ fn run(
     (vals(out.output), vals(x.grad(&grads).unwrap()), g, out.update_steps)
 }
 
-fn check_case(what: &str, cfg: HopfieldConfig, pad: bool, assoc: bool, device: &Device) {
+/// `dx_tol`: the input gradient's tolerance (relative to its largest entry).
+fn check_case(what: &str, cfg: HopfieldConfig, pad: bool, assoc: bool, dx_tol: f64, device: &Device) {
+    // A fixed input: the same draw every run.
+    device.seed(11);
     let (b, n, f) = (3, 13, cfg.input_size.unwrap());
     let x = Tensor::<3>::random([b, n, f], Distribution::Normal(0.0, 1.0), device);
     let h = cfg.num_heads;
@@ -64,7 +67,7 @@ fn check_case(what: &str, cfg: HopfieldConfig, pad: bool, assoc: bool, device: &
     let e = rel(&y1, &y0);
     assert!(e <= 1e-4, "{what}: output relative error {e:.3e}");
     let e = rel(&dx1, &dx0);
-    assert!(e <= 1e-4, "{what}: grad x relative error {e:.3e}");
+    assert!(e <= dx_tol, "{what}: grad x relative error {e:.3e}");
     assert_eq!(g0.keys().collect::<Vec<_>>(), g1.keys().collect::<Vec<_>>(), "{what}: parameters");
     for (name, g) in &g0 {
         let e = rel(&g1[name], g);
@@ -75,12 +78,13 @@ fn check_case(what: &str, cfg: HopfieldConfig, pad: bool, assoc: bool, device: &
 fn cases(device: &Device) {
     assert!(hopfield_burn::fused::supported(device), "the fused association runs on {device:?}");
     let base = HopfieldConfig::new(24).num_heads(3);
-    check_case("self-association, padding", base.clone(), true, false, device);
+    check_case("self-association, padding", base.clone(), true, false, 1e-4, device);
     check_case(
         "2 update steps, state convergence",
         base.clone().update_steps_max(Some(2)).convergence(Convergence::State).update_steps_eps(1e-30),
         true,
         false,
+        1e-4,
         device,
     );
     check_case(
@@ -88,9 +92,15 @@ fn cases(device: &Device) {
         base.concat_bias_pattern(true).add_zero_association(true),
         false,
         true,
+        1e-4,
         device,
     );
-    check_case("static retrieval β 14.3", HopfieldConfig::static_retrieval(24, 14.3), false, false, device);
+    // Static retrieval of unnormalised N(0, 1) patterns with β 14.3: the diagonal score β·|x|² ≈ 340 beats
+    // every other by about 200, so each softmax row is one-hot to f32 precision and the input gradient's
+    // `p ⊙ (dp − Δ)` cancels to rounding; over 40 random inputs the two f32 paths differed by up to 1.5e-4
+    // of the largest entry (the other cases: 3e-7). The f64 comparison of the same kernels (fused_op.rs)
+    // is the exactness check.
+    check_case("static retrieval β 14.3", HopfieldConfig::static_retrieval(24, 14.3), false, false, 5e-4, device);
 }
 
 #[test]
