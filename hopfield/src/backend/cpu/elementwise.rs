@@ -70,41 +70,45 @@ macro_rules! widened {
     };
 }
 
-// Indexed loops, not iterator chains: `Zip::fold` may stay an outlined call at the baseline width.
+// Indexed loops, not iterator chains: `Zip::fold` may stay an outlined call at the baseline width. The
+// element functions are passed as fn items (`E::gelu`), direct calls that inline.
 #[inline(always)]
-fn gelu_loop<E: Element>(o: &mut [E], x: &[E]) {
+fn indexed_map<E: Element>(o: &mut [E], x: &[E], f: impl Fn(E) -> E) {
     let n = o.len().min(x.len());
     let (o, x) = (&mut o[..n], &x[..n]);
     for i in 0..n {
-        o[i] = x[i].gelu();
+        o[i] = f(x[i]);
     }
+}
+
+/// `o = dy · f'(x)` for the derivative `df`.
+#[inline(always)]
+fn indexed_backward<E: Element>(o: &mut [E], dy: &[E], x: &[E], df: impl Fn(E) -> E) {
+    let n = o.len().min(dy.len()).min(x.len());
+    let (o, dy, x) = (&mut o[..n], &dy[..n], &x[..n]);
+    for i in 0..n {
+        o[i] = dy[i] * df(x[i]);
+    }
+}
+
+#[inline(always)]
+fn gelu_loop<E: Element>(o: &mut [E], x: &[E]) {
+    indexed_map(o, x, E::gelu)
 }
 
 #[inline(always)]
 fn gelu_backward_loop<E: Element>(o: &mut [E], dy: &[E], x: &[E]) {
-    let n = o.len().min(dy.len()).min(x.len());
-    let (o, dy, x) = (&mut o[..n], &dy[..n], &x[..n]);
-    for i in 0..n {
-        o[i] = dy[i] * x[i].gelu_derivative();
-    }
+    indexed_backward(o, dy, x, E::gelu_derivative)
 }
 
 #[inline(always)]
 fn quick_gelu_loop<E: Element>(o: &mut [E], x: &[E]) {
-    let n = o.len().min(x.len());
-    let (o, x) = (&mut o[..n], &x[..n]);
-    for i in 0..n {
-        o[i] = x[i].quick_gelu();
-    }
+    indexed_map(o, x, E::quick_gelu)
 }
 
 #[inline(always)]
 fn quick_gelu_backward_loop<E: Element>(o: &mut [E], dy: &[E], x: &[E]) {
-    let n = o.len().min(dy.len()).min(x.len());
-    let (o, dy, x) = (&mut o[..n], &dy[..n], &x[..n]);
-    for i in 0..n {
-        o[i] = dy[i] * x[i].quick_gelu_derivative();
-    }
+    indexed_backward(o, dy, x, E::quick_gelu_derivative)
 }
 
 widened!(

@@ -53,6 +53,25 @@ impl<'a, E: Element> Operand<'a, E> {
     }
 }
 
+/// `c ← op(a)·op(b)` (β = 0) for an `m × n` block whose operands start at `ap` and `bp`, with `a`'s and
+/// `b`'s strides and inner size; `c` is row-major with row stride `ldc`.
+///
+/// # Safety
+/// `ap`, `bp` and `c` must address `m × k`, `k × n` and `m × n` valid (for `c`, writable and not aliased)
+/// elements under those strides.
+unsafe fn gemm_block<E: Element>(
+    m: usize,
+    n: usize,
+    a: &Operand<'_, E>,
+    ap: *const E,
+    b: &Operand<'_, E>,
+    bp: *const E,
+    c: *mut E,
+    ldc: usize,
+) {
+    E::gemm(m, a.cols, n, E::one(), ap, a.rs, a.cs, bp, b.rs, b.cs, E::zero(), c, ldc as isize, 1)
+}
+
 /// The one stride that steps through the flattened batch axes `shape[..nd-2]`, if they flatten (axes of
 /// size 1 do not count); 0 when there is at most one batch entry.
 fn batch_stride(shape: &[usize], strides: &[isize]) -> Option<isize> {
@@ -92,24 +111,7 @@ pub(super) fn matmul<E: Element>(a: ArrayViewD<'_, E>, b: ArrayViewD<'_, E>, ta:
         let j = if b_shared { 0 } else { i };
         // SAFETY: the operands describe valid strided matrices (shapes checked above); `c` holds
         // rows × n elements, written in row-major order and not aliasing the inputs.
-        unsafe {
-            E::gemm(
-                rows,
-                k,
-                n,
-                E::one(),
-                a.ptr(i),
-                a.rs,
-                a.cs,
-                b.ptr(j),
-                b.rs,
-                b.cs,
-                E::zero(),
-                c.as_mut_ptr() as *mut E,
-                n as isize,
-                1,
-            )
-        }
+        unsafe { gemm_block(rows, n, &a, a.ptr(i), &b, b.ptr(j), c.as_mut_ptr() as *mut E, n) }
     };
     if merged || a.batch == 1 {
         split_product(&a, &b, (0, 0), len / n, n, &mut out);
@@ -172,40 +174,10 @@ fn split_product<E: Element>(
         unsafe {
             if along_rows {
                 let ap = a.ptr(i).offset(lo as isize * a.rs);
-                E::gemm(
-                    hi - lo,
-                    k,
-                    n,
-                    E::one(),
-                    ap,
-                    a.rs,
-                    a.cs,
-                    b.ptr(j),
-                    b.rs,
-                    b.cs,
-                    E::zero(),
-                    c.0.add(lo * n),
-                    n as isize,
-                    1,
-                )
+                gemm_block(hi - lo, n, a, ap, b, b.ptr(j), c.0.add(lo * n), n)
             } else {
                 let bp = b.ptr(j).offset(lo as isize * b.cs);
-                E::gemm(
-                    rows,
-                    k,
-                    hi - lo,
-                    E::one(),
-                    a.ptr(i),
-                    a.rs,
-                    a.cs,
-                    bp,
-                    b.rs,
-                    b.cs,
-                    E::zero(),
-                    c.0.add(lo),
-                    n as isize,
-                    1,
-                )
+                gemm_block(rows, hi - lo, a, a.ptr(i), b, bp, c.0.add(lo), n)
             }
         }
     };
@@ -263,7 +235,7 @@ pub(super) fn linear<E: Element>(
         // `yb` holds nr × n elements.
         unsafe {
             let ap = a.ptr(0).offset(r0 as isize * a.rs);
-            E::gemm(nr, k, n, E::one(), ap, a.rs, a.cs, b.ptr(0), b.rs, b.cs, E::zero(), yb.as_mut_ptr(), n as isize, 1)
+            gemm_block(nr, n, &a, ap, &b, b.ptr(0), yb.as_mut_ptr(), n)
         }
         wide(|| epilogue(yb, zb, n, bias, act));
     };
