@@ -144,6 +144,17 @@ struct OutPtr<E>(*mut E);
 unsafe impl<E> Send for OutPtr<E> {}
 unsafe impl<E> Sync for OutPtr<E> {}
 
+impl<E> OutPtr<E> {
+    /// The element `offset` elements on (a method, so that closures capture the `Send` wrapper, not its
+    /// raw pointer field).
+    ///
+    /// # Safety
+    /// `offset` must stay inside the output.
+    unsafe fn at(self, offset: usize) -> *mut E {
+        self.0.add(offset)
+    }
+}
+
 /// One product `a (rows × k) · b (k × n)` of batch entries `i` of `a` and `j` of `b`, split over rayon's pool along the rows of `a`
 /// or the columns of `b`, whichever is longer (the operand that every part packs again is then the shorter
 /// one). matrixmultiply runs each part on the calling thread, so GEMMs and row ops share one pool. Each
@@ -164,7 +175,6 @@ fn split_product<E: Element>(
     let chunk = len.div_ceil(parts).next_multiple_of(SPLIT_ALIGN).min(len);
     let c = OutPtr(out.as_mut_ptr() as *mut E);
     let part = |p: usize| {
-        let c = c;
         let (lo, hi) = (p * chunk, ((p + 1) * chunk).min(len));
         if lo >= hi {
             return;
@@ -174,10 +184,10 @@ fn split_product<E: Element>(
         unsafe {
             if along_rows {
                 let ap = a.ptr(i).offset(lo as isize * a.rs);
-                gemm_block(hi - lo, n, a, ap, b, b.ptr(j), c.0.add(lo * n), n)
+                gemm_block(hi - lo, n, a, ap, b, b.ptr(j), c.at(lo * n), n)
             } else {
                 let bp = b.ptr(j).offset(lo as isize * b.cs);
-                gemm_block(rows, hi - lo, a, a.ptr(i), b, bp, c.0.add(lo), n)
+                gemm_block(rows, hi - lo, a, a.ptr(i), b, bp, c.at(lo), n)
             }
         }
     };
