@@ -336,8 +336,6 @@ fn main() {
 
 /// Cross-validate, print the folds and the summary; the summary is returned for tests.
 fn run(args: Args) -> Result<Summary, Box<dyn std::error::Error>> {
-    // Folds already use every core; matrixmultiply's own threads (NdArray's products) would only compete.
-    std::env::set_var("MATMUL_NUM_THREADS", "1");
     let trainer = BurnTrainer { device: args.device.open()? };
     let data = MilDataset::read(&args.data)?;
     let settings = CvSettings {

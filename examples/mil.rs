@@ -190,8 +190,6 @@ fn main() {
 }
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
-    // Folds already use every core; matrixmultiply's own threads would only compete with them.
-    std::env::set_var("MATMUL_NUM_THREADS", "1");
     if let Some(n) = args.threads {
         rayon::ThreadPoolBuilder::new().num_threads(n).build_global()?;
     }

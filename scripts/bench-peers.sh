@@ -17,7 +17,7 @@ if [ ! -x "$VENV/bin/python" ]; then
     python3 -m venv "$VENV"
     "$VENV/bin/pip" install -q torch numpy
 fi
-export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS RAYON_NUM_THREADS=$THREADS MATMUL_NUM_THREADS=$THREADS
+export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS RAYON_NUM_THREADS=$THREADS
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
 py="$VENV/bin/python"
 # Build first, so that compiling does not overlap any timing. `--workspace` everywhere: a `-p` build unifies

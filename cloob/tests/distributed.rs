@@ -35,7 +35,7 @@ fn command(ranks: usize, logs: &Path, name: &str, extra: &[&str]) -> Command {
         .args(extra)
         // One thread per rank; OpenMPI refuses root without these (CI containers run as root) and may
         // count fewer slots than ranks.
-        .envs([("MATMUL_NUM_THREADS", "1"), ("RAYON_NUM_THREADS", "1")])
+        .envs([("RAYON_NUM_THREADS", "1")])
         .envs([("OMPI_ALLOW_RUN_AS_ROOT", "1"), ("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")])
         .env("OMPI_MCA_rmaps_base_oversubscribe", "1");
     c
