@@ -8,8 +8,9 @@ use ndarray::{ArrayD, IxDyn, Zip};
 use rayon::prelude::*;
 
 /// Run `f` compiled for the widest vector unit the CPU has (AVX-512F, else AVX2 on x86-64), so that its
-/// loops, inlined here, vectorise beyond the SSE2 baseline the crate is built for: runtime dispatch,
-/// no `-C target-cpu`. The same IEEE operations in the same order at any width (Rust never contracts
+/// loops vectorise beyond the SSE2 baseline the crate is built for: runtime dispatch, no `-C target-cpu`.
+/// Only where LLVM inlines `f` here: small loops do (the adds of `zip2`, checked in `perf annotate`), a
+/// large body may stay an outlined call at the baseline width; the heavy loops use [`widened!`] instead. The same IEEE operations in the same order at any width (Rust never contracts
 /// `a·b + c` into an FMA by itself, and the reductions keep fixed lanes), so the results are the same bits.
 #[inline(always)]
 pub(super) fn wide<R>(f: impl FnOnce() -> R) -> R {
@@ -40,21 +41,22 @@ pub(super) fn map_loop<E: Copy>(o: &mut [E], x: &[E], f: &impl Fn(E) -> E) {
     o.iter_mut().zip(x).for_each(|(o, &x)| *o = f(x));
 }
 
-/// `$name(args)`: the always-inlined loop `$body` compiled for AVX-512F, AVX2 or the baseline, chosen at
-/// run time. Unlike [`wide`] this cannot fail to inline a large loop body (a closure may stay a call).
+/// `$name(args)`: the loop `$body` (calls of always-inlined functions) compiled for AVX-512F, AVX2 or the
+/// baseline, chosen at run time. Unlike [`wide`] this cannot fail to inline a large loop body (a closure
+/// may stay a call).
 macro_rules! widened {
-    ($(#[$doc:meta])* $name:ident, $body:ident, ($($arg:ident: $ty:ty),*)) => {
+    ($(#[$doc:meta])* $name:ident, ($($arg:ident: $ty:ty),*) => $body:expr) => {
         $(#[$doc])*
         pub(super) fn $name<E: Element>($($arg: $ty),*) {
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx512f")]
                 unsafe fn w512<E: Element>($($arg: $ty),*) {
-                    $body($($arg),*)
+                    $body
                 }
                 #[target_feature(enable = "avx2")]
                 unsafe fn w256<E: Element>($($arg: $ty),*) {
-                    $body($($arg),*)
+                    $body
                 }
                 if std::arch::is_x86_feature_detected!("avx512f") {
                     // SAFETY: the CPU has AVX-512F.
@@ -65,7 +67,7 @@ macro_rules! widened {
                     return unsafe { w256($($arg),*) };
                 }
             }
-            $body($($arg),*)
+            $body
         }
     };
 }
@@ -91,41 +93,21 @@ fn indexed_backward<E: Element>(o: &mut [E], dy: &[E], x: &[E], df: impl Fn(E) -
     }
 }
 
-#[inline(always)]
-fn gelu_loop<E: Element>(o: &mut [E], x: &[E]) {
-    indexed_map(o, x, E::gelu)
-}
-
-#[inline(always)]
-fn gelu_backward_loop<E: Element>(o: &mut [E], dy: &[E], x: &[E]) {
-    indexed_backward(o, dy, x, E::gelu_derivative)
-}
-
-#[inline(always)]
-fn quick_gelu_loop<E: Element>(o: &mut [E], x: &[E]) {
-    indexed_map(o, x, E::quick_gelu)
-}
-
-#[inline(always)]
-fn quick_gelu_backward_loop<E: Element>(o: &mut [E], dy: &[E], x: &[E]) {
-    indexed_backward(o, dy, x, E::quick_gelu_derivative)
-}
-
 widened!(
     /// `o = quick_gelu(x)` element-wise (the tiny and CLIP presets' MLP activation).
-    quick_gelu_slices, quick_gelu_loop, (o: &mut [E], x: &[E])
+    quick_gelu_slices, (o: &mut [E], x: &[E]) => indexed_map(o, x, E::quick_gelu)
 );
 widened!(
     /// `o = dy · quick_gelu'(x)` element-wise.
-    quick_gelu_backward_slices, quick_gelu_backward_loop, (o: &mut [E], dy: &[E], x: &[E])
+    quick_gelu_backward_slices, (o: &mut [E], dy: &[E], x: &[E]) => indexed_backward(o, dy, x, E::quick_gelu_derivative)
 );
 widened!(
     /// `o = gelu(x)` element-wise (the encoders' MLP activation, the heaviest element loop).
-    gelu_slices, gelu_loop, (o: &mut [E], x: &[E])
+    gelu_slices, (o: &mut [E], x: &[E]) => indexed_map(o, x, E::gelu)
 );
 widened!(
     /// `o = dy · gelu'(x)` element-wise.
-    gelu_backward_slices, gelu_backward_loop, (o: &mut [E], dy: &[E], x: &[E])
+    gelu_backward_slices, (o: &mut [E], dy: &[E], x: &[E]) => indexed_backward(o, dy, x, E::gelu_derivative)
 );
 
 /// `dy · act'(x)` over whole tensors for the activations with a widened loop (GELU, QuickGELU), as [`zip2`]

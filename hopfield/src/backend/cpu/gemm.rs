@@ -226,10 +226,9 @@ pub(super) fn linear<E: Element>(
     if !merged || k == 0 || rows * n == 0 {
         // Not one row-major matrix (never for the layers' inputs): compose the plain ops.
         let mut y = matmul(a.data.view(), b.data.view(), false, true);
-        if let Some(bs) = bias {
-            y.rows_mut().into_iter().for_each(|mut r| r.iter_mut().zip(bs).for_each(|(v, &c)| *v += c));
-        }
-        let z = act.map(|f| y.mapv(|v| apply(f, v)));
+        let mut z = act.map(|_| y.clone());
+        let zs = z.as_mut().map_or(&mut [][..], |z| z.as_slice_mut().expect("row-major"));
+        epilogue(y.as_slice_mut().expect("row-major product"), zs, n.max(1), bias, act);
         return (y, z);
     }
     // About LINEAR_BLOCK outputs per block, the block count a multiple of the threads (every thread gets
@@ -275,15 +274,6 @@ fn epilogue<E: Element>(y: &mut [E], z: &mut [E], n: usize, bias: Option<&[E]>, 
         if !widened_forward_slices(f, z, y) {
             map_loop(z, y, &|v: E| f.forward(v));
         }
-    }
-}
-
-/// `act(v)` as `Cpu::activation` computes it.
-fn apply<E: Element>(act: Activation, v: E) -> E {
-    match act {
-        Activation::Gelu => v.gelu(),
-        Activation::QuickGelu => v.quick_gelu(),
-        _ => act.forward(v),
     }
 }
 
@@ -400,6 +390,14 @@ mod tests {
         let (y0, _) = linear(x.view(), w.view(), None, None);
         assert_eq!(y0, plain);
         for (&yv, &zv) in y.iter().zip(&z.unwrap()) {
+            assert_eq!(zv.to_bits(), yv.gelu().to_bits());
+        }
+        // An input whose batches do not merge into one matrix takes the composed path: the same bits.
+        let xt = x.view().permuted_axes(IxDyn(&[1, 0, 2]));
+        let (yt, zt) = linear(xt.clone(), w.view(), Some(&bias), Some(Activation::Gelu));
+        let plain_t = matmul(xt, w.view(), false, true);
+        for (i, ((&p, &yv), &zv)) in plain_t.iter().zip(&yt).zip(&zt.unwrap()).enumerate() {
+            assert_eq!(yv.to_bits(), (p + bias[i % 200]).to_bits());
             assert_eq!(zv.to_bits(), yv.gelu().to_bits());
         }
         for (r, (pr, yr)) in plain.rows().into_iter().zip(y.rows()).enumerate() {
