@@ -32,6 +32,8 @@ def metrics(e):
     return r
 
 
+if not os.path.isdir(logs):
+    sys.exit(f"summarize.py: {logs} is not a folder (run scripts/study/run.sh first)")
 runs = defaultdict(list)  # config -> [(seed, {step: metrics})]
 for name in sorted(os.listdir(logs)):
     f = os.path.join(logs, name, "metrics.jsonl")
@@ -46,6 +48,8 @@ for name in sorted(os.listdir(logs)):
     if curve:
         runs[m.group(1)].append((int(m.group(2)), curve))
 
+if not runs:
+    sys.exit(f"summarize.py: no finished run (<config>-s<seed>/ with metrics.jsonl and done) in {logs}")
 ORDER = ["cloob-b8", "cloob-b14.3", "clip", "infoloob", "infonce-hopfield", "warm-clip", "warm-cloob-b8"]
 configs = [c for c in ORDER if c in runs] + sorted(c for c in runs if c not in ORDER)
 KEYS = ["zs/overall", *[f"zs/{a}" for a in ATTRS], "zs/pair-seen", "zs/pair-held-out", "retrieval/i2t_r1",
