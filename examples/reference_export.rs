@@ -12,7 +12,7 @@
 //! `run.json` (the run config, `total_steps`, `effective_warmup`).
 
 use clap::Parser;
-use cloob::data::loader::Loader;
+use cloob::data::loader::{Loader, LoaderConfig};
 use cloob::data::rng::rng_for;
 use cloob::pretrain::run::open_data;
 use cloob::pretrain::RunConfig;
@@ -47,14 +47,14 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     std::fs::create_dir_all(&args.out)?;
     let backend = Cpu::<f32>::new();
     let model_cfg = cfg.clip_config()?;
-    let data = open_data(&cfg, model_cfg.vision.image_size)?;
+    let data = open_data(&cfg, model_cfg.vision.image_size, false)?;
     let total = cfg.total_steps(data.train.epoch_len())?;
     // The initialisation of `cloob-pretrain` (pretrain::run): the same seed stream.
     let model = model_cfg.init(&backend, &mut rng_for(&[cfg.seed, 0x1417]))?;
     std::fs::write(args.out.join("init.safetensors"), encode_safetensors(&backend, &named_tensors(&model))?)?;
     let mut trainer = Trainer::new(model, cfg.train_config(total))?;
     let tokenizer = ClipTokenizer::with_context_length(model_cfg.text.context_length)?;
-    let mut loader = Loader::new(data.train.clone(), cfg.batch_size, cfg.seed, 0, 4);
+    let mut loader = Loader::new(data.train.clone(), LoaderConfig::new(cfg.batch_size, cfg.seed, 1), 0, None)?;
     let (mut images, mut tokens, mut lines) = (Vec::new(), Vec::new(), String::new());
     let mut size = 0;
     for _ in 0..total {
@@ -63,7 +63,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         let n = batch.captions.len();
         let t = tokenizer.tokenize(&batch.captions);
         tokens.extend(t.ids.iter().map(|&id| id as f32));
-        let x = backend.from_vec(batch.pixels, &[n, 3, size, size]);
+        let x = backend.from_vec(batch.pixels.into_normalized(size), &[n, 3, size, size]);
         images.extend(backend.to_vec(&x));
         let s = trainer.step(&backend, &x, &t)?;
         lines += &format!(

@@ -58,13 +58,14 @@ fn weights(logs: &Path, name: &str) -> hopfield::io::TensorMap {
     hopfield::io::decode_safetensors(&bytes, "test").unwrap()
 }
 
-/// One process and two ranks give the same run.
-fn same_run(case: &str, extra: &[&str]) {
+/// One process and two ranks give the same run; returns both runs' output.
+fn same_run(case: &str, extra: &[&str]) -> [Output; 2] {
     let logs = scratch(case);
-    for (ranks, name) in [(1, "one"), (2, "two")] {
+    let outputs = [(1, "one"), (2, "two")].map(|(ranks, name)| {
         let o = command(ranks, &logs, name, extra).output().unwrap();
         assert!(o.status.success(), "{ranks} rank(s): {}", text(&o));
-    }
+        o
+    });
     let (a, b) = (losses(&logs, "one"), losses(&logs, "two"));
     assert_eq!(a.len(), 5);
     assert_eq!(b.len(), 5, "rank 0 alone logs each step once");
@@ -91,6 +92,7 @@ fn same_run(case: &str, extra: &[&str]) {
     eprintln!("{case}: largest parameter difference {:e} of the parameters' norm, in {}", worst.0, worst.1);
     assert!(worst.0 <= 1e-5, "{case}: parameter {} differs by {:e} of the parameters' norm", worst.1, worst.0);
     std::fs::remove_dir_all(&logs).ok();
+    outputs
 }
 
 #[test]
@@ -106,6 +108,32 @@ fn two_ranks_equal_one_process_clip() {
 #[test]
 fn two_ranks_equal_one_process_with_accumulation() {
     same_run("accum", &["--loss", "cloob", "--accum-freq", "2"]);
+}
+
+/// On a CSV, each of two ranks decodes its 16 rows of each global batch of 32 (80 for 5 steps) and only
+/// rank 0 reads the evaluation set; one process decodes all 160. The run equals the one-process run.
+#[test]
+fn two_ranks_on_a_csv_decode_their_rows_only_and_equal_one_process() {
+    let data = scratch("csv-data");
+    std::fs::create_dir_all(data.join("img")).unwrap();
+    let mut csv = String::from("filepath\ttitle\n");
+    for i in 0..48u32 {
+        let img = image::RgbImage::from_fn(40 + i % 9, 34, |x, y| {
+            image::Rgb([(x * 5 + i) as u8, (y * 7) as u8, (i * 5) as u8])
+        });
+        img.save(data.join(format!("img/{i:02}.jpg"))).unwrap();
+        csv +=
+            &format!("img/{i:02}.jpg\t{} shape number {i}\n", ["a red", "a green", "a blue", "a grey"][i as usize % 4]);
+    }
+    std::fs::write(data.join("train.csv"), csv).unwrap();
+    let spec = format!("csv:{}", data.join("train.csv").display());
+    let [one, two] = same_run("csv", &["--loss", "cloob", "--data", &spec, "--workers", "1"]);
+    let (out1, out2) = (String::from_utf8_lossy(&one.stdout), String::from_utf8_lossy(&two.stdout));
+    assert!(out1.contains("decoded: 160 training images, 2 evaluation images (this process)"), "{}", text(&one));
+    assert!(out2.contains("decoded: 80 training images, 2 evaluation images (this process, rank 0)"), "{}", text(&two));
+    let err2 = String::from_utf8_lossy(&two.stderr);
+    assert!(err2.contains("rank 1: decoded 80 training images, read 0 evaluation images"), "{}", text(&two));
+    std::fs::remove_dir_all(&data).ok();
 }
 
 #[test]

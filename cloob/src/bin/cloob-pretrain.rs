@@ -1,6 +1,7 @@
 //! Pretrain a CLOOB (or CLIP) model: `cargo run --release --bin cloob-pretrain` trains the tiny preset on
 //! the embedded captioned-scene set in a few minutes on two CPU cores; `--data fashion-mnist` or
-//! `--data csv:PATH` train on other data. Flags follow open_clip's and cloob's names.
+//! `--data csv:PATH` or `--data wds:'shards/{00000..00099}.tar'` train on other data. Flags follow
+//! open_clip's and cloob's names.
 //!
 //! Data-parallel over processes (built with `--features mpi`): `mpiexec -n R cloob-pretrain …`; the
 //! global `--batch-size` is split over the R ranks and the loss sees all of it (see `cloob::dist`).
@@ -44,6 +45,14 @@ struct Cli {
     #[arg(long, default_value = "cpu", value_parser = Device::parse_flag)]
     device: Device,
     /// Testing aid: rank RANK fails before step STEP (`RANK:STEP`).
+    /// Decoding threads of the data loader (default: the cores the training step leaves free, at least
+    /// 1; see docs/data.md). Batches are the same for any number.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=256))]
+    workers: Option<u64>,
+    /// Batches the loader keeps ready ahead of the step (each batch of decoded files holds
+    /// B·3·S·S bytes until the step).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=64))]
+    prefetch: u64,
     #[arg(long, hide = true, value_parser = rank_step)]
     fail_at: Option<(usize, u64)>,
 }
@@ -73,6 +82,8 @@ impl Cli {
             overwrite: self.overwrite,
             fail_at: self.fail_at,
             device: self.device,
+            workers: self.workers.map(|w| w as usize),
+            prefetch: Some(self.prefetch as usize),
         }
     }
 }
@@ -91,7 +102,12 @@ fn main() {
     let comm: &dyn Collective = &cloob::dist::SingleProcess;
     let (rank, ranks) = (comm.rank(), comm.size());
     match train_with(&cfg, &opts, comm) {
-        Ok(_) if rank > 0 => {}
+        Ok(s) if rank > 0 => {
+            eprintln!(
+                "rank {rank}: decoded {} training images, read {} evaluation images",
+                s.train_decoded, s.eval_images
+            )
+        }
         Ok(s) => {
             let mut out = String::new();
             if let Some(r) = &s.final_eval {
@@ -99,6 +115,12 @@ fn main() {
             }
             out += &format!("{} steps in {:.1} s (this process)\n", s.steps, s.wall_s);
             out += &format!("data: {}\n", s.data_issues);
+            out += &format!(
+                "decoded: {} training images, {} evaluation images (this process{})\n",
+                s.train_decoded,
+                s.eval_images,
+                if ranks > 1 { ", rank 0" } else { "" }
+            );
             out += &format!("logs:       {}\n", s.run_dir.display());
             out += &format!("metrics:    {}\n", s.metrics.display());
             for p in &s.plots {

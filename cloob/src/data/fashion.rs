@@ -6,7 +6,7 @@
 
 use super::rng::{permutation, rng_for, tag};
 use super::transform::normalize_chw;
-use super::{DataError, EvalSet, Example, TrainSource, ZeroShotTask};
+use super::{DataError, EvalSet, Example, IndexedSource, Pixels, SourceInfo, ZeroShotTask};
 use hopfield::io::idx;
 use hopfield::HopfieldError;
 use rand::Rng;
@@ -100,7 +100,7 @@ pub struct FashionSource {
     pub train: Split,
 }
 
-impl TrainSource for FashionSource {
+impl SourceInfo for FashionSource {
     fn image_size(&self) -> usize {
         IMAGE_SIZE
     }
@@ -115,13 +115,17 @@ impl TrainSource for FashionSource {
     fn epoch_len(&self) -> Option<usize> {
         Some(self.train.len())
     }
-    fn epoch(&self, seed: u64, epoch: u64, skip: usize) -> Box<dyn Iterator<Item = Example> + Send> {
-        let split = self.train.clone();
-        Box::new(permutation(split.len(), seed, tag::ORDER, epoch).into_iter().skip(skip).map(move |i| {
-            let t = rng_for(&[seed, tag::CAPTION, epoch, i as u64]).gen_range(0..TRAIN_TEMPLATES.len());
-            let caption = TRAIN_TEMPLATES[t].replace("{}", CLASSES[split.labels[i] as usize]);
-            Example { pixels: split.pixels(i), caption }
-        }))
+}
+
+impl IndexedSource for FashionSource {
+    fn len(&self) -> usize {
+        self.train.len()
+    }
+    fn example(&self, seed: u64, epoch: u64, order: &[u32], position: usize) -> Option<Example> {
+        let i = order[position] as usize;
+        let t = rng_for(&[seed, tag::CAPTION, epoch, i as u64]).gen_range(0..TRAIN_TEMPLATES.len());
+        let caption = TRAIN_TEMPLATES[t].replace("{}", CLASSES[self.train.labels[i] as usize]);
+        Some(Example { pixels: Pixels::Normalized(self.train.pixels(i)), caption, id: format!("train image {i}") })
     }
 }
 
@@ -176,7 +180,7 @@ mod tests {
         let split = load_split(&dir, "train").unwrap();
         assert_eq!(*split.labels, vec![3, 9]);
         assert_eq!(split.pixels(1).len(), 3 * 32 * 32);
-        let ex: Vec<Example> = FashionSource { train: split.clone() }.epoch(1, 0, 0).collect();
+        let ex = crate::data::epoch_examples(&FashionSource { train: split.clone() }, 1, 0);
         assert_eq!(ex.len(), 2);
         assert!(ex.iter().all(|e| e.caption.contains("dress") || e.caption.contains("ankle boot")));
         let set = eval_set(&split, 10, "t");

@@ -7,9 +7,9 @@
 //! about. Some (shape, colour) combinations never occur in training ([`is_held_out`]); the test set has
 //! them, for a compositional zero-shot test.
 
-use super::rng::{hash, permutation, rng_for, tag};
+use super::rng::{hash, rng_for, tag};
 use super::transform::normalize_chw;
-use super::{EvalSet, Example, TrainSource, ZeroShotTask};
+use super::{EvalSet, Example, IndexedSource, Pixels, SourceInfo, ZeroShotTask};
 use rand::Rng;
 
 /// Side of the generated images.
@@ -232,7 +232,7 @@ pub struct SceneSource {
     pub len: usize,
 }
 
-impl TrainSource for SceneSource {
+impl SourceInfo for SceneSource {
     fn image_size(&self) -> usize {
         IMAGE_SIZE
     }
@@ -243,13 +243,17 @@ impl TrainSource for SceneSource {
     fn epoch_len(&self) -> Option<usize> {
         Some(self.len)
     }
-    fn epoch(&self, seed: u64, epoch: u64, skip: usize) -> Box<dyn Iterator<Item = Example> + Send> {
-        let order = permutation(self.len, seed, tag::ORDER, epoch);
-        Box::new(order.into_iter().skip(skip).map(move |i| {
-            let scene = Scene::sample(hash(&[DATA_SEED, tag::SCENE, i as u64]), false, 0.35);
-            let caption = scene.caption(&mut rng_for(&[seed, tag::CAPTION, epoch, i as u64]));
-            Example { pixels: scene.pixels(), caption }
-        }))
+}
+
+impl IndexedSource for SceneSource {
+    fn len(&self) -> usize {
+        self.len
+    }
+    fn example(&self, seed: u64, epoch: u64, order: &[u32], position: usize) -> Option<Example> {
+        let i = u64::from(order[position]);
+        let scene = Scene::sample(hash(&[DATA_SEED, tag::SCENE, i]), false, 0.35);
+        let caption = scene.caption(&mut rng_for(&[seed, tag::CAPTION, epoch, i]));
+        Some(Example { pixels: Pixels::Normalized(scene.pixels()), caption, id: format!("scene {i}") })
     }
 }
 
@@ -301,16 +305,17 @@ pub fn eval_set(n: usize) -> EvalSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::epoch_examples;
 
     #[test]
     fn same_seed_same_data_other_seed_other_order() {
         let src = SceneSource { len: 64 };
-        let a: Vec<Example> = src.epoch(7, 0, 0).collect();
-        let b: Vec<Example> = src.epoch(7, 0, 0).collect();
+        let a = epoch_examples(&src, 7, 0);
+        let b = epoch_examples(&src, 7, 0);
         assert!(a.iter().zip(&b).all(|(x, y)| x.pixels == y.pixels && x.caption == y.caption));
-        let c: Vec<Example> = src.epoch(8, 0, 0).collect();
+        let c = epoch_examples(&src, 8, 0);
         assert!(a.iter().zip(&c).any(|(x, y)| x.caption != y.caption));
-        let d: Vec<Example> = src.epoch(7, 1, 0).collect();
+        let d = epoch_examples(&src, 7, 1);
         assert!(a.iter().zip(&d).any(|(x, y)| x.pixels != y.pixels), "a new order each epoch");
         assert_eq!(eval_set(20).pixels, eval_set(20).pixels);
     }

@@ -8,6 +8,7 @@
 //! before anything is handed back, so a truncated or mismatched checkpoint is an error that loads nothing.
 
 use super::{err, PretrainError, Result, RunConfig};
+use crate::data::StreamCursor;
 use crate::model::{ClipConfig, ClipModel};
 use crate::train::Trainer;
 use hopfield::io::{decode_safetensors, encode_safetensors, load_state_dict};
@@ -62,6 +63,10 @@ pub struct CheckpointState {
     pub weights: FileRef,
     /// Optimiser state.
     pub optimizer: FileRef,
+    /// Where each rank's stream stood after the last step, for a streamed source (WebDataset), in rank
+    /// order; empty for indexed sources, whose position is a function of the step.
+    #[serde(default)]
+    pub data_cursors: Vec<StreamCursor>,
 }
 
 /// Write `bytes` to `path` through a temporary file and a rename.
@@ -79,7 +84,8 @@ fn crc32(bytes: &[u8]) -> u32 {
     c.sum()
 }
 
-/// Save the trainer's state after `trainer.step` steps into `dir`; returns the JSON's path.
+/// Save the trainer's state after `trainer.step` steps into `dir`, with the streams' positions
+/// `data_cursors` (empty for an indexed source); returns the JSON's path.
 pub fn save<B: Backend>(
     backend: &B,
     dir: &Path,
@@ -87,6 +93,7 @@ pub fn save<B: Backend>(
     config: &RunConfig,
     epoch: u64,
     total_steps: u64,
+    data_cursors: &[StreamCursor],
 ) -> Result<PathBuf> {
     std::fs::create_dir_all(dir).map_err(|e| err(dir.display(), e))?;
     let stem = format!("step_{:07}", trainer.step);
@@ -107,6 +114,7 @@ pub fn save<B: Backend>(
         config: config.clone(),
         weights,
         optimizer,
+        data_cursors: data_cursors.to_vec(),
     };
     let json = dir.join(format!("{stem}.json"));
     write_atomic(&json, serde_json::to_string_pretty(&state).expect("plain data").as_bytes())?;

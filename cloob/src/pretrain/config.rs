@@ -30,6 +30,8 @@ pub enum DataSpec {
     FashionMnist,
     /// An open_clip CSV file.
     Csv(PathBuf),
+    /// WebDataset tar shards, a path pattern with braces (`shards/{00000..00099}.tar`).
+    Wds(String),
 }
 
 impl std::str::FromStr for DataSpec {
@@ -38,9 +40,16 @@ impl std::str::FromStr for DataSpec {
         match s {
             "embedded" => Ok(DataSpec::Embedded),
             "fashion-mnist" => Ok(DataSpec::FashionMnist),
-            _ => match s.strip_prefix("csv:") {
-                Some(p) if !p.is_empty() => Ok(DataSpec::Csv(PathBuf::from(p))),
-                _ => Err(format!("unknown data source {s:?}: use embedded, fashion-mnist or csv:PATH")),
+            _ => match (s.strip_prefix("csv:"), s.strip_prefix("wds:")) {
+                (Some(p), _) if !p.is_empty() => Ok(DataSpec::Csv(PathBuf::from(p))),
+                (_, Some(p)) if !p.is_empty() => {
+                    crate::data::wds::expand_braces(p).map_err(|e| format!("--data wds:{p}: {e}"))?;
+                    Ok(DataSpec::Wds(p.to_string()))
+                }
+                _ => Err(format!(
+                    "unknown data source {s:?}: use embedded, fashion-mnist, csv:PATH or wds:PATTERN \
+                     (e.g. wds:shards/{{00000..00099}}.tar)"
+                )),
             },
         }
     }
@@ -52,6 +61,7 @@ impl std::fmt::Display for DataSpec {
             DataSpec::Embedded => f.write_str("embedded"),
             DataSpec::FashionMnist => f.write_str("fashion-mnist"),
             DataSpec::Csv(p) => write!(f, "csv:{}", p.display()),
+            DataSpec::Wds(p) => write!(f, "wds:{p}"),
         }
     }
 }
@@ -71,6 +81,32 @@ pub struct CsvOptions {
     /// A validation CSV for retrieval (default: the first rows of the training CSV).
     #[arg(long = "val-data", value_name = "VAL_DATA")]
     pub val: Option<PathBuf>,
+}
+
+/// How to read WebDataset shards (open_clip's `--train-num-samples`, webdataset's shuffle buffer).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, clap::Args)]
+pub struct WdsOptions {
+    /// Pairs in one epoch of the shards (open_clip's flag; needed for --epochs on shards).
+    #[arg(long = "train-num-samples", value_name = "TRAIN_NUM_SAMPLES", value_parser = at_least_one::<usize>)]
+    pub train_num_samples: Option<usize>,
+    /// Shard samples shuffled together, held encoded (about this many × the mean file size in memory).
+    #[arg(long = "shuffle-buffer", value_name = "SHUFFLE_BUFFER", default_value_t = 1000)]
+    #[arg(value_parser = at_least_one::<usize>)]
+    pub shuffle_buffer: usize,
+    /// Where a shard sample's caption is: txt (the `.txt` member) or json:FIELD (a field of `.json`).
+    #[arg(long = "wds-caption", value_name = "WDS_CAPTION", default_value = "txt", value_parser = caption_field)]
+    pub caption: String,
+}
+
+fn caption_field(s: &str) -> std::result::Result<String, String> {
+    s.parse::<crate::data::wds::CaptionField>().map(|_| s.to_string())
+}
+
+impl Default for WdsOptions {
+    /// The flags' defaults.
+    fn default() -> Self {
+        flag_defaults()
+    }
 }
 
 impl Default for CsvOptions {
@@ -174,7 +210,7 @@ pub struct RunConfig {
     /// Seed of the initialisation, the data order, the captions and the crops.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Training data: embedded, fashion-mnist or csv:PATH.
+    /// Training data: embedded, fashion-mnist, csv:PATH or wds:PATTERN (tar shards, with braces).
     #[arg(long, default_value_t = DataSpec::Embedded)]
     pub data: DataSpec,
     /// Fashion-MNIST's IDX directory.
@@ -183,6 +219,10 @@ pub struct RunConfig {
     /// CSV layout.
     #[command(flatten)]
     pub csv: CsvOptions,
+    /// WebDataset shards.
+    #[command(flatten)]
+    #[serde(default)]
+    pub wds: WdsOptions,
     /// Generated scenes per epoch of the embedded set.
     #[arg(long, default_value_t = 20_000, value_parser = at_least_one::<usize>)]
     pub embedded_len: usize,
@@ -351,6 +391,10 @@ impl RunConfig {
         let loss = self.loss.to_possible_value().expect("every loss has a flag value");
         let data = match &self.data {
             DataSpec::Csv(p) => p.file_stem().and_then(|s| s.to_str()).unwrap_or("csv").to_string(),
+            DataSpec::Wds(p) => {
+                let folder = std::path::Path::new(p).parent().and_then(|d| d.file_name()).and_then(|s| s.to_str());
+                format!("wds-{}", folder.unwrap_or("shards"))
+            }
             d => d.to_string(),
         };
         format!("{}-{}-{}-s{}", loss.get_name(), self.model_preset, data, self.seed)
@@ -474,6 +518,12 @@ impl RunConfig {
         if self.eval_size < 2 {
             return bad("eval-size", format!("must be at least 2, got {}", self.eval_size));
         }
+        if self.wds.shuffle_buffer == 0 {
+            return bad("shuffle-buffer", "must be at least 1, got 0".into());
+        }
+        if let Err(e) = caption_field(&self.wds.caption) {
+            return bad("wds-caption", e);
+        }
         if !self.csv.separator.is_ascii() {
             return bad("csv-separator", format!("must be one ASCII character, got {:?}", self.csv.separator));
         }
@@ -487,8 +537,12 @@ impl RunConfig {
             std::path::absolute(p).map_err(|e| PretrainError(format!("cannot resolve the path {}: {e}", p.display())))
         };
         let mut cfg = self.clone();
-        if let DataSpec::Csv(p) = &self.data {
-            cfg.data = DataSpec::Csv(abs(p)?);
+        match &self.data {
+            DataSpec::Csv(p) => cfg.data = DataSpec::Csv(abs(p)?),
+            DataSpec::Wds(p) => {
+                cfg.data = DataSpec::Wds(abs(std::path::Path::new(p))?.to_string_lossy().into_owned());
+            }
+            _ => {}
         }
         if let Some(v) = &self.csv.val {
             cfg.csv.val = Some(abs(v)?);

@@ -7,9 +7,11 @@ use super::checkpoint::{self, write_atomic};
 use super::evaluate::{evaluate, EvalReport};
 use super::{err, plots, PretrainError, Result, RunConfig};
 use crate::data::csv::{CsvConfig, CsvSource};
-use crate::data::loader::Loader;
+use crate::data::loader::{default_workers, Loader, LoaderConfig};
 use crate::data::rng::rng_for;
-use crate::data::{fashion, scenes, DataBundle};
+use crate::data::wds::{WdsConfig, WdsSource};
+use crate::data::Pixels;
+use crate::data::{fashion, scenes, DataBundle, StreamCursor, TrainData};
 use crate::dist::{check_same_everywhere, Collective, SingleProcess};
 use crate::pretrain::config::DataSpec;
 use crate::tokenizer::ClipTokenizer;
@@ -43,6 +45,10 @@ pub struct RunOptions {
     /// Where the model trains (the checkpoints do not depend on it: a run written on one device resumes on
     /// any other).
     pub device: Device,
+    /// Decoding threads of the data loader (`None`: [`default_workers`]); batches do not depend on it.
+    pub workers: Option<usize>,
+    /// Batches the loader keeps ready ahead of the step (`None`: 2).
+    pub prefetch: Option<usize>,
 }
 
 /// What a run produced.
@@ -66,10 +72,15 @@ pub struct RunSummary {
     pub wall_s: f64,
     /// Skipped rows and images of the data source.
     pub data_issues: String,
+    /// Training images this process decoded for the steps it ran (files; 0 for generated data).
+    pub train_decoded: u64,
+    /// Evaluation images this process read (rank 0 alone evaluates).
+    pub eval_images: usize,
 }
 
-/// Open the data source of `cfg` with its evaluation sets.
-pub fn open_data(cfg: &RunConfig, image_size: usize) -> Result<DataBundle> {
+/// Open the data source of `cfg`, with its evaluation sets when `with_eval` (rank 0 alone evaluates, so
+/// the other ranks read no evaluation image).
+pub fn open_data(cfg: &RunConfig, image_size: usize, with_eval: bool) -> Result<DataBundle> {
     let need = |have: usize, what: &str| {
         if have == image_size {
             Ok(())
@@ -83,22 +94,27 @@ pub fn open_data(cfg: &RunConfig, image_size: usize) -> Result<DataBundle> {
         DataSpec::Embedded => {
             need(scenes::IMAGE_SIZE, "the embedded set")?;
             DataBundle {
-                train: Arc::new(scenes::SceneSource { len: cfg.embedded_len }),
-                eval: vec![scenes::eval_set(cfg.eval_size)],
+                train: TrainData::Indexed(Arc::new(scenes::SceneSource { len: cfg.embedded_len })),
+                eval: if with_eval { vec![scenes::eval_set(cfg.eval_size)] } else { Vec::new() },
                 probe: None,
             }
         }
         DataSpec::FashionMnist => {
             need(fashion::IMAGE_SIZE, "Fashion-MNIST")?;
             let train = fashion::load_split(&cfg.fashion_dir, "train")?;
-            let test = fashion::load_split(&cfg.fashion_dir, "t10k")?;
-            let eval = fashion::eval_set(&test, cfg.eval_size, "fashion-mnist-test");
-            let probe = (
-                fashion::eval_set(&train, 2 * cfg.eval_size, "fashion-mnist-train"),
-                eval.clone(),
-                "fashion".to_string(),
-            );
-            DataBundle { train: Arc::new(fashion::FashionSource { train }), eval: vec![eval], probe: Some(probe) }
+            let (eval, probe) = if with_eval {
+                let test = fashion::load_split(&cfg.fashion_dir, "t10k")?;
+                let eval = fashion::eval_set(&test, cfg.eval_size, "fashion-mnist-test");
+                let probe = (
+                    fashion::eval_set(&train, 2 * cfg.eval_size, "fashion-mnist-train"),
+                    eval.clone(),
+                    "fashion".to_string(),
+                );
+                (vec![eval], Some(probe))
+            } else {
+                (Vec::new(), None)
+            };
+            DataBundle { train: TrainData::Indexed(Arc::new(fashion::FashionSource { train })), eval, probe }
         }
         DataSpec::Csv(path) => {
             let mk = |p: &Path| {
@@ -110,12 +126,34 @@ pub fn open_data(cfg: &RunConfig, image_size: usize) -> Result<DataBundle> {
                 Ok::<_, PretrainError>(CsvSource::open(c)?)
             };
             let train = mk(path)?;
-            let val = match &cfg.csv.val {
-                Some(v) => mk(v)?,
-                None => train.clone(),
+            let eval = match (with_eval, &cfg.csv.val) {
+                (false, _) => Vec::new(),
+                (true, Some(v)) => vec![mk(v)?.eval_set(cfg.eval_size, "csv-val")],
+                (true, None) => vec![train.eval_set(cfg.eval_size, "csv-val")],
             };
-            let eval = val.eval_set(cfg.eval_size, "csv-val");
-            DataBundle { train: Arc::new(train), eval: vec![eval], probe: None }
+            DataBundle { train: TrainData::Indexed(Arc::new(train)), eval, probe: None }
+        }
+        DataSpec::Wds(pattern) => {
+            let caption = cfg.wds.caption.parse().map_err(PretrainError)?;
+            let train = WdsSource::open(WdsConfig {
+                pattern: pattern.clone(),
+                image_size,
+                caption,
+                shuffle_buffer: cfg.wds.shuffle_buffer,
+                train_num_samples: cfg.wds.train_num_samples,
+            })?;
+            let eval = match (with_eval, &cfg.csv.val) {
+                (false, _) => Vec::new(),
+                (true, Some(v)) => {
+                    let mut c = CsvConfig::new(v, image_size);
+                    c.img_key.clone_from(&cfg.csv.img_key);
+                    c.caption_key.clone_from(&cfg.csv.caption_key);
+                    c.separator = cfg.csv.separator as u8;
+                    vec![CsvSource::open(c)?.eval_set(cfg.eval_size, "csv-val")]
+                }
+                (true, None) => vec![train.eval_set(cfg.eval_size, "wds-first-samples")],
+            };
+            DataBundle { train: TrainData::Streamed(Arc::new(train)), eval, probe: None }
         }
     })
 }
@@ -229,7 +267,7 @@ fn train_on<B: Backend<Elem = f32>>(
         return Err(PretrainError("--overwrite deletes the run that --resume would continue: pass one of them".into()));
     }
     let model_cfg = cfg.clip_config()?;
-    let data = open_data(cfg, model_cfg.vision.image_size)?;
+    let data = open_data(cfg, model_cfg.vision.image_size, lead && !opts.no_eval)?;
     let total = cfg.total_steps(data.train.epoch_len())?;
     let say = |m: String| {
         if opts.verbose && lead {
@@ -238,9 +276,10 @@ fn train_on<B: Backend<Elem = f32>>(
     };
     if let Some(n) = data.train.pairs_at_most().filter(|&n| n < cfg.batch_size) {
         return Err(PretrainError(format!(
-            "the training data has {n} usable pair(s), fewer than one batch of --batch-size {}: {}",
+            "the training data has {n} usable pair(s), fewer than one batch of {0} (--batch-size {0}): {1} ({2})",
             cfg.batch_size,
-            data.train.describe()
+            data.train.describe(),
+            data.train.issues().summary()
         )));
     }
     if !opts.no_eval {
@@ -273,7 +312,7 @@ fn train_on<B: Backend<Elem = f32>>(
         }
     }
 
-    let (mut trainer, resumed_at) = match &opts.resume {
+    let (mut trainer, resumed_at, cursor) = match &opts.resume {
         Some(spec) => {
             let path = if spec == "latest" {
                 checkpoint::latest(&ckpt_dir)
@@ -283,7 +322,18 @@ fn train_on<B: Backend<Elem = f32>>(
             };
             let (t, state) = checkpoint::resume(backend, &path, cfg, total)?;
             say(format!("resumed from {} at step {} (epoch {})", path.display(), state.step, state.epoch));
-            (t, Some(state.step))
+            let cursor = match (&data.train, state.data_cursors.len()) {
+                (TrainData::Indexed(_), _) => None,
+                (TrainData::Streamed(_), n) if n == ranks => Some(state.data_cursors[rank]),
+                (TrainData::Streamed(_), n) => {
+                    return Err(PretrainError(format!(
+                        "{}: the checkpoint holds the shard positions of {n} process(es), this run has {ranks}: \
+                         resume a WebDataset run on as many processes as it was written by",
+                        path.display()
+                    )))
+                }
+            };
+            (t, Some(state.step), cursor)
         }
         None => {
             let model = match &cfg.init_from {
@@ -294,7 +344,7 @@ fn train_on<B: Backend<Elem = f32>>(
                 }
                 None => model_cfg.init(backend, &mut rng_for(&[cfg.seed, 0x1417]))?,
             };
-            (Trainer::new(model, cfg.train_config(total))?, None)
+            (Trainer::new(model, cfg.train_config(total))?, None, None)
         }
     };
     if let Some(f) = cfg.warmup_fraction {
@@ -306,7 +356,17 @@ fn train_on<B: Backend<Elem = f32>>(
     }
     let tokenizer = ClipTokenizer::with_context_length(model_cfg.text.context_length)?;
     let stop = opts.stop_after.unwrap_or(total).min(total);
-    let mut loader = Loader::new(data.train.clone(), cfg.batch_size, cfg.seed, trainer.step, 4);
+    let workers = opts.workers.unwrap_or_else(|| default_workers(opts.device == Device::Cpu));
+    let loader_cfg = LoaderConfig {
+        batch: cfg.batch_size,
+        seed: cfg.seed,
+        workers,
+        prefetch: opts.prefetch.unwrap_or(2),
+        rank,
+        ranks,
+    };
+    let mut loader = Loader::new(data.train.clone(), loader_cfg, trainer.step, cursor)?;
+    let mut cursor = cursor.unwrap_or_default();
     let no_batch = |loader: &Loader| {
         PretrainError(format!(
             "the data source yielded no complete batch of {} pairs: {} ({})",
@@ -360,6 +420,7 @@ fn train_on<B: Backend<Elem = f32>>(
     bar.set_position(trainer.step);
 
     let (mut losses, mut last_ckpt, mut final_eval) = (Vec::new(), None, None);
+    let mut train_decoded = 0u64;
     let started = Instant::now();
     let mut rate = None::<f64>;
     while trainer.step < stop {
@@ -371,17 +432,18 @@ fn train_on<B: Backend<Elem = f32>>(
         if opts.fail_at == Some((rank, trainer.step)) {
             return Err(PretrainError(format!("rank {rank}: failing before step {} as asked (a test)", trainer.step)));
         }
-        // This rank's shard of the global batch.
-        let (n, per) = (batch.captions.len() / ranks, 3 * batch.size * batch.size);
-        let pixels = match ranks {
-            1 => std::mem::take(&mut batch.pixels),
-            _ => batch.pixels[rank * n * per..(rank + 1) * n * per].to_vec(),
-        };
-        let images = backend.from_vec(pixels, &[n, 3, batch.size, batch.size]);
-        let tokens = tokenizer.tokenize(&batch.captions[rank * n..(rank + 1) * n]);
-        let stats = trainer.step_with(backend, &images, &tokens, comm)?;
+        // The loader made this rank's shard of the global batch only.
         let n = batch.captions.len();
+        let pixels = std::mem::replace(&mut batch.pixels, Pixels::Rgb8(Vec::new())).into_normalized(batch.size);
+        let images = backend.from_vec(pixels, &[n, 3, batch.size, batch.size]);
+        let tokens = tokenizer.tokenize(&batch.captions);
+        let stats = trainer.step_with(backend, &images, &tokens, comm)?;
+        let n = cfg.batch_size;
         let epoch = batch.epoch;
+        train_decoded += batch.decoded;
+        if let Some(c) = batch.cursor {
+            cursor = c;
+        }
         let sps = n as f64 / t0.elapsed().as_secs_f64();
         let r = *rate.get_or_insert(sps);
         rate = Some(0.9 * r + 0.1 * sps);
@@ -402,10 +464,16 @@ fn train_on<B: Backend<Elem = f32>>(
         let is_end = done == total;
         // Save before evaluating: an evaluation that fails loses no training.
         let mut saved_now = None;
-        if lead && (done == stop || (cfg.save_every > 0 && done % cfg.save_every == 0)) {
-            let path = checkpoint::save(backend, &ckpt_dir, &trainer, cfg, epoch, total)?;
-            last_ckpt = Some(path.clone());
-            saved_now = Some(path);
+        let cursors = match &data.train {
+            TrainData::Streamed(_) => gather_cursors(comm, cursor)?,
+            TrainData::Indexed(_) => Vec::new(),
+        };
+        if done == stop || (cfg.save_every > 0 && done % cfg.save_every == 0) {
+            if lead {
+                let path = checkpoint::save(backend, &ckpt_dir, &trainer, cfg, epoch, total, &cursors)?;
+                last_ckpt = Some(path.clone());
+                saved_now = Some(path);
+            }
         }
         if lead && !opts.no_eval && (is_end || (cfg.eval_every > 0 && done % cfg.eval_every == 0)) {
             let report = match evaluate(backend, &trainer.model, &data, is_end) {
@@ -413,7 +481,7 @@ fn train_on<B: Backend<Elem = f32>>(
                 Err(e) => {
                     let path = match saved_now {
                         Some(p) => p,
-                        None => checkpoint::save(backend, &ckpt_dir, &trainer, cfg, epoch, total)?,
+                        None => checkpoint::save(backend, &ckpt_dir, &trainer, cfg, epoch, total, &cursors)?,
                     };
                     return Err(PretrainError(format!(
                         "evaluation at step {done} failed: {e}; the training so far is saved in {} (resume with \
@@ -446,6 +514,8 @@ fn train_on<B: Backend<Elem = f32>>(
         }
     };
     let issues = data.train.issues();
+    let eval_images =
+        data.eval.iter().map(|s| s.len()).sum::<usize>() + data.probe.as_ref().map_or(0, |(a, b, _)| a.len() + b.len());
     Ok(RunSummary {
         run_dir,
         metrics,
@@ -456,5 +526,24 @@ fn train_on<B: Backend<Elem = f32>>(
         steps: trainer.step,
         wall_s,
         data_issues: issues.summary(),
+        train_decoded,
+        eval_images,
     })
+}
+
+/// Every rank's stream cursor, in rank order (a collective: every rank calls it at the same step).
+fn gather_cursors(comm: &dyn Collective, c: StreamCursor) -> Result<Vec<StreamCursor>> {
+    // Exact in f64: every field is far below 2^53.
+    let mine = [c.epoch, c.shard, c.offset, c.window, c.taken].map(|v| v as f64);
+    let all = comm.all_gather_f64(&mine)?;
+    Ok(all
+        .chunks(5)
+        .map(|v| StreamCursor {
+            epoch: v[0] as u64,
+            shard: v[1] as u64,
+            offset: v[2] as u64,
+            window: v[3] as u64,
+            taken: v[4] as u64,
+        })
+        .collect())
 }

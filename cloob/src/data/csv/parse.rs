@@ -41,6 +41,8 @@ pub struct Pair {
 pub struct Line {
     /// Line number in the file (the header is line 1 when it is the first line).
     pub line: u64,
+    /// Byte offset of the line's first byte in the input.
+    pub offset: u64,
     /// The pair, or the reason the line is a bad row.
     pub row: Result<Pair, String>,
 }
@@ -49,29 +51,41 @@ pub struct Line {
 #[derive(Debug)]
 pub struct Rows<R> {
     input: R,
-    separator: u8,
-    columns: (usize, usize),
-    header_width: usize,
+    columns: Columns,
     line: u64,
+    offset: u64,
     buf: Vec<u8>,
     failed: bool,
+}
+
+/// Where the two columns of a file are, from its header: parses one data line on its own (a row read
+/// again by its byte offset).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Columns {
+    separator: u8,
+    image: usize,
+    caption: usize,
+    header_width: usize,
 }
 
 /// Read the header of `input` (its first non-blank line) and find the two columns of `layout`; iterate
 /// the result for the data lines. `source` names the input in errors.
 pub fn rows<R: BufRead>(mut input: R, layout: &Layout, source: &str) -> Result<Rows<R>, DataError> {
     let mut buf = Vec::new();
-    let mut line = 0u64;
+    let (mut line, mut offset) = (0u64, 0u64);
     let header = loop {
         line += 1;
         match read_line(&mut input, &mut buf) {
             Err(e) => return Err(DataError(format!("{source}: cannot read the header: {e}"))),
             Ok(None) => return Err(DataError(format!("{source}: the file is empty (no header line)"))),
-            Ok(Some(false)) => {
+            Ok(Some((false, _))) => {
                 return Err(DataError(format!("{source}: the header line is longer than {MAX_LINE_BYTES} bytes")))
             }
-            Ok(Some(true)) if is_blank(&buf) => continue,
-            Ok(Some(true)) => break buf.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&buf).to_vec(),
+            Ok(Some((true, n))) if is_blank(&buf) => offset += n,
+            Ok(Some((true, n))) => {
+                offset += n;
+                break buf.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&buf).to_vec();
+            }
         }
     };
     let names = fields(&header, layout.separator)
@@ -84,8 +98,13 @@ pub fn rows<R: BufRead>(mut input: R, layout: &Layout, source: &str) -> Result<R
             ))
         })
     };
-    let columns = (find(&layout.img_key)?, find(&layout.caption_key)?);
-    Ok(Rows { input, separator: layout.separator, columns, header_width: names.len(), line, buf, failed: false })
+    let columns = Columns {
+        separator: layout.separator,
+        image: find(&layout.img_key)?,
+        caption: find(&layout.caption_key)?,
+        header_width: names.len(),
+    };
+    Ok(Rows { input, columns, line, offset, buf, failed: false })
 }
 
 impl<R: BufRead> Iterator for Rows<R> {
@@ -93,34 +112,44 @@ impl<R: BufRead> Iterator for Rows<R> {
     fn next(&mut self) -> Option<Line> {
         while !self.failed {
             self.line += 1;
-            let line = self.line;
+            let (line, offset) = (self.line, self.offset);
             let complete = match read_line(&mut self.input, &mut self.buf) {
                 Ok(None) => return None,
                 Err(e) => {
                     // A read error ends the file here: one bad row says where and why.
                     self.failed = true;
-                    return Some(Line { line, row: Err(format!("read error, the rest of the file is skipped: {e}")) });
+                    let row = Err(format!("read error, the rest of the file is skipped: {e}"));
+                    return Some(Line { line, offset, row });
                 }
-                Ok(Some(c)) => c,
+                Ok(Some((c, n))) => {
+                    self.offset += n;
+                    c
+                }
             };
             if !complete {
-                return Some(Line { line, row: Err(format!("longer than {MAX_LINE_BYTES} bytes")) });
+                return Some(Line { line, offset, row: Err(format!("longer than {MAX_LINE_BYTES} bytes")) });
             }
             if is_blank(&self.buf) {
                 continue;
             }
-            return Some(Line { line, row: self.pair() });
+            return Some(Line { line, offset, row: self.columns.pair(&self.buf) });
         }
         None
     }
 }
 
 impl<R> Rows<R> {
-    /// The pair of the line in `buf`.
-    fn pair(&self) -> Result<Pair, String> {
-        let fields = fields(&self.buf, self.separator)?;
-        let (i, c) = self.columns;
-        match (fields.get(i), fields.get(c)) {
+    /// The file's columns, to parse a line read again later.
+    pub fn columns(&self) -> Columns {
+        self.columns
+    }
+}
+
+impl Columns {
+    /// The pair of one data line (without its line end), or why it is a bad row.
+    pub fn pair(&self, line: &[u8]) -> Result<Pair, String> {
+        let fields = fields(line, self.separator)?;
+        match (fields.get(self.image), fields.get(self.caption)) {
             (Some(image), Some(caption)) => {
                 let image = image.trim();
                 if image.is_empty() {
@@ -136,11 +165,12 @@ impl<R> Rows<R> {
     }
 }
 
-/// Read one line into `buf` without its `\n` / `\r\n`: `None` at the end of the input, `Some(false)` when
-/// the line is longer than [`MAX_LINE_BYTES`] (then `buf` holds its start and the rest is skipped).
-fn read_line<R: BufRead>(input: &mut R, buf: &mut Vec<u8>) -> std::io::Result<Option<bool>> {
+/// Read one line into `buf` without its `\n` / `\r\n`: `None` at the end of the input, else whether the
+/// line is complete (`false` when it is longer than [`MAX_LINE_BYTES`]: then `buf` holds its start and the
+/// rest is skipped) and the bytes consumed, line end included.
+pub fn read_line<R: BufRead>(input: &mut R, buf: &mut Vec<u8>) -> std::io::Result<Option<(bool, u64)>> {
     buf.clear();
-    let n = std::io::Read::take(&mut *input, MAX_LINE_BYTES as u64 + 1).read_until(b'\n', buf)?;
+    let n = std::io::Read::take(&mut *input, MAX_LINE_BYTES as u64 + 1).read_until(b'\n', buf)? as u64;
     if n == 0 {
         return Ok(None);
     }
@@ -149,12 +179,13 @@ fn read_line<R: BufRead>(input: &mut R, buf: &mut Vec<u8>) -> std::io::Result<Op
         if buf.last() == Some(&b'\r') {
             buf.pop();
         }
-        return Ok(Some(true));
+        return Ok(Some((true, n)));
     }
     if buf.len() <= MAX_LINE_BYTES {
-        return Ok(Some(true)); // the last line, without a line end
+        return Ok(Some((true, n))); // the last line, without a line end
     }
     // Skip to the end of the over-long line.
+    let mut skipped = 0u64;
     loop {
         let chunk = input.fill_buf()?;
         if chunk.is_empty() {
@@ -163,15 +194,17 @@ fn read_line<R: BufRead>(input: &mut R, buf: &mut Vec<u8>) -> std::io::Result<Op
         match chunk.iter().position(|&b| b == b'\n') {
             Some(p) => {
                 input.consume(p + 1);
+                skipped += p as u64 + 1;
                 break;
             }
             None => {
                 let len = chunk.len();
                 input.consume(len);
+                skipped += len as u64;
             }
         }
     }
-    Ok(Some(false))
+    Ok(Some((false, n + skipped)))
 }
 
 fn is_blank(line: &[u8]) -> bool {
