@@ -12,6 +12,7 @@
 
 use clap::Parser;
 use cloob::data::loader::{Loader, LoaderConfig};
+use cloob::data::{StreamCursor, TrainData};
 use cloob::pretrain::run::open_data;
 use cloob::pretrain::RunConfig;
 use std::time::Instant;
@@ -35,7 +36,8 @@ struct Args {
     /// Batches kept ready ahead.
     #[arg(long, default_value_t = 2)]
     prefetch: usize,
-    /// Start the loader at this step (a resume's start-up).
+    /// Start the loader at this step (a resume's start-up). For shards, the stream's cursor at that step
+    /// is found first by reading the candidates before it (not timed), as a checkpoint would store it.
     #[arg(long, default_value_t = 0)]
     start_step: u64,
 }
@@ -67,10 +69,21 @@ fn main() {
         }
     };
     let open_s = opened.elapsed().as_secs_f64();
+    let cursor = match (&data.train, a.start_step) {
+        (TrainData::Streamed(source), k) if k > 0 => {
+            let mut stream = source.candidates(a.run.seed, 0, 1, StreamCursor::default()).unwrap_or_else(|e| {
+                eprintln!("error: {e}");
+                std::process::exit(1)
+            });
+            // Every sample of a clean corpus decodes: the cursor after k batches is after k·B candidates.
+            stream.nth(k as usize * a.run.batch_size - 1).map(|(_, c)| c)
+        }
+        _ => None,
+    };
     let rss_before = status_mib("VmRSS:");
     let cfg = LoaderConfig { prefetch: a.prefetch, ..LoaderConfig::new(a.run.batch_size, a.run.seed, a.workers) };
     let (t0, cpu0) = (Instant::now(), cpu_seconds());
-    let mut loader = match Loader::new(data.train.clone(), cfg, a.start_step, None) {
+    let mut loader = match Loader::new(data.train.clone(), cfg, a.start_step, cursor) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("error: {e}");

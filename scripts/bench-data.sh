@@ -8,8 +8,8 @@
 #     transform and tokenizer in a torch DataLoader), batch 128, 20 batches, 224 px;
 #   ours on the webdataset shards, 1 and 2 workers;
 #   ours at batch 512, 2 workers, 6 batches (the loader's peak memory against prefetch + 1 batches of pixels);
-#   ours resuming at step 10 and at step 1000, 2 workers, 2 batches (the time to the first batch after the
-#     resume is the figure of interest).
+#   ours resuming at step 10 and at step 1000, CSV and shards, 2 workers, 2 batches (the time to the first
+#     batch after the resume is the figure of interest).
 # Each run prints one JSON line (images/s, images per CPU-second of the process and its workers, time to the first
 # batch, peak RSS); this script tags each with "data" (and "start_step"), collects them into $OUT and prints a
 # Markdown table with the ours/PyTorch and 2-worker/1-worker ratios (scripts/data/bench_table.py).
@@ -60,6 +60,8 @@ run csv-b512 -- "$ours" --data "csv:$CORPUS/train.csv" --image-size 224 --batch-
 for step in 10 1000; do
     run csv "$step" -- "$ours" --data "csv:$CORPUS/train.csv" --image-size 224 --batch-size "$BATCH" --batches 2 \
         --workers 2 --start-step "$step"
+    run wds "$step" -- "$ours" --data "wds:$CORPUS/shards/{00000..00002}.tar" --image-size 224 \
+        --batch-size "$BATCH" --batches 2 --workers 2 --start-step "$step"
 done
 
 echo

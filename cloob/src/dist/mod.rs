@@ -119,9 +119,15 @@ where
 /// (the tiny preset's 8 M gradients: ≈ 30 ms a step on one core).
 const REDUCE_CHUNK: usize = 1 << 22;
 
-/// Sum every tensor of `grads` over the ranks: consecutive tensors concatenated into all-reduces of at
-/// most [`REDUCE_CHUNK`] elements (a larger tensor alone). Each element is the same sum over ranks
-/// whatever the grouping.
+/// Matrices with at least this many rows are reduced by rows: an embedding table's gradient is zero in every
+/// row whose token no rank's batch holds, and those rows need not travel.
+const SPARSE_MIN_ROWS: usize = 4096;
+
+/// Sum every tensor of `grads` over the ranks. A matrix of at least [`SPARSE_MIN_ROWS`] rows (the token
+/// embedding: 49 408 rows, most of them zero in a batch's gradient) sends only the rows that are non-zero on
+/// some rank (found by an all-reduce of per-row flags); the others are zero on every rank, so their sum is
+/// zero. The rest go concatenated into all-reduces of at most [`REDUCE_CHUNK`] elements (a larger tensor
+/// alone). Each element is the same sum over ranks as a dense all-reduce gives.
 pub fn all_reduce_grads<B: Backend, P: Parameters<B>>(backend: &B, comm: &dyn Collective, grads: &mut P) -> Result<()>
 where
     B::Elem: CommElement,
@@ -129,25 +135,31 @@ where
     if comm.size() == 1 {
         return Ok(());
     }
-    let mut tensors: Vec<Vec<B::Elem>> = Vec::new();
-    grads.visit(&mut |_, t, _| tensors.push(backend.to_vec(t)));
+    let mut tensors: Vec<(Vec<usize>, Vec<B::Elem>)> = Vec::new();
+    grads.visit(&mut |_, t, _| tensors.push((backend.shape(t), backend.to_vec(t))));
+    let is_table = |shape: &[usize]| shape.len() == 2 && shape[0] >= SPARSE_MIN_ROWS;
+    for (shape, values) in tensors.iter_mut().filter(|(shape, _)| is_table(shape)) {
+        all_reduce_rows(comm, shape[1], values)?;
+    }
+    let dense: Vec<usize> = (0..tensors.len()).filter(|&i| !is_table(&tensors[i].0)).collect();
     let mut start = 0;
-    while start < tensors.len() {
+    while start < dense.len() {
         let (mut end, mut len) = (start, 0);
-        while end < tensors.len() && (end == start || len + tensors[end].len() <= REDUCE_CHUNK) {
-            len += tensors[end].len();
+        while end < dense.len() && (end == start || len + tensors[dense[end]].1.len() <= REDUCE_CHUNK) {
+            len += tensors[dense[end]].1.len();
             end += 1;
         }
         if end == start + 1 {
-            B::Elem::all_reduce_sum(comm, &mut tensors[start])?;
+            B::Elem::all_reduce_sum(comm, &mut tensors[dense[start]].1)?;
         } else {
             let mut flat = Vec::with_capacity(len);
-            for t in &tensors[start..end] {
-                flat.extend_from_slice(t);
+            for &i in &dense[start..end] {
+                flat.extend_from_slice(&tensors[i].1);
             }
             B::Elem::all_reduce_sum(comm, &mut flat)?;
             let mut at = 0;
-            for t in &mut tensors[start..end] {
+            for &i in &dense[start..end] {
+                let t = &mut tensors[i].1;
                 let n = t.len();
                 t.copy_from_slice(&flat[at..at + n]);
                 at += n;
@@ -157,9 +169,29 @@ where
     }
     let mut reduced = tensors.into_iter();
     grads.visit_mut(&mut |_, t, _| {
-        let shape = backend.shape(t);
-        *t = backend.from_vec(reduced.next().expect("one buffer per tensor"), &shape);
+        let (shape, values) = reduced.next().expect("one buffer per tensor");
+        *t = backend.from_vec(values, &shape);
     });
+    Ok(())
+}
+
+/// Sum a row-major matrix of rows of `cols` over the ranks, sending only the rows non-zero on some rank;
+/// the others are set to zero (`+0.0`, as a dense sum of zeros of either sign but all negative would not:
+/// the sign of a zero gradient changes nothing in AdamW or the clipping norm).
+fn all_reduce_rows<E: CommElement>(comm: &dyn Collective, cols: usize, values: &mut [E]) -> Result<()> {
+    let mut used: Vec<E> =
+        values.chunks(cols).map(|row| if row.iter().any(|v| !v.is_zero()) { E::one() } else { E::zero() }).collect();
+    E::all_reduce_sum(comm, &mut used)?;
+    let rows: Vec<usize> = (0..used.len()).filter(|&r| !used[r].is_zero()).collect();
+    let mut packed = Vec::with_capacity(rows.len() * cols);
+    for &r in &rows {
+        packed.extend_from_slice(&values[r * cols..(r + 1) * cols]);
+    }
+    E::all_reduce_sum(comm, &mut packed)?;
+    values.fill(E::zero());
+    for (k, &r) in rows.iter().enumerate() {
+        values[r * cols..(r + 1) * cols].copy_from_slice(&packed[k * cols..(k + 1) * cols]);
+    }
     Ok(())
 }
 

@@ -573,7 +573,11 @@ impl RunConfig {
         match (self.epochs, epoch_len) {
             (None, _) => Ok(self.steps),
             (Some(e), Some(n)) => Ok(((e * n as f64) / self.batch_size as f64).ceil().max(1.0) as u64),
-            (Some(_), None) => Err(PretrainError("--epochs needs a source with a known size; use --steps".into())),
+            (Some(_), None) => Err(PretrainError(
+                "--epochs needs a source with a known size (WebDataset shards: give it with --train-num-samples N); \
+                 use --steps otherwise"
+                    .into(),
+            )),
         }
     }
 

@@ -468,12 +468,10 @@ fn train_on<B: Backend<Elem = f32>>(
             TrainData::Streamed(_) => gather_cursors(comm, cursor)?,
             TrainData::Indexed(_) => Vec::new(),
         };
-        if done == stop || (cfg.save_every > 0 && done % cfg.save_every == 0) {
-            if lead {
-                let path = checkpoint::save(backend, &ckpt_dir, &trainer, cfg, epoch, total, &cursors)?;
-                last_ckpt = Some(path.clone());
-                saved_now = Some(path);
-            }
+        if lead && (done == stop || (cfg.save_every > 0 && done % cfg.save_every == 0)) {
+            let path = checkpoint::save(backend, &ckpt_dir, &trainer, cfg, epoch, total, &cursors)?;
+            last_ckpt = Some(path.clone());
+            saved_now = Some(path);
         }
         if lead && !opts.no_eval && (is_end || (cfg.eval_every > 0 && done % cfg.eval_every == 0)) {
             let report = match evaluate(backend, &trainer.model, &data, is_end) {
