@@ -67,10 +67,18 @@ fn truncated_corrupt_and_mismatched_checkpoints_are_clear_errors() {
     let state = checkpoint::read_state(&json).unwrap();
     let weights = json.with_file_name(&state.weights.file);
     let good = std::fs::read(&weights).unwrap();
-    let resume =
-        |c: &RunConfig| checkpoint::resume::<hopfield::Cpu<f32>>(&hopfield::Cpu::new(), &json, c, 6).map(|_| ());
+    let notes = std::cell::RefCell::new(Vec::new());
+    let resume = |c: &RunConfig| {
+        checkpoint::resume::<hopfield::Cpu<f32>>(&hopfield::Cpu::new(), &json, c, 6, &|n| notes.borrow_mut().push(n))
+            .map(|_| ())
+    };
 
     resume(&cfg).unwrap();
+    assert!(notes.borrow().is_empty());
+    // The optimiser settings documented as safe to change resume with a note.
+    resume(&RunConfig { lr: cfg.lr / 2.0, grad_clip_norm: Some(0.5), ..cfg.clone() }).unwrap();
+    let said = notes.borrow().join("\n");
+    assert!(said.contains("lr") && said.contains("grad_clip_norm"), "{said}");
     std::fs::write(&weights, &good[..good.len() / 2]).unwrap();
     let e = resume(&cfg).unwrap_err().to_string();
     assert!(e.contains("truncated"), "{e}");

@@ -8,6 +8,7 @@
 
 use clap::{CommandFactory, FromArgMatches, Parser};
 use cloob::dist::Collective;
+use cloob::pretrain::interrupt;
 use cloob::pretrain::run::train_with;
 use cloob::pretrain::{print_or_quit, RunConfig, RunOptions};
 use hopfield::backend::Device;
@@ -24,8 +25,8 @@ use hopfield::backend::Device;
 struct Cli {
     #[command(flatten)]
     run: RunConfig,
-    /// Run name (default: <loss>-<model>-<data>-s<seed>).
-    #[arg(long)]
+    /// Run name: one folder name under --logs (default: <loss>-<model>-<data>-s<seed>).
+    #[arg(long, value_parser = run_name)]
     name: Option<String>,
     /// Resume from a checkpoint's JSON, or `latest` for this run's newest.
     #[arg(long)]
@@ -44,7 +45,6 @@ struct Cli {
     /// driver; a build with --features cuda). Checkpoints resume on any device.
     #[arg(long, default_value = "cpu", value_parser = Device::parse_flag)]
     device: Device,
-    /// Testing aid: rank RANK fails before step STEP (`RANK:STEP`).
     /// Decoding threads of the data loader (default: the cores the training step leaves free, at least
     /// 1; see docs/data.md). Batches are the same for any number.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=256))]
@@ -53,8 +53,16 @@ struct Cli {
     /// B·3·S·S bytes until the step).
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=64))]
     prefetch: u64,
+    /// Testing aid: rank RANK fails before step STEP (`RANK:STEP`).
     #[arg(long, hide = true, value_parser = rank_step)]
     fail_at: Option<(usize, u64)>,
+    /// Testing aid: the pixels of batch N of the data stream are made NaN (for --on-nan).
+    #[arg(long, hide = true)]
+    nan_batch: Option<u64>,
+}
+
+fn run_name(s: &str) -> Result<String, String> {
+    cloob::pretrain::run_dir::check_run_name(s).map(|_| s.to_string())
 }
 
 fn rank_step(s: &str) -> Result<(usize, u64), String> {
@@ -84,6 +92,8 @@ impl Cli {
             device: self.device,
             workers: self.workers.map(|w| w as usize),
             prefetch: Some(self.prefetch as usize),
+            interrupt: None,
+            nan_batch: self.nan_batch,
         }
     }
 }
@@ -93,7 +103,11 @@ fn main() {
     hopfield::backend::cpu::tune_allocator();
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    let (cfg, opts) = (cli.config(&matches), cli.options());
+    let (cfg, mut opts) = (cli.config(&matches), cli.options());
+    match interrupt::install() {
+        Ok(flag) => opts.interrupt = Some(flag),
+        Err(e) => eprintln!("note: SIGTERM/SIGINT will end the run without a checkpoint ({e})"),
+    }
     #[cfg(feature = "mpi")]
     let mpi = cloob::dist::mpi::Mpi::init().expect("MPI is initialised once");
     #[cfg(feature = "mpi")]
@@ -102,6 +116,17 @@ fn main() {
     let comm: &dyn Collective = &cloob::dist::SingleProcess;
     let (rank, ranks) = (comm.rank(), comm.size());
     match train_with(&cfg, &opts, comm) {
+        Ok(s) if s.interrupted.is_some() => {
+            if rank == 0 {
+                let saved = s.checkpoint.as_ref().map_or("no checkpoint".into(), |c| c.display().to_string());
+                eprintln!(
+                    "{}: stopped after step {}, saved {saved}; continue with the same command and --resume latest",
+                    s.interrupted.as_deref().unwrap_or("signal"),
+                    s.steps
+                );
+            }
+            std::process::exit(interrupt::EXIT_INTERRUPTED);
+        }
         Ok(s) if rank > 0 => {
             eprintln!(
                 "rank {rank}: decoded {} training images, read {} evaluation images",

@@ -6,6 +6,8 @@
 //! - A file larger than [`MAX_FILE_BYTES`] is refused unread.
 //! - An image of more than [`MAX_PIXELS`] pixels is refused from its header (PIL's decompression-bomb
 //!   limit), whatever its colour type, and the decoder's own allocation limit stays on.
+//! - A JPEG cut short (no end-of-image marker after its scan) is refused: the decoder would fill the
+//!   missing rows with grey silently.
 
 use super::IssueKind;
 use image::{ImageReader, RgbImage};
@@ -37,12 +39,16 @@ pub fn read_image_file(path: &Path) -> Result<Vec<u8>, (IssueKind, String)> {
 /// Decode an encoded image (JPEG, PNG or WebP, guessed from its first bytes) to 8-bit RGB.
 pub fn decode_rgb8(bytes: &[u8]) -> Result<RgbImage, String> {
     let reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| e.to_string())?;
-    if reader.format().is_none() {
+    let format = reader.format();
+    if format.is_none() {
         return Err("not a JPEG, PNG or WebP file".into());
     }
     let (w, h) = reader.into_dimensions().map_err(|e| e.to_string())?;
     if u64::from(w) * u64::from(h) > MAX_PIXELS {
         return Err(format!("{w}×{h} pixels, more than the {MAX_PIXELS} decoded for one image"));
+    }
+    if format == Some(image::ImageFormat::Jpeg) && !jpeg_is_complete(bytes) {
+        return Err("truncated JPEG (no end-of-image marker after its scan data)".into());
     }
     let reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| e.to_string())?;
     let img = reader.decode().map_err(|e| e.to_string())?;
@@ -50,6 +56,32 @@ pub fn decode_rgb8(bytes: &[u8]) -> Result<RgbImage, String> {
         image::DynamicImage::ImageRgb8(rgb) => rgb,
         other => other.to_rgb8(),
     })
+}
+
+/// Whether a JPEG's scan data ends with an end-of-image marker (`FF D9`), as PIL requires unless told to
+/// load truncated images. The JPEG decoder fills a cut-off scan with grey and reports no error, so a
+/// file cut short in transit would be trained on. The marker segments before the first scan (start of
+/// scan, `FF DA`) are skipped by their lengths (an EXIF thumbnail holds its own `FF D9`); inside scan data
+/// an `FF` byte is followed by `00` or a restart marker, so `FF D9` there is the end of the image. Bytes
+/// after it (some cameras append data) are allowed.
+fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    let mut i = 2; // after SOI
+    while i + 4 <= bytes.len() {
+        if bytes[i] != 0xFF {
+            return false;
+        }
+        let marker = bytes[i + 1];
+        if marker == 0xFF {
+            i += 1; // fill byte
+            continue;
+        }
+        if marker == 0xDA {
+            return bytes[i + 2..].windows(2).any(|w| w == [0xFF, 0xD9]);
+        }
+        let len = usize::from(u16::from_be_bytes([bytes[i + 2], bytes[i + 3]]));
+        i += 2 + len;
+    }
+    false
 }
 
 #[cfg(test)]
@@ -72,6 +104,22 @@ mod tests {
         assert!(decode_rgb8(b"plain text, not an image").unwrap_err().contains("not a JPEG"));
         let png = encoded(image::ImageFormat::Png);
         assert!(decode_rgb8(&png[..png.len() / 2]).is_err(), "a truncated PNG is an error");
+    }
+
+    #[test]
+    fn a_truncated_jpeg_is_an_error_and_trailing_bytes_are_not() {
+        let img = RgbImage::from_fn(64, 48, |x, y| image::Rgb([(x * 3) as u8, (y * 5) as u8, ((x ^ y) * 7) as u8]));
+        let mut out = Cursor::new(Vec::new());
+        img.write_to(&mut out, image::ImageFormat::Jpeg).unwrap();
+        let jpeg = out.into_inner();
+        decode_rgb8(&jpeg).unwrap();
+        for cut in [jpeg.len() - 2, jpeg.len() * 3 / 4, jpeg.len() / 2] {
+            let e = decode_rgb8(&jpeg[..cut]).unwrap_err();
+            assert!(e.contains("truncated JPEG"), "cut at {cut} of {}: {e}", jpeg.len());
+        }
+        let mut trailing = jpeg.clone();
+        trailing.extend_from_slice(b"camera maker's trailer");
+        decode_rgb8(&trailing).unwrap();
     }
 
     #[test]

@@ -6,9 +6,14 @@
 //! Each file is written to a temporary name and renamed into place, the JSON last: a checkpoint whose
 //! JSON exists is complete. Loading checks lengths, checksums, names and shapes, and the run config,
 //! before anything is handed back, so a truncated or mismatched checkpoint is an error that loads nothing.
+//! The JSON may name its binary files only by a bare file name in its own folder, and a file is read only
+//! when it is a regular file of the length the JSON gives.
+//!
+//! [`prune`] keeps the newest `--keep-checkpoints` and every `--keep-every`-th; a checkpoint saved with a
+//! tag (`step_0000123-last-good.json`, written when a run stops on a non-finite step) is never pruned.
 
 use super::{err, PretrainError, Result, RunConfig};
-use crate::data::StreamCursor;
+use crate::data::{StreamCursor, TrainData};
 use crate::model::{ClipConfig, ClipModel};
 use crate::train::Trainer;
 use hopfield::io::{decode_safetensors, encode_safetensors, load_state_dict};
@@ -67,6 +72,70 @@ pub struct CheckpointState {
     /// order; empty for indexed sources, whose position is a function of the step.
     #[serde(default)]
     pub data_cursors: Vec<StreamCursor>,
+    /// Batches left out by `--on-nan skip|rollback` before this step (their indices in the data stream):
+    /// an indexed source resumes at batch `step + skipped_batches.len()`.
+    #[serde(default)]
+    pub skipped_batches: Vec<u64>,
+    /// Index in the data stream of the batch the next step takes (absent: `step`, no batch skipped).
+    #[serde(default)]
+    pub next_batch: Option<u64>,
+}
+
+/// Where a saved trainer stands in its run, besides what the trainer holds.
+#[derive(Clone, Copy, Debug)]
+pub struct SavePoint<'a> {
+    /// Epoch of the last batch.
+    pub epoch: u64,
+    /// Steps of the whole run.
+    pub total_steps: u64,
+    /// Each rank's stream position (streamed sources; empty otherwise).
+    pub data_cursors: &'a [StreamCursor],
+    /// Batches skipped so far (`--on-nan`).
+    pub skipped_batches: &'a [u64],
+    /// Index in the data stream of the batch the next step takes.
+    pub next_batch: u64,
+    /// A tag in the file names (`last-good`), or none for a regular checkpoint.
+    pub tag: Option<&'a str>,
+}
+
+/// Where a run starts in its data: the start of the stream for a fresh run, else a checkpoint's position.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StartPoint {
+    /// The step of the checkpoint resumed from (`None`: a fresh run).
+    pub resumed_at: Option<u64>,
+    /// Index in the data stream of the first batch to take.
+    pub next_batch: u64,
+    /// This rank's stream position (streamed sources).
+    pub cursor: Option<StreamCursor>,
+    /// Batches left out by `--on-nan`.
+    pub skipped: Vec<u64>,
+}
+
+impl StartPoint {
+    /// The position of checkpoint `state` for rank `rank` of `ranks` reading `data`.
+    pub fn of_checkpoint(state: &CheckpointState, data: &TrainData, rank: usize, ranks: usize) -> Result<StartPoint> {
+        let cursor = match (data, state.data_cursors.len()) {
+            (TrainData::Indexed(_), _) => None,
+            (TrainData::Streamed(_), n) if n == ranks => Some(state.data_cursors[rank]),
+            (TrainData::Streamed(_), n) => {
+                return Err(PretrainError(format!(
+                    "the checkpoint holds the shard positions of {n} process(es), this run has {ranks}: resume a \
+                     WebDataset run on as many processes as it was written by"
+                )))
+            }
+        };
+        Ok(StartPoint {
+            resumed_at: Some(state.step),
+            next_batch: state.next_batch.unwrap_or(state.step),
+            cursor,
+            skipped: state.skipped_batches.clone(),
+        })
+    }
+}
+
+/// The JSON of the regular checkpoint of `step` in `dir`.
+pub fn path_of(dir: &Path, step: u64) -> PathBuf {
+    dir.join(format!("step_{step:07}.json"))
 }
 
 /// Write `bytes` to `path` through a temporary file and a rename.
@@ -84,19 +153,19 @@ fn crc32(bytes: &[u8]) -> u32 {
     c.sum()
 }
 
-/// Save the trainer's state after `trainer.step` steps into `dir`, with the streams' positions
-/// `data_cursors` (empty for an indexed source); returns the JSON's path.
+/// Save the trainer's state after `trainer.step` steps into `dir` at `at`; returns the JSON's path.
 pub fn save<B: Backend>(
     backend: &B,
     dir: &Path,
     trainer: &Trainer<B>,
     config: &RunConfig,
-    epoch: u64,
-    total_steps: u64,
-    data_cursors: &[StreamCursor],
+    at: &SavePoint,
 ) -> Result<PathBuf> {
     std::fs::create_dir_all(dir).map_err(|e| err(dir.display(), e))?;
-    let stem = format!("step_{:07}", trainer.step);
+    let stem = match at.tag {
+        Some(tag) => format!("step_{:07}-{tag}", trainer.step),
+        None => format!("step_{:07}", trainer.step),
+    };
     let write = |suffix: &str, bytes: Vec<u8>| -> Result<FileRef> {
         let file = format!("{stem}{suffix}");
         write_atomic(&dir.join(&file), &bytes)?;
@@ -107,18 +176,54 @@ pub fn save<B: Backend>(
     let state = CheckpointState {
         format: FORMAT.into(),
         step: trainer.step,
-        epoch,
-        total_steps,
+        epoch: at.epoch,
+        total_steps: at.total_steps,
         schedule: trainer.config.schedule,
         rng: RngState { seed: config.seed, samples_seen: trainer.step * config.batch_size as u64 },
         config: config.clone(),
         weights,
         optimizer,
-        data_cursors: data_cursors.to_vec(),
+        data_cursors: at.data_cursors.to_vec(),
+        skipped_batches: at.skipped_batches.to_vec(),
+        next_batch: Some(at.next_batch),
     };
     let json = dir.join(format!("{stem}.json"));
     write_atomic(&json, serde_json::to_string_pretty(&state).expect("plain data").as_bytes())?;
     Ok(json)
+}
+
+/// The step of a regular (untagged) checkpoint's JSON file name `step_NNNNNNN.json`.
+fn regular_step(name: &str) -> Option<u64> {
+    let digits = name.strip_prefix("step_")?.strip_suffix(".json")?;
+    digits.bytes().all(|b| b.is_ascii_digit()).then(|| digits.parse().ok())?
+}
+
+/// Delete the regular checkpoints of `dir` beyond the newest `keep` (at least 1 is always kept), except
+/// those whose step is a multiple of `keep_every` (0: none kept for that). The JSON goes first, so a
+/// checkpoint interrupted while being deleted is an orphan [`remove_incomplete`] cleans. Returns the JSON
+/// files deleted.
+pub fn prune(dir: &Path, keep: usize, keep_every: u64) -> Result<Vec<PathBuf>> {
+    let entries = std::fs::read_dir(dir).map_err(|e| err(dir.display(), e))?;
+    let mut steps: Vec<u64> = entries.filter_map(|e| e.ok()?.file_name().to_str().and_then(regular_step)).collect();
+    steps.sort_unstable();
+    let old = steps.len().saturating_sub(keep.max(1));
+    let mut removed = Vec::new();
+    for &step in &steps[..old] {
+        if keep_every > 0 && step % keep_every == 0 {
+            continue;
+        }
+        let stem = format!("step_{step:07}");
+        for suffix in [".json", ".safetensors", ".optim.safetensors"] {
+            let path = dir.join(format!("{stem}{suffix}"));
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(err(format!("pruning {}", path.display()), e)),
+            }
+        }
+        removed.push(dir.join(format!("{stem}.json")));
+    }
+    Ok(removed)
 }
 
 /// The newest checkpoint (highest step) in `dir`.
@@ -165,13 +270,41 @@ pub fn read_state(path: &Path) -> Result<CheckpointState> {
     Ok(state)
 }
 
-/// The bytes of a checkpoint's binary file, checked against its length and checksum.
+/// Why `file` cannot be a checkpoint's binary file name, if it cannot: it must be a bare file name in the
+/// checkpoint's own folder (no separator, not `.` or `..`).
+fn check_sidecar_name(file: &str) -> std::result::Result<(), String> {
+    if file.is_empty() || file == "." || file == ".." || file.contains(['/', '\\', '\0']) {
+        Err(format!("{file:?} is not a file name in the checkpoint's folder"))
+    } else {
+        Ok(())
+    }
+}
+
+/// The bytes of a checkpoint's binary file, checked against its length and checksum. The file must be a
+/// regular file next to `json` of the length the JSON says, checked before anything is read.
 fn read_checked(json: &Path, f: &FileRef) -> Result<Vec<u8>> {
+    use std::io::Read;
+    check_sidecar_name(&f.file).map_err(|e| err(format!("checkpoint {}", json.display()), e))?;
     let path = json.parent().unwrap_or(Path::new(".")).join(&f.file);
-    let bytes = std::fs::read(&path).map_err(|e| err(format!("checkpoint file {}", path.display()), e))?;
-    if bytes.len() as u64 != f.bytes {
+    let meta = std::fs::metadata(&path).map_err(|e| err(format!("checkpoint file {}", path.display()), e))?;
+    if !meta.is_file() {
+        return Err(PretrainError(format!("checkpoint file {} is not a regular file", path.display())));
+    }
+    if meta.len() != f.bytes {
         return Err(PretrainError(format!(
             "checkpoint file {} is truncated or replaced: {} bytes, the checkpoint says {}",
+            path.display(),
+            meta.len(),
+            f.bytes
+        )));
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(&path)
+        .and_then(|file| file.take(f.bytes + 1).read_to_end(&mut bytes))
+        .map_err(|e| err(format!("checkpoint file {}", path.display()), e))?;
+    if bytes.len() as u64 != f.bytes {
+        return Err(PretrainError(format!(
+            "checkpoint file {} changed while being read: {} bytes, the checkpoint says {}",
             path.display(),
             bytes.len(),
             f.bytes
@@ -228,15 +361,17 @@ pub fn init_from<B: Backend>(backend: &B, json: &Path, model_cfg: &ClipConfig) -
 }
 
 /// A trainer restored from `json` for a run with settings `config`: weights, optimiser state and step.
-/// Everything is checked first; on error nothing is returned.
+/// Everything is checked first; on error nothing is returned. `say` gets a note for each setting that
+/// differs from the checkpoint's where that is allowed ([`super::config::SAFE_ON_RESUME`]).
 pub fn resume<B: Backend>(
     backend: &B,
     json: &Path,
     config: &RunConfig,
     total_steps: u64,
+    say: &dyn Fn(String),
 ) -> Result<(Trainer<B>, CheckpointState)> {
     let state = read_state(json)?;
-    config.check_resumable(&state.config).map_err(|e| err(json.display(), e))?;
+    let notes = config.check_resumable(&state.config).map_err(|e| err(json.display(), e))?;
     if state.total_steps != total_steps {
         return Err(PretrainError(format!(
             "{}: the checkpoint's run has {} steps, this one {total_steps}",
@@ -252,5 +387,6 @@ pub fn resume<B: Backend>(
         .import_state(backend, &opt)
         .map_err(|e| err(format!("{}: optimiser state", json.display()), e))?;
     trainer.step = state.step;
+    notes.into_iter().for_each(say);
     Ok((trainer, state))
 }

@@ -5,15 +5,20 @@
 //! - [`checkpoint`]: safetensors weights + optimiser moments + JSON state, written atomically.
 //! - [`evaluate`]: zero-shot per task, retrieval, linear probe and embedding analysis of a model.
 //! - [`run`]: the training loop.
+//! - [`run_dir`]: the run folder: its name, its lock, its metrics.
+//! - [`interrupt`]: SIGTERM/SIGINT/SIGUSR1 → a checkpoint and a clean exit.
 //! - [`plots`]: PNG plots of a run's metrics.
 
 pub mod checkpoint;
 pub mod config;
 pub mod evaluate;
+pub mod interrupt;
 pub mod plots;
 pub mod run;
+pub mod run_dir;
+mod sources;
 
-pub use config::{DataSpec, Recipe, RunConfig, Scheduler};
+pub use config::{DataSpec, LongRunOptions, OnNan, Recipe, RunConfig, Scheduler};
 pub use run::{train, RunOptions, RunSummary};
 
 /// Errors of a run: each says what failed and where.

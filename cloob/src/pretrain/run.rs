@@ -3,25 +3,25 @@
 //! uninterrupted run: the data stream is a function of (seed, position), the schedule of the step, and
 //! the checkpoint stores the exact weights and AdamW moments.
 
-use super::checkpoint::{self, write_atomic};
+use super::checkpoint::{self, SavePoint, StartPoint};
+use super::config::{fits_in_memory, OnNan};
 use super::evaluate::{evaluate, EvalReport};
+use super::interrupt::interrupt_requested;
+use super::run_dir::{self, existing_run, MetricsLog, RunLock};
+pub use super::sources::open_data;
 use super::{err, plots, PretrainError, Result, RunConfig};
-use crate::data::csv::{CsvConfig, CsvSource};
 use crate::data::loader::{default_workers, Loader, LoaderConfig};
 use crate::data::rng::rng_for;
-use crate::data::wds::{WdsConfig, WdsSource};
-use crate::data::Pixels;
-use crate::data::{fashion, scenes, DataBundle, StreamCursor, TrainData};
+use crate::data::{Pixels, StreamCursor, TrainData};
 use crate::dist::{check_same_everywhere, Collective, SingleProcess};
-use crate::pretrain::config::DataSpec;
 use crate::tokenizer::ClipTokenizer;
 use crate::train::Trainer;
 use hopfield::backend::{Device, OnBackend};
-use hopfield::Backend;
+use hopfield::{Backend, HopfieldError};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
-use std::io::{BufRead, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -49,6 +49,12 @@ pub struct RunOptions {
     pub workers: Option<usize>,
     /// Batches the loader keeps ready ahead of the step (`None`: 2).
     pub prefetch: Option<usize>,
+    /// Set to a signal's number by the binary's handler (SIGTERM, SIGINT, SIGUSR1; see
+    /// [`super::interrupt`]): the run then saves a checkpoint after the current step and returns with
+    /// [`RunSummary::interrupted`] set. `None`: no handler.
+    pub interrupt: Option<Arc<AtomicUsize>>,
+    /// For tests of `--on-nan`: the pixels of the batch with this index in the data stream are made NaN.
+    pub nan_batch: Option<u64>,
 }
 
 /// What a run produced.
@@ -76,139 +82,8 @@ pub struct RunSummary {
     pub train_decoded: u64,
     /// Evaluation images this process read (rank 0 alone evaluates).
     pub eval_images: usize,
-}
-
-/// Open the data source of `cfg`, with its evaluation sets when `with_eval` (rank 0 alone evaluates, so
-/// the other ranks read no evaluation image).
-pub fn open_data(cfg: &RunConfig, image_size: usize, with_eval: bool) -> Result<DataBundle> {
-    let need = |have: usize, what: &str| {
-        if have == image_size {
-            Ok(())
-        } else {
-            Err(PretrainError(format!(
-                "{what} has {have}×{have} images but the model takes {image_size}×{image_size}; use the tiny preset"
-            )))
-        }
-    };
-    Ok(match &cfg.data {
-        DataSpec::Embedded => {
-            need(scenes::IMAGE_SIZE, "the embedded set")?;
-            DataBundle {
-                train: TrainData::Indexed(Arc::new(scenes::SceneSource { len: cfg.embedded_len })),
-                eval: if with_eval { vec![scenes::eval_set(cfg.eval_size)] } else { Vec::new() },
-                probe: None,
-            }
-        }
-        DataSpec::FashionMnist => {
-            need(fashion::IMAGE_SIZE, "Fashion-MNIST")?;
-            let train = fashion::load_split(&cfg.fashion_dir, "train")?;
-            let (eval, probe) = if with_eval {
-                let test = fashion::load_split(&cfg.fashion_dir, "t10k")?;
-                let eval = fashion::eval_set(&test, cfg.eval_size, "fashion-mnist-test");
-                let probe = (
-                    fashion::eval_set(&train, 2 * cfg.eval_size, "fashion-mnist-train"),
-                    eval.clone(),
-                    "fashion".to_string(),
-                );
-                (vec![eval], Some(probe))
-            } else {
-                (Vec::new(), None)
-            };
-            DataBundle { train: TrainData::Indexed(Arc::new(fashion::FashionSource { train })), eval, probe }
-        }
-        DataSpec::Csv(path) => {
-            let mk = |p: &Path| {
-                let mut c = CsvConfig::new(p, image_size);
-                c.img_key.clone_from(&cfg.csv.img_key);
-                c.caption_key.clone_from(&cfg.csv.caption_key);
-                c.separator = u8::try_from(cfg.csv.separator)
-                    .map_err(|_| PretrainError("--csv-separator must be one ASCII character".into()))?;
-                Ok::<_, PretrainError>(CsvSource::open(c)?)
-            };
-            let train = mk(path)?;
-            let eval = match (with_eval, &cfg.csv.val) {
-                (false, _) => Vec::new(),
-                (true, Some(v)) => vec![mk(v)?.eval_set(cfg.eval_size, "csv-val")],
-                (true, None) => vec![train.eval_set(cfg.eval_size, "csv-val")],
-            };
-            DataBundle { train: TrainData::Indexed(Arc::new(train)), eval, probe: None }
-        }
-        DataSpec::Wds(pattern) => {
-            let caption = cfg.wds.caption.parse().map_err(PretrainError)?;
-            let train = WdsSource::open(WdsConfig {
-                pattern: pattern.clone(),
-                image_size,
-                caption,
-                shuffle_buffer: cfg.wds.shuffle_buffer,
-                train_num_samples: cfg.wds.train_num_samples,
-            })?;
-            let eval = match (with_eval, &cfg.csv.val) {
-                (false, _) => Vec::new(),
-                (true, Some(v)) => {
-                    let mut c = CsvConfig::new(v, image_size);
-                    c.img_key.clone_from(&cfg.csv.img_key);
-                    c.caption_key.clone_from(&cfg.csv.caption_key);
-                    c.separator = cfg.csv.separator as u8;
-                    vec![CsvSource::open(c)?.eval_set(cfg.eval_size, "csv-val")]
-                }
-                (true, None) => vec![train.eval_set(cfg.eval_size, "wds-first-samples")],
-            };
-            DataBundle { train: TrainData::Streamed(Arc::new(train)), eval, probe: None }
-        }
-    })
-}
-
-/// Make the run folder this run's: delete an earlier run (`--overwrite`), remove what interrupted saves
-/// left, start or truncate the metrics, write the config.
-fn prepare_run_dir(cfg: &RunConfig, opts: &RunOptions, resumed_at: Option<u64>, say: &dyn Fn(String)) -> Result<()> {
-    let run_dir = cfg.logs.join(&cfg.name);
-    let (ckpt_dir, metrics) = (run_dir.join("checkpoints"), run_dir.join("metrics.jsonl"));
-    if opts.overwrite && run_dir.exists() {
-        std::fs::remove_dir_all(&run_dir)
-            .map_err(|e| err(format!("--overwrite: deleting {}", run_dir.display()), e))?;
-        say(format!("--overwrite: deleted the earlier run in {}", run_dir.display()));
-    }
-    std::fs::create_dir_all(&ckpt_dir).map_err(|e| err(ckpt_dir.display(), e))?;
-    for removed in checkpoint::remove_incomplete(&ckpt_dir)? {
-        say(format!("removed {} (left by an interrupted save)", removed.display()));
-    }
-    match resumed_at {
-        Some(step) => truncate_metrics(&metrics, step)?,
-        None => std::fs::write(&metrics, "").map_err(|e| err(metrics.display(), e))?,
-    }
-    write_atomic(&run_dir.join("config.json"), serde_json::to_string_pretty(cfg).expect("plain data").as_bytes())
-}
-
-/// Keep the JSONL lines of steps before `step` (a resumed run rewrites what came after its checkpoint).
-fn truncate_metrics(path: &Path, step: u64) -> Result<()> {
-    let Ok(f) = std::fs::File::open(path) else { return Ok(()) };
-    let kept: Vec<String> = std::io::BufReader::new(f)
-        .lines()
-        .map_while(|l| l.ok())
-        .filter(|l| {
-            serde_json::from_str::<serde_json::Value>(l)
-                .ok()
-                .and_then(|v| v["step"].as_u64())
-                .is_some_and(|s| s < step || (s == step && l.contains("\"eval\"")))
-        })
-        .collect();
-    write_atomic(path, (kept.join("\n") + if kept.is_empty() { "" } else { "\n" }).as_bytes())
-}
-
-/// What already occupies a run folder: its newest checkpoint and the steps logged in its metrics.
-fn existing_run(run_dir: &Path) -> Option<String> {
-    let ckpt = checkpoint::latest(&run_dir.join("checkpoints"));
-    let logged = std::fs::read_to_string(run_dir.join("metrics.jsonl"))
-        .map(|t| t.lines().filter(|l| l.contains("\"loss\"")).count())
-        .unwrap_or(0);
-    let mut what = Vec::new();
-    if let Some(c) = ckpt {
-        what.push(format!("checkpoint {}", c.file_name().and_then(|n| n.to_str()).unwrap_or("?")));
-    }
-    if logged > 0 {
-        what.push(format!("metrics of {logged} steps"));
-    }
-    (!what.is_empty()).then(|| what.join(", "))
+    /// The signal that stopped the run early (`SIGTERM`, …), after saving [`RunSummary::checkpoint`].
+    pub interrupted: Option<String>,
 }
 
 /// Train as `cfg` says, in this process. Everything is checked before anything is written: the
@@ -267,6 +142,9 @@ fn train_on<B: Backend<Elem = f32>>(
         return Err(PretrainError("--overwrite deletes the run that --resume would continue: pass one of them".into()));
     }
     let model_cfg = cfg.clip_config()?;
+    let prefetch = opts.prefetch.unwrap_or(2);
+    let side = model_cfg.vision.image_size as u64;
+    fits_in_memory("prefetch", prefetch, (prefetch as u64 + 1) * (cfg.batch_size / ranks) as u64 * 3 * side * side)?;
     let data = open_data(cfg, model_cfg.vision.image_size, lead && !opts.no_eval)?;
     let total = cfg.total_steps(data.train.epoch_len())?;
     let say = |m: String| {
@@ -302,6 +180,11 @@ fn train_on<B: Backend<Elem = f32>>(
     let run_dir = cfg.logs.join(&cfg.name);
     let ckpt_dir = run_dir.join("checkpoints");
     let metrics = run_dir.join("metrics.jsonl");
+    // Held until this function returns: no other process writes this run folder meanwhile.
+    let lock = match lead {
+        true => Some(RunLock::acquire(&run_dir, &say)?),
+        false => None,
+    };
     if lead && opts.resume.is_none() && !opts.overwrite {
         if let Some(what) = existing_run(&run_dir) {
             return Err(PretrainError(format!(
@@ -312,7 +195,8 @@ fn train_on<B: Backend<Elem = f32>>(
         }
     }
 
-    let (mut trainer, resumed_at, cursor) = match &opts.resume {
+    let mut start = StartPoint::default();
+    let mut trainer = match &opts.resume {
         Some(spec) => {
             let path = if spec == "latest" {
                 checkpoint::latest(&ckpt_dir)
@@ -320,20 +204,10 @@ fn train_on<B: Backend<Elem = f32>>(
             } else {
                 PathBuf::from(spec)
             };
-            let (t, state) = checkpoint::resume(backend, &path, cfg, total)?;
+            let (t, state) = checkpoint::resume(backend, &path, cfg, total, &say)?;
             say(format!("resumed from {} at step {} (epoch {})", path.display(), state.step, state.epoch));
-            let cursor = match (&data.train, state.data_cursors.len()) {
-                (TrainData::Indexed(_), _) => None,
-                (TrainData::Streamed(_), n) if n == ranks => Some(state.data_cursors[rank]),
-                (TrainData::Streamed(_), n) => {
-                    return Err(PretrainError(format!(
-                        "{}: the checkpoint holds the shard positions of {n} process(es), this run has {ranks}: \
-                         resume a WebDataset run on as many processes as it was written by",
-                        path.display()
-                    )))
-                }
-            };
-            (t, Some(state.step), cursor)
+            start = StartPoint::of_checkpoint(&state, &data.train, rank, ranks).map_err(|e| err(path.display(), e))?;
+            t
         }
         None => {
             let model = match &cfg.init_from {
@@ -344,7 +218,7 @@ fn train_on<B: Backend<Elem = f32>>(
                 }
                 None => model_cfg.init(backend, &mut rng_for(&[cfg.seed, 0x1417]))?,
             };
-            (Trainer::new(model, cfg.train_config(total))?, None, None)
+            Trainer::new(model, cfg.train_config(total))?
         }
     };
     if let Some(f) = cfg.warmup_fraction {
@@ -357,16 +231,9 @@ fn train_on<B: Backend<Elem = f32>>(
     let tokenizer = ClipTokenizer::with_context_length(model_cfg.text.context_length)?;
     let stop = opts.stop_after.unwrap_or(total).min(total);
     let workers = opts.workers.unwrap_or_else(|| default_workers(opts.device == Device::Cpu));
-    let loader_cfg = LoaderConfig {
-        batch: cfg.batch_size,
-        seed: cfg.seed,
-        workers,
-        prefetch: opts.prefetch.unwrap_or(2),
-        rank,
-        ranks,
-    };
-    let mut loader = Loader::new(data.train.clone(), loader_cfg, trainer.step, cursor)?;
-    let mut cursor = cursor.unwrap_or_default();
+    let loader_cfg = LoaderConfig { batch: cfg.batch_size, seed: cfg.seed, workers, prefetch, rank, ranks };
+    let new_loader = |s: &StartPoint| Loader::new(data.train.clone(), loader_cfg, s.next_batch, s.cursor);
+    let mut loader = new_loader(&start)?;
     let no_batch = |loader: &Loader| {
         PretrainError(format!(
             "the data source yielded no complete batch of {} pairs: {} ({})",
@@ -379,7 +246,7 @@ fn train_on<B: Backend<Elem = f32>>(
 
     // Checked: from here on the run folder is this run's (rank 0's to write).
     if lead {
-        prepare_run_dir(cfg, opts, resumed_at, &say)?;
+        run_dir::prepare(cfg, opts.overwrite, start.resumed_at, &say)?;
     }
     let shards =
         if ranks > 1 { format!(" ({} per process on {ranks})", cfg.batch_size / ranks) } else { String::new() };
@@ -392,22 +259,7 @@ fn train_on<B: Backend<Elem = f32>>(
         run_dir.display()
     ));
 
-    let mut log = match lead {
-        true => Some(
-            std::fs::OpenOptions::new()
-                .append(true)
-                .create(true)
-                .open(&metrics)
-                .map_err(|e| err(metrics.display(), e))?,
-        ),
-        false => None,
-    };
-    let mut write_line = |v: serde_json::Value| -> Result<()> {
-        match &mut log {
-            Some(log) => writeln!(log, "{v}").map_err(|e| err(metrics.display(), e)),
-            None => Ok(()),
-        }
-    };
+    let mut log = MetricsLog::open(lead.then(|| metrics.clone()))?;
     let bar = if opts.progress && lead {
         ProgressBar::new(total)
     } else {
@@ -419,8 +271,11 @@ fn train_on<B: Backend<Elem = f32>>(
     );
     bar.set_position(trainer.step);
 
-    let (mut losses, mut last_ckpt, mut final_eval) = (Vec::new(), None, None);
+    let (mut losses, mut last_ckpt, mut final_eval, mut interrupted) = (Vec::new(), None, None, None);
     let mut train_decoded = 0u64;
+    let mut cursor = start.cursor.unwrap_or_default();
+    let (mut skipped, mut last_saved) = (start.skipped.clone(), start.resumed_at);
+    let mut recoveries = 0u32;
     let started = Instant::now();
     let mut rate = None::<f64>;
     while trainer.step < stop {
@@ -429,18 +284,82 @@ fn train_on<B: Backend<Elem = f32>>(
             Some(b) => b,
             None => loader.next().ok_or_else(|| no_batch(&loader))?,
         };
+        train_decoded += batch.decoded;
+        let next_batch = batch.step + 1;
+        if skipped.contains(&batch.step) {
+            continue; // left out by --on-nan rollback: the replay passes it by
+        }
         if opts.fail_at == Some((rank, trainer.step)) {
             return Err(PretrainError(format!("rank {rank}: failing before step {} as asked (a test)", trainer.step)));
         }
         // The loader made this rank's shard of the global batch only.
         let n = batch.captions.len();
-        let pixels = std::mem::replace(&mut batch.pixels, Pixels::Rgb8(Vec::new())).into_normalized(batch.size);
+        let mut pixels = std::mem::replace(&mut batch.pixels, Pixels::Rgb8(Vec::new())).into_normalized(batch.size);
+        if opts.nan_batch == Some(batch.step) {
+            pixels.iter_mut().for_each(|p| *p = f32::NAN);
+        }
         let images = backend.from_vec(pixels, &[n, 3, batch.size, batch.size]);
         let tokens = tokenizer.tokenize(&batch.captions);
-        let stats = trainer.step_with(backend, &images, &tokens, comm)?;
+        let stats = match trainer.step_with(backend, &images, &tokens, comm) {
+            Ok(stats) => stats,
+            Err(e @ HopfieldError::NonFinite { .. }) => {
+                let policy = cfg.long_run.on_nan;
+                if policy == OnNan::Stop || recoveries >= cfg.long_run.nan_retries {
+                    let why = match policy {
+                        OnNan::Stop => String::new(),
+                        _ => format!(" ({recoveries} batch(es) left out already: --nan-retries)"),
+                    };
+                    let cursors = match &data.train {
+                        TrainData::Streamed(_) => gather_cursors(comm, cursor)?,
+                        TrainData::Indexed(_) => Vec::new(),
+                    };
+                    // Resumed from, it replays the batch that failed (with a lower --lr, say).
+                    let at = SavePoint {
+                        epoch: batch.epoch,
+                        total_steps: total,
+                        data_cursors: &cursors,
+                        skipped_batches: &skipped,
+                        next_batch: batch.step,
+                        tag: Some("last-good"),
+                    };
+                    let saved = match lead {
+                        true => format!(
+                            "; the model of the last good step ({}) is saved in {}: resume from it with --resume \
+                             PATH (a lower --lr is allowed), or rerun with --on-nan skip|rollback",
+                            trainer.step,
+                            checkpoint::save(backend, &ckpt_dir, &trainer, cfg, &at)?.display()
+                        ),
+                        false => String::new(),
+                    };
+                    return Err(PretrainError(format!("{e}{why}{saved}")));
+                }
+                recoveries += 1;
+                skipped.push(batch.step);
+                say(format!("{e}: --on-nan {policy:?}, leaving batch {} out", batch.step).to_lowercase());
+                if policy == OnNan::Rollback {
+                    if let Some(step) = last_saved {
+                        let json = checkpoint::path_of(&ckpt_dir, step);
+                        let (t, state) = checkpoint::resume(backend, &json, cfg, total, &|_| {})?;
+                        trainer = t;
+                        let back = StartPoint::of_checkpoint(&state, &data.train, rank, ranks)?;
+                        drop(loader);
+                        loader = new_loader(&back)?;
+                        cursor = back.cursor.unwrap_or_default();
+                        losses.retain(|&(s, _)| s < step);
+                        log.truncate_to(step)?;
+                        bar.set_position(step);
+                        say(format!("rolled back to {}", json.display()));
+                    }
+                }
+                log.write(
+                    json!({"step": trainer.step, "nan_batch": batch.step, "action": policy, "error": e.to_string()}),
+                )?;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
         let n = cfg.batch_size;
         let epoch = batch.epoch;
-        train_decoded += batch.decoded;
         if let Some(c) = batch.cursor {
             cursor = c;
         }
@@ -448,7 +367,7 @@ fn train_on<B: Backend<Elem = f32>>(
         let r = *rate.get_or_insert(sps);
         rate = Some(0.9 * r + 0.1 * sps);
         losses.push((stats.step, stats.loss));
-        write_line(
+        log.write(
             json!({"step": stats.step, "epoch": epoch, "loss": stats.loss, "lr": stats.lr, "inv_tau": stats.inv_tau,
                           "grad_norm": stats.grad_norm, "samples_per_s": sps, "comm_s": stats.comm_seconds}),
         )?;
@@ -462,16 +381,34 @@ fn train_on<B: Backend<Elem = f32>>(
         bar.set_position(trainer.step);
         let done = trainer.step;
         let is_end = done == total;
+        let signal = interrupt_requested(opts.interrupt.as_ref(), comm)?;
         // Save before evaluating: an evaluation that fails loses no training.
         let mut saved_now = None;
         let cursors = match &data.train {
             TrainData::Streamed(_) => gather_cursors(comm, cursor)?,
             TrainData::Indexed(_) => Vec::new(),
         };
-        if lead && (done == stop || (cfg.save_every > 0 && done % cfg.save_every == 0)) {
-            let path = checkpoint::save(backend, &ckpt_dir, &trainer, cfg, epoch, total, &cursors)?;
-            last_ckpt = Some(path.clone());
-            saved_now = Some(path);
+        let at = SavePoint {
+            epoch,
+            total_steps: total,
+            data_cursors: &cursors,
+            skipped_batches: &skipped,
+            next_batch,
+            tag: None,
+        };
+        if done == stop || signal.is_some() || (cfg.save_every > 0 && done % cfg.save_every == 0) {
+            last_saved = Some(done);
+            if lead {
+                let path = checkpoint::save(backend, &ckpt_dir, &trainer, cfg, &at)?;
+                checkpoint::prune(&ckpt_dir, cfg.long_run.keep_checkpoints, cfg.long_run.keep_every)?;
+                last_ckpt = Some(path.clone());
+                saved_now = Some(path);
+            }
+        }
+        if let Some(sig) = signal {
+            log.flush()?;
+            interrupted = Some(sig);
+            break;
         }
         if lead && !opts.no_eval && (is_end || (cfg.eval_every > 0 && done % cfg.eval_every == 0)) {
             let report = match evaluate(backend, &trainer.model, &data, is_end) {
@@ -479,7 +416,7 @@ fn train_on<B: Backend<Elem = f32>>(
                 Err(e) => {
                     let path = match saved_now {
                         Some(p) => p,
-                        None => checkpoint::save(backend, &ckpt_dir, &trainer, cfg, epoch, total, &cursors)?,
+                        None => checkpoint::save(backend, &ckpt_dir, &trainer, cfg, &at)?,
                     };
                     return Err(PretrainError(format!(
                         "evaluation at step {done} failed: {e}; the training so far is saved in {} (resume with \
@@ -491,7 +428,7 @@ fn train_on<B: Backend<Elem = f32>>(
             if let Some(h) = report.headline() {
                 bar.println(format!("step {done}: mean zero-shot top-1 {h:.3}"));
             }
-            write_line(json!({"step": done, "eval": report}))?;
+            log.write(json!({"step": done, "eval": report}))?;
             if is_end {
                 final_eval = Some(report);
             }
@@ -499,6 +436,7 @@ fn train_on<B: Backend<Elem = f32>>(
     }
     bar.finish();
     drop(loader);
+    log.flush()?;
     let wall_s = started.elapsed().as_secs_f64();
     let plots = if !lead || opts.no_eval || trainer.step < total {
         Vec::new()
@@ -514,6 +452,7 @@ fn train_on<B: Backend<Elem = f32>>(
     let issues = data.train.issues();
     let eval_images =
         data.eval.iter().map(|s| s.len()).sum::<usize>() + data.probe.as_ref().map_or(0, |(a, b, _)| a.len() + b.len());
+    drop(lock);
     Ok(RunSummary {
         run_dir,
         metrics,
@@ -526,6 +465,7 @@ fn train_on<B: Backend<Elem = f32>>(
         data_issues: issues.summary(),
         train_decoded,
         eval_images,
+        interrupted,
     })
 }
 

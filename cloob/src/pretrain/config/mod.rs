@@ -1,6 +1,7 @@
 //! The settings of a run, as plain data: what the binary's flags fill in, what a checkpoint stores, and
 //! what a resumed run must agree with.
 
+use super::run_dir::check_run_name;
 use super::{PretrainError, Result};
 use crate::loss::{LoobScale, LossConfig, LossKind};
 use crate::model::ClipConfig;
@@ -9,6 +10,19 @@ use hopfield::layers::Retrieval;
 use hopfield::optim::{AdamConfig, DecayFilter, LrSchedule};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
+
+mod parse;
+mod resume;
+pub(crate) use parse::fits_in_memory;
+use parse::*;
+pub use parse::{at_least_two, separator};
+pub use resume::{MAY_CHANGE, SAFE_ON_RESUME};
+
+/// The most scenes in an epoch of the embedded set (its permutation holds 4 bytes a scene).
+pub const MAX_EMBEDDED_LEN: usize = 100_000_000;
+
+/// The most shard samples shuffled together (each held encoded, tens of KB for a photo).
+pub const MAX_SHUFFLE_BUFFER: usize = 1_000_000;
 
 /// Learning-rate schedule after the warmup.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -91,15 +105,49 @@ pub struct WdsOptions {
     pub train_num_samples: Option<usize>,
     /// Shard samples shuffled together, held encoded (about this many × the mean file size in memory).
     #[arg(long = "shuffle-buffer", value_name = "SHUFFLE_BUFFER", default_value_t = 1000)]
-    #[arg(value_parser = at_least_one::<usize>)]
+    #[arg(value_parser = count_in(1, MAX_SHUFFLE_BUFFER))]
     pub shuffle_buffer: usize,
     /// Where a shard sample's caption is: txt (the `.txt` member) or json:FIELD (a field of `.json`).
     #[arg(long = "wds-caption", value_name = "WDS_CAPTION", default_value = "txt", value_parser = caption_field)]
     pub caption: String,
 }
 
-fn caption_field(s: &str) -> std::result::Result<String, String> {
-    s.parse::<crate::data::wds::CaptionField>().map(|_| s.to_string())
+/// What a run does when a step's loss or gradient is not finite (`--on-nan`). The refused step never
+/// changes the model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnNan {
+    /// Stop with an error, after saving the model of the last good step as `step_N-last-good`.
+    Stop,
+    /// Leave the batch out and go on with the next one (the model is unchanged).
+    Skip,
+    /// Reload the last checkpoint and replay from it, leaving the offending batch out.
+    Rollback,
+}
+
+/// Settings of long runs: disk use and recovery. All may change when a run is resumed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, clap::Args)]
+pub struct LongRunOptions {
+    /// Regular checkpoints kept in the run folder (the newest N; older ones are deleted after each save).
+    #[arg(long = "keep-checkpoints", value_name = "N", default_value_t = 3, value_parser = at_least_one::<usize>)]
+    pub keep_checkpoints: usize,
+    /// Also keep every checkpoint whose step is a multiple of K (milestones); 0: none.
+    #[arg(long = "keep-every", value_name = "K", default_value_t = 0)]
+    pub keep_every: u64,
+    /// On a non-finite loss or gradient: stop (saving the last good state), skip the batch, or roll back to
+    /// the last checkpoint and leave the batch out.
+    #[arg(long = "on-nan", value_name = "ACTION", value_enum, default_value_t = OnNan::Stop)]
+    pub on_nan: OnNan,
+    /// Batches `--on-nan skip|rollback` may leave out in one process before the run stops.
+    #[arg(long = "nan-retries", value_name = "N", default_value_t = 3)]
+    pub nan_retries: u32,
+}
+
+impl Default for LongRunOptions {
+    /// The flags' defaults.
+    fn default() -> Self {
+        flag_defaults()
+    }
 }
 
 impl Default for WdsOptions {
@@ -224,7 +272,7 @@ pub struct RunConfig {
     #[serde(default)]
     pub wds: WdsOptions,
     /// Generated scenes per epoch of the embedded set.
-    #[arg(long, default_value_t = 20_000, value_parser = at_least_one::<usize>)]
+    #[arg(long, default_value_t = 20_000, value_parser = count_in(1, MAX_EMBEDDED_LEN))]
     pub embedded_len: usize,
     /// Images per evaluation set; at least 2.
     #[arg(long, default_value_t = 1000, value_parser = at_least_two)]
@@ -238,6 +286,10 @@ pub struct RunConfig {
     /// Logs directory; a run writes to <logs>/<name>/.
     #[arg(long, default_value = "logs")]
     pub logs: PathBuf,
+    /// Checkpoint pruning and recovery from non-finite steps.
+    #[command(flatten)]
+    #[serde(default)]
+    pub long_run: LongRunOptions,
     /// Run name (the binary's `--name`; by default [`RunConfig::default_name`]).
     #[arg(skip)]
     pub name: String,
@@ -289,19 +341,6 @@ impl clap::ValueEnum for LoobScale {
     }
 }
 
-fn parse_f64(s: &str) -> std::result::Result<f64, String> {
-    let v = s.parse::<f64>().map_err(|e| format!("{e}"))?;
-    if v.is_finite() {
-        Ok(v)
-    } else {
-        Err(format!("must be finite, got {v}"))
-    }
-}
-
-fn non_negative(s: &str) -> std::result::Result<f64, String> {
-    parse_f64(s).and_then(|v| if v >= 0.0 { Ok(v) } else { Err(format!("must be ≥ 0, got {v}")) })
-}
-
 /// A paper's hyper-parameters in one flag (`--recipe`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
@@ -322,67 +361,6 @@ fn default_beta2() -> f64 {
 fn default_eps() -> f64 {
     1e-6
 }
-
-fn unit_interval(s: &str) -> std::result::Result<f64, String> {
-    parse_f64(s).and_then(|v| if (0.0..1.0).contains(&v) { Ok(v) } else { Err(format!("must lie in [0, 1), got {v}")) })
-}
-
-/// `--retrieval`: any retrieval but a learnable entmax α (CLOOB's retrieval has no parameters).
-fn fixed_retrieval(s: &str) -> std::result::Result<Retrieval, String> {
-    let r: Retrieval = s.parse()?;
-    if let Retrieval::Entmax { learnable: true, .. } = r {
-        return Err("a learnable α needs a parameter, and CLOOB's retrieval has none: use entmax:ALPHA".into());
-    }
-    Ok(r)
-}
-
-fn positive(s: &str) -> std::result::Result<f64, String> {
-    parse_f64(s).and_then(|v| if v > 0.0 { Ok(v) } else { Err(format!("must be > 0, got {v}")) })
-}
-
-fn inv_tau(s: &str) -> std::result::Result<f64, String> {
-    parse_f64(s).and_then(|v| {
-        if (1.0..=100.0).contains(&v) {
-            Ok(v)
-        } else {
-            Err(format!("must lie in [1, 100], got {v}"))
-        }
-    })
-}
-
-fn clip_norm(s: &str) -> std::result::Result<Option<f64>, String> {
-    non_negative(s).map(|v| (v > 0.0).then_some(v))
-}
-
-fn at_least_one<T: std::str::FromStr<Err = std::num::ParseIntError> + Default + PartialEq>(
-    s: &str,
-) -> std::result::Result<T, String> {
-    match s.parse::<T>() {
-        Ok(n) if n == T::default() => Err("must be at least 1, got 0".into()),
-        r => r.map_err(|e| format!("{e}")),
-    }
-}
-
-/// Parse a count of at least 2 (`--batch-size`, `--eval-size`).
-pub fn at_least_two(s: &str) -> std::result::Result<usize, String> {
-    match s.parse::<usize>() {
-        Ok(n) if n < 2 => Err(format!("must be at least 2, got {n}")),
-        r => r.map_err(|e| format!("{e}")),
-    }
-}
-
-/// Parse a CSV separator: one character, or `\t` / `tab` for a tab.
-pub fn separator(s: &str) -> std::result::Result<char, String> {
-    let mut chars = s.chars();
-    match (s, chars.next(), chars.next()) {
-        ("\\t" | "tab", _, _) => Ok('\t'),
-        (_, Some(c), None) => Ok(c),
-        _ => Err(format!("must be one character (or `\\t`), got {s:?}")),
-    }
-}
-
-/// Settings that may change between a run and its resumption (they do not change the loss curve).
-const MAY_CHANGE: [&str; 6] = ["eval_every", "save_every", "logs", "name", "eval_size", "fashion_dir"];
 
 impl RunConfig {
     /// The run name when none is given: `<loss>-<model>-<data>-s<seed>`, a CSV source by its file stem.
@@ -512,15 +490,30 @@ impl RunConfig {
                 return bad(flag, "must be at least 1, got 0".into());
             }
         }
-        if self.embedded_len == 0 {
-            return bad("embedded-len", "must be at least 1, got 0".into());
+        if !(1..=MAX_EMBEDDED_LEN).contains(&self.embedded_len) {
+            return bad("embedded-len", format!("must lie in [1, {MAX_EMBEDDED_LEN}], got {}", self.embedded_len));
         }
         if self.eval_size < 2 {
             return bad("eval-size", format!("must be at least 2, got {}", self.eval_size));
         }
-        if self.wds.shuffle_buffer == 0 {
-            return bad("shuffle-buffer", "must be at least 1, got 0".into());
+        if !(1..=MAX_SHUFFLE_BUFFER).contains(&self.wds.shuffle_buffer) {
+            return bad(
+                "shuffle-buffer",
+                format!("must lie in [1, {MAX_SHUFFLE_BUFFER}], got {}", self.wds.shuffle_buffer),
+            );
         }
+        if let Err(e) = check_run_name(&self.name) {
+            return bad("name", e);
+        }
+        let image_bytes = {
+            let s = self.clip_config()?.vision.image_size as u64;
+            3 * s * s * 4
+        };
+        // The evaluation sets are held decoded (Fashion-MNIST's probe adds a train set twice its size).
+        let eval_sets = if self.data == DataSpec::FashionMnist { 3 } else { 1 };
+        fits_in_memory("eval-size", self.eval_size, self.eval_size as u64 * eval_sets * image_bytes)?;
+        // A batch's pixels in f32, in the loader's queue, in the step and its activations: a floor.
+        fits_in_memory("batch-size", self.batch_size, self.batch_size as u64 * 4 * image_bytes)?;
         if let Err(e) = caption_field(&self.wds.caption) {
             return bad("wds-caption", e);
         }
@@ -580,61 +573,7 @@ impl RunConfig {
             )),
         }
     }
-
-    /// The settings a resumed run must share with its checkpoint, or an error naming the first that differs.
-    pub fn check_resumable(&self, saved: &RunConfig) -> Result<()> {
-        let (a, b) =
-            (serde_json::to_value(self).expect("plain data"), serde_json::to_value(saved).expect("plain data"));
-        let (a, b) = (a.as_object().expect("a struct"), b.as_object().expect("a struct"));
-        for (key, value) in a {
-            if !MAY_CHANGE.contains(&key.as_str()) && b.get(key) != Some(value) {
-                return Err(PretrainError(format!(
-                    "checkpoint mismatch: it was trained with {key} = {}, this run has {key} = {value}; \
-                     pass the same setting to resume (only {MAY_CHANGE:?} may change)",
-                    b.get(key).map(|v| v.to_string()).unwrap_or_else(|| "(absent)".into())
-                )));
-            }
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn validate_names_the_flag_of_a_bad_setting() {
-        RunConfig::default().validate().unwrap();
-        let d = RunConfig::default;
-        let cases = [
-            (RunConfig { batch_size: 1, ..d() }, "--batch-size"),
-            (RunConfig { batch_size: 10, accum_freq: 3, ..d() }, "--accum-freq"),
-            (RunConfig { eval_size: 1, ..d() }, "--eval-size"),
-            (RunConfig { lr: f64::NAN, ..d() }, "--lr"),
-            (RunConfig { hopfield_beta: 0.0, ..d() }, "--scale-hopfield"),
-            (RunConfig { init_inv_tau: 0.5, ..d() }, "--init-inv-tau"),
-            (RunConfig { beta1: 1.0, ..d() }, "--beta1"),
-            (RunConfig { eps: 0.0, ..d() }, "--eps"),
-            (RunConfig { warmup_fraction: Some(1.5), ..d() }, "--recipe"),
-            (RunConfig { epochs: Some(f64::INFINITY), ..d() }, "--epochs"),
-            (RunConfig { grad_clip_norm: Some(-1.0), ..d() }, "--grad-clip-norm"),
-            (RunConfig { cycles: 0, ..d() }, "--restart-cycles"),
-            (RunConfig { model_preset: "huge".into(), ..d() }, "unknown model preset"),
-        ];
-        for (cfg, needle) in cases {
-            let e = cfg.validate().unwrap_err().to_string();
-            assert!(e.contains(needle), "{needle}: {e}");
-        }
-    }
-
-    #[test]
-    fn a_warmup_as_long_as_the_run_ends_before_its_last_step() {
-        let cfg = RunConfig { warmup: 30, ..RunConfig::default() };
-        assert_eq!(cfg.effective_warmup(20), 19);
-        assert_eq!(cfg.effective_warmup(100), 30);
-        assert_eq!(cfg.effective_warmup(1), 0);
-        cfg.train_config(20).validate().unwrap();
-        cfg.train_config(1).validate().unwrap();
-    }
-}
+mod tests;
