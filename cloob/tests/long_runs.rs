@@ -366,6 +366,7 @@ fn a_run_killed_again_and_again_ends_with_the_uninterrupted_weights() {
         most = most.max(checkpoints(&run_dir).len());
         assert!(round < 200, "the run does not end");
     }
+    eprintln!("soak: {steps} steps, {kills} interruptions (SIGTERM and SIGKILL alternating), at most {most} checkpoints on disk");
     assert!(kills >= 3, "only {kills} interruptions");
     assert!(most <= 4, "{most} checkpoints on disk with --keep-checkpoints 3");
     assert_eq!(final_weights(&run_dir), final_weights(&d.join("logs/whole")), "after {kills} interruptions");
