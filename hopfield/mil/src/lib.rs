@@ -38,8 +38,8 @@
 //!
 //! # Modules
 //!
-//! - [`data`]: the `mil` package's CSV layout (plain or gzipped) → bags; standardisation fitted on
-//!   training bags only.
+//! - [`data`]: the `mil` package's CSV layout (plain or gzipped) → bags, read within caps; standardisation
+//!   fitted on training bags only.
 //! - [`folds`]: stratified K-fold repeated with seeds, stratified hold-out for model selection.
 //! - [`model`]: instance embedding → HopfieldPooling → logit, with its backward.
 //! - [`train`]: AdamW training of one model, prediction.
@@ -59,5 +59,5 @@ pub mod report;
 pub mod synthetic;
 pub mod train;
 
-pub use data::{Bag, MilDataset, Standardizer};
+pub use data::{Bag, MilDataset, ReadLimits, Standardizer};
 pub use error::{MilError, Result};
