@@ -46,6 +46,7 @@
 //! - [`cv`]: the grids, selection on a hold-out (or inner folds), the repeated cross-validation.
 //! - [`metrics`]: ROC-AUC with ties.
 //! - [`report`]: JSONL per fold, the summary table.
+//! - [`resume`]: runs that survive preemption: each fold saved as it finishes, reused by a rerun.
 //! - [`synthetic`], [`mnist_bags`]: generated MIL tasks (planted clusters; bags of MNIST-format images).
 //! - [`error`]: [`MilError`], which names the file and line of bad input.
 pub mod cv;
@@ -56,6 +57,7 @@ pub mod metrics;
 pub mod mnist_bags;
 pub mod model;
 pub mod report;
+pub mod resume;
 pub mod synthetic;
 pub mod train;
 
