@@ -5,7 +5,7 @@
 //! embeds every instance, pools each bag with [`hopfield::layers::HopfieldPooling`] (learned state patterns
 //! retrieve from the bag's instances) and maps the pooled vector to one logit. Cross-validation follows the
 //! paper: stratified K-fold repeated with seeds, the grid point chosen on a hold-out inside each training
-//! fold, ROC-AUC mean ± standard deviation over the repetitions. The workspace's `examples/mil.rs` (any CSV
+//! fold, ROC-AUC mean ± standard deviation over the repetitions. The workspace's `examples/mil/` (any CSV
 //! data set) and `examples/mnist_bags.rs` (bags of MNIST images) are command lines over this crate.
 //!
 //! # Example
