@@ -230,15 +230,47 @@ pub fn cross_validate_with<T: Trainer + ?Sized>(
     settings: &CvSettings,
     on_fold: &(dyn Fn(&FoldRecord) + Sync),
 ) -> Result<Vec<FoldRecord>> {
+    cross_validate_resuming(trainer, data, settings, &[], &|record| {
+        on_fold(record);
+        Ok(())
+    })
+}
+
+/// [`cross_validate_with`] continuing an interrupted run: the splits whose (repeat, fold) is among
+/// `finished` (records of an earlier run with the same data and settings, e.g. from a
+/// [`crate::resume::FoldLog`]) are not run again, and their records come back unchanged among the new ones,
+/// ordered by (repeat, fold). `on_fold` sees each new record as it finishes; an error from it (a record that
+/// could not be saved) stops the run: no further split starts, and the error is returned.
+pub fn cross_validate_resuming<T: Trainer + ?Sized>(
+    trainer: &T,
+    data: &MilDataset,
+    settings: &CvSettings,
+    finished: &[FoldRecord],
+    on_fold: &(dyn Fn(&FoldRecord) -> Result<()> + Sync),
+) -> Result<Vec<FoldRecord>> {
     if settings.grid.is_empty() {
         return Err(MilError::setting("grid", "no grid points"));
+    }
+    if let Some(r) =
+        finished.iter().find(|r| r.dataset != data.name || r.repeat >= settings.repeats || r.fold >= settings.folds)
+    {
+        return Err(MilError::setting(
+            "finished",
+            format!(
+                "a record of {} repeat {} fold {} is not a fold of {} in {}×{} folds",
+                r.dataset, r.repeat, r.fold, data.name, settings.repeats, settings.folds
+            ),
+        ));
     }
     let splits = repeated_stratified_splits(&data.labels(), settings.folds, settings.repeats, settings.seed)?;
     splits
         .par_iter()
         .map(|split| {
+            if let Some(done) = finished.iter().find(|r| (r.repeat, r.fold) == (split.repeat, split.fold)) {
+                return Ok(done.clone());
+            }
             let record = run_split(trainer, data, split, settings)?;
-            on_fold(&record);
+            on_fold(&record)?;
             Ok(record)
         })
         .collect()

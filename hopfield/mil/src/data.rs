@@ -4,12 +4,95 @@
 //! the remaining columns are the instance's features. Instances of one bag need not be adjacent; bags keep
 //! the order of their first line. A file starting with the gzip magic bytes is decompressed on the fly,
 //! whatever its name.
+//!
+//! Reading is bounded ([`ReadLimits`]): a path that is not a regular file (a FIFO, a device such as
+//! `/dev/zero`, a folder) is refused before it is opened, and the file's size, its decompressed text, a line,
+//! the rows, the features and the values kept are capped, each an error naming the file, so that no input
+//! makes the reader wait or allocate without bound.
 
 use super::error::{MilError, Result};
 use flate2::read::MultiGzDecoder;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
+
+/// Caps on what [`MilDataset::read_with_limits`] reads; the defaults are far above the MIL benchmarks (the
+/// largest, musk2, is a 4 MB CSV of 6598 rows × 166 features) and far below what would exhaust a machine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadLimits {
+    /// Bytes of the file as stored (gzipped or not). Default 1 GiB.
+    pub file_bytes: u64,
+    /// Bytes of CSV text after decompression. Default 2 GiB.
+    pub text_bytes: u64,
+    /// Bytes of one line. Default 16 MiB.
+    pub line_bytes: usize,
+    /// Instance rows. Default 2²⁴ (16.8 million).
+    pub rows: usize,
+    /// Features per instance. Default 2²⁰.
+    pub features: usize,
+    /// Feature values kept, rows × features (8 bytes each). Default 2²⁷ (1 GiB of `f64`).
+    pub values: usize,
+}
+
+impl Default for ReadLimits {
+    fn default() -> Self {
+        ReadLimits {
+            file_bytes: 1 << 30,
+            text_bytes: 2 << 30,
+            line_bytes: 16 << 20,
+            rows: 1 << 24,
+            features: 1 << 20,
+            values: 1 << 27,
+        }
+    }
+}
+
+/// Open `path` if it is a regular file of at most `max_bytes` bytes; else a [`MilError::File`] saying what it
+/// is and that `expected` was expected. A FIFO, a device or a folder is refused without being opened: opening
+/// a FIFO waits for a writer, and `/dev/zero` never ends.
+pub(crate) fn open_regular(path: &Path, max_bytes: u64, expected: &str) -> Result<std::fs::File> {
+    let shown = path.display().to_string();
+    let io = |source| MilError::Io { path: shown.clone(), line: 0, source };
+    let check = |meta: std::fs::Metadata| {
+        let reason = if !meta.is_file() {
+            format!("{}, not a regular file; give {expected}", kind_of(&meta))
+        } else if meta.len() > max_bytes {
+            format!("{} bytes, more than the {max_bytes} bytes allowed for {expected}", meta.len())
+        } else {
+            return Ok(());
+        };
+        Err(MilError::File { path: shown.clone(), reason })
+    };
+    // `metadata` follows links without opening anything.
+    check(std::fs::metadata(path).map_err(io)?)?;
+    let file = std::fs::File::open(path).map_err(io)?;
+    // The path may have been replaced between the look and the opening.
+    check(file.metadata().map_err(io)?)?;
+    Ok(file)
+}
+
+/// What a path is, for the message refusing it: `a FIFO`, `a folder`, …
+fn kind_of(meta: &std::fs::Metadata) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        let t = meta.file_type();
+        if t.is_fifo() {
+            return "a FIFO";
+        } else if t.is_char_device() {
+            return "a character device";
+        } else if t.is_block_device() {
+            return "a block device";
+        } else if t.is_socket() {
+            return "a socket";
+        }
+    }
+    if meta.is_dir() {
+        "a folder"
+    } else {
+        "not a regular file"
+    }
+}
 
 /// One bag: a label and a `[len, n_features]` row-major block of instances.
 #[derive(Clone, Debug, PartialEq)]
@@ -51,31 +134,66 @@ impl MilDataset {
         self.bags.iter().filter(|b| b.label).count()
     }
 
-    /// Read a data set from `path` (plain or gzipped CSV).
+    /// Read a data set from `path` (plain or gzipped CSV) within the default [`ReadLimits`].
     pub fn read(path: impl AsRef<Path>) -> Result<Self> {
+        Self::read_with_limits(path, &ReadLimits::default())
+    }
+
+    /// Read a data set from `path` (plain or gzipped CSV) within `limits`. A path that is not a regular
+    /// file, or a file over `limits.file_bytes`, is a [`MilError::File`] before anything is read.
+    pub fn read_with_limits(path: impl AsRef<Path>, limits: &ReadLimits) -> Result<Self> {
         let path = path.as_ref();
         let shown = path.display().to_string();
         let io = |source| MilError::Io { path: shown.clone(), line: 0, source };
-        let mut file = BufReader::new(std::fs::File::open(path).map_err(io)?);
+        let file = open_regular(path, limits.file_bytes, "a CSV or CSV.gz file")?;
+        let mut file = BufReader::new(file);
         let gzipped = file.fill_buf().map_err(io)?.starts_with(&[0x1f, 0x8b]);
         let reader: Box<dyn Read> = if gzipped { Box::new(MultiGzDecoder::new(file)) } else { Box::new(file) };
-        Self::parse(BufReader::new(reader), &shown, &dataset_name(path))
+        let capped = CappedText { inner: reader, left: limits.text_bytes, cap: limits.text_bytes };
+        Self::parse_with_limits(BufReader::new(capped), &shown, &dataset_name(path), limits)
     }
 
-    /// Parse CSV text from `reader`; `path` is only used in messages.
+    /// Parse CSV text from `reader` within the default [`ReadLimits`]; `path` is only used in messages.
     pub fn parse(reader: impl BufRead, path: &str, name: &str) -> Result<Self> {
+        Self::parse_with_limits(reader, path, name, &ReadLimits::default())
+    }
+
+    /// Parse CSV text from `reader` with at most `limits.line_bytes` per line, `limits.rows` rows,
+    /// `limits.features` features and `limits.values` values; `path` is only used in messages.
+    pub fn parse_with_limits(mut reader: impl BufRead, path: &str, name: &str, limits: &ReadLimits) -> Result<Self> {
         let err = |line: usize, reason: String| MilError::Parse { path: path.to_string(), line, reason };
         let mut bags: Vec<Bag> = Vec::new();
         let mut index: HashMap<String, usize> = HashMap::new();
         let mut columns = None::<(usize, usize)>; // (count, line that set it)
-        for (i, line) in reader.lines().enumerate() {
-            let lineno = i + 1;
-            let line = line.map_err(|source| MilError::Io { path: path.to_string(), line: lineno, source })?;
-            let line = line.trim_end_matches('\r');
+        let (mut rows, mut buf) = (0usize, Vec::new());
+        for lineno in 1.. {
+            buf.clear();
+            let io = |source| MilError::Io { path: path.to_string(), line: lineno, source };
+            let read = reader.by_ref().take(limits.line_bytes as u64 + 1).read_until(b'\n', &mut buf).map_err(io)?;
+            if read == 0 {
+                break;
+            }
+            let body = buf.strip_suffix(b"\n").unwrap_or(&buf);
+            if body.len() > limits.line_bytes {
+                return Err(err(lineno, format!("a line longer than {} bytes", limits.line_bytes)));
+            }
+            let line = std::str::from_utf8(body)
+                .map_err(|e| io(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?
+                .trim_end_matches('\r');
             if line.trim().is_empty() {
                 continue;
             }
             let cells: Vec<&str> = line.split(',').map(str::trim).collect();
+            if cells.len() > 2 && cells.len() - 2 > limits.features {
+                return Err(err(lineno, format!("{} features, more than {}", cells.len() - 2, limits.features)));
+            }
+            rows += 1;
+            if rows > limits.rows || rows.saturating_mul(cells.len().saturating_sub(2)) > limits.values {
+                return Err(err(
+                    lineno,
+                    format!("more than {} rows or {} feature values in one data set", limits.rows, limits.values),
+                ));
+            }
             if cells.len() < 3 {
                 return Err(err(
                     lineno,
@@ -124,6 +242,26 @@ impl MilDataset {
             return Err(err(1, "empty file: no `label,bag_id,features...` line".into()));
         };
         Ok(MilDataset { name: name.to_string(), n_features: n_columns - 2, bags })
+    }
+}
+
+/// A reader that fails once more than `cap` bytes came through: decompressed text is capped like a file.
+struct CappedText<R> {
+    inner: R,
+    left: u64,
+    cap: u64,
+}
+
+impl<R: Read> Read for CappedText<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        // One byte past the cap is read so that text of exactly `cap` bytes passes.
+        let want = buf.len().min(usize::try_from(self.left.saturating_add(1)).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..want])?;
+        if n as u64 > self.left {
+            return Err(std::io::Error::other(format!("more than {} bytes of CSV text (decompressed)", self.cap)));
+        }
+        self.left -= n as u64;
+        Ok(n)
     }
 }
 

@@ -14,6 +14,9 @@ pub enum MilError {
         #[source]
         source: std::io::Error,
     },
+    /// A whole file is refused (not a regular file, too large) or cannot be written.
+    #[error("{path}: {reason}")]
+    File { path: String, reason: String },
     /// A line of the file is not in the `label,bag_id,feature,...` layout.
     #[error("{path}:{line}: {reason}")]
     Parse { path: String, line: usize, reason: String },

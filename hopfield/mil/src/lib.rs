@@ -5,7 +5,7 @@
 //! embeds every instance, pools each bag with [`hopfield::layers::HopfieldPooling`] (learned state patterns
 //! retrieve from the bag's instances) and maps the pooled vector to one logit. Cross-validation follows the
 //! paper: stratified K-fold repeated with seeds, the grid point chosen on a hold-out inside each training
-//! fold, ROC-AUC mean ± standard deviation over the repetitions. The workspace's `examples/mil.rs` (any CSV
+//! fold, ROC-AUC mean ± standard deviation over the repetitions. The workspace's `examples/mil/` (any CSV
 //! data set) and `examples/mnist_bags.rs` (bags of MNIST images) are command lines over this crate.
 //!
 //! # Example
@@ -38,14 +38,15 @@
 //!
 //! # Modules
 //!
-//! - [`data`]: the `mil` package's CSV layout (plain or gzipped) → bags; standardisation fitted on
-//!   training bags only.
+//! - [`data`]: the `mil` package's CSV layout (plain or gzipped) → bags, read within caps; standardisation
+//!   fitted on training bags only.
 //! - [`folds`]: stratified K-fold repeated with seeds, stratified hold-out for model selection.
 //! - [`model`]: instance embedding → HopfieldPooling → logit, with its backward.
 //! - [`train`]: AdamW training of one model, prediction.
 //! - [`cv`]: the grids, selection on a hold-out (or inner folds), the repeated cross-validation.
 //! - [`metrics`]: ROC-AUC with ties.
 //! - [`report`]: JSONL per fold, the summary table.
+//! - [`resume`]: runs that survive preemption: each fold saved as it finishes, reused by a rerun.
 //! - [`synthetic`], [`mnist_bags`]: generated MIL tasks (planted clusters; bags of MNIST-format images).
 //! - [`error`]: [`MilError`], which names the file and line of bad input.
 pub mod cv;
@@ -56,8 +57,9 @@ pub mod metrics;
 pub mod mnist_bags;
 pub mod model;
 pub mod report;
+pub mod resume;
 pub mod synthetic;
 pub mod train;
 
-pub use data::{Bag, MilDataset, Standardizer};
+pub use data::{Bag, MilDataset, ReadLimits, Standardizer};
 pub use error::{MilError, Result};

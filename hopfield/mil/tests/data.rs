@@ -270,7 +270,7 @@ fn idx_files_read_and_bags_follow_the_target() {
     assert_eq!((images.len(), images.rows, images.cols), (6, 2, 2));
     assert_eq!(images.image(3), [3, 3, 3, 3]);
     let cfg = MnistBagsConfig { target: 4, mean_len: 3.0, var_len: 1.0, bags: 50 };
-    let bags = mnist_bags(&images, &cfg, 5);
+    let bags = mnist_bags(&images, &cfg, 5).unwrap();
     assert_eq!(bags.n_features, 4);
     for b in &bags.bags {
         let has_target = b.instances.chunks(4).any(|px| (px[0] * 255.0 - 4.0).abs() < 1e-9);

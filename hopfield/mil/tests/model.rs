@@ -4,7 +4,7 @@
 use hopfield::layers::{Layer, Mode};
 use hopfield::testing::{check_gradients, GradCheck};
 use hopfield::{Backend, Cpu, Parameters};
-use hopfield_mil::cv::{cross_validate, paper_grid, small_grid, CvSettings};
+use hopfield_mil::cv::{cross_validate, cross_validate_resuming, paper_grid, small_grid, CvSettings, HopfieldTrainer};
 use hopfield_mil::metrics::roc_auc;
 use hopfield_mil::model::{BagBatch, MilModel, MilModelConfig};
 use hopfield_mil::synthetic::{planted_cluster, PlantedCluster};
@@ -202,6 +202,44 @@ fn cross_validation_can_select_by_inner_folds() {
     assert_ne!(vals(&a), vals(&b), "the inner folds validate on other bags than the hold-out");
     let again = cross_validate(&cpu, &data, &inner, &|_| {}).unwrap();
     assert_eq!(vals(&b), vals(&again));
+}
+
+#[test]
+fn a_resumed_cross_validation_trains_only_the_missing_folds_and_matches_a_whole_run() {
+    let cpu = Cpu::<f32>::new();
+    let data = planted_cluster(&PlantedCluster { bags: 30, ..Default::default() }, 5);
+    let cfg = MilConfig { epochs: 2, ..planted_config() };
+    let settings = CvSettings { folds: 3, repeats: 2, seed: 1, val_fraction: 0.25, inner_folds: 0, grid: vec![cfg] };
+    let whole = cross_validate(&cpu, &data, &settings, &|_| {}).unwrap();
+    let untimed = |rs: &[hopfield_mil::report::FoldRecord]| {
+        rs.iter().map(|r| hopfield_mil::report::FoldRecord { seconds: 0.0, ..r.clone() }).collect::<Vec<_>>()
+    };
+    // Folds (0, 1) and (1, 2) finished earlier; a marker in `seconds` shows they come back as they were.
+    let finished: Vec<_> = [&whole[1], &whole[5]]
+        .iter()
+        .map(|r| hopfield_mil::report::FoldRecord { seconds: -1.0, ..(*r).clone() })
+        .collect();
+    let trained = std::sync::Mutex::new(Vec::new());
+    let resumed = cross_validate_resuming(&HopfieldTrainer(&cpu), &data, &settings, &finished, &|r| {
+        trained.lock().unwrap().push((r.repeat, r.fold));
+        Ok(())
+    })
+    .unwrap();
+    let mut trained = trained.into_inner().unwrap();
+    trained.sort_unstable();
+    assert_eq!(trained, [(0, 0), (0, 2), (1, 0), (1, 1)]);
+    assert_eq!(untimed(&resumed), untimed(&whole));
+    assert_eq!((resumed[1].seconds, resumed[5].seconds), (-1.0, -1.0));
+
+    // A record that is not a fold of this run is refused; an error from `on_fold` stops the run.
+    let stray = hopfield_mil::report::FoldRecord { fold: 3, ..whole[0].clone() };
+    let err = cross_validate_resuming(&HopfieldTrainer(&cpu), &data, &settings, &[stray], &|_| Ok(())).unwrap_err();
+    assert!(err.to_string().contains("repeat 0 fold 3 is not a fold"), "{err}");
+    let err = cross_validate_resuming(&HopfieldTrainer(&cpu), &data, &settings, &[], &|_| {
+        Err(hopfield_mil::MilError::File { path: "out.partial".into(), reason: "disk full".into() })
+    })
+    .unwrap_err();
+    assert_eq!(err.to_string(), "out.partial: disk full");
 }
 
 #[test]
