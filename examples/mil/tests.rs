@@ -244,7 +244,8 @@ fn sigterm_keeps_the_finished_folds_and_a_rerun_continues_to_the_same_output() {
     let partial = dir.join("out.jsonl.partial");
     // 15 folds one after another, each about 130 ms on an idle machine: the signal comes after the third,
     // with some 1.5 s of folds left for it to arrive in on a loaded machine.
-    let flags = "--folds 5 --repeats 3 --grid none --epochs 200 --width 8 --heads 2 --head-dim 4 --layers 1 --threads 1";
+    let flags =
+        "--folds 5 --repeats 3 --grid none --epochs 200 --width 8 --heads 2 --head-dim 4 --layers 1 --threads 1";
     let args = |out: &Path| -> Vec<String> {
         let mut a: Vec<String> =
             vec!["--data".into(), data.display().to_string(), "--jsonl".into(), out.display().to_string()];

@@ -335,7 +335,8 @@ fn train_on<B: Backend<Elem = f32>>(
                 }
                 recoveries += 1;
                 skipped.push(batch.step);
-                say(format!("{e}: --on-nan {policy:?}, leaving batch {} out", batch.step).to_lowercase());
+                let action = if policy == OnNan::Skip { "skip" } else { "rollback" };
+                say(format!("{e}: --on-nan {action}, leaving batch {} out", batch.step));
                 if policy == OnNan::Rollback {
                     if let Some(step) = last_saved {
                         let json = checkpoint::path_of(&ckpt_dir, step);
