@@ -20,6 +20,15 @@ pub fn open_data(cfg: &RunConfig, image_size: usize, with_eval: bool) -> Result<
             )))
         }
     };
+    // A CSV file (training data or `--val-data`) with the run's `--csv-*` layout.
+    let mk = |p: &Path| {
+        let mut c = CsvConfig::new(p, image_size);
+        c.img_key.clone_from(&cfg.csv.img_key);
+        c.caption_key.clone_from(&cfg.csv.caption_key);
+        c.separator = u8::try_from(cfg.csv.separator)
+            .map_err(|_| PretrainError("--csv-separator must be one ASCII character".into()))?;
+        Ok::<_, PretrainError>(CsvSource::open(c)?)
+    };
     Ok(match &cfg.data {
         DataSpec::Embedded => {
             need(scenes::IMAGE_SIZE, "the embedded set")?;
@@ -47,14 +56,6 @@ pub fn open_data(cfg: &RunConfig, image_size: usize, with_eval: bool) -> Result<
             DataBundle { train: TrainData::Indexed(Arc::new(fashion::FashionSource { train })), eval, probe }
         }
         DataSpec::Csv(path) => {
-            let mk = |p: &Path| {
-                let mut c = CsvConfig::new(p, image_size);
-                c.img_key.clone_from(&cfg.csv.img_key);
-                c.caption_key.clone_from(&cfg.csv.caption_key);
-                c.separator = u8::try_from(cfg.csv.separator)
-                    .map_err(|_| PretrainError("--csv-separator must be one ASCII character".into()))?;
-                Ok::<_, PretrainError>(CsvSource::open(c)?)
-            };
             let train = mk(path)?;
             let eval = match (with_eval, &cfg.csv.val) {
                 (false, _) => Vec::new(),
@@ -74,13 +75,7 @@ pub fn open_data(cfg: &RunConfig, image_size: usize, with_eval: bool) -> Result<
             })?;
             let eval = match (with_eval, &cfg.csv.val) {
                 (false, _) => Vec::new(),
-                (true, Some(v)) => {
-                    let mut c = CsvConfig::new(v, image_size);
-                    c.img_key.clone_from(&cfg.csv.img_key);
-                    c.caption_key.clone_from(&cfg.csv.caption_key);
-                    c.separator = cfg.csv.separator as u8;
-                    vec![CsvSource::open(c)?.eval_set(cfg.eval_size, "csv-val")]
-                }
+                (true, Some(v)) => vec![mk(v)?.eval_set(cfg.eval_size, "csv-val")],
                 (true, None) => vec![train.eval_set(cfg.eval_size, "wds-first-samples")],
             };
             DataBundle { train: TrainData::Streamed(Arc::new(train)), eval, probe: None }
