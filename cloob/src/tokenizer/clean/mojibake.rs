@@ -29,8 +29,9 @@ impl Charmap {
     /// ftfy's `possible_encoding`: every character is ASCII other than U+001A, or a decoded byte
     /// 0x80–0xFF or 0x1A.
     fn can_encode(&self, text: &str) -> bool {
-        text.chars()
-            .all(|c| (c < '\u{80}' && c != '\u{1a}') || c == self.decode[0x1a] || self.decode[0x80..].contains(&c))
+        text.chars().all(|c| {
+            (c < '\u{80}' && c != '\u{1a}') || self.encode.get(&c).is_some_and(|&byte| byte >= 0x80 || byte == 0x1a)
+        })
     }
     fn encode(&self, text: &str) -> Vec<u8> {
         text.chars().map(|c| self.encode[&c]).collect()
