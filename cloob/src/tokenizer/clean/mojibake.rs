@@ -266,7 +266,7 @@ fn decode_inconsistent_utf8(text: &str, max_rounds: usize, depth: usize) -> Stri
     let mut iter = text.char_indices();
     while let Some((i, c)) = iter.next() {
         let starts_run = t.utf8_first.is_match(&text[i..i + c.len_utf8()])
-            && previous.map_or(true, |p| !t.utf8_continuation_strict.is_match(p.encode_utf8(&mut [0; 4])));
+            && !previous.is_some_and(|p| t.utf8_continuation_strict.is_match(p.encode_utf8(&mut [0; 4])));
         if let Some(run) = starts_run.then(|| t.utf8_run.find(&text[i..])).flatten() {
             let part = &text[i..i + run.end()];
             out.push_str(&text[copied..i]);
