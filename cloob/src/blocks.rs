@@ -116,6 +116,33 @@ impl<B: Backend> Transformer<B> {
     }
 }
 
+impl<B: Backend> Transformer<B> {
+    /// [`Layer::forward`] keeping the caches of blocks `keep_from..` only (the blocks before run as in
+    /// inference: their caches are dropped as soon as the next block has its input), so that a backward
+    /// from the returned caches stops at block `keep_from` (a locked tower's frozen blocks, see
+    /// [`crate::lock`]).
+    pub fn forward_keeping(
+        &self,
+        backend: &B,
+        p: &Self,
+        input: &EncoderInput<B>,
+        mode: Mode,
+        keep_from: usize,
+    ) -> Result<(B::Tensor, Vec<EncoderCache<B>>)> {
+        let mut x = input.src.clone();
+        let mut caches = Vec::with_capacity(self.resblocks.len().saturating_sub(keep_from));
+        for (i, (block, bp)) in self.resblocks.iter().zip(&p.resblocks).enumerate() {
+            let block_input = EncoderInput { src: x, ..input.clone() };
+            let (y, cache) = block.forward(backend, &bp.params, &block_input, mode)?;
+            if i >= keep_from {
+                caches.push(cache);
+            }
+            x = y;
+        }
+        Ok((x, caches))
+    }
+}
+
 impl<B: Backend> Layer<B> for Transformer<B> {
     type Params = Transformer<B>;
     type Input = EncoderInput<B>;
@@ -139,18 +166,12 @@ impl<B: Backend> Layer<B> for Transformer<B> {
         input: &EncoderInput<B>,
         mode: Mode,
     ) -> Result<(B::Tensor, Vec<EncoderCache<B>>)> {
-        let mut x = input.src.clone();
-        let mut caches = Vec::with_capacity(self.resblocks.len());
-        for (block, bp) in self.resblocks.iter().zip(&p.resblocks) {
-            let block_input = EncoderInput { src: x, ..input.clone() };
-            let (y, cache) = block.forward(backend, &bp.params, &block_input, mode)?;
-            caches.push(cache);
-            x = y;
-        }
-        Ok((x, caches))
+        self.forward_keeping(backend, p, input, mode, 0)
     }
 
-    /// Backward through every block: accumulates into `grads`, returns d loss / d input.
+    /// Backward through the blocks whose caches are given (the last `caches.len()` blocks, see
+    /// [`Transformer::forward_keeping`]): accumulates into their `grads` only, returns d loss / d input of
+    /// the first of them.
     fn backward(
         &self,
         backend: &B,
@@ -159,9 +180,12 @@ impl<B: Backend> Layer<B> for Transformer<B> {
         dy: &B::Tensor,
         grads: &mut Self,
     ) -> Result<B::Tensor> {
+        let skip = self.resblocks.len().checked_sub(caches.len()).ok_or_else(|| {
+            HopfieldError::shape("transformer.backward", format!("≤ {} caches", self.resblocks.len()), &[caches.len()])
+        })?;
         let mut d = dy.clone();
-        let blocks = self.resblocks.iter().zip(&p.resblocks).zip(caches).zip(&mut grads.resblocks);
-        for (((block, bp), cache), g) in blocks.rev() {
+        let blocks = self.resblocks.iter().zip(&p.resblocks).zip(&mut grads.resblocks).skip(skip).zip(caches);
+        for (((block, bp), g), cache) in blocks.rev() {
             d = block.backward(backend, &bp.params, cache, &d, &mut g.params)?;
         }
         Ok(d)

@@ -6,6 +6,7 @@
 //! at the root (`token_embedding.weight`, `transformer.resblocks.*`, `ln_final.*`, `text_projection`), and
 //! `logit_scale`.
 
+use crate::lock::{LockableTower, ModelLock};
 use crate::loss::{l2_normalize, l2_normalize_backward, L2NormCache};
 use crate::text::{TextCache, TextConfig, TextTransformer};
 use crate::tokenizer::TokenBatch;
@@ -157,6 +158,9 @@ pub struct ClipCache<B: Backend> {
     text_norm: L2NormCache<B>,
     /// τ⁻¹ of the forward pass (read from the device once).
     inv_tau: f64,
+    /// Whether each tower has trainable groups (a fully locked one is not backpropagated).
+    train_image: bool,
+    train_text: bool,
 }
 
 impl<B: Backend> ClipModel<B> {
@@ -213,22 +217,7 @@ impl<B: Backend> Layer<B> for ClipModel<B> {
         input: &ClipInput<B>,
         mode: Mode,
     ) -> Result<(ClipOutput<B>, ClipCache<B>)> {
-        let (images, tokens) = (&input.images, &input.tokens);
-        let n = backend.shape(images).first().copied().unwrap_or(0);
-        if n != tokens.batch {
-            return Err(HopfieldError::shape(
-                "clip.forward",
-                format!("as many texts as images ({n})"),
-                &[tokens.batch],
-            ));
-        }
-        let (image, vision) = self.visual.forward(backend, &p.visual, images, mode)?;
-        let (text, text_cache) = self.text.forward(backend, &p.text, tokens, mode)?;
-        let (image, image_norm) = l2_normalize(backend, &image)?;
-        let (text, text_norm) = l2_normalize(backend, &text)?;
-        let inv_tau = p.inv_tau(backend);
-        let out = ClipOutput { image, text, inv_tau };
-        Ok((out, ClipCache { vision, text: text_cache, image_norm, text_norm, inv_tau }))
+        self.forward_locked(backend, p, input, mode, &ModelLock::open())
     }
 
     /// Backward from the gradients w.r.t. the normalised embeddings and w.r.t. τ⁻¹: accumulates into `grads`
@@ -251,13 +240,50 @@ impl<B: Backend> Layer<B> for ClipModel<B> {
                 return Err(HopfieldError::shape(what, format!("{e:?}"), &s));
             }
         }
-        let d_img = l2_normalize_backward(backend, &cache.image_norm, d_image);
-        self.visual.backward(backend, &p.visual, &cache.vision, &d_img, &mut grads.visual)?;
-        let d_txt = l2_normalize_backward(backend, &cache.text_norm, d_text);
-        self.text.backward(backend, &p.text, &cache.text, &d_txt, &mut grads.text)?;
+        if cache.train_image {
+            let d_img = l2_normalize_backward(backend, &cache.image_norm, d_image);
+            self.visual.backward(backend, &p.visual, &cache.vision, &d_img, &mut grads.visual)?;
+        }
+        if cache.train_text {
+            let d_txt = l2_normalize_backward(backend, &cache.text_norm, d_text);
+            self.text.backward(backend, &p.text, &cache.text, &d_txt, &mut grads.text)?;
+        }
         let d_logit = backend.full(&[], B::Elem::of(d_inv_tau * cache.inv_tau));
         backend.axpy(&mut grads.logit_scale, B::Elem::of(1.0), &d_logit);
         Ok(())
+    }
+}
+
+impl<B: Backend> ClipModel<B> {
+    /// [`Layer::forward`] under `lock` (see [`crate::lock`]): the caches keep only what the backward of the
+    /// trainable groups needs, and the backward from them runs only through those.
+    pub fn forward_locked(
+        &self,
+        backend: &B,
+        p: &Self,
+        input: &ClipInput<B>,
+        mode: Mode,
+        lock: &ModelLock,
+    ) -> Result<(ClipOutput<B>, ClipCache<B>)> {
+        let (images, tokens) = (&input.images, &input.tokens);
+        let n = backend.shape(images).first().copied().unwrap_or(0);
+        if n != tokens.batch {
+            return Err(HopfieldError::shape(
+                "clip.forward",
+                format!("as many texts as images ({n})"),
+                &[tokens.batch],
+            ));
+        }
+        let (image, vision) = self.visual.forward_locked(backend, &p.visual, images, mode, lock.image)?;
+        let (text, text_cache) = self.text.forward_locked(backend, &p.text, tokens, mode, lock.text)?;
+        let train_image = lock.image.first_trainable < self.visual.lock_groups();
+        let train_text = lock.text.first_trainable < self.text.lock_groups();
+        let (image, image_norm) = l2_normalize(backend, &image)?;
+        let (text, text_norm) = l2_normalize(backend, &text)?;
+        let inv_tau = p.inv_tau(backend);
+        let out = ClipOutput { image, text, inv_tau };
+        let cache = ClipCache { vision, text: text_cache, image_norm, text_norm, inv_tau, train_image, train_text };
+        Ok((out, cache))
     }
 }
 

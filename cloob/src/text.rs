@@ -6,7 +6,8 @@
 //! (`token_embedding.weight [vocab, width]`, `positional_embedding [context, width]`, `ln_final`,
 //! `text_projection [width, output_dim]`).
 
-use crate::blocks::{broadcast_batch, project, project_backward, BlockInit, StackShape, Transformer};
+use crate::blocks::{broadcast_batch, one, project, project_backward, BlockInit, StackShape, Transformer};
+use crate::lock::{first_kept_block, transformer_group, LockableTower, TowerLock};
 use crate::tokenizer::{TokenBatch, DEFAULT_CONTEXT_LENGTH, VOCAB_SIZE};
 use hopfield::init;
 use hopfield::layers::encoder::EncoderCache;
@@ -148,14 +149,16 @@ pub struct TextTransformer<B: Backend> {
     pub text_projection: B::Tensor,
 }
 
-/// What [`TextTransformer`]'s backward needs.
+/// What [`TextTransformer`]'s backward needs: of the groups from `first_trainable` on only (see
+/// [`LockableTower::forward_locked`]).
 #[derive(Clone, Debug)]
 pub struct TextCache<B: Backend> {
+    first_trainable: usize,
     ids: Vec<usize>,
     pooled_rows: Vec<usize>,
     len: usize,
     blocks: Vec<EncoderCache<B>>,
-    ln_final: LayerNormCache<B>,
+    ln_final: Option<LayerNormCache<B>>,
     pooled: B::Tensor,
 }
 
@@ -186,6 +189,46 @@ impl<B: Backend> TextTransformer<B> {
     }
 }
 
+impl<B: Backend> LockableTower<B> for TextTransformer<B> {
+    /// `layers + 2`: `[token_embedding, positional_embedding]`, blocks 0 … layers−2, `[the last block,
+    /// ln_final]`, `[text_projection]` (open_clip's `lock_text_tower`).
+    fn lock_groups(&self) -> usize {
+        self.config.layers + 2
+    }
+    fn lock_group_of(&self, name: &str) -> Option<usize> {
+        let stem = ["token_embedding.weight", "positional_embedding"];
+        transformer_group(name, self.config.layers, &stem, "ln_final", "text_projection")
+    }
+    fn forward_locked(
+        &self,
+        backend: &B,
+        p: &Self,
+        tokens: &TokenBatch,
+        mode: Mode,
+        lock: TowerLock,
+    ) -> Result<(B::Tensor, TextCache<B>)> {
+        let ids = self.check(tokens)?;
+        let c = &self.config;
+        let (b, l, w) = (tokens.batch, tokens.context_length, c.width);
+        let x = backend.reshape(&backend.gather_rows(&p.token_embedding, &ids), &[b, l, w]);
+        let pos = backend.slice(&p.positional_embedding, 0, 0, l);
+        let x = backend.add(&x, &broadcast_batch(backend, &pos, b));
+        let input = EncoderInput::new(x).mask(causal_mask(l));
+        let first = lock.first_trainable;
+        let keep_from = first_kept_block(first, c.layers);
+        let (x, blocks) = self.transformer.forward_keeping(backend, &p.transformer, &input, mode, keep_from)?;
+        // ln_final is per row, so normalising only the pooled rows equals CLIP's normalise-then-pool.
+        let pooled_rows: Vec<usize> = tokens.eot_positions().iter().enumerate().map(|(i, &p)| i * l + p).collect();
+        let eot = backend.gather_rows(&backend.reshape(&x, &[b * l, w]), &pooled_rows);
+        let (pooled, ln_final) = layer_norm_forward(backend, &p.ln_final, c.layer_norm_eps, &eot);
+        let features = project(backend, &pooled, &p.text_projection);
+        let ln_final = (first <= c.layers).then_some(ln_final);
+        let ids = if first == 0 { ids } else { Vec::new() };
+        let cache = TextCache { first_trainable: first, ids, pooled_rows, len: l, blocks, ln_final, pooled };
+        Ok((features, cache))
+    }
+}
+
 impl<B: Backend> Layer<B> for TextTransformer<B> {
     type Params = TextTransformer<B>;
     type Input = TokenBatch;
@@ -203,20 +246,7 @@ impl<B: Backend> Layer<B> for TextTransformer<B> {
 
     /// Text features `[B, output_dim]` and the cache for backward.
     fn forward(&self, backend: &B, p: &Self, tokens: &TokenBatch, mode: Mode) -> Result<(B::Tensor, TextCache<B>)> {
-        let ids = self.check(tokens)?;
-        let c = &self.config;
-        let (b, l, w) = (tokens.batch, tokens.context_length, c.width);
-        let x = backend.reshape(&backend.gather_rows(&p.token_embedding, &ids), &[b, l, w]);
-        let pos = backend.slice(&p.positional_embedding, 0, 0, l);
-        let x = backend.add(&x, &broadcast_batch(backend, &pos, b));
-        let input = EncoderInput::new(x).mask(causal_mask(l));
-        let (x, blocks) = self.transformer.forward(backend, &p.transformer, &input, mode)?;
-        // ln_final is per row, so normalising only the pooled rows equals CLIP's normalise-then-pool.
-        let pooled_rows: Vec<usize> = tokens.eot_positions().iter().enumerate().map(|(i, &p)| i * l + p).collect();
-        let eot = backend.gather_rows(&backend.reshape(&x, &[b * l, w]), &pooled_rows);
-        let (pooled, ln_final) = layer_norm_forward(backend, &p.ln_final, c.layer_norm_eps, &eot);
-        let features = project(backend, &pooled, &p.text_projection);
-        Ok((features, TextCache { ids, pooled_rows, len: l, blocks, ln_final, pooled }))
+        self.forward_locked(backend, p, tokens, mode, TowerLock::OPEN)
     }
 
     /// Backward from d loss / d features `[B, output_dim]`: accumulates every parameter gradient into
@@ -235,13 +265,29 @@ impl<B: Backend> Layer<B> for TextTransformer<B> {
         if shape != [b, c.output_dim] {
             return Err(HopfieldError::shape("text.backward(d_features)", format!("[{b}, {}]", c.output_dim), &shape));
         }
+        let first = cache.first_trainable;
+        if first > c.layers {
+            // Only `text_projection` trains (or nothing): its gradient is all that is needed.
+            if first == c.layers + 1 {
+                let d_proj = backend.matmul(&cache.pooled, d_features, true, false);
+                backend.axpy(&mut grads.text_projection, one::<B>(), &d_proj);
+            }
+            return Ok(());
+        }
+        let ln_final = cache
+            .ln_final
+            .as_ref()
+            .ok_or(HopfieldError::Missing { op: "text.backward", name: "ln_final cache".into() })?;
         let d_pooled =
             project_backward(backend, &cache.pooled, &p.text_projection, d_features, &mut grads.text_projection);
-        let d_eot = layer_norm_backward(backend, &p.ln_final, &cache.ln_final, &d_pooled, &mut grads.ln_final);
+        let d_eot = layer_norm_backward(backend, &p.ln_final, ln_final, &d_pooled, &mut grads.ln_final);
         let mut dx = backend.zeros(&[b * l, w]);
         backend.scatter_add_rows(&mut dx, &cache.pooled_rows, &d_eot);
         let dx = backend.reshape(&dx, &[b, l, w]);
         let dx = self.transformer.backward(backend, &p.transformer, &cache.blocks, &dx, &mut grads.transformer)?;
+        if first > 0 {
+            return Ok(()); // the embeddings are frozen
+        }
         let d_pos = backend.reshape(&backend.sum_axis(&dx, 0), &[l, w]);
         backend.slice_add(&mut grads.positional_embedding, 0, 0, &d_pos);
         backend.scatter_add_rows(&mut grads.token_embedding, &cache.ids, &backend.reshape(&dx, &[b * l, w]));

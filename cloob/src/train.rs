@@ -10,6 +10,7 @@
 //! which multiplies the temperature's gradient by `accum_freq`).
 
 use crate::dist::{all_gather_rows, all_reduce_grads, Collective, CommElement, SingleProcess};
+use crate::lock::{LockConfig, ModelLock};
 use crate::loss::{contrastive_loss_normalized, LossConfig, LossOutput};
 use crate::model::{ClipInput, ClipModel, ClipOutputGrads};
 use crate::tokenizer::TokenBatch;
@@ -32,6 +33,9 @@ pub struct TrainConfig {
     pub accum_freq: usize,
     /// Clip the global gradient norm to this value (`None`: no clipping).
     pub grad_clip_norm: Option<f64>,
+    /// Frozen parts of the towers (none by default; see [`crate::lock`]).
+    #[serde(default)]
+    pub lock: LockConfig,
 }
 
 impl TrainConfig {
@@ -45,11 +49,16 @@ impl TrainConfig {
             adam: AdamConfig::default().betas(0.9, 0.98).eps(1e-6).weight_decay(0.2, DecayFilter::OpenClipNoEmbeddings),
             accum_freq: 1,
             grad_clip_norm: None,
+            lock: LockConfig::default(),
         }
     }
     /// With `n` micro-batches per step.
     pub fn accum_freq(self, n: usize) -> Self {
         TrainConfig { accum_freq: n, ..self }
+    }
+    /// With the towers locked as `lock` says.
+    pub fn lock(self, lock: LockConfig) -> Self {
+        TrainConfig { lock, ..self }
     }
     /// With gradient-norm clipping.
     pub fn grad_clip_norm(self, max_norm: f64) -> Self {
@@ -99,15 +108,23 @@ pub struct Trainer<B: Backend> {
     pub config: TrainConfig,
     /// Steps taken (the schedule's step of the next one).
     pub step: u64,
-    /// Gradient accumulator reused across steps (zeroed at the start of each).
+    /// What `config.lock` freezes in `model`.
+    lock: ModelLock,
+    /// Gradient accumulator reused across steps (zeroed at the start of each; frozen tensors' are empty).
     grads: Option<ClipModel<B>>,
 }
 
 impl<B: Backend> Trainer<B> {
-    /// Validate `config` and set up AdamW.
+    /// Validate `config` (its lock against `model`'s towers) and set up AdamW.
     pub fn new(model: ClipModel<B>, config: TrainConfig) -> Result<Self> {
         config.validate()?;
-        Ok(Trainer { optimizer: AdamW::new(config.adam)?, model, config, step: 0, grads: None })
+        let lock = config.lock.plan(&model)?;
+        Ok(Trainer { optimizer: AdamW::new(config.adam)?, model, config, step: 0, lock, grads: None })
+    }
+
+    /// What the lock freezes: per tower, and by tensor name.
+    pub fn lock(&self) -> &ModelLock {
+        &self.lock
     }
 
     /// One optimiser step on `N` image–text pairs (`N` divisible by `accum_freq`).
@@ -146,7 +163,7 @@ impl<B: Backend> Trainer<B> {
                 g.zero(backend);
                 g
             }
-            None => self.model.zero_grads(backend),
+            None => self.lock.zero_grads(backend, &self.model),
         };
         let comm_time = std::cell::Cell::new(0.0);
         let timed = Timed { inner: comm, seconds: &comm_time };
@@ -154,12 +171,12 @@ impl<B: Backend> Trainer<B> {
         all_reduce_grads(backend, &timed, &mut grads)?;
         let lr = self.config.schedule.lr_at(step);
         let grad_norm = match self.config.grad_clip_norm {
-            Some(max) => clip_grad_norm(backend, &mut grads, max)?,
-            None => global_norm(backend, &grads),
+            Some(max) => clip_grad_norm(backend, &mut self.lock.mask(&mut grads), max)?,
+            None => global_norm(backend, &self.lock.mask(&mut grads)),
         };
         if !grad_norm.is_finite() {
             let mut first = None;
-            grads.visit(&mut |name, t, trainable| {
+            self.lock.mask(&mut grads).visit(&mut |name, t, trainable| {
                 if trainable && first.is_none() && !backend.all_finite(t) {
                     first = Some(name.to_string());
                 }
@@ -172,7 +189,9 @@ impl<B: Backend> Trainer<B> {
                 ),
             });
         }
-        self.optimizer.step(backend, &mut self.model, &grads, lr)?;
+        // Frozen tensors visit as not trainable: no update, no decay, no moments.
+        let (model, lock) = (&mut self.model, &self.lock);
+        self.optimizer.step(backend, &mut lock.mask(model), &lock.mask(&mut grads), lr)?;
         self.grads = Some(grads);
         let inv_tau = self.model.clamp_logit_scale(backend);
         self.step += 1;
@@ -180,14 +199,14 @@ impl<B: Backend> Trainer<B> {
         Ok(StepStats { step, loss, lr, grad_norm, inv_tau, comm_seconds })
     }
 
-    /// The loss over `N` pairs and its gradient w.r.t. every parameter (in a zeroed copy of the model),
-    /// accumulated over `accum_freq` micro-batches as described in the module docs. The model is not
-    /// changed.
+    /// The loss over `N` pairs and its gradient w.r.t. every parameter (in a zeroed copy of the model;
+    /// frozen tensors get empty ones, see [`ModelLock::zero_grads`]), accumulated over `accum_freq`
+    /// micro-batches as described in the module docs. The model is not changed.
     pub fn gradients(&self, backend: &B, images: &B::Tensor, tokens: &TokenBatch) -> Result<(f64, ClipModel<B>)>
     where
         B::Elem: CommElement,
     {
-        let mut grads = self.model.zero_grads(backend);
+        let mut grads = self.lock.zero_grads(backend, &self.model);
         let loss = self.accumulate(backend, images, tokens, &SingleProcess, &mut grads)?;
         Ok((loss, grads))
     }
@@ -223,8 +242,10 @@ impl<B: Backend> Trainer<B> {
         let model = &self.model;
         // Training mode: dropout (none in CLIP's towers) would draw from the step.
         let mode = Mode::Train { seed: step };
+        // The caches hold the trainable groups' activations only, and the backward stops there.
         let pass = |images: &B::Tensor, tokens: &TokenBatch| {
-            model.forward(backend, model, &ClipInput { images: images.clone(), tokens: tokens.clone() }, mode)
+            let input = ClipInput { images: images.clone(), tokens: tokens.clone() };
+            model.forward_locked(backend, model, &input, mode, &self.lock)
         };
         // This rank's rows of the global batch, and the τ⁻¹ gradient counted once over all ranks.
         let (offset, first_rank) = (comm.rank() * n, comm.rank() == 0);

@@ -6,6 +6,7 @@
 //! `class_embedding [width]`, `positional_embedding [1 + grid², width]`, `proj [width, output_dim]`).
 
 use crate::blocks::{broadcast_batch, one, project, project_backward, BlockInit, StackShape, Transformer};
+use crate::lock::{first_kept_block, transformer_group, LockableTower, TowerLock};
 use hopfield::init;
 use hopfield::layers::encoder::EncoderCache;
 use hopfield::layers::norm::{layer_norm_backward, layer_norm_forward};
@@ -162,13 +163,15 @@ pub struct VisionTransformer<B: Backend> {
     pub proj: B::Tensor,
 }
 
-/// What [`VisionTransformer`]'s backward needs.
+/// What [`VisionTransformer`]'s backward needs: of the groups from `first_trainable` on only (see
+/// [`LockableTower::forward_locked`]).
 #[derive(Clone, Debug)]
 pub struct VisionCache<B: Backend> {
-    patches: B::Tensor,
-    ln_pre: LayerNormCache<B>,
+    first_trainable: usize,
+    patches: Option<B::Tensor>,
+    ln_pre: Option<LayerNormCache<B>>,
     blocks: Vec<EncoderCache<B>>,
-    ln_post: LayerNormCache<B>,
+    ln_post: Option<LayerNormCache<B>>,
     pooled: B::Tensor,
 }
 
@@ -197,6 +200,48 @@ impl<B: Backend> VisionTransformer<B> {
     }
 }
 
+impl<B: Backend> LockableTower<B> for VisionTransformer<B> {
+    /// `layers + 2`: `[conv1, class_embedding, positional_embedding, ln_pre]`, blocks 0 … layers−2,
+    /// `[the last block, ln_post]`, `[proj]` (open_clip's `VisionTransformer.lock`).
+    fn lock_groups(&self) -> usize {
+        self.config.layers + 2
+    }
+    fn lock_group_of(&self, name: &str) -> Option<usize> {
+        let stem = ["conv1.weight", "class_embedding", "positional_embedding", "ln_pre"];
+        transformer_group(name, self.config.layers, &stem, "ln_post", "proj")
+    }
+    fn forward_locked(
+        &self,
+        backend: &B,
+        p: &Self,
+        images: &B::Tensor,
+        mode: Mode,
+        lock: TowerLock,
+    ) -> Result<(B::Tensor, VisionCache<B>)> {
+        let b = self.check(backend, images)?;
+        let first = lock.first_trainable;
+        let c = &self.config;
+        let (w, patch) = (c.width, c.patch_size);
+        let patches = patchify(backend, images, patch);
+        let kernel = backend.reshape(&p.conv1_weight, &[w, c.channels * patch * patch]);
+        let x = backend.matmul(&patches, &kernel, false, true);
+        let cls = backend.expand(&backend.reshape(&p.class_embedding, &[1, 1, w]), 0, b);
+        let x = backend.concat(&cls, &x, 1);
+        let x = backend.add(&x, &broadcast_batch(backend, &p.positional_embedding, b));
+        let eps = c.layer_norm_eps;
+        let (x, ln_pre) = layer_norm_forward(backend, &p.ln_pre, eps, &x);
+        let keep_from = first_kept_block(first, c.layers);
+        let input = EncoderInput::new(x);
+        let (x, blocks) = self.transformer.forward_keeping(backend, &p.transformer, &input, mode, keep_from)?;
+        let cls_out = backend.reshape(&backend.slice(&x, 1, 0, 1), &[b, w]);
+        let (pooled, ln_post) = layer_norm_forward(backend, &p.ln_post, eps, &cls_out);
+        let features = project(backend, &pooled, &p.proj);
+        let (patches, ln_pre) = if first == 0 { (Some(patches), Some(ln_pre)) } else { (None, None) };
+        let ln_post = (first <= c.layers).then_some(ln_post);
+        Ok((features, VisionCache { first_trainable: first, patches, ln_pre, blocks, ln_post, pooled }))
+    }
+}
+
 impl<B: Backend> Layer<B> for VisionTransformer<B> {
     type Params = VisionTransformer<B>;
     type Input = B::Tensor;
@@ -214,22 +259,7 @@ impl<B: Backend> Layer<B> for VisionTransformer<B> {
 
     /// Image features `[B, output_dim]` and the cache for backward.
     fn forward(&self, backend: &B, p: &Self, images: &B::Tensor, mode: Mode) -> Result<(B::Tensor, VisionCache<B>)> {
-        let b = self.check(backend, images)?;
-        let c = &self.config;
-        let (w, patch) = (c.width, c.patch_size);
-        let patches = patchify(backend, images, patch);
-        let kernel = backend.reshape(&p.conv1_weight, &[w, c.channels * patch * patch]);
-        let x = backend.matmul(&patches, &kernel, false, true);
-        let cls = backend.expand(&backend.reshape(&p.class_embedding, &[1, 1, w]), 0, b);
-        let x = backend.concat(&cls, &x, 1);
-        let x = backend.add(&x, &broadcast_batch(backend, &p.positional_embedding, b));
-        let eps = c.layer_norm_eps;
-        let (x, ln_pre) = layer_norm_forward(backend, &p.ln_pre, eps, &x);
-        let (x, blocks) = self.transformer.forward(backend, &p.transformer, &EncoderInput::new(x), mode)?;
-        let cls_out = backend.reshape(&backend.slice(&x, 1, 0, 1), &[b, w]);
-        let (pooled, ln_post) = layer_norm_forward(backend, &p.ln_post, eps, &cls_out);
-        let features = project(backend, &pooled, &p.proj);
-        Ok((features, VisionCache { patches, ln_pre, blocks, ln_post, pooled }))
+        self.forward_locked(backend, p, images, mode, TowerLock::OPEN)
     }
 
     /// Backward from d loss / d features `[B, output_dim]`: accumulates every parameter gradient into
@@ -253,20 +283,33 @@ impl<B: Backend> Layer<B> for VisionTransformer<B> {
                 &shape,
             ));
         }
+        let first = cache.first_trainable;
+        if first > c.layers {
+            // Only `proj` trains (or nothing): its gradient is all that is needed.
+            if first == c.layers + 1 {
+                backend.axpy(&mut grads.proj, one::<B>(), &backend.matmul(&cache.pooled, d_features, true, false));
+            }
+            return Ok(());
+        }
+        let missing = |name: &str| HopfieldError::Missing { op: "vision.backward", name: format!("{name} cache") };
+        let ln_post = cache.ln_post.as_ref().ok_or_else(|| missing("ln_post"))?;
         let d_pooled = project_backward(backend, &cache.pooled, &p.proj, d_features, &mut grads.proj);
-        let d_cls = layer_norm_backward(backend, &p.ln_post, &cache.ln_post, &d_pooled, &mut grads.ln_post);
+        let d_cls = layer_norm_backward(backend, &p.ln_post, ln_post, &d_pooled, &mut grads.ln_post);
         let tokens = c.grid() * c.grid() + 1;
         let mut dx = backend.zeros(&[b, tokens, w]);
         backend.slice_add(&mut dx, 1, 0, &backend.reshape(&d_cls, &[b, 1, w]));
         let dx = self.transformer.backward(backend, &p.transformer, &cache.blocks, &dx, &mut grads.transformer)?;
-        let dx = layer_norm_backward(backend, &p.ln_pre, &cache.ln_pre, &dx, &mut grads.ln_pre);
+        let (Some(patches), Some(ln_pre)) = (&cache.patches, &cache.ln_pre) else {
+            return Ok(()); // the stem is frozen
+        };
+        let dx = layer_norm_backward(backend, &p.ln_pre, ln_pre, &dx, &mut grads.ln_pre);
         // x = concat(cls, patches·kernelᵀ) + pos
         let d_pos = backend.sum_axis(&dx, 0);
         backend.axpy(&mut grads.positional_embedding, one::<B>(), &backend.reshape(&d_pos, &[tokens, w]));
         let d_cls_emb = backend.sum_axis(&backend.slice(&dx, 1, 0, 1), 0);
         backend.axpy(&mut grads.class_embedding, one::<B>(), &backend.reshape(&d_cls_emb, &[w]));
         let d_emb = backend.reshape(&backend.slice(&dx, 1, 1, tokens - 1), &[b * (tokens - 1), w]);
-        let patches = backend.reshape(&cache.patches, &[b * (tokens - 1), c.channels * patch * patch]);
+        let patches = backend.reshape(patches, &[b * (tokens - 1), c.channels * patch * patch]);
         let d_kernel = backend.matmul(&d_emb, &patches, true, false);
         backend.axpy(&mut grads.conv1_weight, one::<B>(), &backend.reshape(&d_kernel, &[w, c.channels, patch, patch]));
         Ok(())

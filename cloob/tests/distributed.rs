@@ -110,6 +110,13 @@ fn two_ranks_equal_one_process_with_accumulation() {
     same_run("accum", &["--loss", "cloob", "--accum-freq", "2"]);
 }
 
+/// A locked image tower but its last group, with accumulation: frozen tensors have empty gradients, which
+/// the all-reduce passes over; the trainable ones are summed as without a lock.
+#[test]
+fn two_ranks_equal_one_process_with_a_locked_image_tower() {
+    same_run("lock", &["--loss", "cloob", "--accum-freq", "2", "--lock-image", "--lock-image-unlocked-groups", "2"]);
+}
+
 /// On a CSV, each of two ranks decodes its 16 rows of each global batch of 32 (80 for 5 steps) and only
 /// rank 0 reads the evaluation set; one process decodes all 160. The run equals the one-process run.
 #[test]

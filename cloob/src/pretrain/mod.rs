@@ -18,7 +18,7 @@ pub mod run;
 pub mod run_dir;
 mod sources;
 
-pub use config::{DataSpec, LongRunOptions, OnNan, Recipe, RunConfig, Scheduler};
+pub use config::{DataSpec, LockOptions, LongRunOptions, OnNan, Recipe, RunConfig, Scheduler};
 pub use run::{train, RunOptions, RunSummary};
 
 /// Errors of a run: each says what failed and where.

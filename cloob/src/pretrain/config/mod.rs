@@ -11,8 +11,10 @@ use hopfield::optim::{AdamConfig, DecayFilter, LrSchedule};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
+mod lock;
 mod parse;
 mod resume;
+pub use lock::LockOptions;
 pub(crate) use parse::fits_in_memory;
 use parse::*;
 pub use parse::{at_least_two, separator};
@@ -290,6 +292,10 @@ pub struct RunConfig {
     #[command(flatten)]
     #[serde(default)]
     pub long_run: LongRunOptions,
+    /// Frozen towers for fine-tuning (open_clip's --lock-* flags; LiT).
+    #[command(flatten)]
+    #[serde(default)]
+    pub lock: LockOptions,
     /// Run name (the binary's `--name`; by default [`RunConfig::default_name`]).
     #[arg(skip)]
     pub name: String,
@@ -520,7 +526,7 @@ impl RunConfig {
         if !self.csv.separator.is_ascii() {
             return bad("csv-separator", format!("must be one ASCII character, got {:?}", self.csv.separator));
         }
-        self.clip_config().map(|_| ())
+        self.lock.validate(&self.clip_config()?)
     }
 
     /// This config with its data paths (`--data csv:`, `--val-data`, `--fashion-dir`) made absolute against
@@ -558,6 +564,7 @@ impl RunConfig {
         t.loss.loob_scale = self.loob_scale;
         t.accum_freq = self.accum_freq;
         t.grad_clip_norm = self.grad_clip_norm;
+        t.lock = self.lock.lock_config();
         t
     }
 
