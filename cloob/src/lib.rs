@@ -44,6 +44,7 @@ pub mod loss;
 pub mod model;
 #[cfg(feature = "pretrain")]
 pub mod pretrain;
+pub mod resnet;
 pub mod shapes;
 pub mod text;
 pub mod tokenizer;
