@@ -40,6 +40,7 @@ pub mod blocks;
 pub mod data;
 pub mod dist;
 pub mod eval;
+pub mod image_tower;
 pub mod loss;
 pub mod model;
 #[cfg(feature = "pretrain")]

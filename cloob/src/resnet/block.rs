@@ -208,14 +208,20 @@ impl<B: Backend> Bottleneck<B> {
         Ok(dx)
     }
 
-    /// Fold a training pass's batch statistics into every batch norm's running ones.
-    pub fn update_running_stats(&mut self, backend: &B, cache: &BottleneckCache<B>, momentum: f64) {
-        self.bn1.update_running_stats(backend, &cache.unit1.bn, momentum);
-        self.bn2.update_running_stats(backend, &cache.unit2.bn, momentum);
-        self.bn3.update_running_stats(backend, &cache.unit3.bn, momentum);
-        if let (Some(d), Some(c)) = (&mut self.downsample, &cache.downsample) {
-            d.bn.update_running_stats(backend, &c.bn, momentum);
-        }
+    /// Its batch norms, in the order of [`Bottleneck::norm_caches`].
+    pub(crate) fn norms_mut(&mut self) -> Vec<&mut BatchNorm2d<B>> {
+        let mut out = vec![&mut self.bn1, &mut self.bn2, &mut self.bn3];
+        out.extend(self.downsample.as_mut().map(|d| &mut d.bn));
+        out
+    }
+}
+
+impl<B: Backend> BottleneckCache<B> {
+    /// The batch norms' caches: `bn1`, `bn2`, `bn3`, then `downsample.1` when present.
+    pub(crate) fn norm_caches(&self) -> Vec<&BatchNormCache<B>> {
+        let mut out = vec![&self.unit1.bn, &self.unit2.bn, &self.unit3.bn];
+        out.extend(self.downsample.as_ref().map(|d| &d.bn));
+        out
     }
 }
 

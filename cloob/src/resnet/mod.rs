@@ -12,11 +12,11 @@
 //! [`Mode::Eval`](hopfield::Mode). The forward pass leaves the module unchanged;
 //! [`ModifiedResNet::update_running_stats`] folds a training pass's statistics in afterwards.
 //!
-//! - [`conv`]: convolution (im2col over the backend's row gather) and average pooling, NHWC.
-//! - [`norm`]: [`BatchNorm2d`].
-//! - [`block`]: conv + norm units and the [`Bottleneck`].
-//! - [`attnpool`]: [`AttentionPool2d`].
-//! - [`tower`]: [`ModifiedResNet`].
+//! - [`conv`] holds convolution (im2col over the backend's row gather) and average pooling, NHWC.
+//! - [`norm`] holds [`BatchNorm2d`].
+//! - [`block`] holds conv + norm units and the [`Bottleneck`].
+//! - [`attnpool`] holds [`AttentionPool2d`].
+//! - [`tower`] holds [`ModifiedResNet`].
 
 pub mod attnpool;
 pub mod block;

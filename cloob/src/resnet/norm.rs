@@ -140,14 +140,39 @@ impl<B: Backend> BatchNorm2d<B> {
     /// training: `running = (1 − momentum)·running + momentum·batch` with the unbiased batch variance,
     /// `num_batches_tracked += 1`. A cache of running statistics changes nothing.
     pub fn update_running_stats(&mut self, backend: &B, cache: &BatchNormCache<B>, momentum: f64) {
-        let Some((mean, var)) = &cache.batch else { return };
-        let n = backend.shape(&cache.xhat)[0] as f64;
+        if let Some(stats) = cache.batch_stats(backend) {
+            self.fold_batch_stats(backend, &stats, momentum);
+        }
+    }
+
+    /// [`BatchNorm2d::update_running_stats`] from statistics kept apart from their cache.
+    pub fn fold_batch_stats(&mut self, backend: &B, stats: &BatchStats<B>, momentum: f64) {
+        let n = stats.count as f64;
         let keep = e::<B>(1.0 - momentum);
         self.running_mean = backend.scale(&self.running_mean, keep);
-        backend.axpy(&mut self.running_mean, e::<B>(momentum), mean);
+        backend.axpy(&mut self.running_mean, e::<B>(momentum), &stats.mean);
         self.running_var = backend.scale(&self.running_var, keep);
-        backend.axpy(&mut self.running_var, e::<B>(momentum * n / (n - 1.0)), var);
+        backend.axpy(&mut self.running_var, e::<B>(momentum * n / (n - 1.0)), &stats.var);
         self.num_batches_tracked = backend.add(&self.num_batches_tracked, &backend.full(&[], e::<B>(1.0)));
+    }
+}
+
+/// One training pass's statistics of a batch norm, without the activations of its cache.
+///
+/// # Shapes
+/// `mean` and the biased `var` `[C]`; `count` values per channel.
+#[derive(Clone, Debug)]
+pub struct BatchStats<B: Backend> {
+    mean: B::Tensor,
+    var: B::Tensor,
+    count: usize,
+}
+
+impl<B: Backend> BatchNormCache<B> {
+    /// The batch statistics of a training pass; `None` for a pass on running statistics.
+    pub fn batch_stats(&self, backend: &B) -> Option<BatchStats<B>> {
+        let count = backend.shape(&self.xhat)[0];
+        self.batch.as_ref().map(|(mean, var)| BatchStats { mean: mean.clone(), var: var.clone(), count })
     }
 }
 

@@ -5,7 +5,7 @@ use super::block::{
     bn_cache, conv_bn, conv_bn_backward, conv_weight, Bottleneck, BottleneckCache, ConvBnCache, EXPANSION,
 };
 use super::conv::{avg_pool, avg_pool_backward, Conv2d};
-use super::norm::{BatchNorm2d, BatchNormMode};
+use super::norm::{BatchNorm2d, BatchNormMode, BatchStats};
 use super::ResNetConfig;
 use hopfield::layers::{Layer, Mode};
 use hopfield::{Backend, HopfieldError, Parameters, Result};
@@ -108,10 +108,6 @@ impl<B: Backend> ModifiedResNet<B> {
         [&self.layer1, &self.layer2, &self.layer3, &self.layer4]
     }
 
-    fn stages_mut(&mut self) -> [&mut Vec<Bottleneck<B>>; 4] {
-        [&mut self.layer1, &mut self.layer2, &mut self.layer3, &mut self.layer4]
-    }
-
     /// The batch-norm mode of a pass in `mode`.
     pub fn bn_mode(&self, mode: Mode) -> BatchNormMode {
         let training = matches!(mode, Mode::Train { .. });
@@ -131,18 +127,40 @@ impl<B: Backend> ModifiedResNet<B> {
         Ok(s[0])
     }
 
+    /// Every batch norm, in the order of [`ResNetCache::batch_stats`].
+    fn norms_mut(&mut self) -> Vec<&mut BatchNorm2d<B>> {
+        let mut out = vec![&mut self.bn1, &mut self.bn2, &mut self.bn3];
+        for stage in [&mut self.layer1, &mut self.layer2, &mut self.layer3, &mut self.layer4] {
+            out.extend(stage.iter_mut().flat_map(|b| b.norms_mut()));
+        }
+        out
+    }
+
     /// Fold a training pass's batch statistics (its cache) into every batch norm's running statistics,
     /// as PyTorch does during that pass; a pass in evaluation (or with frozen statistics) changes nothing.
     pub fn update_running_stats(&mut self, backend: &B, cache: &ResNetCache<B>) {
+        self.fold_batch_stats(backend, &cache.batch_stats(backend));
+    }
+
+    /// [`ModifiedResNet::update_running_stats`] from the statistics of [`ResNetCache::batch_stats`].
+    pub fn fold_batch_stats(&mut self, backend: &B, stats: &[Option<BatchStats<B>>]) {
         let m = self.config.bn_momentum;
-        for (bn, unit) in [&mut self.bn1, &mut self.bn2, &mut self.bn3].into_iter().zip(&cache.stem) {
-            bn.update_running_stats(backend, bn_cache(unit), m);
-        }
-        for (stage, caches) in self.stages_mut().into_iter().zip(&cache.blocks) {
-            for (block, c) in stage.iter_mut().zip(caches) {
-                block.update_running_stats(backend, c, m);
+        for (bn, s) in self.norms_mut().into_iter().zip(stats) {
+            if let Some(s) = s {
+                bn.fold_batch_stats(backend, s, m);
             }
         }
+    }
+}
+
+impl<B: Backend> ResNetCache<B> {
+    /// Each batch norm's statistics of a training pass (`None` on running statistics), stem first, then
+    /// each bottleneck's `bn1`, `bn2`, `bn3`, `downsample.1`: all that the running statistics need,
+    /// without the activations.
+    pub fn batch_stats(&self, backend: &B) -> Vec<Option<BatchStats<B>>> {
+        let stem = self.stem.iter().map(bn_cache);
+        let blocks = self.blocks.iter().flatten().flat_map(|c| c.norm_caches());
+        stem.chain(blocks).map(|c| c.batch_stats(backend)).collect()
     }
 }
 
