@@ -47,7 +47,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     std::fs::create_dir_all(&args.out)?;
     let backend = Cpu::<f32>::new();
     let model_cfg = cfg.clip_config()?;
-    let data = open_data(&cfg, model_cfg.vision.image_size, false)?;
+    let data = open_data(&cfg, model_cfg.vision.image_size(), false)?;
     let total = cfg.total_steps(data.train.epoch_len())?;
     // The initialisation of `cloob-pretrain` (pretrain::run): the same seed stream.
     let model = model_cfg.init(&backend, &mut rng_for(&[cfg.seed, 0x1417]))?;

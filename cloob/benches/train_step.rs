@@ -25,7 +25,7 @@ use rand::{rngs::StdRng, SeedableRng};
 
 /// 128 generated scenes for `config`: images and token ids.
 fn batch<B: Backend>(backend: &B, config: &ClipConfig) -> (B::Tensor, TokenBatch) {
-    let data = ShapesBatch::generate(&mut StdRng::seed_from_u64(0), 128, config.vision.image_size);
+    let data = ShapesBatch::generate(&mut StdRng::seed_from_u64(0), 128, config.vision.image_size());
     let tokens = ClipTokenizer::with_context_length(config.text.context_length).unwrap().tokenize(&data.captions);
     (data.images(backend), tokens)
 }
@@ -63,7 +63,7 @@ fn peer_config() -> ClipConfig {
         output_dim: 128,
         ..TextConfig::tiny()
     };
-    ClipConfig { embed_dim: 128, vision, text, init_inv_tau: 30.0, ..ClipConfig::tiny() }
+    ClipConfig { embed_dim: 128, vision: vision.into(), text, init_inv_tau: 30.0, ..ClipConfig::tiny() }
 }
 
 fn peer_step(c: &mut Criterion) {

@@ -40,11 +40,13 @@ pub mod blocks;
 pub mod data;
 pub mod dist;
 pub mod eval;
+pub mod image_tower;
 pub mod lock;
 pub mod loss;
 pub mod model;
 #[cfg(feature = "pretrain")]
 pub mod pretrain;
+pub mod resnet;
 pub mod shapes;
 pub mod text;
 pub mod tokenizer;

@@ -17,6 +17,7 @@
 //! - [`Masked`] reports frozen tensors as not trainable, so the optimiser neither updates nor decays them
 //!   and keeps no moments for them (a checkpoint's optimiser state holds none).
 
+use crate::image_tower::{ImageTower, ImageTowerCache};
 use crate::model::ClipModel;
 use hopfield::layers::{Layer, Mode};
 use hopfield::{Backend, HopfieldError, Parameters, Result};
@@ -192,6 +193,70 @@ impl<B: Backend, P: Parameters<B>> Parameters<B> for Masked<'_, P> {
     fn visit_mut(&mut self, f: &mut dyn FnMut(&str, &mut B::Tensor, bool)) {
         let frozen = self.frozen;
         self.inner.visit_mut(&mut |n, t, tr| f(n, t, tr && !frozen.contains(n)));
+    }
+}
+
+/// A ResNet tower's lock groups (open_clip's `ModifiedResNet.lock`): the stem, `layer1` … `layer4`, the
+/// attention pool.
+pub const RESNET_LOCK_GROUPS: usize = 6;
+
+/// The group of a ResNet tensor by its name within the tower.
+fn resnet_group(name: &str) -> Option<usize> {
+    let module = name.split('.').next()?;
+    match module {
+        "conv1" | "bn1" | "conv2" | "bn2" | "conv3" | "bn3" => Some(0),
+        "layer1" => Some(1),
+        "layer2" => Some(2),
+        "layer3" => Some(3),
+        "layer4" => Some(4),
+        "attnpool" => Some(5),
+        _ => None,
+    }
+}
+
+impl<B: Backend> LockableTower<B> for ImageTower<B> {
+    fn lock_groups(&self) -> usize {
+        match self {
+            ImageTower::Vit(t) => t.lock_groups(),
+            ImageTower::ResNet(_) => RESNET_LOCK_GROUPS,
+        }
+    }
+    fn lock_group_of(&self, name: &str) -> Option<usize> {
+        match self {
+            ImageTower::Vit(t) => t.lock_group_of(name),
+            ImageTower::ResNet(_) => resnet_group(name),
+        }
+    }
+    /// A vision transformer keeps only its trainable groups' caches. A ResNet runs its whole forward (a
+    /// partly locked one backpropagates through every group, see [`ImageTower`]'s backward, and keeps the
+    /// trainable groups' gradients only); fully locked with `freeze_bn_stats` it normalises with its running
+    /// statistics (open_clip's `FrozenBatchNorm2d`). Freezing the statistics of only some groups is refused.
+    fn forward_locked(
+        &self,
+        backend: &B,
+        p: &Self,
+        images: &B::Tensor,
+        mode: Mode,
+        lock: TowerLock,
+    ) -> Result<(B::Tensor, ImageTowerCache<B>)> {
+        match (self, p) {
+            (ImageTower::Vit(t), ImageTower::Vit(p)) => {
+                t.forward_locked(backend, p, images, mode, lock).map(|(y, c)| (y, ImageTowerCache::Vit(c)))
+            }
+            (ImageTower::ResNet(_), ImageTower::ResNet(_)) => {
+                let locked = lock.first_trainable >= RESNET_LOCK_GROUPS;
+                if lock.freeze_bn_stats && lock.first_trainable > 0 && !locked {
+                    return Err(HopfieldError::config(
+                        "lock_image_freeze_bn_stats",
+                        "a ResNet tower freezes its batch-norm statistics only when it is locked whole \
+                         (--lock-image without --lock-image-unlocked-groups)",
+                    ));
+                }
+                let mode = if locked && lock.freeze_bn_stats { Mode::Eval } else { mode };
+                self.forward(backend, p, images, mode)
+            }
+            _ => self.forward(backend, p, images, mode),
+        }
     }
 }
 

@@ -6,11 +6,13 @@
 //! at the root (`token_embedding.weight`, `transformer.resblocks.*`, `ln_final.*`, `text_projection`), and
 //! `logit_scale`.
 
+use crate::image_tower::{ImageTower, ImageTowerCache, ImageTowerConfig, TowerStats};
 use crate::lock::{LockableTower, ModelLock};
 use crate::loss::{l2_normalize, l2_normalize_backward, L2NormCache};
+use crate::resnet::ResNetConfig;
 use crate::text::{TextCache, TextConfig, TextTransformer};
 use crate::tokenizer::TokenBatch;
-use crate::vit::{VisionCache, VisionConfig, VisionTransformer};
+use crate::vit::VisionConfig;
 use hopfield::layers::{Layer, Mode};
 use hopfield::{Backend, Element, HopfieldError, Parameters, Result};
 use rand::Rng;
@@ -25,8 +27,9 @@ pub const MAX_LOGIT_SCALE: f64 = 4.605_170_185_988_092;
 pub struct ClipConfig {
     /// Size of the shared embedding space (both towers' `output_dim`).
     pub embed_dim: usize,
-    /// The image tower.
-    pub vision: VisionConfig,
+    /// The image tower: a vision transformer or a ResNet (`vision.kind`; files without it hold a vision
+    /// transformer).
+    pub vision: ImageTowerConfig,
     /// The text tower.
     pub text: TextConfig,
     /// Initial τ⁻¹ (CLIP's 1/0.07 ≈ 14.3; cloob's default 14.3).
@@ -46,7 +49,7 @@ impl ClipConfig {
     pub fn tiny() -> Self {
         ClipConfig {
             embed_dim: 64,
-            vision: VisionConfig::tiny(),
+            vision: VisionConfig::tiny().into(),
             text: TextConfig::tiny(),
             init_inv_tau: 14.3,
             learnable_inv_tau: false,
@@ -54,11 +57,26 @@ impl ClipConfig {
     }
     /// Both towers' `small` presets, 256-dimensional embeddings.
     pub fn small() -> Self {
-        ClipConfig { embed_dim: 256, vision: VisionConfig::small(), text: TextConfig::small(), ..Self::tiny() }
+        ClipConfig { embed_dim: 256, vision: VisionConfig::small().into(), text: TextConfig::small(), ..Self::tiny() }
     }
     /// The paper's ViT-B/32 with the 512-wide, 8-head, 12-block text transformer, 512-dim embeddings.
     pub fn vit_b32() -> Self {
-        ClipConfig { embed_dim: 512, vision: VisionConfig::vit_b32(), text: TextConfig::paper(), ..Self::tiny() }
+        ClipConfig { embed_dim: 512, vision: VisionConfig::vit_b32().into(), text: TextConfig::paper(), ..Self::tiny() }
+    }
+    /// CLIP's RN50: the ResNet-50 image tower (224×224, attention pool of 32 heads) and the 512-wide,
+    /// 8-head, 12-block text transformer, 1024-dim embeddings.
+    pub fn rn50() -> Self {
+        let text = TextConfig { output_dim: 1024, ..TextConfig::paper() };
+        ClipConfig { embed_dim: 1024, vision: ResNetConfig::rn50().into(), text, ..Self::tiny() }
+    }
+    /// CLIP's RN101: the ResNet-101 image tower and the paper's text transformer, 512-dim embeddings.
+    pub fn rn101() -> Self {
+        ClipConfig { embed_dim: 512, vision: ResNetConfig::rn101().into(), text: TextConfig::paper(), ..Self::tiny() }
+    }
+    /// A test-sized ResNet CLIP: [`ResNetConfig::tiny`] (32×32 images) and the tiny text tower, 64-dim
+    /// embeddings.
+    pub fn rn_tiny() -> Self {
+        ClipConfig { vision: ResNetConfig::tiny().into(), ..Self::tiny() }
     }
     /// With a learnable τ⁻¹.
     pub fn learnable_inv_tau(self, on: bool) -> Self {
@@ -69,12 +87,14 @@ impl ClipConfig {
     pub fn validate(&self) -> Result<()> {
         self.vision.validate()?;
         self.text.validate()?;
-        if self.vision.output_dim != self.embed_dim || self.text.output_dim != self.embed_dim {
+        if self.vision.output_dim() != self.embed_dim || self.text.output_dim != self.embed_dim {
             return Err(HopfieldError::config(
                 "embed_dim",
                 format!(
                     "vision.output_dim {} and text.output_dim {} must equal embed_dim {}",
-                    self.vision.output_dim, self.text.output_dim, self.embed_dim
+                    self.vision.output_dim(),
+                    self.text.output_dim,
+                    self.embed_dim
                 ),
             ));
         }
@@ -106,7 +126,7 @@ pub struct ClipModel<B: Backend> {
     #[param(skip)]
     pub config: ClipConfig,
     /// `visual.*`.
-    pub visual: VisionTransformer<B>,
+    pub visual: ImageTower<B>,
     /// The text tower, at the root of the names.
     #[param(flatten)]
     pub text: TextTransformer<B>,
@@ -152,7 +172,7 @@ pub struct ClipOutput<B: Backend> {
 /// What [`ClipModel`]'s backward needs.
 #[derive(Clone, Debug)]
 pub struct ClipCache<B: Backend> {
-    vision: VisionCache<B>,
+    vision: ImageTowerCache<B>,
     text: TextCache<B>,
     image_norm: L2NormCache<B>,
     text_norm: L2NormCache<B>,
@@ -161,6 +181,13 @@ pub struct ClipCache<B: Backend> {
     /// Whether each tower has trainable groups (a fully locked one is not backpropagated).
     train_image: bool,
     train_text: bool,
+}
+
+impl<B: Backend> ClipCache<B> {
+    /// The image tower's batch statistics of this pass (a ResNet's in training), without the activations.
+    pub fn image_batch_stats(&self, backend: &B) -> TowerStats<B> {
+        self.vision.batch_stats(backend)
+    }
 }
 
 impl<B: Backend> ClipModel<B> {
@@ -177,6 +204,18 @@ impl<B: Backend> ClipModel<B> {
     /// Normalised text embeddings `[B, embed_dim]` (no cache kept).
     pub fn encode_text(&self, backend: &B, tokens: &TokenBatch) -> Result<B::Tensor> {
         Ok(l2_normalize(backend, &self.text.infer(backend, tokens)?)?.0)
+    }
+
+    /// Fold a training pass's batch statistics (a ResNet tower's batch norms) into the running ones, as
+    /// PyTorch does during the pass; nothing for a vision transformer or a pass in evaluation.
+    pub fn update_running_stats(&mut self, backend: &B, cache: &ClipCache<B>) {
+        self.visual.update_running_stats(backend, &cache.vision);
+    }
+
+    /// [`ClipModel::update_running_stats`] from statistics kept apart from their cache
+    /// ([`ClipCache::image_batch_stats`]).
+    pub fn fold_batch_stats(&mut self, backend: &B, stats: &TowerStats<B>) {
+        self.visual.fold_batch_stats(backend, stats);
     }
 
     /// Clamp `logit_scale` to `[0, ln 100]` (after every optimiser step, as open_clip); returns τ⁻¹ after

@@ -10,6 +10,7 @@
 //! which multiplies the temperature's gradient by `accum_freq`).
 
 use crate::dist::{all_gather_rows, all_reduce_grads, Collective, CommElement, SingleProcess};
+use crate::image_tower::TowerStats;
 use crate::lock::{LockConfig, ModelLock};
 use crate::loss::{contrastive_loss_normalized, LossConfig, LossOutput};
 use crate::model::{ClipInput, ClipModel, ClipOutputGrads};
@@ -167,7 +168,9 @@ impl<B: Backend> Trainer<B> {
         };
         let comm_time = std::cell::Cell::new(0.0);
         let timed = Timed { inner: comm, seconds: &comm_time };
-        let loss = self.accumulate(backend, images, tokens, &timed, &mut grads).map_err(|e| name_step(step, e))?;
+        let mut stats = Vec::new();
+        let loss =
+            self.accumulate(backend, images, tokens, &timed, &mut grads, &mut stats).map_err(|e| name_step(step, e))?;
         all_reduce_grads(backend, &timed, &mut grads)?;
         let lr = self.config.schedule.lr_at(step);
         let grad_norm = match self.config.grad_clip_norm {
@@ -192,6 +195,10 @@ impl<B: Backend> Trainer<B> {
         // Frozen tensors visit as not trainable: no update, no decay, no moments.
         let (model, lock) = (&mut self.model, &self.lock);
         self.optimizer.step(backend, &mut lock.mask(model), &lock.mask(&mut grads), lr)?;
+        // A ResNet's running statistics, as PyTorch updates them in each training forward pass.
+        for s in &stats {
+            self.model.fold_batch_stats(backend, s);
+        }
         self.grads = Some(grads);
         let inv_tau = self.model.clamp_logit_scale(backend);
         self.step += 1;
@@ -207,7 +214,7 @@ impl<B: Backend> Trainer<B> {
         B::Elem: CommElement,
     {
         let mut grads = self.lock.zero_grads(backend, &self.model);
-        let loss = self.accumulate(backend, images, tokens, &SingleProcess, &mut grads)?;
+        let loss = self.accumulate(backend, images, tokens, &SingleProcess, &mut grads, &mut Vec::new())?;
         Ok((loss, grads))
     }
 
@@ -220,6 +227,7 @@ impl<B: Backend> Trainer<B> {
         tokens: &TokenBatch,
         comm: &dyn Collective,
         grads: &mut ClipModel<B>,
+        stats: &mut Vec<TowerStats<B>>,
     ) -> Result<f64>
     where
         B::Elem: CommElement,
@@ -242,10 +250,13 @@ impl<B: Backend> Trainer<B> {
         let model = &self.model;
         // Training mode: dropout (none in CLIP's towers) would draw from the step.
         let mode = Mode::Train { seed: step };
-        // The caches hold the trainable groups' activations only, and the backward stops there.
-        let pass = |images: &B::Tensor, tokens: &TokenBatch| {
+        // The caches hold the trainable groups' activations only, and the backward stops there; each
+        // pass's batch statistics (a ResNet's) are kept for the running statistics.
+        let mut pass = |images: &B::Tensor, tokens: &TokenBatch| {
             let input = ClipInput { images: images.clone(), tokens: tokens.clone() };
-            model.forward_locked(backend, model, &input, mode, &self.lock)
+            let (out, cache) = model.forward_locked(backend, model, &input, mode, &self.lock)?;
+            stats.push(cache.image_batch_stats(backend));
+            Ok::<_, HopfieldError>((out, cache))
         };
         // This rank's rows of the global batch, and the τ⁻¹ gradient counted once over all ranks.
         let (offset, first_rank) = (comm.rank() * n, comm.rank() == 0);

@@ -154,7 +154,7 @@ fn two_tower_backward_matches_finite_differences_through_normalisation_and_tempe
     let mut rng = StdRng::seed_from_u64(23);
     let config = ClipConfig {
         embed_dim: 6,
-        vision: small_vision("quick_gelu"),
+        vision: small_vision("quick_gelu").into(),
         text: small_text("quick_gelu"),
         init_inv_tau: 10.0,
         learnable_inv_tau: true,

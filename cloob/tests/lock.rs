@@ -31,7 +31,7 @@ fn micro_config() -> ClipConfig {
         ..VisionConfig::tiny()
     };
     let text = TextConfig { context_length: 16, width: 16, layers: 2, heads: 2, output_dim: 8, ..TextConfig::tiny() };
-    ClipConfig { embed_dim: 8, vision, text, ..ClipConfig::tiny() }.learnable_inv_tau(true)
+    ClipConfig { embed_dim: 8, vision: vision.into(), text, ..ClipConfig::tiny() }.learnable_inv_tau(true)
 }
 
 /// Every tensor's values as bit patterns, by name.
@@ -320,4 +320,69 @@ fn two_ranks_with_a_lock_take_the_one_process_step() {
             assert_ne!(after["visual.proj"], start["visual.proj"]);
         }
     }
+}
+
+/// 8 pairs of 32×32 images.
+fn batch32<B: Backend>(backend: &B, seed: u64) -> (B::Tensor, TokenBatch) {
+    let data = ShapesBatch::generate(&mut StdRng::seed_from_u64(seed), 8, 32);
+    (data.images(backend), ClipTokenizer::with_context_length(16).unwrap().tokenize(&data.captions))
+}
+
+/// A ResNet image tower (32×32 images, one bottleneck per stage) with the micro text tower.
+fn resnet_trainer<B: Backend>(backend: &B, lock: LockConfig) -> Trainer<B> {
+    use cloob::resnet::ResNetConfig;
+    let vision = ResNetConfig { image_size: 32, width: 4, output_dim: 8, ..ResNetConfig::tiny() };
+    let model = ClipConfig { vision: vision.into(), ..micro_config() }.init(backend, &mut StdRng::seed_from_u64(3));
+    let config = TrainConfig::new(LossConfig::new(LossKind::Cloob), LrSchedule::Constant { lr: 1e-2 }).lock(lock);
+    Trainer::new(model.unwrap(), config).unwrap()
+}
+
+/// A ResNet tower locks by open_clip's groups (stem, 4 stages, attention pool): locked whole with frozen
+/// batch-norm statistics nothing of it changes, running statistics included; with the attention pool
+/// unlocked only the pool trains (the running statistics still follow the batches, as in open_clip without
+/// `freeze_bn_stats`), with the gradients of the unlocked model.
+#[test]
+fn a_resnet_tower_locks_by_its_groups() {
+    let cpu = Cpu::<f64>::new();
+    let whole = LockConfig { image_unlocked_groups: Some(0), freeze_bn_stats: true, ..LockConfig::default() };
+    let pool = LockConfig { image_unlocked_groups: Some(1), ..LockConfig::default() };
+    let running = |n: &str| n.contains("running_") || n.ends_with("num_batches_tracked");
+    for (lock, may_change) in [
+        (whole, (|n: &str| !n.starts_with("visual.")) as fn(&str) -> bool),
+        (pool, |n: &str| {
+            !n.starts_with("visual.")
+                || n.starts_with("visual.attnpool.")
+                || n.contains("running_")
+                || n.ends_with("num_batches_tracked")
+        }),
+    ] {
+        let mut t = resnet_trainer(&cpu, lock);
+        let start = bits(&cpu, &t.model);
+        for step in 0..2 {
+            let (images, tokens) = batch32(&cpu, 30 + step);
+            t.step(&cpu, &images, &tokens).unwrap();
+        }
+        let moved = changed(&start, &bits(&cpu, &t.model));
+        let expected: Vec<String> = start.keys().filter(|n| may_change(n)).cloned().collect();
+        assert_eq!(moved, expected, "{lock:?}: the tensors that changed");
+    }
+    // The unlocked pool's gradients equal the unlocked model's.
+    let (images, tokens) = batch32(&cpu, 40);
+    let (_, open) = resnet_trainer(&cpu, LockConfig::default()).gradients(&cpu, &images, &tokens).unwrap();
+    let (_, locked) = resnet_trainer(&cpu, pool).gradients(&cpu, &images, &tokens).unwrap();
+    let (open, locked) = (bits(&cpu, &open), bits(&cpu, &locked));
+    for (n, v) in &locked {
+        if n.starts_with("visual.") && !running(n) {
+            let trainable = n.starts_with("visual.attnpool.");
+            assert_eq!(v.is_empty(), !trainable, "{n}");
+            if trainable {
+                assert_eq!(v, &open[n], "{n}");
+            }
+        }
+    }
+    // Frozen statistics for only some groups are refused.
+    let some = LockConfig { image_unlocked_groups: Some(2), freeze_bn_stats: true, ..LockConfig::default() };
+    let (images, tokens) = batch32(&cpu, 41);
+    let err = resnet_trainer(&cpu, some).gradients(&cpu, &images, &tokens).unwrap_err();
+    assert!(err.to_string().contains("locked whole"), "{err}");
 }

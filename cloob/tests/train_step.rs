@@ -30,7 +30,7 @@ fn micro_config() -> ClipConfig {
         ..VisionConfig::tiny()
     };
     let text = TextConfig { context_length: 16, width: 16, layers: 1, heads: 2, output_dim: 8, ..TextConfig::tiny() };
-    ClipConfig { embed_dim: 8, vision, text, ..ClipConfig::tiny() }
+    ClipConfig { embed_dim: 8, vision: vision.into(), text, ..ClipConfig::tiny() }
 }
 
 fn tensors<B: Backend, P: Parameters<B>>(p: &P) -> HashMap<String, B::Tensor> {
@@ -95,7 +95,8 @@ fn non_finite_values_stop_with_the_step_named_and_leave_the_model() {
     assert!(err.to_string().contains("step 1"), "{err}");
     // A non-finite weight: the gradient check names the step and a tensor.
     let mut broken = trainer.clone();
-    broken.model.visual.proj[[0, 0]] = f32::INFINITY;
+    let cloob::image_tower::ImageTower::Vit(vit) = &mut broken.model.visual else { panic!("a vision transformer") };
+    vit.proj[[0, 0]] = f32::INFINITY;
     let err = broken.step(&cpu, &images, &tokens).unwrap_err();
     assert!(err.to_string().contains("step 1"), "{err}");
     // Nothing moved, and the step count did not advance.

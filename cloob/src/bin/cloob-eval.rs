@@ -89,7 +89,7 @@ fn run_on<B: Backend<Elem = f32>>(backend: &B, a: &Args) -> Outcome {
     }
     cfg.eval_size = a.eval_size;
     let cfg = cfg.with_absolute_paths()?;
-    let mut data = open_data(&cfg, model.config.vision.image_size, true)?;
+    let mut data = open_data(&cfg, model.config.vision.image_size(), true)?;
     let set = data.eval.first_mut().ok_or_else(|| PretrainError("the data source has no evaluation set".into()))?;
     if let Some(path) = &a.classes {
         let csv = match (&cfg.data, &cfg.csv.val) {

@@ -143,9 +143,9 @@ fn train_on<B: Backend<Elem = f32>>(
     }
     let model_cfg = cfg.clip_config()?;
     let prefetch = opts.prefetch.unwrap_or(2);
-    let side = model_cfg.vision.image_size as u64;
+    let side = model_cfg.vision.image_size() as u64;
     fits_in_memory("prefetch", prefetch, (prefetch as u64 + 1) * (cfg.batch_size / ranks) as u64 * 3 * side * side)?;
-    let data = open_data(cfg, model_cfg.vision.image_size, lead && !opts.no_eval)?;
+    let data = open_data(cfg, model_cfg.vision.image_size(), lead && !opts.no_eval)?;
     let total = cfg.total_steps(data.train.epoch_len())?;
     let say = |m: String| {
         if opts.verbose && lead {

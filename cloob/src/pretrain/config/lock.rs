@@ -1,7 +1,8 @@
 //! open_clip's tower-locking flags (LiT fine-tuning): which parts of the model stay frozen.
 
 use super::{PretrainError, Result};
-use crate::lock::LockConfig;
+use crate::image_tower::ImageTowerConfig;
+use crate::lock::{LockConfig, RESNET_LOCK_GROUPS};
 use crate::model::ClipConfig;
 use serde::{Deserialize, Serialize};
 
@@ -64,17 +65,21 @@ impl LockOptions {
                     .into(),
             ));
         }
-        // A transformer tower has open_clip's `layers + 2` groups.
+        // A transformer tower has open_clip's `layers + 2` groups, a ResNet its stem, four stages and pool.
+        let image_groups = match &model.vision {
+            ImageTowerConfig::Vit(c) => (c.layers + 2, format!("{} blocks + the stem and the projection", c.layers)),
+            ImageTowerConfig::ResNet(_) => (RESNET_LOCK_GROUPS, "the stem, 4 stages and the attention pool".into()),
+        };
+        let text_groups =
+            (model.text.layers + 2, format!("{} blocks + the stem and the projection", model.text.layers));
         let towers = [
-            ("lock-image-unlocked-groups", self.lock_image_unlocked_groups, model.vision.layers + 2),
-            ("lock-text-unlocked-layers", self.lock_text_unlocked_layers, model.text.layers + 2),
+            ("lock-image-unlocked-groups", self.lock_image_unlocked_groups, image_groups),
+            ("lock-text-unlocked-layers", self.lock_text_unlocked_layers, text_groups),
         ];
-        for (flag, n, groups) in towers {
+        for (flag, n, (groups, what)) in towers {
             if n > groups {
                 return Err(PretrainError(format!(
-                    "--{flag} {n}: the tower has {groups} layer groups ({} blocks + the stem and the projection \
-                     groups); use at most {groups}",
-                    groups - 2
+                    "--{flag} {n}: the tower has {groups} layer groups ({what}); use at most {groups}"
                 )));
             }
         }

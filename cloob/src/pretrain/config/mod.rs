@@ -170,7 +170,8 @@ impl Default for CsvOptions {
 /// its default is written here once ([`RunConfig::default`] reads the flags' defaults).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, clap::Args)]
 pub struct RunConfig {
-    /// Model preset: tiny (2 CPU cores, minutes), small, vit-b32 (the paper's).
+    /// Model preset: tiny (2 CPU cores, minutes), small, vit-b32 (the paper's); ResNet towers rn-tiny,
+    /// rn50, rn101.
     #[arg(long = "model", value_name = "MODEL", default_value = "tiny")]
     pub model_preset: String,
     /// Loss.
@@ -390,7 +391,14 @@ impl RunConfig {
             "tiny" => ClipConfig::tiny(),
             "small" => ClipConfig::small(),
             "vit-b32" | "ViT-B-32" => ClipConfig::vit_b32(),
-            other => return Err(PretrainError(format!("unknown model preset {other:?}: use tiny, small or vit-b32"))),
+            "rn-tiny" => ClipConfig::rn_tiny(),
+            "rn50" | "RN50" => ClipConfig::rn50(),
+            "rn101" | "RN101" => ClipConfig::rn101(),
+            other => {
+                return Err(PretrainError(format!(
+                    "unknown model preset {other:?}: use tiny, small, vit-b32, rn-tiny, rn50 or rn101"
+                )))
+            }
         };
         Ok(ClipConfig { init_inv_tau: self.init_inv_tau, learnable_inv_tau: self.learnable_inv_tau, ..base })
     }
@@ -512,7 +520,7 @@ impl RunConfig {
             return bad("name", e);
         }
         let image_bytes = {
-            let s = self.clip_config()?.vision.image_size as u64;
+            let s = self.clip_config()?.vision.image_size() as u64;
             3 * s * s * 4
         };
         // The evaluation sets are held decoded (Fashion-MNIST's probe adds a train set twice its size).
