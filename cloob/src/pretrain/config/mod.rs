@@ -12,10 +12,12 @@ use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
 mod parse;
+mod pretrained;
 mod resume;
 pub(crate) use parse::fits_in_memory;
 use parse::*;
 pub use parse::{at_least_two, separator};
+pub use pretrained::{legacy_architecture, ModelSource};
 pub use resume::{MAY_CHANGE, SAFE_ON_RESUME};
 
 /// The most scenes in an epoch of the embedded set (its permutation holds 4 bytes a scene).
@@ -168,9 +170,14 @@ impl Default for CsvOptions {
 /// its default is written here once ([`RunConfig::default`] reads the flags' defaults).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, clap::Args)]
 pub struct RunConfig {
-    /// Model preset: tiny (2 CPU cores, minutes), small, vit-b32 (the paper's).
+    /// Model: tiny (2 CPU cores, minutes), small, vit-b32 (the paper's), or open_clip's ViT-B-32, ViT-B-16,
+    /// ViT-L-14 and their -quickgelu variants (see cloob/model_configs/).
     #[arg(long = "model", value_name = "MODEL", default_value = "tiny")]
     pub model_preset: String,
+    /// A model-config file, open_clip weights to start from, the architecture a checkpoint was trained with.
+    #[command(flatten)]
+    #[serde(default)]
+    pub source: ModelSource,
     /// Loss.
     #[arg(long, value_enum, default_value_t = LossKind::Cloob)]
     pub loss: LossKind,
@@ -378,14 +385,9 @@ impl RunConfig {
         format!("{}-{}-{}-s{}", loss.get_name(), self.model_preset, data, self.seed)
     }
 
-    /// The model's shape: the preset with this run's τ⁻¹ settings.
+    /// The model's shape ([`ModelSource::resolve`]) with this run's τ⁻¹ settings.
     pub fn clip_config(&self) -> Result<ClipConfig> {
-        let base = match self.model_preset.as_str() {
-            "tiny" => ClipConfig::tiny(),
-            "small" => ClipConfig::small(),
-            "vit-b32" | "ViT-B-32" => ClipConfig::vit_b32(),
-            other => return Err(PretrainError(format!("unknown model preset {other:?}: use tiny, small or vit-b32"))),
-        };
+        let base = self.source.resolve(&self.model_preset)?;
         Ok(ClipConfig { init_inv_tau: self.init_inv_tau, learnable_inv_tau: self.learnable_inv_tau, ..base })
     }
 
@@ -544,6 +546,7 @@ impl RunConfig {
         if let Some(p) = &self.init_from {
             cfg.init_from = Some(abs(p)?);
         }
+        cfg.source = self.source.with_absolute_paths()?;
         Ok(cfg)
     }
 
