@@ -70,11 +70,14 @@ fn keys_that_change_the_architecture_are_errors_naming_them() {
         ("", "", r#""multimodal_cfg": {"width": 512},"#, "multimodal_cfg"),
         (r#", "widht": 32"#, "", "", "unknown key vision_cfg.widht"),
         ("", "", r#""embed_dimm": 3,"#, "unknown key embed_dimm"),
-        (r#", "image_size": [32, 64]"#, "", "", "only square"),
     ] {
         let e = with(v, t, top).unwrap_err().to_string();
         assert!(e.contains(needle), "{needle}: {e}");
     }
+    let rect = r#"{"embed_dim": 64, "vision_cfg": {"image_size": [32, 64], "layers": 2, "width": 64,
+        "head_width": 16, "patch_size": 8}, "text_cfg": {"width": 64, "heads": 4, "layers": 2}}"#;
+    let e = OpenClipConfig::from_json(rect, "rect").unwrap().to_clip_config().unwrap_err().to_string();
+    assert!(e.contains("vision_cfg.image_size [32, 64]: only square images"), "{e}");
 }
 
 #[test]
