@@ -5,6 +5,7 @@
 //!   [`hopfield`] association (no further update step, β = 1/√head_dim: multi-head attention).
 //! - [`blocks`]: the transformer stack both towers share, under open_clip's names.
 //! - [`model`]: the two-tower model with L2-normalised embeddings and a fixed or learnable τ⁻¹.
+//! - [`model_config`]: architectures as open_clip model-config JSON (ViT-B-32, ViT-L-14, …, our presets).
 //! - [`loss`]: CLOOB's InfoLOOB with Hopfield retrieval, CLIP's InfoNCE and the paper's ablations, with
 //!   explicit gradients on the [`hopfield::Backend`] trait.
 //! - [`train`]: one optimisation step (AdamW, schedules, gradient accumulation, clipping).
@@ -12,7 +13,8 @@
 //! - [`eval`]: zero-shot classification, image↔text retrieval, linear probe and embedding analysis.
 //! - [`shapes`]: a generated image–caption set (coloured shapes) for tests, benches and demos.
 //! - [`data`]: the embedded captioned-scene generator, Fashion-MNIST, open_clip CSV files, the loader.
-//! - `pretrain` (feature `pretrain`, on by default): the `cloob-pretrain` run, checkpoints, evaluation, plots.
+//! - `pretrain` (feature `pretrain`, on by default): the `cloob-pretrain` run, checkpoints, evaluation, plots;
+//!   `pretrained`: open_clip weights in (safetensors, PyTorch `.pt`) and out.
 //!
 //! Every module is config → `init` → `forward` (output + cache) → `backward`; gradients accumulate into
 //! a zeroed copy of the module (`zero_grads`), which [`hopfield::optim`] optimisers take by name.
@@ -44,8 +46,11 @@ pub mod image_tower;
 pub mod lock;
 pub mod loss;
 pub mod model;
+pub mod model_config;
 #[cfg(feature = "pretrain")]
 pub mod pretrain;
+#[cfg(feature = "pretrain")]
+pub mod pretrained;
 pub mod resnet;
 pub mod shapes;
 pub mod text;

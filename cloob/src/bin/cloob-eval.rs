@@ -1,13 +1,15 @@
-//! Evaluate a `cloob-pretrain` checkpoint on any data source: zero-shot per task (and on the user's own
-//! classes with `--classes`), retrieval, embedding analysis and (with labels) the linear probe; prints a
-//! table and writes JSON.
+//! Evaluate a `cloob-pretrain` checkpoint, or open_clip weights (`--pretrained FILE --model NAME`), on any
+//! data source: zero-shot per task (and on the user's own classes with `--classes`), retrieval, embedding
+//! analysis and (with labels) the linear probe; prints a table and writes JSON.
 
 use clap::Parser;
 use cloob::data::labels::{class_task, read_classes, read_templates, IMAGENET_TEMPLATES};
 use cloob::pretrain::checkpoint::load_model;
+use cloob::pretrain::config::ModelSource;
 use cloob::pretrain::evaluate::evaluate;
 use cloob::pretrain::run::open_data;
-use cloob::pretrain::{print_or_quit, DataSpec, PretrainError};
+use cloob::pretrain::{print_or_quit, DataSpec, PretrainError, RunConfig};
+use cloob::pretrained::load_pretrained;
 use hopfield::backend::{Device, OnBackend};
 use hopfield::Backend;
 use std::path::PathBuf;
@@ -15,10 +17,24 @@ use std::path::PathBuf;
 #[derive(Parser, Debug)]
 #[command(name = "cloob-eval", about = "Zero-shot, retrieval, linear probe and embedding analysis of a checkpoint")]
 struct Args {
-    /// The checkpoint's JSON (`logs/<run>/checkpoints/step_NNNNNNN.json`).
-    checkpoint: PathBuf,
-    /// Data source to score (default: the checkpoint's own validation data): embedded, fashion-mnist or
-    /// csv:PATH.
+    /// The checkpoint's JSON (`logs/<run>/checkpoints/step_NNNNNNN.json`); or give --pretrained.
+    #[arg(required_unless_present = "pretrained", conflicts_with = "pretrained")]
+    checkpoint: Option<PathBuf>,
+    /// Evaluate open_clip weights instead of a checkpoint: open_clip_model.safetensors or a PyTorch
+    /// .pt/.bin checkpoint as open_clip or ml-jku/cloob save it, of the model --model or --model-config.
+    #[arg(long, value_name = "FILE")]
+    pretrained: Option<PathBuf>,
+    /// The model of --pretrained: tiny, small, vit-b32, ViT-B-32, ViT-B-16, ViT-L-14 or a -quickgelu variant.
+    #[arg(long, value_name = "MODEL", requires = "pretrained")]
+    model: Option<String>,
+    /// The model of --pretrained as an open_clip model-config JSON.
+    #[arg(long = "model-config", value_name = "FILE.json", requires = "pretrained", conflicts_with = "model")]
+    model_config: Option<PathBuf>,
+    /// With --pretrained: load the tensors that fit, keep fresh values for the rest and say which.
+    #[arg(long, requires = "pretrained")]
+    pretrained_partial: bool,
+    /// Data source to score (default: the checkpoint's own validation data; with --pretrained the embedded
+    /// scenes): embedded, fashion-mnist or csv:PATH.
     #[arg(long)]
     data: Option<DataSpec>,
     /// CSV image path column (default: the checkpoint's).
@@ -71,8 +87,26 @@ fn run(a: &Args) -> Outcome {
 }
 
 fn run_on<B: Backend<Elem = f32>>(backend: &B, a: &Args) -> Outcome {
-    let (model, state) = load_model(backend, &a.checkpoint)?;
-    let mut cfg = state.config.clone();
+    let (model, what, mut cfg, beside) = match (&a.checkpoint, &a.pretrained) {
+        (Some(ckpt), _) => {
+            let (model, state) = load_model(backend, ckpt)?;
+            let what = format!("checkpoint {} (step {}, {:?} loss)", ckpt.display(), state.step, state.config.loss);
+            (model, what, state.config, ckpt.clone())
+        }
+        (None, Some(file)) => {
+            let source = ModelSource { model_config: a.model_config.clone(), ..ModelSource::default() };
+            let name = a.model.clone().or_else(|| source.config_stem()).ok_or_else(|| {
+                PretrainError("--pretrained needs the model: --model NAME or --model-config FILE.json".into())
+            })?;
+            let cfg = RunConfig { model_preset: name.clone(), source, ..RunConfig::default() };
+            let (model, report) = load_pretrained(backend, file, &cfg.clip_config()?, a.pretrained_partial)?;
+            for line in report.describe() {
+                eprintln!("note: --pretrained-partial {}: {line} (left at fresh values or ignored)", file.display());
+            }
+            (model, format!("pretrained {} (model {name})", file.display()), cfg, file.clone())
+        }
+        (None, None) => return Err(PretrainError("give a checkpoint or --pretrained FILE".into()).into()),
+    };
     if let Some(d) = &a.data {
         // The given source is what is scored: not the training run's validation file.
         cfg.data = d.clone();
@@ -135,19 +169,11 @@ fn run_on<B: Backend<Elem = f32>>(backend: &B, a: &Args) -> Outcome {
             DataSpec::Csv(p) => format!("csv-{}", p.file_stem().and_then(|s| s.to_str()).unwrap_or("data")),
             d => d.to_string(),
         };
-        a.checkpoint.with_file_name(format!("eval-{data}.json"))
+        beside.with_file_name(format!("eval-{data}.json"))
     });
     std::fs::write(&out, serde_json::to_string_pretty(&report)?)
         .map_err(|e| PretrainError(format!("cannot write the report {}: {e}", out.display())))?;
-    print_or_quit(&format!(
-        "checkpoint {} (step {}, {:?} loss), data {}\n{}report: {}\n",
-        a.checkpoint.display(),
-        state.step,
-        cfg.loss,
-        cfg.data,
-        report.table(),
-        out.display()
-    ));
+    print_or_quit(&format!("{what}, data {}\n{}report: {}\n", cfg.data, report.table(), out.display()));
     Ok(())
 }
 

@@ -75,6 +75,11 @@ impl Cli {
     fn config(&self, matches: &clap::ArgMatches) -> RunConfig {
         let mut run = self.run.clone();
         run.apply_recipe(&|id| matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine));
+        let given = |id| matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
+        if let Some(stem) = run.source.config_stem().filter(|_| !given("model_preset")) {
+            // --model-config without --model: the run is named after the file.
+            run.model_preset = stem;
+        }
         let name = self.name.clone().unwrap_or_else(|| run.default_name());
         RunConfig { name, ..run }
     }

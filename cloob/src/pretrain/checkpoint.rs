@@ -261,11 +261,19 @@ pub fn remove_incomplete(dir: &Path) -> Result<Vec<PathBuf>> {
 pub fn read_state(path: &Path) -> Result<CheckpointState> {
     let text =
         std::fs::read_to_string(path).map_err(|e| err(format!("cannot read checkpoint {}", path.display()), e))?;
-    let state: CheckpointState = serde_json::from_str(&text).map_err(|e| {
+    let mut state: CheckpointState = serde_json::from_str(&text).map_err(|e| {
         err(format!("{} is not a cloob-pretrain checkpoint (truncated or corrupt JSON)", path.display()), e)
     })?;
     if state.format != FORMAT {
         return Err(PretrainError(format!("{}: format {:?}, expected {FORMAT:?}", path.display(), state.format)));
+    }
+    // A checkpoint from before architectures were stored: its preset by the names of that time.
+    let source = &mut state.config.source;
+    if source.architecture.is_none() && source.model_config.is_none() {
+        if let Some((arch, preset)) = super::config::legacy_architecture(&state.config.model_preset) {
+            source.architecture = Some(arch);
+            state.config.model_preset = preset.into();
+        }
     }
     Ok(state)
 }
@@ -371,6 +379,8 @@ pub fn resume<B: Backend>(
     say: &dyn Fn(String),
 ) -> Result<(Trainer<B>, CheckpointState)> {
     let state = read_state(json)?;
+    // The checkpoint holds its resolved architecture; compare it with this run's, resolved the same way.
+    let config = &RunConfig { source: config.source.resolved(&config.model_preset)?, ..config.clone() };
     let notes = config.check_resumable(&state.config).map_err(|e| err(json.display(), e))?;
     if state.total_steps != total_steps {
         return Err(PretrainError(format!(

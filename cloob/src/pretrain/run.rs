@@ -99,7 +99,10 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary> {
 /// checkpoint to resume from (a shared file system), rank 0 alone writes logs, evaluations, plots and
 /// checkpoints. Ranks must run the same settings and program: checked at start-up.
 pub fn train_with(cfg: &RunConfig, opts: &RunOptions, comm: &dyn Collective) -> Result<RunSummary> {
-    let cfg = &cfg.with_absolute_paths()?;
+    let mut cfg = cfg.with_absolute_paths()?;
+    // The architecture is fixed here, so the checkpoints hold it whatever the named config or file says later.
+    cfg.source = cfg.source.resolved(&cfg.model_preset)?;
+    let cfg = &cfg;
     cfg.validate()?;
     struct OnDevice<'a>(&'a RunConfig, &'a RunOptions, &'a dyn Collective);
     impl OnBackend for OnDevice<'_> {
@@ -210,13 +213,19 @@ fn train_on<B: Backend<Elem = f32>>(
             t
         }
         None => {
-            let model = match &cfg.init_from {
-                Some(ckpt) => {
+            let model = match (&cfg.init_from, &cfg.source.pretrained) {
+                (Some(ckpt), _) => {
                     let m = checkpoint::init_from(backend, ckpt, &model_cfg)?;
                     say(format!("model weights from {} (fresh optimiser and schedule)", ckpt.display()));
                     m
                 }
-                None => model_cfg.init(backend, &mut rng_for(&[cfg.seed, 0x1417]))?,
+                (None, Some(file)) => {
+                    let partial = cfg.source.pretrained_partial;
+                    let m = crate::pretrained::init_from_pretrained(backend, file, &model_cfg, partial, &say)?;
+                    say(format!("pretrained weights from {} (fresh optimiser and schedule)", file.display()));
+                    m
+                }
+                (None, None) => model_cfg.init(backend, &mut rng_for(&[cfg.seed, 0x1417]))?,
             };
             Trainer::new(model, cfg.train_config(total))?
         }

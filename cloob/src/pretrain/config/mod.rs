@@ -13,11 +13,13 @@ use std::path::PathBuf;
 
 mod lock;
 mod parse;
+mod pretrained;
 mod resume;
 pub use lock::LockOptions;
 pub(crate) use parse::fits_in_memory;
 use parse::*;
 pub use parse::{at_least_two, separator};
+pub use pretrained::{legacy_architecture, ModelSource};
 pub use resume::{MAY_CHANGE, SAFE_ON_RESUME};
 
 /// The most scenes in an epoch of the embedded set (its permutation holds 4 bytes a scene).
@@ -170,10 +172,14 @@ impl Default for CsvOptions {
 /// its default is written here once ([`RunConfig::default`] reads the flags' defaults).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, clap::Args)]
 pub struct RunConfig {
-    /// Model preset: tiny (2 CPU cores, minutes), small, vit-b32 (the paper's); ResNet towers rn-tiny,
-    /// rn50, rn101.
+    /// Model: tiny (2 CPU cores, minutes), small, vit-b32 (the paper's), rn-tiny, or open_clip's ViT-B-32,
+    /// ViT-B-16, ViT-L-14, RN50, RN101 and their -quickgelu variants (see cloob/model_configs/).
     #[arg(long = "model", value_name = "MODEL", default_value = "tiny")]
     pub model_preset: String,
+    /// A model-config file, open_clip weights to start from, the architecture a checkpoint was trained with.
+    #[command(flatten)]
+    #[serde(default)]
+    pub source: ModelSource,
     /// Loss.
     #[arg(long, value_enum, default_value_t = LossKind::Cloob)]
     pub loss: LossKind,
@@ -385,21 +391,9 @@ impl RunConfig {
         format!("{}-{}-{}-s{}", loss.get_name(), self.model_preset, data, self.seed)
     }
 
-    /// The model's shape: the preset with this run's τ⁻¹ settings.
+    /// The model's shape ([`ModelSource::resolve`]) with this run's τ⁻¹ settings.
     pub fn clip_config(&self) -> Result<ClipConfig> {
-        let base = match self.model_preset.as_str() {
-            "tiny" => ClipConfig::tiny(),
-            "small" => ClipConfig::small(),
-            "vit-b32" | "ViT-B-32" => ClipConfig::vit_b32(),
-            "rn-tiny" => ClipConfig::rn_tiny(),
-            "rn50" | "RN50" => ClipConfig::rn50(),
-            "rn101" | "RN101" => ClipConfig::rn101(),
-            other => {
-                return Err(PretrainError(format!(
-                    "unknown model preset {other:?}: use tiny, small, vit-b32, rn-tiny, rn50 or rn101"
-                )))
-            }
-        };
+        let base = self.source.resolve(&self.model_preset)?;
         Ok(ClipConfig { init_inv_tau: self.init_inv_tau, learnable_inv_tau: self.learnable_inv_tau, ..base })
     }
 
@@ -558,6 +552,7 @@ impl RunConfig {
         if let Some(p) = &self.init_from {
             cfg.init_from = Some(abs(p)?);
         }
+        cfg.source = self.source.with_absolute_paths()?;
         Ok(cfg)
     }
 

@@ -19,7 +19,10 @@ fn validate_names_the_flag_of_a_bad_setting() {
         (RunConfig { epochs: Some(f64::INFINITY), ..d() }, "--epochs"),
         (RunConfig { grad_clip_norm: Some(-1.0), ..d() }, "--grad-clip-norm"),
         (RunConfig { cycles: 0, ..d() }, "--restart-cycles"),
-        (RunConfig { model_preset: "huge".into(), ..d() }, "unknown model preset"),
+        (
+            RunConfig { model_preset: "huge".into(), ..d() },
+            "--model huge: invalid config `model_config`: unknown model",
+        ),
     ];
     for (cfg, needle) in cases {
         let e = cfg.validate().unwrap_err().to_string();
