@@ -83,11 +83,16 @@ fn tridiagonalize(mut a: Array2<f64>) -> (Vec<f64>, Vec<f64>) {
 /// Eigenvalues of the symmetric tridiagonal matrix (`diag`, sub-diagonal `off[..n−1]`) in place in `diag`.
 fn tridiagonal_ql(d: &mut [f64], e: &mut [f64]) -> std::result::Result<(), ()> {
     let n = d.len();
+    // Negligible also next to the matrix's norm (as LAPACK's `dsterf`): a rank-deficient covariance (fewer
+    // samples than dimensions) has runs of zero diagonal entries, where the relative test alone never holds.
+    let norm = (0..n).map(|i| d[i].abs() + e.get(i).map_or(0.0, |v| v.abs())).fold(0.0, f64::max);
+    let floor = f64::EPSILON * norm;
     for l in 0..n {
         let mut iterations = 0;
         loop {
             // The first negligible sub-diagonal entry at or after l splits the matrix.
-            let m = (l..n - 1).find(|&m| e[m].abs() <= f64::EPSILON * (d[m].abs() + d[m + 1].abs())).unwrap_or(n - 1);
+            let negligible = |m: usize| e[m].abs() <= (f64::EPSILON * (d[m].abs() + d[m + 1].abs())).max(floor);
+            let m = (l..n - 1).find(|&m| negligible(m)).unwrap_or(n - 1);
             if m == l {
                 break;
             }
@@ -184,6 +189,26 @@ mod tests {
         }
         assert!(symmetric_eigenvalues(array![[1.0, 2.0], [0.0, 1.0]].view()).is_err());
         assert_eq!(symmetric_eigenvalues(array![[7.0]].view()).unwrap(), vec![7.0]);
+    }
+
+    /// Fewer samples than dimensions (an evaluation set of 32 images of a 1024-dim RN50): the covariance
+    /// is singular, its tridiagonal form has runs of zeros, and the iteration must still split there.
+    #[test]
+    fn rank_deficient_covariances_converge() {
+        use rand::{rngs::StdRng, Rng, SeedableRng};
+        let mut rng = StdRng::seed_from_u64(2);
+        for (samples, dim) in [(32, 1024), (16, 512), (3, 64)] {
+            let x = Array2::from_shape_fn((samples, dim), |_| rng.gen_range(-1.0..1.0f64));
+            let (count, eig) = explained_variance_count(x.view(), 0.99).unwrap();
+            assert!(count < samples, "{samples}×{dim}: {count}");
+            let trace: f64 = covariance(x.view()).unwrap().diag().sum();
+            assert!((eig.iter().sum::<f64>() - trace).abs() < 1e-9 * trace, "{samples}×{dim}");
+            assert!(
+                eig[samples - 1..].iter().all(|v| v.abs() < 1e-10 * trace),
+                "{samples}×{dim}: {:?}",
+                &eig[..samples]
+            );
+        }
     }
 
     #[test]
