@@ -312,7 +312,7 @@ mod tests {
         let mut g = last.zero_grads(&cpu, &model);
         let mut seen = 0;
         last.mask(&mut g).visit(&mut |n, t, tr| {
-            assert_eq!(t.len() == 0, last.is_frozen(n), "{n}");
+            assert_eq!(t.is_empty(), last.is_frozen(n), "{n}");
             assert_eq!(tr, !last.is_frozen(n) && n != "logit_scale", "{n}");
             seen += 1;
         });

@@ -345,13 +345,7 @@ impl OpenClipConfig {
 
     fn vit_vision(&self, layers: usize, activation: &str) -> Result<VisionConfig> {
         let v = &self.vision_cfg;
-        let image_size = match v.image_size {
-            ImageSize::Square(s) => s,
-            ImageSize::Rect([h, w]) if h == w => h,
-            ImageSize::Rect([h, w]) => {
-                return Err(bad(format!("vision_cfg.image_size [{h}, {w}]: only square images")))
-            }
-        };
+        let image_size = square_side(&v.image_size)?;
         let patch_size = v.patch_size.ok_or_else(|| bad("vision_cfg.patch_size is null for a ViT".into()))?;
         if v.head_width == 0 || !v.width.is_multiple_of(v.head_width) {
             return Err(bad(format!("vision_cfg.head_width {} must divide width {}", v.head_width, v.width)));
@@ -440,11 +434,7 @@ pub fn resnet_vision(cfg: &OpenClipConfig, stages: &[usize]) -> Result<ImageTowe
     let v = &cfg.vision_cfg;
     let layers: [usize; 4] =
         stages.try_into().map_err(|_| bad(format!("vision_cfg.layers {stages:?}: a ResNet has 4 stages")))?;
-    let image_size = match v.image_size {
-        ImageSize::Square(s) => s,
-        ImageSize::Rect([h, w]) if h == w => h,
-        ImageSize::Rect([h, w]) => return Err(bad(format!("vision_cfg.image_size [{h}, {w}]: only square images"))),
-    };
+    let image_size = square_side(&v.image_size)?;
     if v.head_width == 0 || !(v.width * 32).is_multiple_of(v.head_width) {
         return Err(bad(format!("vision_cfg.head_width {} must divide width·32 = {}", v.head_width, v.width * 32)));
     }
@@ -459,6 +449,15 @@ pub fn resnet_vision(cfg: &OpenClipConfig, stages: &[usize]) -> Result<ImageTowe
         output_dim: cfg.embed_dim,
         ..ResNetConfig::tiny()
     }))
+}
+
+/// The side of a square `vision_cfg.image_size` (a number, or `[h, w]` with `h == w`).
+fn square_side(size: &ImageSize) -> Result<usize> {
+    match *size {
+        ImageSize::Square(s) => Ok(s),
+        ImageSize::Rect([h, w]) if h == w => Ok(h),
+        ImageSize::Rect([h, w]) => Err(bad(format!("vision_cfg.image_size [{h}, {w}]: only square images"))),
+    }
 }
 
 /// The model named `name` ([`BUILTIN`]), as a [`ClipConfig`].

@@ -58,8 +58,7 @@ fn check_against_open_clip<B: Backend>(backend: &B, model: &ClipModel<B>, e: &Va
     let images = backend.from_vec(floats(&e["images"]).into_iter().map(B::Elem::of).collect(), &shape);
     let texts: Vec<String> = e["texts"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().into()).collect();
     let tokens = ClipTokenizer::with_context_length(model.config.text.context_length).unwrap().tokenize(&texts);
-    let open_clip_ids: Vec<u32> =
-        e["tokens"].as_array().unwrap().iter().flat_map(|r| floats(r)).map(|x| x as u32).collect();
+    let open_clip_ids: Vec<u32> = e["tokens"].as_array().unwrap().iter().flat_map(floats).map(|x| x as u32).collect();
     let context = model.config.text.context_length;
     assert_eq!(tokens, TokenBatch::new(open_clip_ids, texts.len(), context).unwrap(), "open_clip's token ids");
     let img = model.encode_image(backend, &images).unwrap();
