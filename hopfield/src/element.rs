@@ -31,7 +31,8 @@ pub trait Element:
     fn f64(self) -> f64 {
         ToPrimitive::to_f64(&self).expect("every Element converts to f64")
     }
-    /// `C ← α·A·B + β·C` on strided matrices (A m×k, B k×n, C m×n), through matrixmultiply.
+    /// `C ← α·A·B + β·C` on strided matrices (A m×k, B k×n, C m×n): f32 through the kernel
+    /// [`crate::backend::cpu::sgemm_kernel`] chose for this processor, f64 through matrixmultiply.
     ///
     /// # Safety
     /// The pointers and strides must describe valid matrices of those sizes, C must not alias A or B,
@@ -139,7 +140,7 @@ impl Element for f32 {
         rsc: isize,
         csc: isize,
     ) {
-        matrixmultiply::sgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc)
+        crate::backend::cpu::sgemm::sgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc)
     }
     fn exp_in_place(xs: &mut [f32]) {
         exp_f32_slice(xs)

@@ -8,11 +8,15 @@
 mod blocked;
 mod elementwise;
 mod gemm;
+mod info;
 mod memory;
 mod rows;
+pub(crate) mod sgemm;
 pub(crate) mod sparse;
 
+pub use info::CpuInfo;
 pub use memory::{tune_allocator, MALLOC_TUNING_ENV};
+pub use sgemm::{cpu_vector_bits, sgemm_kernel, sgemm_parallel, SgemmKernel, SGEMM_KERNEL_ENV};
 
 use super::{AdamStep, Backend, ScoreBias};
 use crate::activation::Activation;
