@@ -9,7 +9,7 @@
 //! never compete as two pools on the same cores. [`linear`] adds bias and activation to each block of
 //! rows right after its GEMM, while the block is in cache.
 
-use super::elementwise::{map_loop, wide, widened_forward_slices};
+use super::elementwise::{assume_written, map_loop, wide, widened_forward_slices, written};
 use crate::activation::Activation;
 use crate::element::Element;
 use ndarray::{ArrayD, ArrayViewD, CowArray, IxDyn};
@@ -226,9 +226,10 @@ pub(super) fn linear<E: Element>(
     if !merged || k == 0 || rows * n == 0 {
         // Not one row-major matrix (never for the layers' inputs): compose the plain ops.
         let mut y = matmul(a.data.view(), b.data.view(), false, true);
-        let mut z = act.map(|_| y.clone());
-        let zs = z.as_mut().map_or(&mut [][..], |z| z.as_slice_mut().expect("row-major"));
-        epilogue(y.as_slice_mut().expect("row-major product"), zs, n.max(1), bias, act);
+        let ys = y.as_slice_mut().expect("row-major product");
+        add_bias(ys, n.max(1), bias);
+        let z = act.map(|f| written(ys.len(), |zs| activate(zs, ys, f)));
+        let z = z.map(|z| ArrayD::from_shape_vec(y.raw_dim(), z).expect("activation shape"));
         return (y, z);
     }
     // About LINEAR_BLOCK outputs per block, the block count a multiple of the threads (every thread gets
@@ -236,19 +237,28 @@ pub(super) fn linear<E: Element>(
     let threads = rayon::current_num_threads().max(1);
     let blocks = rows.div_ceil((LINEAR_BLOCK / n).max(1)).div_ceil(threads) * threads;
     let block_rows = rows.div_ceil(blocks).max(1);
-    let mut y = vec![E::zero(); rows * n];
-    let mut z = if act.is_some() { vec![E::zero(); rows * n] } else { Vec::new() };
-    let block = |(bi, (yb, zb)): (usize, (&mut [E], &mut [E]))| {
+    // Neither output is zero-filled: the GEMM (β = 0) writes every element of `y`, the epilogue of `z`.
+    let uninit = |len: usize| {
+        let mut v: Vec<MaybeUninit<E>> = Vec::with_capacity(len);
+        // SAFETY: MaybeUninit needs no initialisation.
+        unsafe { v.set_len(len) };
+        v
+    };
+    let mut y = uninit(rows * n);
+    let mut z = if act.is_some() { uninit(rows * n) } else { Vec::new() };
+    let block = |(bi, (yb, zb)): (usize, (&mut [MaybeUninit<E>], &mut [MaybeUninit<E>]))| {
         let (r0, nr) = (bi * block_rows, yb.len() / n);
         // SAFETY: rows r0..r0+nr of the row-major `x` (merged batches, checked above) and the n × k `w`;
         // `yb` holds nr × n elements.
-        unsafe {
+        let yb = unsafe {
             let ap = a.ptr(0).offset(r0 as isize * a.rs);
-            gemm_block(nr, n, &a, ap, &b, b.ptr(0), yb.as_mut_ptr(), n)
-        }
+            gemm_block(nr, n, &a, ap, &b, b.ptr(0), yb.as_mut_ptr() as *mut E, n);
+            // SAFETY: the GEMM above wrote all nr × n elements of `yb`; MaybeUninit<E> has E's layout.
+            &mut *(yb as *mut [MaybeUninit<E>] as *mut [E])
+        };
         wide(|| epilogue(yb, zb, n, bias, act));
     };
-    let zs: Vec<&mut [E]> = if act.is_some() {
+    let zs: Vec<&mut [MaybeUninit<E>]> = if act.is_some() {
         z.chunks_mut(block_rows * n).collect()
     } else {
         (0..rows.div_ceil(block_rows)).map(|_| &mut [][..]).collect()
@@ -260,20 +270,33 @@ pub(super) fn linear<E: Element>(
         tasks.for_each(block);
     }
     let arr = |v: Vec<E>| ArrayD::from_shape_vec(IxDyn(&shape), v).expect("linear output shape");
-    (arr(y), act.map(|_| arr(z)))
+    // Every block wrote its rows of `y` (GEMM) and, with an activation, of `z` (epilogue).
+    (arr(assume_written(y)), act.map(|_| arr(assume_written(z))))
 }
 
 /// [`linear`]'s work on one block after its GEMM: `y += bias` per row, `z = act(y)`. Always inlined, so
 /// that it vectorises at the width [`wide`] gives.
 #[inline(always)]
-fn epilogue<E: Element>(y: &mut [E], z: &mut [E], n: usize, bias: Option<&[E]>, act: Option<Activation>) {
+fn epilogue<E: Element>(y: &mut [E], z: &mut [MaybeUninit<E>], n: usize, bias: Option<&[E]>, act: Option<Activation>) {
+    add_bias(y, n, bias);
+    if let Some(f) = act {
+        activate(z, y, f);
+    }
+}
+
+/// `y += bias` on each row of `n`.
+#[inline(always)]
+fn add_bias<E: Element>(y: &mut [E], n: usize, bias: Option<&[E]>) {
     if let Some(bs) = bias {
         y.chunks_exact_mut(n).for_each(|r| r.iter_mut().zip(bs).for_each(|(v, &c)| *v += c));
     }
-    if let Some(f) = act {
-        if !widened_forward_slices(f, z, y) {
-            map_loop(z, y, &|v: E| f.forward(v));
-        }
+}
+
+/// `z = f(y)`, every element of `z` written.
+#[inline(always)]
+fn activate<E: Element>(z: &mut [MaybeUninit<E>], y: &[E], f: Activation) {
+    if !widened_forward_slices(f, z, y) {
+        map_loop(z, y, &|v: E| f.forward(v));
     }
 }
 
