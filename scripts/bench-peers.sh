@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Issue 11's side-by-side table in ONE run on this machine: the PyTorch peers first, then our benches, then
-# the ratio table (Markdown on stdout, everything under $OUT, default target/bench-peers).
+# the ratio table (headed by the processor, its vector features and cores) and the f32 GEMM table (Markdown on stdout, everything under $OUT, default target/bench-peers).
 #   scripts/bench-peers.sh
 # Env: VENV (default /tmp/torchvenv; made with PyTorch from PyPI when missing, about 3 GB), THREADS (default
 # 2: PyTorch's intra-op threads and our rayon threads alike; our GEMMs run on rayon's pool), HFLAYERS_DIR (a folder holding the fetched
@@ -23,11 +23,13 @@ py="$VENV/bin/python"
 # Build first, so that compiling does not overlap any timing. `--workspace` everywhere: a `-p` build unifies
 # features differently and would rebuild the dependencies.
 cargo bench --workspace --no-run --bench layers --bench train_step >/dev/null 2>&1
-cargo build --workspace --release --example association_probe >/dev/null 2>&1
+cargo build --workspace --release --example association_probe --example sgemm_probe >/dev/null 2>&1
 
+target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 echo "== PyTorch peers" >&2
 PYTHONPATH="${HFLAYERS_DIR:-}" "$py" scripts/peers/hopfield_peers.py > "$OUT/peers.jsonl"
 "$py" scripts/gpu_peer_step.py cpu >> "$OUT/peers.jsonl"
+"$py" scripts/peers/gemm_peer.py > "$OUT/gemm_peer.jsonl"
 cat "$OUT/peers.jsonl" >&2
 
 echo "== ours" >&2
@@ -35,8 +37,8 @@ cargo bench --workspace --bench layers -- 'hopfield_cpu_f32/tuned/' > "$OUT/laye
 cargo bench --workspace --bench train_step -- '^(cloob|clip)_peer_b128$' > "$OUT/train_step.log" 2>&1
 : > "$OUT/probe.jsonl"
 for l in 4096 8192; do
-    target/release/examples/association_probe cpu 1 1 $l $l 64 0 3 >> "$OUT/probe.jsonl"
+    "$target_dir"/release/examples/association_probe cpu 1 1 $l $l 64 0 3 >> "$OUT/probe.jsonl"
 done
 cat "$OUT/probe.jsonl" >&2
-target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+"$target_dir"/release/examples/sgemm_probe > "$OUT/sgemm_probe.jsonl"
 python3 scripts/peers/table.py "$OUT" "$target_dir/criterion" | tee "$OUT/table.md"

@@ -45,8 +45,15 @@ try:
 except (OSError, StopIteration):
     pass
 threads = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
+flags = set()
+try:
+    flags = set(next(l.split(":", 1)[1].split() for l in open("/proc/cpuinfo") if l.startswith("flags")))
+except (OSError, StopIteration):
+    pass
+vector = " ".join(f for f in ("avx512f", "avx512bw", "avx512vl", "avx512_bf16", "amx_tile", "avx2", "fma") if f in flags)
 print(f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {cpu} ({threads} cores, "
-      f"{platform.system()}), PyTorch first, then ours, in one run of scripts/bench-peers.sh:\n")
+      f"{platform.system()}), PyTorch first, then ours, in one run of scripts/bench-peers.sh.\n")
+print(f"Processor: {cpu}; vector features: {vector or 'none of AVX2/AVX-512'}; {threads} cores.\n")
 print("| case | PyTorch ms | ours ms | ours / PyTorch | target | met |")
 print("|---|---:|---:|---:|---:|---|")
 for name, key, ours, target in rows:
@@ -62,3 +69,21 @@ for name, key, ours, target in rows:
           f"{f'{ratio:.2f}' if ratio else 'n/a'} | ≤ {target} | {'yes' if ratio and ratio <= target else 'no'} |")
 print("\nPyTorch: medians of 7 (the long rows: fastest of 3); ours: criterion medians (the long rows: "
       "association_probe, fastest of 3, the raw fused association without the layer's projections).")
+
+# f32 GEMM throughput of each kernel beside MKL's on the same shapes (sgemm_probe.jsonl, gemm_peer.jsonl).
+gemm = {}
+for name in ("gemm_peer.jsonl", "sgemm_probe.jsonl"):
+    f = out / name
+    if f.exists():
+        for line in f.read_text().splitlines():
+            if line.startswith("{"):
+                r = json.loads(line)
+                gemm.setdefault(r["shape"], {})[r["kernel"]] = r["gflops"]
+if gemm:
+    kernels = ["pytorch-mkl", "matrixmultiply", "avx512"]
+    print("\nf32 GEMM, GFLOP/s (best of 7, the threads above; ours split in row parts over rayon as the backend "
+          "splits a product):\n")
+    print("| m×k×n | " + " | ".join(kernels) + " |")
+    print("|---|" + "---:|" * len(kernels))
+    for shape, got in gemm.items():
+        print(f"| {shape} | " + " | ".join(str(got.get(k, "n/a")) for k in kernels) + " |")

@@ -259,6 +259,8 @@ fn train_on<B: Backend<Elem = f32>>(
     }
     let shards =
         if ranks > 1 { format!(" ({} per process on {ranks})", cfg.batch_size / ranks) } else { String::new() };
+    // What ran, for a user's report: the processor, the f32 GEMM kernel and vector width, rayon's threads.
+    say(format!("cpu: {}", hopfield::backend::cpu::CpuInfo::detect()));
     say(format!(
         "data: {}\nrun: {} steps of {} pairs{shards}, {:?} loss, logs in {}",
         data.train.describe(),
