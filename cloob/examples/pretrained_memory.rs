@@ -89,7 +89,7 @@ fn run(a: &Args) -> Result<bool, String> {
         mb(after),
         after as f64 / size as f64,
     );
-    Ok(a.max_ratio.map_or(true, |r| ratio <= r))
+    Ok(a.max_ratio.is_none_or(|r| ratio <= r))
 }
 
 fn main() -> ExitCode {
