@@ -1,9 +1,21 @@
 //! Every golden case of tests/fixtures/resnet (open_clip's `ModifiedResNet` in PyTorch, float64, written by
 //! scripts/fixtures/resnet_cases.py): the tower loads the case's state dict by open_clip's names (strictly:
 //! no key left over on either side), and its output, every parameter gradient, the image gradient and, in
-//! training, the updated running statistics match to relative 1e-9 in f64 (1e-4 in f32, 5e-4 on the Cube
-//! backend). Every `*.json` there is a case; one that is unreadable, incomplete or off fails with its file
-//! named.
+//! training, the updated running statistics match to relative 1e-9 in f64 and 1e-4 in f32 (the CPU and
+//! the Cube backend). Every `*.json` there is a case; one that is unreadable, incomplete or off fails with
+//! its file named.
+//!
+//! The f32 margin depends on the cases' conditioning, which the generator's configuration sets. In
+//! training, a batch norm whose output reaches the loss only through a later training-mode batch norm
+//! (after a ReLU and a convolution: the stem's first two, each bottleneck's first two) leaves the loss
+//! unchanged when its (γ, β) are scaled together, so `Σ γ·dγ + β·dβ = 0` over its channels. At width 2
+//! the stem's norms have one channel, and there `dγ = −β·dβ/γ`: with a small β, dγ is the cancelled sum
+//! of terms the size of dβ and carries their absolute rounding error. The training case has 64×64 images
+//! in a batch of 2 (2048 values per stem channel, 8 per channel in the last stage, five tokens into the
+//! attention pool), and there the stem's `bn1.weight` is the worst entry in f64 (1e-13, the rest ≤ 4e-14)
+//! and on lavapipe (3.6e-5; the CPU's f32 pass: ≤ 2.7e-5 for every entry). The former 32×32 batch of 4
+//! (four values per channel in the last stage, a pool whose mean token is its one pixel's) lay 2.6e-4
+//! off on lavapipe in the stem's `bn2.weight`.
 
 #[path = "../../hopfield/tests/common/mod.rs"]
 mod common;
@@ -115,9 +127,7 @@ fn every_fixture_matches_in_f32() {
 }
 
 /// The same cases on the CubeCL backend (CUDA device 0 when built, else wgpu: lavapipe in CI), NaN-poisoned
-/// outputs, at 5e-4: the training case's batch norms (one channel in the stem at width 2, 1024 values per
-/// channel) sum in f32 with the device's order, and lavapipe's pass lies up to 2.6e-4 from the f64
-/// reference where the CPU's f32 pass lies within 1e-4 (PyTorch's own f32 pass of that case: 2.7e-5).
+/// outputs, at the CPU's f32 tolerance (lavapipe: 3.6e-5 in training, 8e-7 in evaluation).
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 #[test]
 fn every_fixture_matches_on_the_cube_backend() {
@@ -125,7 +135,7 @@ fn every_fixture_matches_on_the_cube_backend() {
     let backend = hopfield::backend::cube::Wgpu::wgpu().unwrap_or_else(|e| panic!("{e}")).poisoned();
     #[cfg(feature = "cuda")]
     let backend = hopfield::backend::cube::Cuda::cuda(0).unwrap_or_else(|e| panic!("{e}")).poisoned();
-    check_dir(&backend, &fixture_dir(), 5e-4).unwrap_or_else(|e| panic!("{e}"));
+    check_dir(&backend, &fixture_dir(), 1e-4).unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// A copy with one gradient value changed, a running statistic changed, or a parameter renamed fails
@@ -133,7 +143,7 @@ fn every_fixture_matches_on_the_cube_backend() {
 #[test]
 fn a_changed_case_fails_naming_its_file() {
     let cpu = Cpu::<f64>::new();
-    let src = fixture_dir().join("rn_w2_l2111_s32_b4_train.json");
+    let src = fixture_dir().join("rn_w2_l2111_s64_b2_train.json");
     let copy =
         |tag: &str, edit: fn(&mut Value, &mut TensorMap)| scratch_copy(&format!("resnet-{tag}"), &src, "renamed", edit);
     let fails = |dir: PathBuf, why: &str| {

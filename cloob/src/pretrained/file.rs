@@ -59,7 +59,17 @@ fn f16_to_f64(h: u16) -> f64 {
     }
 }
 
-type ReadFn = Arc<dyn Fn() -> std::io::Result<Vec<u8>> + Send + Sync>;
+/// Bytes decoded per read of a safetensors range (a multiple of every element size).
+const CHUNK: usize = 1 << 20;
+
+/// Where a tensor's bytes are.
+#[derive(Clone)]
+enum Source {
+    /// Bytes `start..start + len` of a safetensors file (shared with the file's other tensors).
+    Range { file: Arc<Mutex<File>>, start: u64, len: usize },
+    /// A tensor of a PyTorch checkpoint: `pytorch-reader` reads its storage's window from the zip.
+    Torch(pytorch_reader::Tensor),
+}
 
 /// One tensor of a weights file; its bytes are read by [`FileTensor::read_as`].
 #[derive(Clone)]
@@ -70,7 +80,7 @@ pub struct FileTensor {
     pub dtype: Dtype,
     /// Shape.
     pub shape: Vec<usize>,
-    read: ReadFn,
+    source: Source,
 }
 
 impl std::fmt::Debug for FileTensor {
@@ -80,21 +90,58 @@ impl std::fmt::Debug for FileTensor {
 }
 
 impl FileTensor {
-    /// Read the tensor from the file and convert it to `E`, row-major.
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// Whether the tensor has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Read the tensor from the file and convert it to `E`, row-major. Only the result is held whole: a
+    /// safetensors range is read and decoded [`CHUNK`] bytes at a time; a `.pt` storage window comes
+    /// whole from `pytorch-reader` and is dropped once decoded.
     pub fn read_as<E: Element>(&self) -> std::result::Result<Vec<E>, String> {
-        let bytes = (self.read)().map_err(|e| format!("tensor {}: {e}", self.key))?;
-        let n: usize = self.shape.iter().product();
-        if bytes.len() != n * self.dtype.size() {
-            return Err(format!(
-                "tensor {} holds {} bytes, its shape {:?} of {:?} needs {}",
+        let (n, size) = (self.len(), self.dtype.size());
+        let mismatch = |got: usize| {
+            format!(
+                "tensor {} holds {got} bytes, its shape {:?} of {:?} needs {}",
                 self.key,
-                bytes.len(),
                 self.shape,
                 self.dtype,
-                n * self.dtype.size()
-            ));
+                n * size
+            )
+        };
+        let mut out = Vec::with_capacity(n);
+        match &self.source {
+            Source::Range { file, start, len } => {
+                if *len != n * size {
+                    return Err(mismatch(*len));
+                }
+                let mut chunk = vec![0u8; CHUNK.min(*len)];
+                let mut done = 0;
+                while done < *len {
+                    let part = &mut chunk[..CHUNK.min(len - done)];
+                    let mut f = file.lock().map_err(|_| format!("tensor {}: file lock poisoned", self.key))?;
+                    f.seek(SeekFrom::Start(start + done as u64))
+                        .and_then(|_| f.read_exact(part))
+                        .map_err(|e| format!("tensor {}: {e}", self.key))?;
+                    drop(f);
+                    out.extend(part.chunks_exact(size).map(|c| E::of(self.dtype.decode(c))));
+                    done += part.len();
+                }
+            }
+            Source::Torch(t) => {
+                let bytes = t.read().map_err(|e| format!("tensor {}: {e}", self.key))?;
+                if bytes.len() != n * size {
+                    return Err(mismatch(bytes.len()));
+                }
+                out.extend(bytes.chunks_exact(size).map(|c| E::of(self.dtype.decode(c))));
+            }
         }
-        Ok(bytes.chunks_exact(self.dtype.size()).map(|c| E::of(self.dtype.decode(c))).collect())
+        Ok(out)
     }
 }
 
@@ -197,15 +244,8 @@ fn safetensors_entries(path: &Path, mut f: File) -> Result<Vec<FileTensor>> {
                 e.dtype, e.shape
             )));
         }
-        let file = Arc::clone(&file);
-        let read: ReadFn = Arc::new(move || {
-            let mut f = file.lock().map_err(|_| std::io::Error::other("file lock poisoned"))?;
-            let mut buf = vec![0u8; (b - a) as usize];
-            f.seek(SeekFrom::Start(data_start + a))?;
-            f.read_exact(&mut buf)?;
-            Ok(buf)
-        });
-        out.push(FileTensor { key, dtype, shape: e.shape, read });
+        let source = Source::Range { file: Arc::clone(&file), start: data_start + a, len: (b - a) as usize };
+        out.push(FileTensor { key, dtype, shape: e.shape, source });
     }
     Ok(out)
 }
@@ -243,8 +283,7 @@ fn torch_entries(path: &Path) -> Result<Vec<FileTensor>> {
             }
         };
         let shape = t.shape().to_vec();
-        let read: ReadFn = Arc::new(move || t.read());
-        out.push(FileTensor { key, dtype, shape, read });
+        out.push(FileTensor { key, dtype, shape, source: Source::Torch(t) });
     }
     Ok(out)
 }

@@ -9,10 +9,12 @@
 //! (or, with `partial`, left at their fresh values and listed in the [`LoadReport`]).
 //!
 //! Loading reads one tensor at a time from the file (safetensors: the header, then each tensor's byte
-//! range; `.pt`: each storage entry of the zip), converting F64/F32/F16/BF16 to the backend's element, so
-//! the peak memory is the model plus its largest tensor, not the file plus the model. A `.pt` pickle is
-//! read by `pytorch-reader`, which executes nothing; before that, [`pickle_scan`] refuses a pickle that
-//! names any Python global besides the tensor rebuilders and `OrderedDict`.
+//! range in 1 MiB pieces; `.pt`: each storage's window of the zip), converting F64/F32/F16/BF16 to the
+//! backend's element. The fresh model's values are dropped before the file's are read, so the peak memory
+//! is about the loaded model's size, not the file plus the model (`examples/pretrained_memory.rs`
+//! measures it). A `.pt` pickle is read by `pytorch-reader`, which executes nothing; before that,
+//! [`pickle_scan`] refuses a pickle that names any Python global besides the tensor rebuilders and
+//! `OrderedDict`.
 
 mod file;
 pub mod pickle_scan;
@@ -96,23 +98,28 @@ pub fn load_pretrained<B: Backend>(
             report.describe().join("; ")
         )));
     }
-    let mut failure = None;
-    let mut loaded = 0;
+    // The fresh values of every tensor the file replaces are dropped before any is read, and the file's
+    // tensors are read largest first, each installed as soon as it is read: what is held at any time is
+    // the tensors installed so far plus the one being read (and, from a `.pt`, its raw bytes), so the
+    // peak is about the model's size, not a fresh model plus a loaded one.
+    let mut order = Vec::new();
     model.visit_mut(&mut |name, t, _| {
-        let Some(ft) = file.tensors.get(name) else { return };
-        if failure.is_some() || ft.shape != backend.shape(t) {
-            return;
-        }
-        match ft.read_as::<B::Elem>() {
-            Ok(values) => {
-                *t = backend.from_vec(values, &ft.shape);
-                loaded += 1;
-            }
-            Err(e) => failure = Some(e),
+        if let Some(ft) = file.tensors.get(name).filter(|ft| ft.shape == backend.shape(t)) {
+            *t = backend.from_vec(Vec::new(), &[0]);
+            order.push((name.to_string(), ft));
         }
     });
-    if let Some(e) = failure {
-        return Err(err(format!("reading {}", path.display()), e));
+    order.sort_by_key(|(_, ft)| std::cmp::Reverse(ft.len()));
+    let loaded = order.len();
+    for (name, ft) in order {
+        let mut values = Some(ft.read_as::<B::Elem>().map_err(|e| err(format!("reading {}", path.display()), e))?);
+        model.visit_mut(&mut |n, t, _| {
+            if n == name {
+                if let Some(v) = values.take() {
+                    *t = backend.from_vec(v, &ft.shape);
+                }
+            }
+        });
     }
     Ok((model, LoadReport { loaded, ..report }))
 }
