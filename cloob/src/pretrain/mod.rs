@@ -8,6 +8,7 @@
 //! - [`run_dir`]: the run folder: its name, its lock, its metrics.
 //! - [`interrupt`]: SIGTERM/SIGINT/SIGUSR1 → a checkpoint and a clean exit.
 //! - [`plots`]: PNG plots of a run's metrics.
+//! - [`tensorboard`]: TensorBoard event files (`--report-to tensorboard`).
 
 pub mod checkpoint;
 pub mod config;
@@ -17,6 +18,7 @@ pub mod plots;
 pub mod run;
 pub mod run_dir;
 mod sources;
+pub mod tensorboard;
 
 pub use config::{DataSpec, LockOptions, LongRunOptions, OnNan, Recipe, RunConfig, Scheduler};
 pub use run::{train, RunOptions, RunSummary};
