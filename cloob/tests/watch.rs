@@ -230,7 +230,9 @@ fn a_100_step_run_writes_every_scalar_and_logs_lines_under_a_pipe() {
     let first_eval = err.find("evaluation at step 50: mean zero-shot top-1").expect("the first evaluation is logged");
     assert!(err[first_eval..].contains("retrieval i→t R@1/5/10"), "{err}");
     assert!(err.find("step 75/100").unwrap() > first_eval, "the evaluation is printed when it happens:\n{err}");
-    assert!(err.contains("evaluation at step 100"), "{err}");
+    let last = err.find("evaluation at step 100: mean zero-shot top-1").expect("the last evaluation is logged");
+    assert!(!err[last..].contains("retrieval"), "its table is the summary's, on stdout, not twice:\n{err}");
+    assert!(out.contains("retrieval i→t R@1/5/10"), "{out}");
     assert!(run_dir.join("plots/zero_shot.png").exists() && run_dir.join("plots/loss.png").exists());
     std::fs::remove_dir_all(&d).ok();
 }

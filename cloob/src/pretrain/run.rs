@@ -430,7 +430,7 @@ fn train_on<B: Backend<Elem = f32>>(
                 }
             };
             log.write(json!({"step": done, "eval": report}))?;
-            watch.evaluation(done, &report)?;
+            watch.evaluation(done, &report, is_end)?;
             if is_end {
                 final_eval = Some(report);
             }

@@ -150,12 +150,13 @@ impl Watch {
         }
     }
 
-    /// The evaluation after `step`: its results as lines (a failed diagnostic as one line even without
-    /// progress), its figures to TensorBoard, the plots redrawn (`metrics.jsonl` holds it already).
-    pub(crate) fn evaluation(&mut self, step: u64, report: &EvalReport) -> Result<()> {
+    /// The evaluation after `step`: its results as lines (the headline alone for the `last`, whose table
+    /// the binary prints with the run's summary; a failed diagnostic as one line even without progress),
+    /// its figures to TensorBoard, the plots redrawn (`metrics.jsonl` holds it already).
+    pub(crate) fn evaluation(&mut self, step: u64, report: &EvalReport, last: bool) -> Result<()> {
         let headline = report.headline().map_or(String::new(), |h| format!(": mean zero-shot top-1 {h:.3}"));
         self.say(&format!("evaluation at step {step}{headline}"));
-        for line in report.table().lines() {
+        for line in report.table().lines().filter(|_| !last) {
             self.say(&format!("  {line}"));
         }
         for (set, f) in report.failures() {
