@@ -77,7 +77,7 @@ impl EventWriter {
         for (tag, v) in values {
             let mut value = Vec::with_capacity(tag.len() + 8);
             bytes_field(&mut value, 1, tag.as_bytes());
-            value.push(2 << 3 | 5);
+            value.push((2 << 3) | 5);
             value.extend_from_slice(&(*v as f32).to_le_bytes());
             bytes_field(&mut summary, 1, &value);
         }
@@ -103,7 +103,7 @@ impl EventWriter {
     fn write_event(&mut self, step: u64, field: u32, payload: &[u8]) -> Result<()> {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
         let mut event = Vec::with_capacity(payload.len() + 24);
-        event.push(1 << 3 | 1);
+        event.push((1 << 3) | 1);
         event.extend_from_slice(&now.to_le_bytes());
         if step > 0 {
             event.push(2 << 3);
@@ -203,7 +203,7 @@ fn varint(out: &mut Vec<u8>, mut v: u64) {
 
 /// A length-delimited field.
 fn bytes_field(out: &mut Vec<u8>, field: u32, bytes: &[u8]) {
-    varint(out, u64::from(field) << 3 | 2);
+    varint(out, (u64::from(field) << 3) | 2);
     varint(out, bytes.len() as u64);
     out.extend_from_slice(bytes);
 }
@@ -240,10 +240,10 @@ mod tests {
         let mut summary = Vec::new();
         let mut value = Vec::new();
         bytes_field(&mut value, 1, b"loss");
-        value.push(2 << 3 | 5);
+        value.push((2 << 3) | 5);
         value.extend_from_slice(&0.5f32.to_le_bytes());
         bytes_field(&mut summary, 1, &value);
-        let mut event = vec![1 << 3 | 1];
+        let mut event = vec![(1 << 3) | 1];
         event.extend_from_slice(&1.5f64.to_le_bytes());
         event.extend_from_slice(&[2 << 3, 3]);
         bytes_field(&mut event, 5, &summary);
@@ -293,7 +293,7 @@ mod tests {
         assert!(version.ends_with(b"brain.Event:2"));
         let (start, _) = record_at(&new, next).unwrap();
         assert_eq!(event_step(start), Some(4));
-        assert!(start.ends_with(&[7 << 3 | 2, 2, 8, 1]), "SessionLog START: {}", hex(start));
+        assert!(start.ends_with(&[(7 << 3) | 2, 2, 8, 1]), "SessionLog START: {}", hex(start));
         std::fs::remove_dir_all(&dir).ok();
     }
 }

@@ -106,7 +106,7 @@ impl Watch {
                 ));
                 bar.set_position(done);
             }
-            Show::Lines(every) if done % every == 0 || done == self.from.0 + 1 || done == self.total => {
+            Show::Lines(every) if done.is_multiple_of(*every) || done == self.from.0 + 1 || done == self.total => {
                 let elapsed = self.from.1.elapsed().as_secs_f64();
                 let per_step = elapsed / (done - self.from.0) as f64;
                 eprintln!(
