@@ -6,7 +6,7 @@ use clap::Parser;
 use cloob::data::labels::{class_task, read_classes, read_templates, IMAGENET_TEMPLATES};
 use cloob::pretrain::checkpoint::load_model;
 use cloob::pretrain::config::ModelSource;
-use cloob::pretrain::evaluate::evaluate;
+use cloob::pretrain::evaluate::{evaluate_with, EvalOptions, DIAGNOSTICS};
 use cloob::pretrain::run::open_data;
 use cloob::pretrain::{print_or_quit, DataSpec, PretrainError, RunConfig};
 use cloob::pretrained::load_pretrained;
@@ -68,6 +68,9 @@ struct Args {
     /// device.
     #[arg(long, default_value = "cpu", value_parser = Device::parse_flag)]
     device: Device,
+    /// Testing aid: this diagnostic fails as if its computation had (image-eigenvalues, linear-probe, …).
+    #[arg(long, hide = true, value_parser = clap::builder::PossibleValuesParser::new(DIAGNOSTICS))]
+    fail_diagnostic: Option<String>,
 }
 
 type Outcome = Result<(), Box<dyn std::error::Error>>;
@@ -162,7 +165,12 @@ fn run_on<B: Backend<Elem = f32>>(backend: &B, a: &Args) -> Outcome {
         ))
         .into());
     }
-    let report = evaluate(backend, &model, &data, !a.no_probe)?;
+    let opts = EvalOptions { with_probe: !a.no_probe, fail_diagnostic: a.fail_diagnostic.clone() };
+    let report = evaluate_with(backend, &model, &data, &opts)?;
+    for (set, f) in report.failures() {
+        let on = set.map_or(String::new(), |s| format!(" on {s}"));
+        eprintln!("diagnostic {}{on} failed ({}); reported as failed", f.diagnostic, f.error);
+    }
     // The report is written before anything is printed: a closed pipe on stdout loses nothing.
     let out = a.out.clone().unwrap_or_else(|| {
         let data = match &cfg.data {

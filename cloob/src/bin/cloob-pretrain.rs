@@ -8,9 +8,10 @@
 
 use clap::{CommandFactory, FromArgMatches, Parser};
 use cloob::dist::Collective;
+use cloob::pretrain::evaluate::DIAGNOSTICS;
 use cloob::pretrain::interrupt;
 use cloob::pretrain::run::train_with;
-use cloob::pretrain::{print_or_quit, RunConfig, RunOptions};
+use cloob::pretrain::{print_or_quit, ReportOptions, RunConfig, RunOptions};
 use hopfield::backend::Device;
 
 // The run's settings are `RunConfig`'s flags (their defaults live there); the rest steer this process.
@@ -34,9 +35,12 @@ struct Cli {
     /// Stop after this many steps (with a checkpoint), as if interrupted.
     #[arg(long)]
     stop_after: Option<u64>,
-    /// No progress bar.
+    /// No progress bar (nor progress lines, nor evaluation lines).
     #[arg(long)]
     quiet: bool,
+    /// TensorBoard and progress lines.
+    #[command(flatten)]
+    report: ReportOptions,
     /// Delete an earlier run of the same name first (a fresh run refuses a folder holding another run).
     #[arg(long, conflicts_with = "resume")]
     overwrite: bool,
@@ -59,6 +63,9 @@ struct Cli {
     /// Testing aid: the pixels of batch N of the data stream are made NaN (for --on-nan).
     #[arg(long, hide = true)]
     nan_batch: Option<u64>,
+    /// Testing aid: this diagnostic of every evaluation fails (image-eigenvalues, linear-probe, …).
+    #[arg(long, hide = true, value_parser = clap::builder::PossibleValuesParser::new(DIAGNOSTICS))]
+    fail_diagnostic: Option<String>,
 }
 
 fn run_name(s: &str) -> Result<String, String> {
@@ -88,6 +95,8 @@ impl Cli {
         let (resume, stop_after) = (self.resume.clone(), self.stop_after);
         RunOptions {
             progress: !self.quiet,
+            report: self.report.clone(),
+            fail_diagnostic: self.fail_diagnostic.clone(),
             resume,
             stop_after,
             no_eval: false,
@@ -153,6 +162,9 @@ fn main() {
             );
             out += &format!("logs:       {}\n", s.run_dir.display());
             out += &format!("metrics:    {}\n", s.metrics.display());
+            if let Some(t) = &s.tensorboard {
+                out += &format!("tensorboard: {}  (tensorboard --logdir {})\n", t.display(), s.run_dir.display());
+            }
             for p in &s.plots {
                 out += &format!("plot:       {}\n", p.display());
             }

@@ -2,6 +2,11 @@
 //! templates), image↔text retrieval, the embedding analysis of the CLOOB paper (covariance eigenvalues
 //! reaching 99 % of the variance, Ajne's statistic, Wang–Isola alignment and uniformity) and, when the
 //! source has labels, a linear probe.
+//!
+//! The embedding analysis and the probe are diagnostics: one that fails (an eigen-solver that does not
+//! converge, a probe that cannot fit) is reported as failed, with its error, in the report's `failed` list,
+//! and the other figures still come. Zero-shot accuracy and retrieval are not: their failure is the
+//! evaluation's.
 
 use super::Result;
 use crate::data::{DataBundle, EvalSet};
@@ -58,27 +63,73 @@ pub struct Retrieval {
     pub text_to_image_median_rank: f64,
 }
 
-/// Geometry of the embeddings.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// Geometry of the embeddings. Each figure is `None` (the spectra empty) when its diagnostic failed; the
+/// failure is in the set's [`SetReport::failed`].
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct EmbeddingAnalysis {
     /// Covariance eigenvalues of the image embeddings reaching 99 % of the variance.
-    pub image_eigen_99: usize,
+    pub image_eigen_99: Option<usize>,
     /// ... of the text embeddings.
-    pub text_eigen_99: usize,
+    pub text_eigen_99: Option<usize>,
     /// Image covariance eigenvalues, largest first.
     pub image_spectrum: Vec<f64>,
     /// Text covariance eigenvalues, largest first.
     pub text_spectrum: Vec<f64>,
     /// Ajne's statistic of the image embeddings (1/4 under uniformity; larger is less uniform).
-    pub image_ajne: f64,
+    pub image_ajne: Option<f64>,
     /// ... of the text embeddings.
-    pub text_ajne: f64,
+    pub text_ajne: Option<f64>,
     /// Wang–Isola uniformity (t = 2) of the image embeddings (lower is more uniform).
-    pub image_uniformity: f64,
+    pub image_uniformity: Option<f64>,
     /// ... of the text embeddings.
-    pub text_uniformity: f64,
+    pub text_uniformity: Option<f64>,
     /// Wang–Isola alignment (α = 2) of matching pairs.
-    pub alignment: f64,
+    pub alignment: Option<f64>,
+}
+
+/// The diagnostics an evaluation survives the failure of, by the names its reports give them.
+pub const DIAGNOSTICS: [&str; 8] = [
+    "image-eigenvalues",
+    "text-eigenvalues",
+    "image-ajne",
+    "text-ajne",
+    "image-uniformity",
+    "text-uniformity",
+    "alignment",
+    "linear-probe",
+];
+
+/// A diagnostic that failed: the evaluation went on without its figure.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiagnosticFailure {
+    /// Which one (one of [`DIAGNOSTICS`]).
+    pub diagnostic: String,
+    /// Its error.
+    pub error: String,
+}
+
+/// How to evaluate.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EvalOptions {
+    /// Fit the linear probe (when the data has a probe task).
+    pub with_probe: bool,
+    /// For tests of failure handling: the diagnostic of this name (one of [`DIAGNOSTICS`]) fails as if its
+    /// computation had.
+    pub fail_diagnostic: Option<String>,
+}
+
+/// Run diagnostic `name`: its value, or `None` with the failure recorded in `failed`.
+fn diagnostic<T, E: std::fmt::Display>(
+    name: &str,
+    opts: &EvalOptions,
+    failed: &mut Vec<DiagnosticFailure>,
+    compute: impl FnOnce() -> std::result::Result<T, E>,
+) -> Option<T> {
+    let result = match opts.fail_diagnostic.as_deref() == Some(name) {
+        true => Err("failing as asked (a test)".to_string()),
+        false => compute().map_err(|e| e.to_string()),
+    };
+    result.map_err(|error| failed.push(DiagnosticFailure { diagnostic: name.into(), error })).ok()
 }
 
 /// Everything measured on one evaluation set.
@@ -100,6 +151,9 @@ pub struct SetReport {
     pub retrieval: Retrieval,
     /// Embedding geometry.
     pub embedding: EmbeddingAnalysis,
+    /// The diagnostics of this set that failed (their figures are `None`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed: Vec<DiagnosticFailure>,
 }
 
 /// Linear probe result.
@@ -118,8 +172,11 @@ pub struct ProbeReport {
 pub struct EvalReport {
     /// One report per set.
     pub sets: Vec<SetReport>,
-    /// The linear probe, when the source has labels and it was asked for.
+    /// The linear probe, when the source has labels and it was asked for (and did not fail).
     pub probe: Option<ProbeReport>,
+    /// The diagnostics outside the sets that failed (the linear probe).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed: Vec<DiagnosticFailure>,
 }
 
 impl EvalReport {
@@ -129,6 +186,12 @@ impl EvalReport {
         let set = self.sets.first()?;
         let v: Vec<f64> = set.zero_shot.iter().filter(|(k, _)| !k.starts_with("pair")).map(|(_, s)| s.top1).collect();
         (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+    }
+
+    /// Every failed diagnostic, with the set it failed on (`None`: the probe), in report order.
+    pub fn failures(&self) -> Vec<(Option<&str>, &DiagnosticFailure)> {
+        let sets = self.sets.iter().flat_map(|s| s.failed.iter().map(|f| (Some(s.set.as_str()), f)));
+        sets.chain(self.failed.iter().map(|f| (None, f))).collect()
     }
 
     /// A plain-text table.
@@ -167,20 +230,30 @@ impl EvalReport {
                 r.text_to_image[2]
             );
             let e = &s.embedding;
-            out += &format!(
-                "  eigenvalues for 99%: image {} text {}; Ajne image {:.2} text {:.2}; \
-                 uniformity image {:.3} text {:.3}; alignment {:.3}\n",
-                e.image_eigen_99,
-                e.text_eigen_99,
-                e.image_ajne,
-                e.text_ajne,
-                e.image_uniformity,
-                e.text_uniformity,
-                e.alignment
+            let (n, f) = (
+                |v: Option<usize>| v.map_or("failed".into(), |v| v.to_string()),
+                |v: Option<f64>, d| v.map_or("failed".into(), |v| format!("{v:.d$}")),
             );
+            out += &format!(
+                "  eigenvalues for 99%: image {} text {}; Ajne image {} text {}; \
+                 uniformity image {} text {}; alignment {}\n",
+                n(e.image_eigen_99),
+                n(e.text_eigen_99),
+                f(e.image_ajne, 2),
+                f(e.text_ajne, 2),
+                f(e.image_uniformity, 3),
+                f(e.text_uniformity, 3),
+                f(e.alignment, 3)
+            );
+            for x in &s.failed {
+                out += &format!("  failed: {}: {}\n", x.diagnostic, x.error);
+            }
         }
         if let Some(p) = &self.probe {
             out += &format!("linear probe ({}): test accuracy {:.3} (C = {:.0e})\n", p.task, p.test_accuracy, p.c);
+        }
+        for x in &self.failed {
+            out += &format!("failed: {}: {}\n", x.diagnostic, x.error);
         }
         out
     }
@@ -215,6 +288,16 @@ fn stack(rows: Vec<Array2<f64>>) -> Result<Array2<f64>> {
 
 /// Score one set.
 pub fn evaluate_set<B: Backend>(backend: &B, model: &ClipModel<B>, set: &EvalSet) -> Result<SetReport> {
+    evaluate_set_with(backend, model, set, &EvalOptions::default())
+}
+
+/// [`evaluate_set`] with `opts` (its `fail_diagnostic`; the probe is [`evaluate_with`]'s).
+pub fn evaluate_set_with<B: Backend>(
+    backend: &B,
+    model: &ClipModel<B>,
+    set: &EvalSet,
+    opts: &EvalOptions,
+) -> Result<SetReport> {
     let images = embed_images(backend, model, set)?;
     let texts = embed_texts(backend, model, &set.captions)?;
     let (mut zero_shot, mut per_class) = (BTreeMap::new(), BTreeMap::new());
@@ -262,18 +345,30 @@ pub fn evaluate_set<B: Backend>(backend: &B, model: &ClipModel<B>, set: &EvalSet
         image_to_text_median_rank: r.image_to_text.median_rank,
         text_to_image_median_rank: r.text_to_image.median_rank,
     };
-    let (image_eigen_99, image_spectrum) = eval::explained_variance_count(images.view(), 0.99)?;
-    let (text_eigen_99, text_spectrum) = eval::explained_variance_count(texts.view(), 0.99)?;
+    let mut failed = Vec::new();
+    let mut run =
+        |name: &str, compute: &dyn Fn() -> hopfield::Result<f64>| diagnostic(name, opts, &mut failed, compute);
+    let (image, text) = (images.view(), texts.view());
+    let image_ajne = run("image-ajne", &|| eval::ajne_statistic(image));
+    let text_ajne = run("text-ajne", &|| eval::ajne_statistic(text));
+    let image_uniformity = run("image-uniformity", &|| eval::uniformity(image, 2.0));
+    let text_uniformity = run("text-uniformity", &|| eval::uniformity(text, 2.0));
+    let alignment = run("alignment", &|| eval::alignment(image, text, 2.0));
+    let spectrum = |name: &str, x, failed: &mut Vec<_>| {
+        diagnostic(name, opts, failed, || eval::explained_variance_count(x, 0.99)).unzip()
+    };
+    let (image_eigen_99, image_spectrum) = spectrum("image-eigenvalues", image, &mut failed);
+    let (text_eigen_99, text_spectrum) = spectrum("text-eigenvalues", text, &mut failed);
     let embedding = EmbeddingAnalysis {
         image_eigen_99,
         text_eigen_99,
-        image_spectrum,
-        text_spectrum,
-        image_ajne: eval::ajne_statistic(images.view())?,
-        text_ajne: eval::ajne_statistic(texts.view())?,
-        image_uniformity: eval::uniformity(images.view(), 2.0)?,
-        text_uniformity: eval::uniformity(texts.view(), 2.0)?,
-        alignment: eval::alignment(images.view(), texts.view(), 2.0)?,
+        image_spectrum: image_spectrum.unwrap_or_default(),
+        text_spectrum: text_spectrum.unwrap_or_default(),
+        image_ajne,
+        text_ajne,
+        image_uniformity,
+        text_uniformity,
+        alignment,
     };
     Ok(SetReport {
         set: set.name.clone(),
@@ -283,6 +378,7 @@ pub fn evaluate_set<B: Backend>(backend: &B, model: &ClipModel<B>, set: &EvalSet
         skipped: set.skipped.clone(),
         retrieval,
         embedding,
+        failed,
     })
 }
 
@@ -326,10 +422,23 @@ pub fn evaluate<B: Backend>(
     data: &DataBundle,
     with_probe: bool,
 ) -> Result<EvalReport> {
-    let sets = data.eval.iter().map(|s| evaluate_set(backend, model, s)).collect::<Result<Vec<_>>>()?;
-    let probe = match (&data.probe, with_probe) {
-        (Some((train, test, task)), true) => Some(probe(backend, model, train, test, task)?),
+    evaluate_with(backend, model, data, &EvalOptions { with_probe, ..EvalOptions::default() })
+}
+
+/// [`evaluate`] with `opts`. A diagnostic that fails is in the report's `failed` lists, not an error.
+pub fn evaluate_with<B: Backend>(
+    backend: &B,
+    model: &ClipModel<B>,
+    data: &DataBundle,
+    opts: &EvalOptions,
+) -> Result<EvalReport> {
+    let sets = data.eval.iter().map(|s| evaluate_set_with(backend, model, s, opts)).collect::<Result<Vec<_>>>()?;
+    let mut failed = Vec::new();
+    let probe = match (&data.probe, opts.with_probe) {
+        (Some((train, test, task)), true) => {
+            diagnostic("linear-probe", opts, &mut failed, || probe(backend, model, train, test, task))
+        }
         _ => None,
     };
-    Ok(EvalReport { sets, probe })
+    Ok(EvalReport { sets, probe, failed })
 }

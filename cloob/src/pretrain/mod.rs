@@ -7,7 +7,8 @@
 //! - [`run`]: the training loop.
 //! - [`run_dir`]: the run folder: its name, its lock, its metrics.
 //! - [`interrupt`]: SIGTERM/SIGINT/SIGUSR1 → a checkpoint and a clean exit.
-//! - [`plots`]: PNG plots of a run's metrics.
+//! - [`plots`]: PNG plots of a run's metrics, redrawn after each evaluation.
+//! - [`tensorboard`]: TensorBoard event files (`--report-to tensorboard`).
 
 pub mod checkpoint;
 pub mod config;
@@ -17,8 +18,10 @@ pub mod plots;
 pub mod run;
 pub mod run_dir;
 mod sources;
+pub mod tensorboard;
+mod watch;
 
-pub use config::{DataSpec, LockOptions, LongRunOptions, OnNan, Recipe, RunConfig, Scheduler};
+pub use config::{DataSpec, LockOptions, LongRunOptions, OnNan, Recipe, ReportOptions, RunConfig, Scheduler};
 pub use run::{train, RunOptions, RunSummary};
 
 /// Errors of a run: each says what failed and where.

@@ -1,5 +1,5 @@
 //! PNG plots of a run from its JSONL metrics: loss, zero-shot accuracy, τ⁻¹ and the eigenvalue
-//! spectrum of the final embeddings. Text needs a TrueType font; DejaVu Sans or Liberation Sans is read
+//! spectrum of the last evaluation's embeddings; a run redraws them after each evaluation. Text needs a TrueType font; DejaVu Sans or Liberation Sans is read
 //! from the system (Debian's `fonts-dejavu-core`), nothing is downloaded.
 
 use super::evaluate::EvalReport;
@@ -114,12 +114,19 @@ fn line_plot(path: &Path, title: &str, x_desc: &str, y_desc: &str, series: &[Ser
         }
         root.present().map_err(|e| pe(&e))?;
     }
-    image::RgbImage::from_raw(w, h, buf).expect("buffer of w·h·3").save(path).map_err(|e| err(path.display(), e))?;
+    // Written aside and renamed: a viewer refreshing the plot during a run never reads half a file.
+    let tmp = path.with_extension("png.tmp");
+    image::RgbImage::from_raw(w, h, buf)
+        .expect("buffer of w·h·3")
+        .save_with_format(&tmp, image::ImageFormat::Png)
+        .map_err(|e| err(tmp.display(), e))?;
+    std::fs::rename(&tmp, path).map_err(|e| err(path.display(), e))?;
     Ok(true)
 }
 
-/// Plots of the run whose metrics are in `metrics`, into `dir`; returns the files written.
-pub fn draw_all(metrics: &Path, final_eval: Option<&EvalReport>, dir: &Path) -> Result<Vec<PathBuf>> {
+/// Plots of the run whose metrics are in `metrics`, into `dir` (replacing earlier ones), the spectrum of
+/// `last_eval`'s embeddings among them; returns the files written.
+pub fn draw_all(metrics: &Path, last_eval: Option<&EvalReport>, dir: &Path) -> Result<Vec<PathBuf>> {
     font()?;
     std::fs::create_dir_all(dir).map_err(|e| err(dir.display(), e))?;
     let f = std::fs::File::open(metrics).map_err(|e| err(metrics.display(), e))?;
@@ -155,11 +162,11 @@ pub fn draw_all(metrics: &Path, final_eval: Option<&EvalReport>, dir: &Path) -> 
     plot("zero_shot.png", "zero-shot top-1 accuracy", "step", "accuracy", zs, false)?;
     plot("inv_tau.png", "inverse temperature τ⁻¹", "step", "τ⁻¹", vec![("τ⁻¹".into(), tau)], false)?;
     plot("lr.png", "learning rate", "step", "lr", vec![("lr".into(), lr)], false)?;
-    if let Some(set) = final_eval.and_then(|r| r.sets.first()) {
+    if let Some(set) = last_eval.and_then(|r| r.sets.first()) {
         let spectrum = |v: &[f64]| v.iter().enumerate().map(|(i, &e)| ((i + 1) as f64, e)).collect::<Vec<_>>();
         plot(
             "spectrum.png",
-            "covariance eigenvalues of the final embeddings",
+            "covariance eigenvalues of the last evaluation's embeddings",
             "index",
             "eigenvalue",
             vec![

@@ -1,14 +1,15 @@
-//! The training loop: data → step → JSONL metrics, progress bar, periodic evaluation and checkpoints,
-//! plots at the end. A run resumed from a checkpoint produces the same losses, bit for bit, as the
+//! The training loop: data → step → JSONL metrics, progress (a bar or lines) and TensorBoard events,
+//! periodic evaluation, checkpoints and plots. A run resumed from a checkpoint produces the same losses, bit for bit, as the
 //! uninterrupted run: the data stream is a function of (seed, position), the schedule of the step, and
 //! the checkpoint stores the exact weights and AdamW moments.
 
 use super::checkpoint::{self, SavePoint, StartPoint};
-use super::config::{fits_in_memory, OnNan};
-use super::evaluate::{evaluate, EvalReport};
+use super::config::{fits_in_memory, OnNan, ReportOptions};
+use super::evaluate::{evaluate_with, EvalOptions, EvalReport};
 use super::interrupt::interrupt_requested;
 use super::run_dir::{self, existing_run, MetricsLog, RunLock};
 pub use super::sources::open_data;
+use super::watch::Watch;
 use super::{err, plots, PretrainError, Result, RunConfig};
 use crate::data::loader::{default_workers, Loader, LoaderConfig};
 use crate::data::rng::rng_for;
@@ -18,7 +19,6 @@ use crate::tokenizer::ClipTokenizer;
 use crate::train::Trainer;
 use hopfield::backend::{Device, OnBackend};
 use hopfield::{Backend, HopfieldError};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicUsize;
@@ -28,8 +28,14 @@ use std::time::Instant;
 /// How to run (what does not belong in the checkpointed config).
 #[derive(Clone, Debug, Default)]
 pub struct RunOptions {
-    /// Show the progress bar.
+    /// Show progress: a bar when stderr is a terminal, a line every `report.log_every_n_steps` steps
+    /// otherwise, and each evaluation's results.
     pub progress: bool,
+    /// `--report-to` (TensorBoard event files) and `--log-every-n-steps`.
+    pub report: ReportOptions,
+    /// For tests of failure handling: this diagnostic of every evaluation fails (see
+    /// [`super::evaluate::DIAGNOSTICS`]).
+    pub fail_diagnostic: Option<String>,
     /// Resume from a checkpoint JSON path, or `latest` (the run's newest).
     pub resume: Option<String>,
     /// Stop (with a checkpoint) once this many steps are done, as if interrupted.
@@ -84,6 +90,8 @@ pub struct RunSummary {
     pub eval_images: usize,
     /// The signal that stopped the run early (`SIGTERM`, …), after saving [`RunSummary::checkpoint`].
     pub interrupted: Option<String>,
+    /// The TensorBoard event file this process wrote (`--report-to tensorboard`).
+    pub tensorboard: Option<PathBuf>,
 }
 
 /// Train as `cfg` says, in this process. Everything is checked before anything is written: the
@@ -271,16 +279,8 @@ fn train_on<B: Backend<Elem = f32>>(
     ));
 
     let mut log = MetricsLog::open(lead.then(|| metrics.clone()))?;
-    let bar = if opts.progress && lead {
-        ProgressBar::new(total)
-    } else {
-        ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::hidden())
-    };
-    bar.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed_precise}<{eta_precise}]")
-            .expect("a valid template"),
-    );
-    bar.set_position(trainer.step);
+    let mut watch =
+        Watch::new(opts.progress, &opts.report, total, lead.then_some(&*run_dir), start.resumed_at, !opts.no_eval)?;
 
     let (mut losses, mut last_ckpt, mut final_eval, mut interrupted) = (Vec::new(), None, None, None);
     let mut train_decoded = 0u64;
@@ -359,7 +359,7 @@ fn train_on<B: Backend<Elem = f32>>(
                         cursor = back.cursor.unwrap_or_default();
                         losses.retain(|&(s, _)| s < step);
                         log.truncate_to(step)?;
-                        bar.set_position(step);
+                        watch.rewind_to(step)?;
                         say(format!("rolled back to {}", json.display()));
                     }
                 }
@@ -383,14 +383,7 @@ fn train_on<B: Backend<Elem = f32>>(
             json!({"step": stats.step, "epoch": epoch, "loss": stats.loss, "lr": stats.lr, "inv_tau": stats.inv_tau,
                           "grad_norm": stats.grad_norm, "samples_per_s": sps, "comm_s": stats.comm_seconds}),
         )?;
-        bar.set_message(format!(
-            "loss {:.4} lr {:.2e} τ⁻¹ {:.1} {:.0} samples/s",
-            stats.loss,
-            stats.lr,
-            stats.inv_tau,
-            rate.unwrap_or(sps)
-        ));
-        bar.set_position(trainer.step);
+        watch.step(&stats, epoch, sps, rate.unwrap_or(sps))?;
         let done = trainer.step;
         let is_end = done == total;
         let signal = interrupt_requested(opts.interrupt.as_ref(), comm)?;
@@ -423,7 +416,8 @@ fn train_on<B: Backend<Elem = f32>>(
             break;
         }
         if lead && !opts.no_eval && (is_end || (cfg.eval_every > 0 && done % cfg.eval_every == 0)) {
-            let report = match evaluate(backend, &trainer.model, &data, is_end) {
+            let eval_opts = EvalOptions { with_probe: is_end, fail_diagnostic: opts.fail_diagnostic.clone() };
+            let report = match evaluate_with(backend, &trainer.model, &data, &eval_opts) {
                 Ok(r) => r,
                 Err(e) => {
                     let path = match saved_now {
@@ -437,16 +431,14 @@ fn train_on<B: Backend<Elem = f32>>(
                     )));
                 }
             };
-            if let Some(h) = report.headline() {
-                bar.println(format!("step {done}: mean zero-shot top-1 {h:.3}"));
-            }
             log.write(json!({"step": done, "eval": report}))?;
+            watch.evaluation(done, &report, is_end)?;
             if is_end {
                 final_eval = Some(report);
             }
         }
     }
-    bar.finish();
+    watch.finish();
     drop(loader);
     log.flush()?;
     let wall_s = started.elapsed().as_secs_f64();
@@ -478,6 +470,7 @@ fn train_on<B: Backend<Elem = f32>>(
         train_decoded,
         eval_images,
         interrupted,
+        tensorboard: watch.event_file().map(PathBuf::from),
     })
 }
 

@@ -100,7 +100,7 @@ impl Drop for RunLock {
 }
 
 /// This machine's host name (`/proc/sys/kernel/hostname`, else `HOSTNAME`, else `unknown host`).
-fn host_name() -> String {
+pub(crate) fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|s| s.trim().to_string())

@@ -14,12 +14,14 @@ use std::path::PathBuf;
 mod lock;
 mod parse;
 mod pretrained;
+mod report;
 mod resume;
 pub use lock::LockOptions;
 pub(crate) use parse::fits_in_memory;
 use parse::*;
 pub use parse::{at_least_two, separator};
 pub use pretrained::{legacy_architecture, ModelSource};
+pub use report::{ReportOptions, ReportTarget};
 pub use resume::{MAY_CHANGE, SAFE_ON_RESUME};
 
 /// The most scenes in an epoch of the embedded set (its permutation holds 4 bytes a scene).
