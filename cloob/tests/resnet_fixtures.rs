@@ -5,6 +5,9 @@
 //! backend). Every `*.json` there is a case; one that is unreadable, incomplete or off fails with its file
 //! named.
 
+// The shared helpers name the layers crate by its library name; here it is the dependency `hopfield`.
+extern crate hopfield as hopfield_layers;
+
 #[path = "../../hopfield/tests/common/mod.rs"]
 mod common;
 
