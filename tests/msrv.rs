@@ -46,7 +46,8 @@ fn declared_rust_version_is_the_dependency_trees_maximum() {
         meta["packages"].as_array().unwrap().iter().map(|p| (p["id"].as_str().unwrap(), p)).collect();
     let nodes: BTreeMap<&str, &Value> =
         meta["resolve"]["nodes"].as_array().unwrap().iter().map(|n| (n["id"].as_str().unwrap(), n)).collect();
-    let members: Vec<&str> = meta["workspace_members"].as_array().unwrap().iter().map(|m| m.as_str().unwrap()).collect();
+    let members: Vec<&str> =
+        meta["workspace_members"].as_array().unwrap().iter().map(|m| m.as_str().unwrap()).collect();
 
     let declared: BTreeSet<Option<&str>> = members.iter().map(|m| packages[m]["rust_version"].as_str()).collect();
     assert_eq!(declared.len(), 1, "every package inherits the workspace's rust-version: {declared:?}");
@@ -70,7 +71,10 @@ fn declared_rust_version_is_the_dependency_trees_maximum() {
         }
         let (need, by) = seen
             .iter()
-            .map(|id| (needs(packages[id]), format!("{} {}", packages[id]["name"], packages[id]["version"])))
+            .map(|id| {
+                let pkg = packages[id];
+                (needs(pkg), format!("{} {}", pkg["name"].as_str().unwrap(), pkg["version"].as_str().unwrap()))
+            })
             .max()
             .unwrap_or((vec![0, 0, 0], "nothing".into()));
         println!("{name}: declares {ours:?}, its dependencies need {need:?} ({by})");

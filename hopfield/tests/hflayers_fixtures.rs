@@ -11,7 +11,9 @@ mod common;
 use common::fixtures::{check_each, scratch_copy, Case};
 use common::{assert_close, assert_close_floor, get, host, upload};
 use hopfield_layers::io::TensorMap;
-use hopfield_layers::layers::{HopfieldConfig, HopfieldInput, HopfieldLayerConfig, HopfieldPoolingConfig, Mask, PoolingInput};
+use hopfield_layers::layers::{
+    HopfieldConfig, HopfieldInput, HopfieldLayerConfig, HopfieldPoolingConfig, Mask, PoolingInput,
+};
 use hopfield_layers::layers::{Layer, LookupInput, Mode};
 use hopfield_layers::params::Parameters;
 use hopfield_layers::{Backend, Cpu};

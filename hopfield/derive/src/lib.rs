@@ -32,8 +32,8 @@
 //! ```
 use proc_macro::TokenStream;
 use proc_macro2::TokenStream as Tokens;
-use quote::quote;
 use proc_macro_crate::{crate_name, FoundCrate};
+use quote::quote;
 use syn::{parse_macro_input, Data, DeriveInput, Expr, Fields, GenericArgument, LitStr, Path, PathArguments, Type};
 
 /// The layers crate's package name, looked up in the deriving crate's `Cargo.toml`.
