@@ -5,8 +5,8 @@
 //! A tower names its groups, input side first, through [`LockableTower`]. A transformer tower has
 //! open_clip's groups (`VisionTransformer.lock`, `lock_text_tower`): the stem (`conv1`, `class_embedding`,
 //! `positional_embedding`, `ln_pre`; or `token_embedding`, `positional_embedding`), one group per block
-//! but the last, the last block with the final norm (`ln_post`, `ln_final`), and the projection alone: `layers
-//! + 2` groups. A ResNet tower's are `[stem]`, `layer1` … `layer4`, `[attnpool]`.
+//! but the last, the last block with the final norm (`ln_post`, `ln_final`), and the projection alone:
+//! `layers + 2` groups. A ResNet tower's are `[stem]`, `layer1` … `layer4`, `[attnpool]`.
 //!
 //! Frozen tensors cost nothing but their forward:
 //! - [`LockableTower::forward_locked`] keeps the backward cache of the trainable groups only, and the

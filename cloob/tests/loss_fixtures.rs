@@ -3,6 +3,9 @@
 //! relative 1e-9 in f64 (1e-4 in f32). Every `*.json` there is a case; a case that is unreadable,
 //! incomplete or off fails with its file named.
 
+// The shared helpers name the layers crate by its library name; here it is the dependency `hopfield`.
+extern crate hopfield as hopfield_layers;
+
 #[path = "../../hopfield/tests/common/mod.rs"]
 mod common;
 

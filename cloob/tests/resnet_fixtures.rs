@@ -17,6 +17,9 @@
 //! (four values per channel in the last stage, a pool whose mean token is its one pixel's) lay 2.6e-4
 //! off on lavapipe in the stem's `bn2.weight`.
 
+// The shared helpers name the layers crate by its library name; here it is the dependency `hopfield`.
+extern crate hopfield as hopfield_layers;
+
 #[path = "../../hopfield/tests/common/mod.rs"]
 mod common;
 

@@ -6,9 +6,9 @@
 //! materialised path (`L × S` with the backend's own ops, the hflayers-style computation) is timed too.
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use hopfield::backend::reference;
-use hopfield::backend::ScoreBias;
-use hopfield::{Backend, Cpu};
+use hopfield_layers::backend::reference;
+use hopfield_layers::backend::ScoreBias;
+use hopfield_layers::{Backend, Cpu};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 fn bench_backend<B: Backend<Elem = f32>>(
@@ -69,7 +69,7 @@ fn benches(c: &mut Criterion) {
     bench_backend(c, "association/cpu", &Cpu::<f32>::with_tuned_allocator(), &|| {}, [1, 1, 2048, 2048, 64], false);
     #[cfg(feature = "wgpu")]
     {
-        match hopfield::backend::cube::Wgpu::wgpu() {
+        match hopfield_layers::backend::cube::Wgpu::wgpu() {
             Ok(be) => bench_backend(
                 c,
                 "association/wgpu",
@@ -82,7 +82,7 @@ fn benches(c: &mut Criterion) {
         }
     }
     #[cfg(feature = "cuda")]
-    match hopfield::backend::cube::Cuda::cuda(0) {
+    match hopfield_layers::backend::cube::Cuda::cuda(0) {
         Ok(be) => {
             bench_backend(c, "association/cuda", &be, &|| be.sync().expect("device sync"), [8, 8, 4096, 4096, 64], true)
         }

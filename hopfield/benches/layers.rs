@@ -10,13 +10,13 @@
 //! selects only `tuned` cases still tunes. `HOPFIELD_CPU_MALLOC_TUNING=0` makes both groups untuned.
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use hopfield::backend::cpu::tune_allocator;
-use hopfield::layers::{HopfieldConfig, HopfieldInput, Retrieval};
-use hopfield::layers::{Layer, Mode};
-use hopfield::{Backend, Cpu};
+use hopfield_layers::backend::cpu::tune_allocator;
+use hopfield_layers::layers::{HopfieldConfig, HopfieldInput, Retrieval};
+use hopfield_layers::layers::{Layer, Mode};
+use hopfield_layers::{Backend, Cpu};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
-fn input(backend: &Cpu<f32>, rng: &mut StdRng, shape: &[usize]) -> hopfield::backend::CpuTensor<f32> {
+fn input(backend: &Cpu<f32>, rng: &mut StdRng, shape: &[usize]) -> hopfield_layers::backend::CpuTensor<f32> {
     let n = shape.iter().product();
     backend.from_vec((0..n).map(|_| rng.gen_range(-1.0..1.0)).collect(), shape)
 }

@@ -9,8 +9,8 @@
 //! association bench's B = 8, H = 8, L = S = 4096, d = 64 and B·L = 32768, D = 512 too.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use hopfield::backend::cube::{Cube, CubeRuntime, MatmulKernel};
-use hopfield::Backend;
+use hopfield_layers::backend::cube::{Cube, CubeRuntime, MatmulKernel};
+use hopfield_layers::Backend;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 /// `a · op(b)` with `op` a transpose when `tb`.
@@ -71,12 +71,12 @@ fn benches(c: &mut Criterion) {
     #[cfg(feature = "cubek")]
     kernels.extend([MatmulKernel::CubekUnit, MatmulKernel::CubekDoubleUnit]);
     #[cfg(feature = "wgpu")]
-    match hopfield::backend::cube::Wgpu::wgpu() {
+    match hopfield_layers::backend::cube::Wgpu::wgpu() {
         Ok(be) => bench_cube(c, "matmul/wgpu", &be, &kernels, &cases(64, 256, 64, 2048, 512)),
         Err(e) => eprintln!("matmul/wgpu skipped: {e}"),
     }
     #[cfg(feature = "cuda")]
-    match hopfield::backend::cube::Cuda::cuda(0) {
+    match hopfield_layers::backend::cube::Cuda::cuda(0) {
         Ok(be) => {
             #[cfg(feature = "cubek")]
             kernels.push(MatmulKernel::CubekAuto);

@@ -4,6 +4,7 @@ use thiserror::Error;
 
 /// What went wrong, naming the operation or configuration field and the shapes involved.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum HopfieldError {
     /// A configuration value is invalid; `field` names it as in the config struct.
     #[error("invalid config `{field}`: {reason}")]

@@ -5,9 +5,9 @@
 //! each tensor field under its name and each child under `field.`; see that crate for the attributes.
 //!
 //! ```
-//! use hopfield::layers::{Linear, LinearParams};
-//! use hopfield::params::Parameters;
-//! use hopfield::{Backend, Cpu};
+//! use hopfield_layers::layers::{Linear, LinearParams};
+//! use hopfield_layers::params::Parameters;
+//! use hopfield_layers::{Backend, Cpu};
 //!
 //! #[derive(Clone, Parameters)]
 //! struct Probe<B: Backend> {
@@ -25,7 +25,7 @@
 //! let probe = Probe { classes: 3, proj, temperature: cpu.full(&[], 1.0) };
 //! assert_eq!(probe.names(), ["proj.weight", "proj.bias", "temperature"]);
 //! assert_eq!(probe.zeros_like(&cpu).num_scalars(&cpu), 4 * 3 + 3 + 1);
-//! # Ok::<(), hopfield::HopfieldError>(())
+//! # Ok::<(), hopfield_layers::HopfieldError>(())
 //! ```
 
 use crate::backend::Backend;

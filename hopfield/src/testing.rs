@@ -4,16 +4,19 @@
 //! Every backward pass of the crate (and of crates built on it) is checked this way: the analytic gradient
 //! of a scalar loss is compared, entry by entry, with `(loss(x + h) − loss(x − h)) / 2h`.
 //!
+//! For tests (the layers' own, and yours of a module written on these layers). Not part of the layers' API:
+//! the checker's options and report may change in any release.
+//!
 //! ```
-//! use hopfield::layers::{Layer, Linear, Mode};
-//! use hopfield::testing::{check_gradients, GradCheck};
-//! use hopfield::{Backend, Cpu};
+//! use hopfield_layers::layers::{Layer, Linear, Mode};
+//! use hopfield_layers::testing::{check_gradients, GradCheck};
+//! use hopfield_layers::{Backend, Cpu};
 //!
 //! let cpu = Cpu::<f64>::new();
 //! let linear = Linear::new(&cpu, 3, 2, true, &mut rand::thread_rng())?;
 //! let x = cpu.from_vec(vec![0.5, -1.0, 2.0, 0.1, 0.2, 0.3], &[2, 3]);
 //! // loss = Σ y²: its upstream gradient is 2y.
-//! let loss = |p: &hopfield::layers::LinearParams<Cpu<f64>>| {
+//! let loss = |p: &hopfield_layers::layers::LinearParams<Cpu<f64>>| {
 //!     cpu.sum_squares(&linear.forward(&cpu, p, &x, Mode::Eval).unwrap().0)
 //! };
 //! let (y, cache) = linear.forward(&cpu, linear.params(), &x, Mode::Eval)?;
@@ -21,7 +24,7 @@
 //! linear.backward(&cpu, linear.params(), &cache, &cpu.scale(&y, 2.0), &mut grads)?;
 //! let checked = check_gradients(&cpu, linear.params(), &grads, &GradCheck::default(), loss).unwrap();
 //! assert_eq!(checked, 2 * 3 + 2);
-//! # Ok::<(), hopfield::HopfieldError>(())
+//! # Ok::<(), hopfield_layers::HopfieldError>(())
 //! ```
 
 pub mod counting;

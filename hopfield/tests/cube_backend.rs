@@ -12,17 +12,17 @@ mod common;
 use common::{random_config, random_masks, rel_err, WIDE};
 // CUDA device 0 when built with `cuda` (the GPU machine's binaries), else wgpu.
 #[cfg(feature = "cuda")]
-type Gpu = hopfield::backend::cube::Cuda;
+type Gpu = hopfield_layers::backend::cube::Cuda;
 #[cfg(not(feature = "cuda"))]
-type Gpu = hopfield::backend::cube::Wgpu;
-use hopfield::backend::CpuTensor;
-use hopfield::layers::{DecoderInput, EncoderInput, Layer, LookupInput, Mode};
-use hopfield::layers::{
+type Gpu = hopfield_layers::backend::cube::Wgpu;
+use hopfield_layers::backend::CpuTensor;
+use hopfield_layers::layers::{DecoderInput, EncoderInput, Layer, LookupInput, Mode};
+use hopfield_layers::layers::{
     DecoderMasks, HopfieldConfig, HopfieldEncoderLayerConfig, HopfieldInput, HopfieldLayerConfig,
     HopfieldPoolingConfig, Mask, PoolingInput,
 };
-use hopfield::params::Parameters;
-use hopfield::{Backend, Cpu};
+use hopfield_layers::params::Parameters;
+use hopfield_layers::{Backend, Cpu};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use std::collections::HashMap;
 
@@ -272,7 +272,7 @@ fn encoder_and_decoder_layers_equal_the_cpu_oracle() {
 /// same outputs, update steps (`convergence: state`) and gradients.
 #[test]
 fn fused_hopfield_on_the_gpu_equals_the_materialised_cpu_layer() {
-    use hopfield::layers::hopfield::Convergence;
+    use hopfield_layers::layers::hopfield::Convergence;
     let _device = device_lock();
     let (g, c) = (gpu(), C::new());
     let mut rng = StdRng::seed_from_u64(24);

@@ -6,17 +6,17 @@
 mod common;
 
 use common::rel_err;
-use hopfield::layers::hopfield::{Convergence, PerHead};
-use hopfield::layers::{HopfieldConfig, HopfieldInput, Mask};
-use hopfield::layers::{Layer, Mode};
-use hopfield::params::Parameters;
-use hopfield::{Backend, Cpu};
+use hopfield_layers::layers::hopfield::{Convergence, PerHead};
+use hopfield_layers::layers::{HopfieldConfig, HopfieldInput, Mask};
+use hopfield_layers::layers::{Layer, Mode};
+use hopfield_layers::params::Parameters;
+use hopfield_layers::{Backend, Cpu};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use std::collections::HashMap;
 
 type B = Cpu<f64>;
 
-fn rand_tensor(rng: &mut StdRng, shape: &[usize]) -> hopfield::backend::CpuTensor<f64> {
+fn rand_tensor(rng: &mut StdRng, shape: &[usize]) -> hopfield_layers::backend::CpuTensor<f64> {
     let n = shape.iter().product();
     B::new().from_vec((0..n).map(|_| rng.gen_range(-1.0..1.0)).collect(), shape)
 }
@@ -40,7 +40,7 @@ fn random_config(rng: &mut StdRng) -> HopfieldConfig {
     c
 }
 
-fn grads_map<P: Parameters<B>>(p: &P) -> HashMap<String, hopfield::backend::CpuTensor<f64>> {
+fn grads_map<P: Parameters<B>>(p: &P) -> HashMap<String, hopfield_layers::backend::CpuTensor<f64>> {
     let mut m = HashMap::new();
     p.visit(&mut |n, t, _| {
         m.insert(n.to_string(), t.clone());
@@ -48,7 +48,7 @@ fn grads_map<P: Parameters<B>>(p: &P) -> HashMap<String, hopfield::backend::CpuT
     m
 }
 
-fn close(what: &str, a: &hopfield::backend::CpuTensor<f64>, b: &hopfield::backend::CpuTensor<f64>) {
+fn close(what: &str, a: &hopfield_layers::backend::CpuTensor<f64>, b: &hopfield_layers::backend::CpuTensor<f64>) {
     assert_eq!(a.shape(), b.shape(), "{what}: shape");
     let e = rel_err(&a.iter().copied().collect::<Vec<_>>(), &b.iter().copied().collect::<Vec<_>>());
     assert!(e < 1e-10, "{what}: relative error {e:.3e}");

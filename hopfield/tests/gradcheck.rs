@@ -1,4 +1,4 @@
-//! Central finite differences (f64, `hopfield::testing`) against the analytical backward of `Hopfield`,
+//! Central finite differences (f64, `hopfield_layers::testing`) against the analytical backward of `Hopfield`,
 //! `HopfieldPooling`, `HopfieldLayer` and the encoder/decoder layers over randomised configurations: heads
 //! 1–4, update steps 0–3 (per head, so some heads stop early), every static/connected combination, every
 //! layer norm, bias and zero patterns, masks, dropout, activations and both layouts; and every retrieval
@@ -6,14 +6,14 @@
 
 mod common;
 
-use hopfield::backend::CpuTensor;
-use hopfield::layers::hopfield::PerHead;
-use hopfield::layers::{
+use hopfield_layers::backend::CpuTensor;
+use hopfield_layers::layers::hopfield::PerHead;
+use hopfield_layers::layers::{
     DecoderInput, EncoderInput, HopfieldConfig, HopfieldInput, HopfieldLayerConfig, HopfieldPoolingConfig, Layer,
     LookupInput, Mask, Mode, PoolingInput, Retrieval,
 };
-use hopfield::testing::{check_gradients, check_tensor, GradCheck};
-use hopfield::{Backend, Cpu};
+use hopfield_layers::testing::{check_gradients, check_tensor, GradCheck};
+use hopfield_layers::{Backend, Cpu};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 type B = Cpu<f64>;
@@ -30,7 +30,7 @@ fn some(k: usize, rng: &mut StdRng) -> GradCheck {
 }
 
 /// Panics with the case and the mismatch.
-fn ok(ctx: &str, r: Result<usize, hopfield::testing::GradMismatch>) {
+fn ok(ctx: &str, r: Result<usize, hopfield_layers::testing::GradMismatch>) {
     if let Err(e) = r {
         panic!("{ctx}: {e}");
     }
@@ -90,9 +90,9 @@ fn check_hopfield(cfg: &HopfieldConfig, rng: &mut StdRng, checked: usize) {
         let projection = rand_tensor(rng, &lay(s, d.projection));
         let (pm, am) = random_masks(rng, b, d.heads, l, s);
         let seed = rng.gen();
-        let make = |k: &hopfield::backend::CpuTensor<f64>,
-                    q: &hopfield::backend::CpuTensor<f64>,
-                    v: &hopfield::backend::CpuTensor<f64>| {
+        let make = |k: &hopfield_layers::backend::CpuTensor<f64>,
+                    q: &hopfield_layers::backend::CpuTensor<f64>,
+                    v: &hopfield_layers::backend::CpuTensor<f64>| {
             let mut i = HopfieldInput::new(k.clone(), q.clone(), v.clone());
             i.stored_pattern_padding_mask = pm.clone();
             i.association_mask = am.clone();
@@ -197,7 +197,7 @@ fn pooling_and_lookup_backward_match_finite_differences() {
 
 #[test]
 fn encoder_and_decoder_layers_match_finite_differences() {
-    use hopfield::layers::{DecoderMasks, HopfieldEncoderLayerConfig};
+    use hopfield_layers::layers::{DecoderMasks, HopfieldEncoderLayerConfig};
     let backend = B::new();
     let mut rng = StdRng::seed_from_u64(13);
     for (norm_first, batch_first, dropout, steps) in

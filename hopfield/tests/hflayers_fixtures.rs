@@ -10,11 +10,13 @@ mod common;
 
 use common::fixtures::{check_each, scratch_copy, Case};
 use common::{assert_close, assert_close_floor, get, host, upload};
-use hopfield::io::TensorMap;
-use hopfield::layers::{HopfieldConfig, HopfieldInput, HopfieldLayerConfig, HopfieldPoolingConfig, Mask, PoolingInput};
-use hopfield::layers::{Layer, LookupInput, Mode};
-use hopfield::params::Parameters;
-use hopfield::{Backend, Cpu};
+use hopfield_layers::io::TensorMap;
+use hopfield_layers::layers::{
+    HopfieldConfig, HopfieldInput, HopfieldLayerConfig, HopfieldPoolingConfig, Mask, PoolingInput,
+};
+use hopfield_layers::layers::{Layer, LookupInput, Mode};
+use hopfield_layers::params::Parameters;
+use hopfield_layers::{Backend, Cpu};
 use rand::{rngs::StdRng, SeedableRng};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -122,7 +124,7 @@ fn run_case<B: Backend>(backend: &B, case: &Case, tol: f64) {
         "Hopfield" => {
             let cfg: HopfieldConfig = serde_json::from_value(kwargs).unwrap();
             let mut layer = cfg.init(backend, &mut rng).unwrap();
-            hopfield::io::load_state_dict(backend, &mut layer.params, &params(case), "", true).unwrap();
+            hopfield_layers::io::load_state_dict(backend, &mut layer.params, &params(case), "", true).unwrap();
             let mut input = match call {
                 "single" => HopfieldInput::single(upload(backend, get(t, "input.x"))),
                 _ => HopfieldInput::new(
@@ -170,7 +172,7 @@ fn run_case<B: Backend>(backend: &B, case: &Case, tol: f64) {
         "HopfieldPooling" => {
             let cfg: HopfieldPoolingConfig = serde_json::from_value(kwargs).unwrap();
             let mut layer = cfg.init(backend, &mut rng).unwrap();
-            hopfield::io::load_state_dict(backend, &mut layer.params, &params(case), "", true).unwrap();
+            hopfield_layers::io::load_state_dict(backend, &mut layer.params, &params(case), "", true).unwrap();
             assert_eq!(call, "single");
             let input = PoolingInput::single(upload(backend, get(t, "input.x")));
             let (out, cache) = layer.forward(backend, layer.params(), &input, Mode::Eval).unwrap();
@@ -189,7 +191,7 @@ fn run_case<B: Backend>(backend: &B, case: &Case, tol: f64) {
         "HopfieldLayer" => {
             let cfg: HopfieldLayerConfig = serde_json::from_value(kwargs).unwrap();
             let mut layer = cfg.init(backend, &mut rng).unwrap();
-            hopfield::io::load_state_dict(backend, &mut layer.params, &params(case), "", true).unwrap();
+            hopfield_layers::io::load_state_dict(backend, &mut layer.params, &params(case), "", true).unwrap();
             let x = upload(backend, get(t, "input.x"));
             let (out, cache) = layer.forward(backend, layer.params(), &LookupInput::new(x), Mode::Eval).unwrap();
             assert_close(&format!("{name}: output"), &host(backend, &out), out_exp, tol);
@@ -226,9 +228,9 @@ fn fixtures_match_in_f32() {
 #[test]
 fn fixtures_match_on_the_cube_backend() {
     #[cfg(not(feature = "cuda"))]
-    let backend = hopfield::backend::cube::Wgpu::wgpu().unwrap_or_else(|e| panic!("{e}")).poisoned();
+    let backend = hopfield_layers::backend::cube::Wgpu::wgpu().unwrap_or_else(|e| panic!("{e}")).poisoned();
     #[cfg(feature = "cuda")]
-    let backend = hopfield::backend::cube::Cuda::cuda(0).unwrap_or_else(|e| panic!("{e}")).poisoned();
+    let backend = hopfield_layers::backend::cube::Cuda::cuda(0).unwrap_or_else(|e| panic!("{e}")).poisoned();
     check_dir(&backend, &fixture_dir(), 1e-4).unwrap_or_else(|e| panic!("{e}"));
 }
 
@@ -244,9 +246,9 @@ fn sparse_fixtures_match_in_f64_and_f32() {
 #[test]
 fn sparse_fixtures_match_on_the_cube_backend() {
     #[cfg(not(feature = "cuda"))]
-    let backend = hopfield::backend::cube::Wgpu::wgpu().unwrap_or_else(|e| panic!("{e}")).poisoned();
+    let backend = hopfield_layers::backend::cube::Wgpu::wgpu().unwrap_or_else(|e| panic!("{e}")).poisoned();
     #[cfg(feature = "cuda")]
-    let backend = hopfield::backend::cube::Cuda::cuda(0).unwrap_or_else(|e| panic!("{e}")).poisoned();
+    let backend = hopfield_layers::backend::cube::Cuda::cuda(0).unwrap_or_else(|e| panic!("{e}")).poisoned();
     check_dir(&backend, &sparse_fixture_dir(), 1e-4).unwrap_or_else(|e| panic!("{e}"));
 }
 

@@ -1,11 +1,11 @@
 //! Parameters saved with safetensors load back exactly, under hflayers' state_dict names; bad files are
 //! errors that change nothing.
 
-use hopfield::io::{load_params, load_state_dict, read_safetensors, save_params, state_dict};
-use hopfield::layers::{HopfieldConfig, HopfieldInput, HopfieldPoolingConfig, PoolingInput};
-use hopfield::layers::{Layer, Mode};
-use hopfield::params::Parameters;
-use hopfield::{Backend, Cpu, HopfieldError};
+use hopfield_layers::io::{load_params, load_state_dict, read_safetensors, save_params, state_dict};
+use hopfield_layers::layers::{HopfieldConfig, HopfieldInput, HopfieldPoolingConfig, PoolingInput};
+use hopfield_layers::layers::{Layer, Mode};
+use hopfield_layers::params::Parameters;
+use hopfield_layers::{Backend, Cpu, HopfieldError};
 use rand::{rngs::StdRng, SeedableRng};
 
 fn tmp(name: &str) -> std::path::PathBuf {

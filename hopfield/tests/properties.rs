@@ -3,11 +3,11 @@
 mod common;
 
 use common::{host, rel_err};
-use hopfield::energy::energy;
-use hopfield::layers::hopfield::{Convergence, PerHead};
-use hopfield::layers::{HopfieldConfig, HopfieldInput, HopfieldPoolingConfig, Mask, PoolingInput};
-use hopfield::layers::{Layer, Mode};
-use hopfield::{Backend, Cpu, HopfieldError};
+use hopfield_layers::energy::energy;
+use hopfield_layers::layers::hopfield::{Convergence, PerHead};
+use hopfield_layers::layers::{HopfieldConfig, HopfieldInput, HopfieldPoolingConfig, Mask, PoolingInput};
+use hopfield_layers::layers::{Layer, Mode};
+use hopfield_layers::{Backend, Cpu, HopfieldError};
 use rand::{rngs::StdRng, SeedableRng};
 
 type B = Cpu<f64>;
@@ -27,7 +27,7 @@ fn masked_stored_patterns_change_nothing() {
         let stored = rand_tensor(&mut rng, &[b, s, 6]);
         let state = rand_tensor(&mut rng, &[b, l, 6]);
         let projection = rand_tensor(&mut rng, &[b, s, 6]);
-        let run = |k: &hopfield::backend::CpuTensor<f64>, v: &hopfield::backend::CpuTensor<f64>| {
+        let run = |k: &hopfield_layers::backend::CpuTensor<f64>, v: &hopfield_layers::backend::CpuTensor<f64>| {
             let input =
                 HopfieldInput::new(k.clone(), state.clone(), v.clone()).padding_mask(Mask::bool(mask.clone(), &[b, s]));
             layer.forward(&be, layer.params(), &input, Mode::Eval).unwrap()

@@ -1,6 +1,6 @@
 //! Properties of the retrieval variants (`HopfieldConfig::retrieval`), on the CPU backend in f64 and, with
 //! the `wgpu`/`cuda` feature, on the CubeCL backend (lavapipe in CI):
-//! - the update `ξ ← X p(β Xᵀ ξ)` never raises the variant's energy (`hopfield::energy::energy_of`);
+//! - the update `ξ ← X p(β Xᵀ ξ)` never raises the variant's energy (`hopfield_layers::energy::energy_of`);
 //! - sparsemax retrieves a stored pattern exactly when its score leads by at least 1 (softmax does not);
 //! - masked entries get zero weight, fully masked rows zero weights, in every variant;
 //! - softmax₁ lets a query retrieve (almost) nothing;
@@ -9,9 +9,9 @@
 mod common;
 
 use common::{host, rel_err};
-use hopfield::energy::energy_of;
-use hopfield::layers::{HopfieldConfig, HopfieldInput, Layer, Mask, Mode, Retrieval};
-use hopfield::{Backend, Cpu, Element};
+use hopfield_layers::energy::energy_of;
+use hopfield_layers::layers::{HopfieldConfig, HopfieldInput, Layer, Mask, Mode, Retrieval};
+use hopfield_layers::{Backend, Cpu, Element};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 const ALL: [Retrieval; 5] = [
@@ -142,12 +142,12 @@ fn masks_give_zero_weight_on_the_cpu() {
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod cube {
     #[cfg(feature = "cuda")]
-    fn gpu() -> hopfield::backend::cube::Cuda {
-        hopfield::backend::cube::Cuda::cuda(0).unwrap_or_else(|e| panic!("{e}")).poisoned()
+    fn gpu() -> hopfield_layers::backend::cube::Cuda {
+        hopfield_layers::backend::cube::Cuda::cuda(0).unwrap_or_else(|e| panic!("{e}")).poisoned()
     }
     #[cfg(not(feature = "cuda"))]
-    fn gpu() -> hopfield::backend::cube::Wgpu {
-        hopfield::backend::cube::Wgpu::wgpu().unwrap_or_else(|e| panic!("{e}")).poisoned()
+    fn gpu() -> hopfield_layers::backend::cube::Wgpu {
+        hopfield_layers::backend::cube::Wgpu::wgpu().unwrap_or_else(|e| panic!("{e}")).poisoned()
     }
 
     #[test]
@@ -201,7 +201,7 @@ fn fused_switch_falls_back_for_sparse_variants() {
         let cfg = HopfieldConfig::new(d).num_heads(2).scaling(2.0).retrieval(r);
         let mut plain = cfg.clone().init(&be, &mut rng).unwrap();
         common::randomise(&mut plain.params, &mut rng);
-        let fused = hopfield::layers::Hopfield {
+        let fused = hopfield_layers::layers::Hopfield {
             spec: cfg.fused_association(true).spec().unwrap(),
             params: plain.params.clone(),
         };

@@ -64,7 +64,7 @@ struct Args {
     #[arg(long)]
     out: Option<PathBuf>,
     /// Where the encoders run: cpu (default), wgpu (a Vulkan, Metal or DX12 GPU, or Mesa's lavapipe: apt
-    /// install mesa-vulkan-drivers) or cuda[:N] (a build with --features cuda). Any checkpoint, from any
+    /// install mesa-vulkan-drivers) or `cuda[:N]` (a build with --features cuda). Any checkpoint, from any
     /// device.
     #[arg(long, default_value = "cpu", value_parser = Device::parse_flag)]
     device: Device,

@@ -26,7 +26,7 @@ use hopfield::backend::Device;
 struct Cli {
     #[command(flatten)]
     run: RunConfig,
-    /// Run name: one folder name under --logs (default: <loss>-<model>-<data>-s<seed>).
+    /// Run name: one folder name under --logs (default: `<loss>-<model>-<data>-s<seed>`).
     #[arg(long, value_parser = run_name)]
     name: Option<String>,
     /// Resume from a checkpoint's JSON, or `latest` for this run's newest.

@@ -13,7 +13,7 @@
 //!    which all take the same step.
 //!
 //! Engines implement [`Collective`]: [`SingleProcess`] (`R = 1`, no communication) and, with the `mpi`
-//! feature, [`mpi::Mpi`] on the `mpi` crate (rsmpi; OpenMPI or MPICH, started by `mpiexec`).
+//! feature, `mpi::Mpi` on the `mpi` crate (rsmpi; OpenMPI or MPICH, started by `mpiexec`).
 
 #[cfg(feature = "mpi")]
 pub mod mpi;
@@ -123,10 +123,10 @@ const REDUCE_CHUNK: usize = 1 << 22;
 /// row whose token no rank's batch holds, and those rows need not travel.
 const SPARSE_MIN_ROWS: usize = 4096;
 
-/// Sum every tensor of `grads` over the ranks. A matrix of at least [`SPARSE_MIN_ROWS`] rows (the token
+/// Sum every tensor of `grads` over the ranks. A matrix of at least `SPARSE_MIN_ROWS` rows (the token
 /// embedding: 49 408 rows, most of them zero in a batch's gradient) sends only the rows that are non-zero on
 /// some rank (found by an all-reduce of per-row flags); the others are zero on every rank, so their sum is
-/// zero. The rest go concatenated into all-reduces of at most [`REDUCE_CHUNK`] elements (a larger tensor
+/// zero. The rest go concatenated into all-reduces of at most `REDUCE_CHUNK` elements (a larger tensor
 /// alone). Each element is the same sum over ranks as a dense all-reduce gives.
 pub fn all_reduce_grads<B: Backend, P: Parameters<B>>(backend: &B, comm: &dyn Collective, grads: &mut P) -> Result<()>
 where

@@ -4,6 +4,9 @@
 //! The sparse-retrieval cases (hopfield/tests/fixtures/sparse) run too, except the learnable-α ones (an
 //! error in hopfield-burn). A changed case fails naming its file.
 
+// The shared helpers name the layers crate by its library name; here it is the dependency `hopfield`.
+extern crate hopfield as hopfield_layers;
+
 #[path = "../../tests/common/fixtures.rs"]
 mod fixtures;
 

@@ -3,6 +3,9 @@
 //! with both convergence rules, masks, activations, both layouts), the encoder layer in both norm orders,
 //! and the weights' conversions (hflayers safetensors → burn → host, burn's own records).
 
+// The shared helpers name the layers crate by its library name; here it is the dependency `hopfield`.
+extern crate hopfield as hopfield_layers;
+
 #[path = "../../tests/common/mod.rs"]
 mod common;
 mod support;

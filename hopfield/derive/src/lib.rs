@@ -1,6 +1,7 @@
-//! `#[derive(Parameters)]` for `hopfield`: generates `visit` and `visit_mut` of
-//! `hopfield::params::Parameters<B>` from a struct's fields, so that every parameter struct, module and
-//! model names, visits and zeroes its tensors without a hand-written mirror.
+//! `#[derive(Parameters)]` for [`hopfield-layers`](https://docs.rs/hopfield-layers): generates `visit` and
+//! `visit_mut` of `hopfield_layers::params::Parameters<B>` from a struct's fields, so that every parameter
+//! struct, module and model names, visits and zeroes its tensors without a hand-written mirror. Use it
+//! through `hopfield_layers::Parameters` (the trait and the derive under one name).
 //!
 //! Fields are classified by type:
 //! - `B::Tensor` (any path ending in `Tensor`): a tensor named after the field;
@@ -16,10 +17,58 @@
 //! - `map_names = path`: a function `fn(&str) -> String` applied to a child's names (before the prefix).
 //!
 //! The backend is the struct's first type parameter.
+//!
+//! # The path of `hopfield-layers`
+//!
+//! The generated code names the layers crate by the key under which the deriving crate depends on it, read
+//! from its `Cargo.toml` (`hopfield-layers = "0.1"` → `::hopfield_layers`; a renamed dependency,
+//! `hl = { package = "hopfield-layers", … }` → `::hl`), as serde-like derives do with `proc-macro-crate`.
+//! Where that cannot work (the layers crate reached through a re-export of another crate), name the path:
+//!
+//! ```ignore
+//! #[derive(Parameters)]
+//! #[parameters(crate = "my_framework::hopfield_layers")]
+//! struct Head<B: Backend> { /* … */ }
+//! ```
 use proc_macro::TokenStream;
 use proc_macro2::TokenStream as Tokens;
+use proc_macro_crate::{crate_name, FoundCrate};
 use quote::quote;
 use syn::{parse_macro_input, Data, DeriveInput, Expr, Fields, GenericArgument, LitStr, Path, PathArguments, Type};
+
+/// The layers crate's package name, looked up in the deriving crate's `Cargo.toml`.
+const PACKAGE: &str = "hopfield-layers";
+/// Its library name: the path when the package is not found under another key, and the name by which the
+/// layers crate refers to itself (`extern crate self as hopfield_layers`).
+const LIBRARY: &str = "hopfield_layers";
+
+/// The path of `hopfield-layers` in the generated code: `#[parameters(crate = "...")]` when given, else the
+/// dependency's key in the deriving crate's `Cargo.toml`, else `::hopfield_layers`.
+fn crate_path(input: &DeriveInput) -> syn::Result<Tokens> {
+    let mut explicit: Option<Path> = None;
+    for attr in input.attrs.iter().filter(|a| a.path().is_ident("parameters")) {
+        attr.parse_nested_meta(|meta| {
+            if meta.path.is_ident("crate") {
+                explicit = Some(meta.value()?.parse::<LitStr>()?.parse::<Path>()?);
+                Ok(())
+            } else {
+                Err(meta.error("expected `crate = \"path\"`"))
+            }
+        })?;
+    }
+    if let Some(path) = explicit {
+        return Ok(quote!(#path));
+    }
+    // `Itself`: inside the layers crate (which names itself `hopfield_layers`) or one of its examples,
+    // benches or doctests (where the library is the extern crate `hopfield_layers`). Not found: a
+    // dependency this lookup cannot see (a re-export, a manifest it cannot read), so the library's own name.
+    let name = match crate_name(PACKAGE) {
+        Ok(FoundCrate::Name(name)) => name,
+        Ok(FoundCrate::Itself) | Err(_) => LIBRARY.to_string(),
+    };
+    let ident = syn::Ident::new(&name, proc_macro2::Span::call_site());
+    Ok(quote!(::#ident))
+}
 
 #[derive(Default)]
 struct FieldAttrs {
@@ -175,8 +224,7 @@ fn expand(input: &DeriveInput) -> syn::Result<Tokens> {
     let backend = input.generics.type_params().next().map(|p| p.ident.clone()).ok_or_else(|| {
         syn::Error::new_spanned(&input.ident, "#[derive(Parameters)] needs the backend as the first type parameter")
     })?;
-    // Inside `hopfield` itself the crate refers to itself as `hopfield` (`extern crate self as hopfield`).
-    let krate = quote!(::hopfield);
+    let krate = crate_path(input)?;
     let (mut visits, mut visits_mut) = (Vec::new(), Vec::new());
     for field in &fields.named {
         let attrs = field_attrs(field)?;
@@ -203,8 +251,9 @@ fn expand(input: &DeriveInput) -> syn::Result<Tokens> {
     })
 }
 
-/// Derive `hopfield::params::Parameters` (see the crate docs for the field rules and attributes).
-#[proc_macro_derive(Parameters, attributes(param))]
+/// Derive `hopfield_layers::params::Parameters` (see the crate docs for the field rules, the attributes and
+/// `#[parameters(crate = "...")]`).
+#[proc_macro_derive(Parameters, attributes(param, parameters))]
 pub fn derive_parameters(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
     expand(&input).unwrap_or_else(|e| e.to_compile_error()).into()

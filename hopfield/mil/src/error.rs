@@ -4,6 +4,7 @@ use thiserror::Error;
 
 /// What went wrong while reading a data set, splitting it, or training on it.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum MilError {
     /// The file could not be opened or read, or (IDX files) its bytes are not the array its header
     /// announces; line 0: before the first line, or a binary file.

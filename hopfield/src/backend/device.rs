@@ -6,8 +6,8 @@
 //! on `hopfield` needs no feature of its own to offer every device this build has.
 //!
 //! ```
-//! use hopfield::backend::device::{Device, OnBackend};
-//! use hopfield::Backend;
+//! use hopfield_layers::backend::device::{Device, OnBackend};
+//! use hopfield_layers::Backend;
 //!
 //! struct SumOfOnes(usize);
 //! impl OnBackend for SumOfOnes {
@@ -19,7 +19,7 @@
 //! }
 //! let device: Device = "cpu".parse()?;
 //! assert_eq!(device.run(SumOfOnes(3))?, 3.0);
-//! # Ok::<(), hopfield::HopfieldError>(())
+//! # Ok::<(), hopfield_layers::HopfieldError>(())
 //! ```
 
 use super::{Backend, Cpu};
@@ -29,6 +29,7 @@ use std::str::FromStr;
 
 /// Where a program runs: the CPU (ndarray, the default), a GPU through wgpu, or a CUDA GPU.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Device {
     /// [`Cpu<f32>`](Cpu): any machine.
     #[default]

@@ -9,7 +9,8 @@
 //! [`HopfieldError`](crate::HopfieldError).
 //!
 //! - [`cpu`]: the ndarray backend ([`Cpu`]) and its opt-in allocator tuning ([`cpu::tune_allocator`]).
-//! - [`reference`]: the materialised association, the default of [`Backend::association`] and the oracle.
+//! - [`reference`](mod@reference): the materialised association, the default of [`Backend::association`]
+//!   and the oracle (for backend implementations and tests).
 //! - `cube` (features `wgpu`, `cuda`): the CubeCL backend, `Cube<R>` on the runtime `R`.
 //! - [`device`]: a backend chosen at start-up ([`Device`], `--device cpu|wgpu|cuda[:N]`).
 

@@ -4,6 +4,9 @@
 //! CPU's blocked one, the CubeCL kernels) are tested against.
 //!
 //! A fully masked row gives a zero output row and no gradient, through `masked_softmax`'s zero row.
+//!
+//! For backend implementations (the trait's default calls it) and tests against it. Not part of the layers'
+//! API: its functions may change in any release, with the backend trait.
 
 use super::{Backend, ScoreBias};
 

@@ -6,6 +6,26 @@
 //!
 //! [`idx`] reads MNIST-format (IDX) files, plain or gzipped, for MNIST-format data sets
 //! (hopfield-mil's MNIST bags, cloob's Fashion-MNIST).
+//!
+//! A save/load round trip of any [`Parameters`] (a layer, or your model with `#[derive(Parameters)]`):
+//!
+//! ```
+//! use hopfield_layers::io::{load_params, read_safetensors, save_params};
+//! use hopfield_layers::layers::HopfieldPoolingConfig;
+//! use hopfield_layers::{seeded_rng, Backend, Cpu};
+//!
+//! let cpu = Cpu::<f32>::new();
+//! let config = HopfieldPoolingConfig::new(8).quantity(2);
+//! let trained = config.init(&cpu, &mut seeded_rng(1))?;
+//! let path = std::env::temp_dir().join(format!("hopfield-io-doctest-{}.safetensors", std::process::id()));
+//! save_params(&cpu, &trained, &path)?;
+//! assert!(read_safetensors(&path)?.contains_key("pooling_weights")); // hflayers' state_dict names
+//! let mut restored = config.init(&cpu, &mut seeded_rng(2))?;
+//! load_params(&cpu, &mut restored, &path)?;
+//! std::fs::remove_file(&path).ok();
+//! assert_eq!(cpu.to_vec(&restored.params.pooling_weights), cpu.to_vec(&trained.params.pooling_weights));
+//! # Ok::<(), hopfield_layers::HopfieldError>(())
+//! ```
 
 use crate::backend::Backend;
 use crate::element::Element;

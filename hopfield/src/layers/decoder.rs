@@ -52,6 +52,23 @@ pub struct DecoderMasks {
 /// # Shapes
 /// `tgt`: `[B, T, width]`, `memory`: `[B, S, width]` → `[B, T, width]` (sequence-first when `batch_first`
 /// is off); masks as in [`DecoderMasks`].
+///
+/// ```
+/// use hopfield_layers::layers::{DecoderInput, HopfieldConfig, HopfieldEncoderLayerConfig, Layer, Mode};
+/// use hopfield_layers::{seeded_rng, Backend, Cpu};
+///
+/// let cpu = Cpu::<f32>::new();
+/// let config = HopfieldEncoderLayerConfig::new(HopfieldConfig::new(16).num_heads(4)).dim_feedforward(32);
+/// // The second association (target → memory) has its own options.
+/// let decoder = config.init_decoder(&HopfieldConfig::new(16).num_heads(2), &cpu, &mut seeded_rng(0))?;
+/// let (tgt, memory) = (cpu.full(&[2, 3, 16], 0.1), cpu.full(&[2, 6, 16], 0.2));
+/// let (y, cache) = decoder.forward(&cpu, &decoder.params, &DecoderInput::new(tgt, memory), Mode::Eval)?;
+/// assert_eq!(cpu.shape(&y), [2, 3, 16]);
+/// let mut grads = decoder.zero_grads(&cpu);
+/// let d = decoder.backward(&cpu, &decoder.params, &cache, &cpu.full(&[2, 3, 16], 1.0), &mut grads)?;
+/// assert_eq!((cpu.shape(&d.tgt), cpu.shape(&d.memory)), (vec![2, 3, 16], vec![2, 6, 16]));
+/// # Ok::<(), hopfield_layers::HopfieldError>(())
+/// ```
 #[derive(Clone, Debug, Parameters)]
 pub struct HopfieldDecoderLayer<B: Backend> {
     /// Its configuration (the self-association's and the block's).

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 /// Configuration shared by the encoder and decoder layers.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
+#[non_exhaustive]
 pub struct HopfieldEncoderLayerConfig {
     /// The association (its `input_size` is the model width).
     pub hopfield: HopfieldConfig,
@@ -256,6 +257,22 @@ pub struct EncoderParams<B: Backend> {
 /// # Shapes
 /// `src`: `[B, L, width]` (sequence-first when the association's `batch_first` is off) → same shape;
 /// `src_mask`: `[L, L]` or `[B·H, L, L]`; `src_key_padding_mask`: `[B, L]`.
+///
+/// ```
+/// use hopfield_layers::layers::{EncoderInput, HopfieldConfig, HopfieldEncoderLayerConfig, Layer, Mode};
+/// use hopfield_layers::{seeded_rng, Backend, Cpu};
+///
+/// let cpu = Cpu::<f32>::new();
+/// let config = HopfieldEncoderLayerConfig::new(HopfieldConfig::new(16).num_heads(4)).dim_feedforward(32);
+/// let encoder = config.init(&cpu, &mut seeded_rng(0))?;
+/// let src = cpu.full(&[2, 6, 16], 0.1); // [B, L, width]
+/// let (y, cache) = encoder.forward(&cpu, &encoder.params, &EncoderInput::new(src), Mode::Eval)?;
+/// assert_eq!(cpu.shape(&y), [2, 6, 16]);
+/// let mut grads = encoder.zero_grads(&cpu);
+/// let d_src = encoder.backward(&cpu, &encoder.params, &cache, &cpu.full(&[2, 6, 16], 1.0), &mut grads)?;
+/// assert_eq!(cpu.shape(&d_src), [2, 6, 16]);
+/// # Ok::<(), hopfield_layers::HopfieldError>(())
+/// ```
 #[derive(Clone, Debug, Parameters)]
 pub struct HopfieldEncoderLayer<B: Backend> {
     /// Its configuration.

@@ -49,8 +49,8 @@ impl Mode {
 /// ([`Layer::zero_grads`]) and are accumulated (`+=`), so several backward passes sum.
 ///
 /// ```
-/// use hopfield::layers::{Layer, Linear, Mode};
-/// use hopfield::{Backend, Cpu};
+/// use hopfield_layers::layers::{Layer, Linear, Mode};
+/// use hopfield_layers::{Backend, Cpu};
 ///
 /// let cpu = Cpu::<f64>::new();
 /// let linear = Linear::new(&cpu, 3, 2, true, &mut rand::thread_rng())?;
@@ -59,7 +59,7 @@ impl Mode {
 /// let mut grads = linear.zero_grads(&cpu);
 /// let dx = linear.backward(&cpu, linear.params(), &cache, &cpu.full(&[4, 2], 1.0), &mut grads)?;
 /// assert_eq!((cpu.shape(&y), cpu.shape(&dx)), (vec![4, 2], vec![4, 3]));
-/// # Ok::<(), hopfield::HopfieldError>(())
+/// # Ok::<(), hopfield_layers::HopfieldError>(())
 /// ```
 pub trait Layer<B: Backend> {
     /// The learned tensors; also the type of their gradients.

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 /// Configuration of a [`HopfieldLayer`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
+#[non_exhaustive]
 pub struct HopfieldLayerConfig {
     /// The association.
     #[serde(flatten)]
@@ -129,6 +130,23 @@ pub struct HopfieldLayerParams<B: Backend> {
 /// # Shapes
 /// input `[B, L, input]` (sequence-first when `batch_first` is off) → output `[B, L, output]`; padding mask
 /// `[B, quantity]`, association mask `[L, quantity]` or `[B·H, L, quantity]`.
+///
+/// ```
+/// use hopfield_layers::layers::{HopfieldLayerConfig, Layer, LookupInput, Mode};
+/// use hopfield_layers::{seeded_rng, Backend, Cpu};
+///
+/// let cpu = Cpu::<f32>::new();
+/// // 10 learned stored patterns with separate learned targets.
+/// let config = HopfieldLayerConfig::new(8).quantity(10).lookup_weights_as_separated(true);
+/// let lookup = config.init(&cpu, &mut seeded_rng(0))?;
+/// let queries = cpu.full(&[2, 4, 8], 0.1);
+/// let (out, cache) = lookup.forward(&cpu, &lookup.params, &LookupInput::new(queries), Mode::Eval)?;
+/// assert_eq!(cpu.shape(&out), [2, 4, 8]);
+/// let mut grads = lookup.zero_grads(&cpu);
+/// let d_queries = lookup.backward(&cpu, &lookup.params, &cache, &cpu.full(&[2, 4, 8], 1.0), &mut grads)?;
+/// assert_eq!(cpu.shape(&d_queries), [2, 4, 8]);
+/// # Ok::<(), hopfield_layers::HopfieldError>(())
+/// ```
 #[derive(Clone, Debug, Parameters)]
 pub struct HopfieldLayer<B: Backend> {
     /// Its configuration.

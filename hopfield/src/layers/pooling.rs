@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 /// Configuration of a [`HopfieldPooling`]: the embedded Hopfield options plus the learned state patterns.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
+#[non_exhaustive]
 pub struct HopfieldPoolingConfig {
     /// The association (input_size is the instance size).
     #[serde(flatten)]
@@ -124,6 +125,21 @@ impl<B: Backend> PoolingInput<B> {
 /// # Shapes
 /// input as [`PoolingInput`] → output `[B, quantity · output]` (both layouts; hflayers flattens the
 /// sequence-first output `[quantity, B, out]` to `[quantity, B·out]` instead).
+///
+/// ```
+/// use hopfield_layers::layers::{HopfieldPoolingConfig, Layer, Mode, PoolingInput};
+/// use hopfield_layers::{seeded_rng, Backend, Cpu};
+///
+/// let cpu = Cpu::<f32>::new();
+/// let pool = HopfieldPoolingConfig::new(8).quantity(2).init(&cpu, &mut seeded_rng(0))?;
+/// let sets = cpu.full(&[3, 5, 8], 0.5); // 3 sets of 5 instances
+/// let (pooled, cache) = pool.forward(&cpu, &pool.params, &PoolingInput::single(sets), Mode::Eval)?;
+/// assert_eq!(cpu.shape(&pooled), [3, 2 * 8]); // [B, quantity · output]
+/// let mut grads = pool.zero_grads(&cpu);
+/// let d_sets = pool.backward(&cpu, &pool.params, &cache, &cpu.full(&[3, 16], 1.0), &mut grads)?;
+/// assert_eq!(cpu.shape(&d_sets.single(&cpu)), [3, 5, 8]);
+/// # Ok::<(), hopfield_layers::HopfieldError>(())
+/// ```
 #[derive(Clone, Debug, Parameters)]
 pub struct HopfieldPooling<B: Backend> {
     /// Its configuration.

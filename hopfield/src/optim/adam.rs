@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 
 /// Hyper-parameters shared by [`Adam`] and [`AdamW`]. The learning rate is given to each step.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct AdamConfig {
     /// First-moment decay β₁, in `[0, 1)`.
     pub beta1: f64,

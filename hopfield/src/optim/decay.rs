@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 /// Decides, from a tensor's `state_dict` name and shape, whether it gets weight decay.
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum DecayFilter {
     /// Every trainable tensor is decayed (a single PyTorch parameter group).
     All,

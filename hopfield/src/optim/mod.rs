@@ -9,8 +9,8 @@
 //! ([`LrSchedule::lr_at`]) and resuming needs only the optimiser state ([`OptimizerState`]).
 //!
 //! ```
-//! use hopfield::{Backend, Cpu, Parameters};
-//! use hopfield::optim::{AdamConfig, AdamW, Optimizer};
+//! use hopfield_layers::{Backend, Cpu, Parameters};
+//! use hopfield_layers::optim::{AdamConfig, AdamW, Optimizer};
 //!
 //! #[derive(Parameters)]
 //! struct W<B: Backend> {
@@ -23,7 +23,7 @@
 //! opt.step(&cpu, &mut w, &grad, 0.1)?;
 //! // Adam's first step moves every entry by lr against the sign of its gradient.
 //! assert!((cpu.to_vec(&w.w)[0] - 0.9).abs() < 1e-6);
-//! # Ok::<(), hopfield::HopfieldError>(())
+//! # Ok::<(), hopfield_layers::HopfieldError>(())
 //! ```
 
 mod adam;

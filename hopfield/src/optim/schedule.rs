@@ -7,6 +7,7 @@ use std::f64::consts::PI;
 /// A learning rate as a function of the step. Serialises as `{"kind": "warmup_cosine", ...}`.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum LrSchedule {
     /// `lr` at every step.
     Constant {

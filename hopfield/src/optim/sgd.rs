@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 
 /// Hyper-parameters of [`Sgd`] (PyTorch's names and defaults). The learning rate is given to each step.
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct SgdConfig {
     /// Momentum factor μ ≥ 0; 0 keeps no state.
     pub momentum: f64,

@@ -3,8 +3,8 @@
 //! does not match is an error naming the case file, so a new case is tested by adding its two files and a
 //! broken one cannot pass unnoticed.
 
-use hopfield::io::{encode_safetensors, read_safetensors, HostTensor, TensorMap};
-use hopfield::{Backend, Cpu};
+use hopfield_layers::io::{encode_safetensors, read_safetensors, HostTensor, TensorMap};
+use hopfield_layers::{Backend, Cpu};
 use serde_json::Value;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};

@@ -1,8 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
-use hopfield::io::{HostTensor, TensorMap};
-use hopfield::{Backend, Element};
+use hopfield_layers::io::{HostTensor, TensorMap};
+use hopfield_layers::{Backend, Element};
 
 pub mod fixtures;
 
@@ -53,14 +53,14 @@ pub fn assert_close_floor(what: &str, actual: &[f64], expected: &HostTensor, tol
 }
 
 /// Uniform(−1, 1) f64 tensor of `shape`.
-pub fn rand_tensor(rng: &mut rand::rngs::StdRng, shape: &[usize]) -> hopfield::backend::CpuTensor<f64> {
+pub fn rand_tensor(rng: &mut rand::rngs::StdRng, shape: &[usize]) -> hopfield_layers::backend::CpuTensor<f64> {
     use rand::Rng;
     let n = shape.iter().product();
-    hopfield::Cpu::<f64>::new().from_vec((0..n).map(|_| rng.gen_range(-1.0..1.0)).collect(), shape)
+    hopfield_layers::Cpu::<f64>::new().from_vec((0..n).map(|_| rng.gen_range(-1.0..1.0)).collect(), shape)
 }
 
 /// Move every parameter away from its initialisation so no gradient is trivially zero.
-pub fn randomise<P: hopfield::Parameters<hopfield::Cpu<f64>>>(p: &mut P, rng: &mut rand::rngs::StdRng) {
+pub fn randomise<P: hopfield_layers::Parameters<hopfield_layers::Cpu<f64>>>(p: &mut P, rng: &mut rand::rngs::StdRng) {
     use rand::Rng;
     p.visit_mut(&mut |_, t, _| t.mapv_inplace(|v| v + rng.gen_range(-0.5..0.5)));
 }
@@ -118,15 +118,15 @@ pub const WIDE: ConfigRanges = ConfigRanges {
 
 /// A random `Hopfield` configuration: every static/connected combination, norms, biases, zero and bias
 /// patterns, update steps 0–3 per head, activations, dropout and both layouts. May fail validation.
-pub fn random_config(rng: &mut rand::rngs::StdRng, r: &ConfigRanges) -> hopfield::layers::HopfieldConfig {
-    use hopfield::layers::hopfield::PerHead;
+pub fn random_config(rng: &mut rand::rngs::StdRng, r: &ConfigRanges) -> hopfield_layers::layers::HopfieldConfig {
+    use hopfield_layers::layers::hopfield::PerHead;
     use rand::Rng;
     let heads = rng.gen_range(1..=r.heads);
     let hd = rng.gen_range(2..=r.head);
     let (ks, qs, vs) = (rng.gen_bool(r.p_static), rng.gen_bool(r.p_static), rng.gen_bool(r.p_static));
     let connected = !ks && rng.gen_bool(r.p_static);
     let pattern = if connected { hd } else { rng.gen_range(2..=r.pattern) };
-    let mut c = hopfield::layers::HopfieldConfig::new(if qs { hd } else { rng.gen_range(3..=r.input) })
+    let mut c = hopfield_layers::layers::HopfieldConfig::new(if qs { hd } else { rng.gen_range(3..=r.input) })
         .num_heads(heads)
         .hidden_size(hd)
         .pattern_size(pattern)
@@ -176,8 +176,8 @@ pub fn random_masks(
     h: usize,
     l: usize,
     s: usize,
-) -> (Option<hopfield::layers::Mask>, Option<hopfield::layers::Mask>) {
-    use hopfield::layers::Mask;
+) -> (Option<hopfield_layers::layers::Mask>, Option<hopfield_layers::layers::Mask>) {
+    use hopfield_layers::layers::Mask;
     use rand::Rng;
     let padding = rng.gen_bool(0.4).then(|| Mask::bool((0..b * s).map(|_| rng.gen_bool(0.3)).collect(), &[b, s]));
     let association = match rng.gen_range(0..4) {

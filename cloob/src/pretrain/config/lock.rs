@@ -17,7 +17,8 @@ pub struct LockOptions {
     #[arg(long = "lock-image")]
     pub lock_image: bool,
     /// With --lock-image: leave the last N layer groups of the image tower trainable (a ViT's groups:
-    /// [conv1, class and positional embedding, ln_pre], each block but the last, [last block, ln_post], [proj]).
+    /// conv1 with the class and positional embeddings and ln_pre; each block but the last; the last block with
+    /// ln_post; proj).
     #[arg(long = "lock-image-unlocked-groups", value_name = "N", default_value_t = 0)]
     pub lock_image_unlocked_groups: usize,
     /// With --lock-image: keep batch-norm statistics of the frozen groups fixed (ResNet towers; a ViT has none).
@@ -26,8 +27,8 @@ pub struct LockOptions {
     /// Freeze the text tower; it runs forward only.
     #[arg(long = "lock-text")]
     pub lock_text: bool,
-    /// With --lock-text: leave the last N layer groups of the text tower trainable ([token and positional
-    /// embedding], each block but the last, [last block, ln_final], [text_projection]).
+    /// With --lock-text: leave the last N layer groups of the text tower trainable (the token and
+    /// positional embeddings; each block but the last; the last block with ln_final; text_projection).
     #[arg(long = "lock-text-unlocked-layers", value_name = "N", default_value_t = 0)]
     pub lock_text_unlocked_layers: usize,
     /// With --lock-text: freeze the layer norms of the locked layers too. Required, as in open_clip 3.3,

@@ -294,7 +294,7 @@ pub struct RunConfig {
     /// Save a checkpoint every N steps; 0: only at the end.
     #[arg(long = "save-frequency", value_name = "SAVE_FREQUENCY", default_value_t = 100)]
     pub save_every: u64,
-    /// Logs directory; a run writes to <logs>/<name>/.
+    /// Logs directory; a run writes to `<logs>/<name>/`.
     #[arg(long, default_value = "logs")]
     pub logs: PathBuf,
     /// Checkpoint pruning and recovery from non-finite steps.

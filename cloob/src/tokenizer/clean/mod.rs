@@ -22,7 +22,7 @@ mod mojibake;
 /// Python's: every HTML5 name, the legacy ones without `;`, Python's table for numeric references.
 ///
 /// ftfy's loop runs until nothing changes, one round per level of nested escapes (`&amp;amp;…`), so a text of
-/// `n` such levels costs `n` rounds over the whole text; here at most [`MAX_ROUNDS`] rounds are run (and at
+/// `n` such levels costs `n` rounds over the whole text; here at most `MAX_ROUNDS` rounds are run (and at
 /// most as many steps of mojibake repair in each), which keeps the cost linear in the text's length. A
 /// text nested deeper keeps its remaining escapes as text (less the two levels `html.unescape` takes off
 /// after the loop).
@@ -77,7 +77,7 @@ fn segments(text: &str) -> impl Iterator<Item = &str> {
     })
 }
 
-/// ftfy's `fix_and_explain` loop on one segment, at most [`MAX_ROUNDS`] rounds; the text and the rounds run.
+/// ftfy's `fix_and_explain` loop on one segment, at most `MAX_ROUNDS` rounds; the text and the rounds run.
 fn fix_segment(segment: &str, unescape: bool) -> (String, usize) {
     let mut t = segment.to_string();
     let mut rounds = 0;

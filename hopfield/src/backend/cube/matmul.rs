@@ -18,6 +18,7 @@ const TILE: usize = 16;
 
 /// Which kernel runs [`Backend::matmul`](crate::Backend::matmul) on a [`Cube`] (see [`Cube::with_matmul`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum MatmulKernel {
     /// Our tiled shared-memory kernel (the default without the `cubek` feature).
     #[cfg_attr(not(feature = "cubek"), default)]

@@ -41,6 +41,7 @@ pub enum Convergence {
 /// Configuration of a [`Hopfield`](super::Hopfield) module. Field names and defaults follow hflayers 1.0.2.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
+#[non_exhaustive]
 pub struct HopfieldConfig {
     /// Size of the state pattern input (hflayers `input_size`). Optional only when everything is static.
     pub input_size: Option<usize>,

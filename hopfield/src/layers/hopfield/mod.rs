@@ -37,6 +37,21 @@ pub const MAX_UNBOUNDED_STEPS: usize = 1000;
 /// # Shapes
 /// See [`HopfieldInput`]: stored `[B, S, stored]`, state `[B, L, input]`, projection `[B, S, projection]`
 /// → output `[B, L, output]` (sequence-first when `batch_first` is off).
+///
+/// ```
+/// use hopfield_layers::layers::{HopfieldConfig, HopfieldInput, Layer, Mode};
+/// use hopfield_layers::{seeded_rng, Backend, Cpu};
+///
+/// let cpu = Cpu::<f32>::new();
+/// let hopfield = HopfieldConfig::new(8).num_heads(2).init(&cpu, &mut seeded_rng(0))?;
+/// // 3 state patterns (queries) retrieve from 5 stored patterns, per batch entry.
+/// let (stored, state) = (cpu.full(&[2, 5, 8], 0.5), cpu.full(&[2, 3, 8], 0.1));
+/// let input = HopfieldInput::new(stored.clone(), state, stored).with_association();
+/// let (out, _cache) = hopfield.forward(&cpu, &hopfield.params, &input, Mode::Eval)?;
+/// assert_eq!(cpu.shape(&out.output), [2, 3, 8]);
+/// assert_eq!(cpu.shape(out.association.as_ref().unwrap()), [2, 2, 3, 5]); // [B, H, L, S]
+/// # Ok::<(), hopfield_layers::HopfieldError>(())
+/// ```
 #[derive(Clone, Debug, Parameters)]
 pub struct Hopfield<B: Backend> {
     /// Configuration and derived sizes.

@@ -21,6 +21,7 @@ use std::str::FromStr;
 /// `softmax`, `sparsemax`, `softmax1`, `entmax15`, `entmax:1.3`, `entmax:1.5:learnable`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Retrieval {
     /// `softmax(z)`: the paper's and hflayers' retrieval (the default; results unchanged).
     #[default]
