@@ -76,12 +76,12 @@ fn main() {
                 std::process::exit(1)
             });
             // Every sample of a clean corpus decodes: the cursor after k batches is after k·B candidates.
-            stream.nth(k as usize * a.run.batch_size - 1).map(|(_, c)| c)
+            stream.nth(k as usize * a.run.global_batch() - 1).map(|(_, c)| c)
         }
         _ => None,
     };
     let rss_before = status_mib("VmRSS:");
-    let cfg = LoaderConfig { prefetch: a.prefetch, ..LoaderConfig::new(a.run.batch_size, a.run.seed, a.workers) };
+    let cfg = LoaderConfig { prefetch: a.prefetch, ..LoaderConfig::new(a.run.global_batch(), a.run.seed, a.workers) };
     let (t0, cpu0) = (Instant::now(), cpu_seconds());
     let mut loader = match Loader::new(data.train.clone(), cfg, a.start_step, cursor) {
         Ok(l) => l,
@@ -112,7 +112,7 @@ fn main() {
         "impl": "ours",
         "source": a.run.data.to_string(),
         "workers": a.workers,
-        "batch_size": a.run.batch_size,
+        "batch_size": a.run.global_batch(),
         "images": images,
         "open_s": open_s,
         "wall_s": wall_s,

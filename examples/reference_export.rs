@@ -54,7 +54,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     std::fs::write(args.out.join("init.safetensors"), encode_safetensors(&backend, &named_tensors(&model))?)?;
     let mut trainer = Trainer::new(model, cfg.train_config(total))?;
     let tokenizer = ClipTokenizer::with_context_length(model_cfg.text.context_length)?;
-    let mut loader = Loader::new(data.train.clone(), LoaderConfig::new(cfg.batch_size, cfg.seed, 1), 0, None)?;
+    let mut loader = Loader::new(data.train.clone(), LoaderConfig::new(cfg.global_batch(), cfg.seed, 1), 0, None)?;
     let (mut images, mut tokens, mut lines) = (Vec::new(), Vec::new(), String::new());
     let mut size = 0;
     for _ in 0..total {
@@ -72,7 +72,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     let steps = total as usize;
-    let (b, ctx) = (cfg.batch_size, model_cfg.text.context_length);
+    let (b, ctx) = (cfg.global_batch(), model_cfg.text.context_length);
     let images = backend.from_vec(images, &[steps, b, 3, size, size]);
     let tokens = backend.from_vec(tokens, &[steps, b, ctx]);
     let tensors = [("images".to_string(), &images), ("tokens".to_string(), &tokens)];

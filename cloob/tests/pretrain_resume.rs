@@ -91,7 +91,7 @@ fn truncated_corrupt_and_mismatched_checkpoints_are_clear_errors() {
     let e = resume(&RunConfig { loss: cloob::loss::LossKind::Clip, ..cfg.clone() }).unwrap_err().to_string();
     assert!(e.contains("mismatch") && e.contains("loss"), "{e}");
     let e = resume(&RunConfig { batch_size: 8, ..cfg.clone() }).unwrap_err().to_string();
-    assert!(e.contains("batch_size"), "{e}");
+    assert!(e.contains("mismatch") && e.contains("global batches of") && e.contains("--batch-size 8"), "{e}");
     let text = std::fs::read_to_string(&json).unwrap();
     std::fs::write(&json, &text[..text.len() / 2]).unwrap();
     let e = resume(&cfg).unwrap_err().to_string();

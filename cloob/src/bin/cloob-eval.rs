@@ -34,9 +34,17 @@ struct Args {
     #[arg(long, requires = "pretrained")]
     pretrained_partial: bool,
     /// Data source to score (default: the checkpoint's own validation data; with --pretrained the embedded
-    /// scenes): embedded, fashion-mnist or csv:PATH.
+    /// scenes): embedded, fashion-mnist, csv:PATH, wds:PATTERN or imagefolder:DIR (one sub-folder per class).
     #[arg(long)]
     data: Option<DataSpec>,
+    /// Zero-shot top-1/top-5 on an ImageFolder tree (one sub-folder per class, torchvision's layout) with
+    /// open_clip's 80 ImageNet templates, as open_clip's --imagenet-val; alone, it is the only set scored.
+    #[arg(long = "imagenet-val", value_name = "DIR")]
+    imagenet_val: Option<PathBuf>,
+    /// Class names of --imagenet-val or --data imagefolder:DIR, one a line in the sorted order of the folders
+    /// (default: the folder names, `_` read as a space).
+    #[arg(long = "class-names", value_name = "FILE")]
+    class_names: Option<PathBuf>,
     /// CSV image path column (default: the checkpoint's).
     #[arg(long = "csv-img-key", value_name = "CSV_IMG_KEY")]
     csv_img_key: Option<String>,
@@ -124,6 +132,20 @@ fn run_on<B: Backend<Elem = f32>>(backend: &B, a: &Args) -> Outcome {
     if let Some(s) = a.csv_separator {
         cfg.csv.separator = s;
     }
+    match (&a.data, &a.imagenet_val) {
+        // --imagenet-val alone scores that tree only (as --data imagefolder:DIR).
+        (None, Some(dir)) => {
+            cfg.data = DataSpec::ImageFolder(dir.clone());
+            cfg.csv.val = None;
+            cfg.zero_shot.imagenet_val = None;
+        }
+        (_, Some(dir)) => cfg.zero_shot.imagenet_val = Some(dir.clone()),
+        (_, None) => {}
+    }
+    if let Some(names) = &a.class_names {
+        cfg.zero_shot.class_names = Some(names.clone());
+    }
+    cfg.zero_shot.validate(&cfg.data)?;
     cfg.eval_size = a.eval_size;
     let cfg = cfg.with_absolute_paths()?;
     let mut data = open_data(&cfg, model.config.vision.image_size(), true)?;
@@ -175,6 +197,9 @@ fn run_on<B: Backend<Elem = f32>>(backend: &B, a: &Args) -> Outcome {
     let out = a.out.clone().unwrap_or_else(|| {
         let data = match &cfg.data {
             DataSpec::Csv(p) => format!("csv-{}", p.file_stem().and_then(|s| s.to_str()).unwrap_or("data")),
+            DataSpec::ImageFolder(p) => {
+                format!("imagefolder-{}", p.file_name().and_then(|s| s.to_str()).unwrap_or("images"))
+            }
             d => d.to_string(),
         };
         beside.with_file_name(format!("eval-{data}.json"))

@@ -3,8 +3,9 @@
 //! `--data csv:PATH` or `--data wds:'shards/{00000..00099}.tar'` train on other data. Flags follow
 //! open_clip's and cloob's names.
 //!
-//! Data-parallel over processes (built with `--features mpi`): `mpiexec -n R cloob-pretrain …`; the
-//! global `--batch-size` is split over the R ranks and the loss sees all of it (see `cloob::dist`).
+//! Data-parallel over processes (built with `--features mpi`): `mpiexec -n R cloob-pretrain …`;
+//! `--batch-size` is per rank, as in open_clip, and the loss sees the whole global batch of
+//! `--batch-size × --accum-freq × R` pairs (see `cloob::dist`).
 
 use clap::{CommandFactory, FromArgMatches, Parser};
 use cloob::dist::Collective;
@@ -20,8 +21,9 @@ use hopfield::backend::Device;
     name = "cloob-pretrain",
     about = "Contrastive image–text pretraining with CLOOB or CLIP, on the CPU or a GPU (--device)",
     after_help = "Data-parallel on R processes (a build with `--features mpi`, OpenMPI or MPICH):\n  \
-                  mpiexec -n R cloob-pretrain --batch-size B …   (B a multiple of R; under Slurm: srun)\n\
-                  Every rank encodes B/R pairs of each batch, the loss sees all B; rank 0 writes the logs."
+                  mpiexec -n R cloob-pretrain --batch-size B …   (under Slurm: srun)\n\
+                  Every rank encodes B × --accum-freq pairs of each step, the loss sees all of them \
+                  (B × --accum-freq × R, as open_clip); rank 0 writes the logs."
 )]
 struct Cli {
     #[command(flatten)]
@@ -277,6 +279,31 @@ mod tests {
         assert_eq!((d.adam.beta1, d.adam.beta2, d.adam.eps), (0.9, 0.98, 1e-6));
         let p = parse(&["--init-from", "logs/x/checkpoints/step_000300.json"]);
         assert_eq!(p.init_from.as_deref(), Some(std::path::Path::new("logs/x/checkpoints/step_000300.json")));
+    }
+
+    #[test]
+    fn open_clips_flags_reach_the_config() {
+        let cfg = parse(&[
+            "--lr-scheduler",
+            "const",
+            "--save-most-recent",
+            "--imagenet-val",
+            "/data/imagenet/val",
+            "--class-names",
+            "names.txt",
+            "--batch-size",
+            "16",
+            "--accum-freq",
+            "4",
+        ]);
+        assert_eq!(cfg.scheduler, cloob::pretrain::Scheduler::Const);
+        assert!(cfg.long_run.save_most_recent && !parse(&[]).long_run.save_most_recent);
+        assert_eq!(cfg.zero_shot.imagenet_val.as_deref(), Some(std::path::Path::new("/data/imagenet/val")));
+        assert_eq!(cfg.zero_shot.class_names.as_deref(), Some(std::path::Path::new("names.txt")));
+        // One process: 16 pairs × 4 micro-batches a step.
+        assert_eq!((cfg.global_batch(), cfg.world_size, cfg.config_version), (64, 1, 2));
+        let e = cli(&["--lr-scheduler", "const-cooldown"]).unwrap_err().to_string();
+        assert!(e.contains("--lr-scheduler") && e.contains("const"), "{e}");
     }
 
     #[test]

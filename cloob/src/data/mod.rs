@@ -19,6 +19,7 @@
 pub mod csv;
 pub mod decode;
 pub mod fashion;
+pub mod imagefolder;
 pub mod labels;
 pub mod loader;
 pub mod rng;

@@ -224,6 +224,35 @@ fn draw(img: &mut [f32], o: &Object, rng: &mut impl Rng) {
     }
 }
 
+/// Write a synthetic ImageFolder tree ([`crate::data::imagefolder`]) under `root`: one folder per colour
+/// (`red`, `green`, … the canonical names of [`COLOURS`]) holding `per_class` PNGs of single-object
+/// scenes of that colour, their shape, size, position and background drawn from `seed` (held-out
+/// shape×colour pairs included). The colour is what the embedded set's captions teach first, so a model
+/// trained on it classifies these folders zero-shot. Returns the number of images written.
+pub fn write_image_folder(root: &std::path::Path, per_class: usize, seed: u64) -> Result<usize, super::DataError> {
+    let s = IMAGE_SIZE;
+    let mut written = 0;
+    for (c, names) in COLOURS.iter().enumerate() {
+        let dir = root.join(names[0]);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| super::DataError(format!("cannot create the folder {}: {e}", dir.display())))?;
+        for i in 0..per_class {
+            let mut scene = Scene::sample(hash(&[seed, tag::EVAL, c as u64, i as u64]), true, 0.0);
+            scene.main.colour = c;
+            let px = scene.render();
+            let img = image::RgbImage::from_fn(s as u32, s as u32, |x, y| {
+                let at =
+                    |ch: usize| (px[ch * s * s + y as usize * s + x as usize] * 255.0).round().clamp(0.0, 255.0) as u8;
+                image::Rgb([at(0), at(1), at(2)])
+            });
+            let path = dir.join(format!("{i:05}.png"));
+            img.save(&path).map_err(|e| super::DataError(format!("cannot write {}: {e}", path.display())))?;
+            written += 1;
+        }
+    }
+    Ok(written)
+}
+
 /// The training stream: `len` fixed scenes (a third with a second object), no held-out pair, in a new
 /// order with new caption wordings every epoch.
 #[derive(Clone, Debug)]

@@ -43,7 +43,7 @@ pub struct FileRef {
 pub struct RngState {
     /// The run's seed.
     pub seed: u64,
-    /// Pairs consumed from the training stream (`step · batch_size`).
+    /// Pairs consumed from the training stream (`step · global batch`).
     pub samples_seen: u64,
 }
 
@@ -179,7 +179,7 @@ pub fn save<B: Backend>(
         epoch: at.epoch,
         total_steps: at.total_steps,
         schedule: trainer.config.schedule,
-        rng: RngState { seed: config.seed, samples_seen: trainer.step * config.batch_size as u64 },
+        rng: RngState { seed: config.seed, samples_seen: trainer.step * config.global_batch() as u64 },
         config: config.clone(),
         weights,
         optimizer,
@@ -224,6 +224,35 @@ pub fn prune(dir: &Path, keep: usize, keep_every: u64) -> Result<Vec<PathBuf>> {
         removed.push(dir.join(format!("{stem}.json")));
     }
     Ok(removed)
+}
+
+/// The fixed name of the newest checkpoint with `--save-most-recent`.
+pub const MOST_RECENT: &str = "latest.json";
+
+/// What follows a regular save of `json` in `dir`: with `--save-most-recent`, point `latest.json` at it
+/// (before pruning, so the link never names a pruned checkpoint), then [`prune`].
+pub fn after_save(dir: &Path, json: &Path, opts: &super::LongRunOptions) -> Result<Vec<PathBuf>> {
+    if opts.save_most_recent {
+        link_most_recent(dir, json)?;
+    }
+    prune(dir, opts.keep_checkpoints, opts.keep_every)
+}
+
+/// Make `dir/latest.json` a relative symbolic link to `json` (a checkpoint JSON in `dir`), replaced
+/// atomically: a link to a temporary name, renamed over the old one. A reader sees the old checkpoint or
+/// the new one, each complete (its binary files are named from the JSON, next to it).
+pub fn link_most_recent(dir: &Path, json: &Path) -> Result<()> {
+    let name = json.file_name().ok_or_else(|| PretrainError(format!("{} names no file", json.display())))?;
+    let (tmp, link) = (dir.join(format!("{MOST_RECENT}.tmp")), dir.join(MOST_RECENT));
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(err(tmp.display(), e)),
+        _ => {}
+    }
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(name, &tmp).map_err(|e| err(format!("linking {}", tmp.display()), e))?;
+    #[cfg(not(unix))]
+    std::fs::copy(json, &tmp).map_err(|e| err(format!("copying {}", json.display()), e))?;
+    std::fs::rename(&tmp, &link).map_err(|e| err(format!("rename {} → {}", tmp.display(), link.display()), e))
 }
 
 /// The newest checkpoint (highest step) in `dir`.

@@ -102,12 +102,14 @@ pub fn train(cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary> {
     train_with(cfg, opts, &SingleProcess)
 }
 
-/// [`train`] as one rank of a data-parallel run over `comm` (see [`crate::dist`]): `--batch-size` is the
-/// global batch, each rank encodes its `1 / R` of every batch; every rank reads the data and the
+/// [`train`] as one rank of a data-parallel run over `comm` (see [`crate::dist`]): `--batch-size` is
+/// per rank (open_clip's meaning), each rank encodes its `batch_size × accum_freq` pairs of every global
+/// batch; every rank reads the data and the
 /// checkpoint to resume from (a shared file system), rank 0 alone writes logs, evaluations, plots and
 /// checkpoints. Ranks must run the same settings and program: checked at start-up.
 pub fn train_with(cfg: &RunConfig, opts: &RunOptions, comm: &dyn Collective) -> Result<RunSummary> {
     let mut cfg = cfg.with_absolute_paths()?;
+    cfg.world_size = comm.size();
     // The architecture is fixed here, so the checkpoints hold it whatever the named config or file says later.
     cfg.source = cfg.source.resolved(&cfg.model_preset)?;
     let cfg = &cfg;
@@ -131,13 +133,6 @@ fn train_on<B: Backend<Elem = f32>>(
 ) -> Result<RunSummary> {
     let (rank, ranks) = (comm.rank(), comm.size());
     let lead = rank == 0;
-    if !cfg.batch_size.is_multiple_of(ranks) || !(cfg.batch_size / ranks).is_multiple_of(cfg.accum_freq) {
-        return Err(PretrainError(format!(
-            "--batch-size {} must split into {ranks} equal shards (one per process) of whole --accum-freq {} \
-             micro-batches",
-            cfg.batch_size, cfg.accum_freq
-        )));
-    }
     if ranks > 1 {
         let fingerprint = format!(
             "cloob {} {}; resume {:?}, stop after {:?}, overwrite {}",
@@ -155,7 +150,7 @@ fn train_on<B: Backend<Elem = f32>>(
     let model_cfg = cfg.clip_config()?;
     let prefetch = opts.prefetch.unwrap_or(2);
     let side = model_cfg.vision.image_size() as u64;
-    fits_in_memory("prefetch", prefetch, (prefetch as u64 + 1) * (cfg.batch_size / ranks) as u64 * 3 * side * side)?;
+    fits_in_memory("prefetch", prefetch, (prefetch as u64 + 1) * cfg.process_batch() as u64 * 3 * side * side)?;
     let data = open_data(cfg, model_cfg.vision.image_size(), lead && !opts.no_eval)?;
     let total = cfg.total_steps(data.train.epoch_len())?;
     let say = |m: String| {
@@ -163,12 +158,15 @@ fn train_on<B: Backend<Elem = f32>>(
             eprintln!("{m}")
         }
     };
-    if let Some(n) = data.train.pairs_at_most().filter(|&n| n < cfg.batch_size) {
+    if let Some(n) = data.train.pairs_at_most().filter(|&n| n < cfg.global_batch()) {
         return Err(PretrainError(format!(
-            "the training data has {n} usable pair(s), fewer than one batch of {0} (--batch-size {0}): {1} ({2})",
-            cfg.batch_size,
+            "the training data has {n} usable pair(s), fewer than one batch of {0} (--batch-size {3} × \
+             --accum-freq {4} × {ranks} process(es)): {1} ({2})",
+            cfg.global_batch(),
             data.train.describe(),
-            data.train.issues().summary()
+            data.train.issues().summary(),
+            cfg.batch_size,
+            cfg.accum_freq
         )));
     }
     if !opts.no_eval {
@@ -248,13 +246,13 @@ fn train_on<B: Backend<Elem = f32>>(
     let tokenizer = ClipTokenizer::with_context_length(model_cfg.text.context_length)?;
     let stop = opts.stop_after.unwrap_or(total).min(total);
     let workers = opts.workers.unwrap_or_else(|| default_workers(opts.device == Device::Cpu));
-    let loader_cfg = LoaderConfig { batch: cfg.batch_size, seed: cfg.seed, workers, prefetch, rank, ranks };
+    let loader_cfg = LoaderConfig { batch: cfg.global_batch(), seed: cfg.seed, workers, prefetch, rank, ranks };
     let new_loader = |s: &StartPoint| Loader::new(data.train.clone(), loader_cfg, s.next_batch, s.cursor);
     let mut loader = new_loader(&start)?;
     let no_batch = |loader: &Loader| {
         PretrainError(format!(
             "the data source yielded no complete batch of {} pairs: {} ({})",
-            cfg.batch_size,
+            cfg.global_batch(),
             loader.why_ended().unwrap_or_else(|| "it ended".into()),
             data.train.issues().summary()
         ))
@@ -265,15 +263,20 @@ fn train_on<B: Backend<Elem = f32>>(
     if lead {
         run_dir::prepare(cfg, opts.overwrite, start.resumed_at, &say)?;
     }
-    let shards =
-        if ranks > 1 { format!(" ({} per process on {ranks})", cfg.batch_size / ranks) } else { String::new() };
+    let shards = match (ranks, cfg.accum_freq) {
+        (1, 1) => String::new(),
+        (r, a) => format!(" (--batch-size {} × --accum-freq {a} × {r} process(es))", cfg.batch_size),
+    };
+    if let Some(note) = cfg.open_clip_note().filter(|_| opts.resume.is_none()) {
+        say(note);
+    }
     // What ran, for a user's report: the processor, the f32 GEMM kernel and vector width, rayon's threads.
     say(format!("cpu: {}", hopfield::backend::cpu::CpuInfo::detect()));
     say(format!(
         "data: {}\nrun: {} steps of {} pairs{shards}, {:?} loss, logs in {}",
         data.train.describe(),
         total,
-        cfg.batch_size,
+        cfg.global_batch(),
         cfg.loss,
         run_dir.display()
     ));
@@ -370,7 +373,7 @@ fn train_on<B: Backend<Elem = f32>>(
             }
             Err(e) => return Err(e.into()),
         };
-        let n = cfg.batch_size;
+        let n = cfg.global_batch();
         let epoch = batch.epoch;
         if let Some(c) = batch.cursor {
             cursor = c;
@@ -405,7 +408,7 @@ fn train_on<B: Backend<Elem = f32>>(
             last_saved = Some(done);
             if lead {
                 let path = checkpoint::save(backend, &ckpt_dir, &trainer, cfg, &at)?;
-                checkpoint::prune(&ckpt_dir, cfg.long_run.keep_checkpoints, cfg.long_run.keep_every)?;
+                checkpoint::after_save(&ckpt_dir, &path, &cfg.long_run)?;
                 last_ckpt = Some(path.clone());
                 saved_now = Some(path);
             }

@@ -2,6 +2,7 @@
 
 use super::{PretrainError, Result, RunConfig};
 use crate::data::csv::{CsvConfig, CsvSource};
+use crate::data::imagefolder::ImageFolder;
 use crate::data::wds::{WdsConfig, WdsSource};
 use crate::data::{fashion, scenes, DataBundle, TrainData};
 use crate::pretrain::config::DataSpec;
@@ -9,8 +10,17 @@ use std::path::Path;
 use std::sync::Arc;
 
 /// Open the data source of `cfg`, with its evaluation sets when `with_eval` (rank 0 alone evaluates, so
-/// the other ranks read no evaluation image).
+/// the other ranks read no evaluation image); `--imagenet-val` adds its set after the source's own.
 pub fn open_data(cfg: &RunConfig, image_size: usize, with_eval: bool) -> Result<DataBundle> {
+    let mut bundle = open_source(cfg, image_size, with_eval)?;
+    if let Some(dir) = cfg.zero_shot.imagenet_val.as_deref().filter(|_| with_eval) {
+        let folder = ImageFolder::open(dir, cfg.zero_shot.class_names.as_deref(), image_size)?;
+        bundle.eval.push(folder.eval_set(cfg.eval_size, "imagenet-val", "imagenet")?);
+    }
+    Ok(bundle)
+}
+
+fn open_source(cfg: &RunConfig, image_size: usize, with_eval: bool) -> Result<DataBundle> {
     let need = |have: usize, what: &str| {
         if have == image_size {
             Ok(())
@@ -79,6 +89,14 @@ pub fn open_data(cfg: &RunConfig, image_size: usize, with_eval: bool) -> Result<
                 (true, None) => vec![train.eval_set(cfg.eval_size, "wds-first-samples")],
             };
             DataBundle { train: TrainData::Streamed(Arc::new(train)), eval, probe: None }
+        }
+        DataSpec::ImageFolder(dir) => {
+            let folder = ImageFolder::open(dir, cfg.zero_shot.class_names.as_deref(), image_size)?;
+            let eval = match with_eval {
+                true => vec![folder.eval_set(cfg.eval_size, "imagefolder", "classes")?],
+                false => Vec::new(),
+            };
+            DataBundle { train: TrainData::Indexed(Arc::new(folder)), eval, probe: None }
         }
     })
 }

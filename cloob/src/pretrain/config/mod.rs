@@ -7,15 +7,22 @@ use crate::loss::{LoobScale, LossConfig, LossKind};
 use crate::model::ClipConfig;
 use crate::train::TrainConfig;
 use hopfield::layers::Retrieval;
-use hopfield::optim::{AdamConfig, DecayFilter, LrSchedule};
+use hopfield::optim::{AdamConfig, DecayFilter};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
+mod batch;
+mod data;
 mod lock;
+mod open_clip;
 mod parse;
 mod pretrained;
 mod report;
 mod resume;
+mod schedule;
+mod zeroshot;
+pub use batch::CONFIG_VERSION;
+pub use data::DataSpec;
 pub use lock::LockOptions;
 pub(crate) use parse::fits_in_memory;
 use parse::*;
@@ -23,68 +30,14 @@ pub use parse::{at_least_two, separator};
 pub use pretrained::{legacy_architecture, ModelSource};
 pub use report::{ReportOptions, ReportTarget};
 pub use resume::{MAY_CHANGE, SAFE_ON_RESUME};
+pub use schedule::Scheduler;
+pub use zeroshot::ZeroShotOptions;
 
 /// The most scenes in an epoch of the embedded set (its permutation holds 4 bytes a scene).
 pub const MAX_EMBEDDED_LEN: usize = 100_000_000;
 
 /// The most shard samples shuffled together (each held encoded, tens of KB for a photo).
 pub const MAX_SHUFFLE_BUFFER: usize = 1_000_000;
-
-/// Learning-rate schedule after the warmup.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum Scheduler {
-    /// open_clip's warmup + cosine to zero.
-    Cosine,
-    /// cloob's warmup + cosine with hard restarts (`cycles` cycles).
-    CosineRestarts,
-}
-
-/// Where the training pairs come from.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum DataSpec {
-    /// The generated captioned scenes ([`crate::data::scenes`]).
-    Embedded,
-    /// Fashion-MNIST from Debian's IDX files.
-    FashionMnist,
-    /// An open_clip CSV file.
-    Csv(PathBuf),
-    /// WebDataset tar shards, a path pattern with braces (`shards/{00000..00099}.tar`).
-    Wds(String),
-}
-
-impl std::str::FromStr for DataSpec {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "embedded" => Ok(DataSpec::Embedded),
-            "fashion-mnist" => Ok(DataSpec::FashionMnist),
-            _ => match (s.strip_prefix("csv:"), s.strip_prefix("wds:")) {
-                (Some(p), _) if !p.is_empty() => Ok(DataSpec::Csv(PathBuf::from(p))),
-                (_, Some(p)) if !p.is_empty() => {
-                    crate::data::wds::expand_braces(p).map_err(|e| format!("--data wds:{p}: {e}"))?;
-                    Ok(DataSpec::Wds(p.to_string()))
-                }
-                _ => Err(format!(
-                    "unknown data source {s:?}: use embedded, fashion-mnist, csv:PATH or wds:PATTERN \
-                     (e.g. wds:shards/{{00000..00099}}.tar)"
-                )),
-            },
-        }
-    }
-}
-
-impl std::fmt::Display for DataSpec {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            DataSpec::Embedded => f.write_str("embedded"),
-            DataSpec::FashionMnist => f.write_str("fashion-mnist"),
-            DataSpec::Csv(p) => write!(f, "csv:{}", p.display()),
-            DataSpec::Wds(p) => write!(f, "wds:{p}"),
-        }
-    }
-}
 
 /// How to read a CSV source (open_clip's `--csv-*` flags).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, clap::Args)]
@@ -140,6 +93,11 @@ pub struct LongRunOptions {
     /// Also keep every checkpoint whose step is a multiple of K (milestones); 0: none.
     #[arg(long = "keep-every", value_name = "K", default_value_t = 0)]
     pub keep_every: u64,
+    /// Also keep the newest checkpoint as `checkpoints/latest.json` (a link replaced atomically after each
+    /// save; open_clip's `epoch_latest.pt`): a fixed path for `--resume` and `cloob-eval`.
+    #[arg(long = "save-most-recent")]
+    #[serde(default)]
+    pub save_most_recent: bool,
     /// On a non-finite loss or gradient: stop (saving the last good state), skip the batch, or roll back to
     /// the last checkpoint and leave the batch out.
     #[arg(long = "on-nan", value_name = "ACTION", value_enum, default_value_t = OnNan::Stop)]
@@ -193,9 +151,19 @@ pub struct RunConfig {
     #[arg(long, default_value_t = Retrieval::Softmax, value_parser = fixed_retrieval)]
     #[serde(default)]
     pub retrieval: Retrieval,
-    /// Pairs per optimiser step (split into --accum-freq micro-batches); at least 2.
+    /// Pairs per process and micro-batch, as in open_clip: a step trains on --batch-size × --accum-freq ×
+    /// processes pairs (the loss sees all of them); at least 2.
     #[arg(long, default_value_t = 64, value_parser = at_least_two)]
     pub batch_size: usize,
+    /// Processes of the run (set at start-up from MPI's world; 1 without it).
+    #[arg(skip = 1usize)]
+    #[serde(default = "batch::one")]
+    pub world_size: usize,
+    /// The meaning of the stored flags: [`CONFIG_VERSION`] (absent in old checkpoints: 1, whose
+    /// `batch_size` was the global total; see [`batch`]).
+    #[arg(skip = CONFIG_VERSION)]
+    #[serde(default = "batch::legacy_version")]
+    pub config_version: u32,
     /// Optimiser steps (ignored with --epochs).
     #[arg(long, default_value_t = 1000, value_parser = at_least_one::<u64>)]
     pub steps: u64,
@@ -259,7 +227,8 @@ pub struct RunConfig {
     /// Train τ⁻¹ (fixed by default, as cloob).
     #[arg(long)]
     pub learnable_inv_tau: bool,
-    /// Micro-batches per step (the loss is over the whole batch).
+    /// Micro-batches of --batch-size pairs accumulated per optimiser step, as open_clip's flag (the loss is
+    /// over all of them).
     #[arg(long, default_value_t = 1, value_parser = at_least_one::<usize>)]
     pub accum_freq: usize,
     /// Clip the gradient norm to this (0: off).
@@ -269,7 +238,8 @@ pub struct RunConfig {
     /// Seed of the initialisation, the data order, the captions and the crops.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Training data: embedded, fashion-mnist, csv:PATH or wds:PATTERN (tar shards, with braces).
+    /// Training data: embedded, fashion-mnist, csv:PATH, wds:PATTERN (tar shards, with braces) or
+    /// imagefolder:DIR (class folders, captioned by open_clip's templates).
     #[arg(long, default_value_t = DataSpec::Embedded)]
     pub data: DataSpec,
     /// Fashion-MNIST's IDX directory.
@@ -288,7 +258,8 @@ pub struct RunConfig {
     /// Images per evaluation set; at least 2.
     #[arg(long, default_value_t = 1000, value_parser = at_least_two)]
     pub eval_size: usize,
-    /// Evaluate (zero-shot, retrieval, embeddings) every N steps; 0: only at the end.
+    /// Evaluate (zero-shot, retrieval, embeddings; --imagenet-val too) every N optimiser steps (open_clip
+    /// counts epochs); 0: only at the end.
     #[arg(long = "zeroshot-frequency", value_name = "ZEROSHOT_FREQUENCY", default_value_t = 100)]
     pub eval_every: u64,
     /// Save a checkpoint every N steps; 0: only at the end.
@@ -297,6 +268,10 @@ pub struct RunConfig {
     /// Logs directory; a run writes to `<logs>/<name>/`.
     #[arg(long, default_value = "logs")]
     pub logs: PathBuf,
+    /// Zero-shot on an ImageFolder tree (open_clip's --imagenet-val).
+    #[command(flatten)]
+    #[serde(default)]
+    pub zero_shot: ZeroShotOptions,
     /// Checkpoint pruning and recovery from non-finite steps.
     #[command(flatten)]
     #[serde(default)]
@@ -384,6 +359,9 @@ impl RunConfig {
         let loss = self.loss.to_possible_value().expect("every loss has a flag value");
         let data = match &self.data {
             DataSpec::Csv(p) => p.file_stem().and_then(|s| s.to_str()).unwrap_or("csv").to_string(),
+            DataSpec::ImageFolder(p) => {
+                format!("imagefolder-{}", p.file_name().and_then(|s| s.to_str()).unwrap_or("images"))
+            }
             DataSpec::Wds(p) => {
                 let folder = std::path::Path::new(p).parent().and_then(|d| d.file_name()).and_then(|s| s.to_str());
                 format!("wds-{}", folder.unwrap_or("shards"))
@@ -397,16 +375,6 @@ impl RunConfig {
     pub fn clip_config(&self) -> Result<ClipConfig> {
         let base = self.source.resolve(&self.model_preset)?;
         Ok(ClipConfig { init_inv_tau: self.init_inv_tau, learnable_inv_tau: self.learnable_inv_tau, ..base })
-    }
-
-    /// The warmup of a run of `total` steps: `--warmup`, shortened to `total − 1` when it is not shorter
-    /// than the run (so the last steps still decay).
-    pub fn effective_warmup(&self, total: u64) -> u64 {
-        let warmup = match self.warmup_fraction {
-            Some(f) => (f * total as f64).round() as u64,
-            None => self.warmup,
-        };
-        warmup.min(total.saturating_sub(1))
     }
 
     /// Apply `recipe`'s settings to every field whose flag was not given (`given(id)`: the flag's clap id,
@@ -434,17 +402,6 @@ impl RunConfig {
         }
         if set("warmup") {
             self.warmup_fraction = Some(CC_WARMUP_FRACTION);
-        }
-    }
-
-    /// The learning rate as a function of the step, for `total` steps.
-    pub fn schedule(&self, total: u64) -> LrSchedule {
-        let warmup = self.effective_warmup(total);
-        match self.scheduler {
-            Scheduler::Cosine => LrSchedule::WarmupCosine { base: self.lr, warmup, total, floor: 0.0 },
-            Scheduler::CosineRestarts => {
-                LrSchedule::CosineRestarts { base: self.lr, warmup, total, cycles: self.cycles }
-            }
         }
     }
 
@@ -489,10 +446,16 @@ impl RunConfig {
                 format!("must be at least 2 (the other pairs of a batch are the negatives), got {}", self.batch_size),
             );
         }
-        if self.accum_freq == 0 || !self.batch_size.is_multiple_of(self.accum_freq) {
+        if self.accum_freq == 0 {
+            return bad("accum-freq", "must be at least 1, got 0".into());
+        }
+        if self.world_size == 0 || self.global_batch() == usize::MAX {
             return bad(
-                "accum-freq",
-                format!("{} must divide --batch-size {} into equal micro-batches", self.accum_freq, self.batch_size),
+                "batch-size",
+                format!(
+                    "{} × --accum-freq {} × {} process(es) is not a usable global batch",
+                    self.batch_size, self.accum_freq, self.world_size
+                ),
             );
         }
         for (flag, v) in [("steps", self.steps), ("restart-cycles", self.cycles)] {
@@ -523,13 +486,14 @@ impl RunConfig {
         let eval_sets = if self.data == DataSpec::FashionMnist { 3 } else { 1 };
         fits_in_memory("eval-size", self.eval_size, self.eval_size as u64 * eval_sets * image_bytes)?;
         // A batch's pixels in f32, in the loader's queue, in the step and its activations: a floor.
-        fits_in_memory("batch-size", self.batch_size, self.batch_size as u64 * 4 * image_bytes)?;
+        fits_in_memory("batch-size", self.batch_size, self.process_batch() as u64 * 4 * image_bytes)?;
         if let Err(e) = caption_field(&self.wds.caption) {
             return bad("wds-caption", e);
         }
         if !self.csv.separator.is_ascii() {
             return bad("csv-separator", format!("must be one ASCII character, got {:?}", self.csv.separator));
         }
+        self.zero_shot.validate(&self.data)?;
         self.lock.validate(&self.clip_config()?)
     }
 
@@ -545,8 +509,10 @@ impl RunConfig {
             DataSpec::Wds(p) => {
                 cfg.data = DataSpec::Wds(abs(std::path::Path::new(p))?.to_string_lossy().into_owned());
             }
+            DataSpec::ImageFolder(p) => cfg.data = DataSpec::ImageFolder(abs(p)?),
             _ => {}
         }
+        cfg.zero_shot = self.zero_shot.with_absolute_paths(&abs)?;
         if let Some(v) = &self.csv.val {
             cfg.csv.val = Some(abs(v)?);
         }
@@ -577,7 +543,7 @@ impl RunConfig {
     pub fn total_steps(&self, epoch_len: Option<usize>) -> Result<u64> {
         match (self.epochs, epoch_len) {
             (None, _) => Ok(self.steps),
-            (Some(e), Some(n)) => Ok(((e * n as f64) / self.batch_size as f64).ceil().max(1.0) as u64),
+            (Some(e), Some(n)) => Ok(((e * n as f64) / self.global_batch() as f64).ceil().max(1.0) as u64),
             (Some(_), None) => Err(PretrainError(
                 "--epochs needs a source with a known size (WebDataset shards: give it with --train-num-samples N); \
                  use --steps otherwise"

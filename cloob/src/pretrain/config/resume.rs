@@ -3,7 +3,13 @@
 use super::{PretrainError, Result, RunConfig};
 
 /// Settings that may change silently between a run and its resumption (they do not change the loss curve).
-pub const MAY_CHANGE: [&str; 7] = ["eval_every", "save_every", "logs", "name", "eval_size", "fashion_dir", "long_run"];
+pub const MAY_CHANGE: [&str; 8] =
+    ["eval_every", "save_every", "logs", "name", "eval_size", "fashion_dir", "long_run", "zero_shot"];
+
+/// Settings compared through the global batch they give ([`RunConfig::check_same_global_batch`]): a run
+/// may resume on another number of processes with the same global batch, and a checkpoint of config
+/// version 1 stored the global batch in `batch_size`.
+pub const BATCH_KEYS: [&str; 3] = ["batch_size", "world_size", "config_version"];
 
 /// Optimiser settings that may change on resume, with a note (the loss curve then differs from the
 /// uninterrupted run's): the way out of a divergence is often a lower `--lr` from the last good checkpoint.
@@ -16,10 +22,11 @@ impl RunConfig {
         let (a, b) =
             (serde_json::to_value(self).expect("plain data"), serde_json::to_value(saved).expect("plain data"));
         let (a, b) = (a.as_object().expect("a struct"), b.as_object().expect("a struct"));
+        self.check_same_global_batch(saved)?;
         let mut notes = Vec::new();
         for (key, value) in a {
             let was = b.get(key).map(|v| v.to_string()).unwrap_or_else(|| "(absent)".into());
-            if MAY_CHANGE.contains(&key.as_str()) || b.get(key) == Some(value) {
+            if MAY_CHANGE.contains(&key.as_str()) || BATCH_KEYS.contains(&key.as_str()) || b.get(key) == Some(value) {
                 continue;
             }
             if SAFE_ON_RESUME.contains(&key.as_str()) {

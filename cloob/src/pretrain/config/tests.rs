@@ -8,7 +8,8 @@ fn validate_names_the_flag_of_a_bad_setting() {
     let d = RunConfig::default;
     let cases = [
         (RunConfig { batch_size: 1, ..d() }, "--batch-size"),
-        (RunConfig { batch_size: 10, accum_freq: 3, ..d() }, "--accum-freq"),
+        (RunConfig { accum_freq: 0, ..d() }, "--accum-freq"),
+        (RunConfig { batch_size: usize::MAX, accum_freq: 2, ..d() }, "--batch-size"),
         (RunConfig { eval_size: 1, ..d() }, "--eval-size"),
         (RunConfig { lr: f64::NAN, ..d() }, "--lr"),
         (RunConfig { hopfield_beta: 0.0, ..d() }, "--scale-hopfield"),
