@@ -60,9 +60,11 @@ impl RunConfig {
                 saved.batch_size, saved.accum_freq, saved.world_size
             ),
         };
-        let per = self.accum_freq * self.world_size;
-        let fix = match was % per {
-            0 => format!(
+        // Saturating and zero-checked: a config read from a file may hold anything until it is validated.
+        let per = self.accum_freq.saturating_mul(self.world_size);
+        let fix = match was.checked_rem(per) {
+            None => format!("--accum-freq {} × {} process(es) is no batch", self.accum_freq, self.world_size),
+            Some(0) => format!(
                 "pass --batch-size {} to resume it with --accum-freq {} on {} process(es)",
                 was / per,
                 self.accum_freq,
