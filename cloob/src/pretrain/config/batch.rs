@@ -46,7 +46,8 @@ impl RunConfig {
     /// An error unless this run steps on the global batch `saved` (a checkpoint's config, any version)
     /// stepped on; the message gives the `--batch-size` that would.
     pub fn check_same_global_batch(&self, saved: &RunConfig) -> Result<()> {
-        let (was, now) = (saved.global_batch_of_saved(), self.global_batch());
+        // Both read by their own version (this run's is the current one, unless it was read from a file).
+        let (was, now) = (saved.global_batch_of_saved(), self.global_batch_of_saved());
         if was == now {
             return Ok(());
         }
