@@ -18,7 +18,7 @@ fn top1(report: &serde_json::Value, set: &str, task: &str) -> (f64, f64, f64) {
 /// The last evaluation in a run's metrics.
 fn last_eval(run: &Path) -> serde_json::Value {
     let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
-    let line = text.lines().filter(|l| l.contains("\"eval\"")).last().expect("an evaluation line");
+    let line = text.lines().rfind(|l| l.contains("\"eval\"")).expect("an evaluation line");
     serde_json::from_str::<serde_json::Value>(line).unwrap()["eval"].clone()
 }
 

@@ -44,15 +44,7 @@ fn bench_cube<R: CubeRuntime>(c: &mut Criterion, group: &str, be: &Cube<R>, kern
         g.throughput(Throughput::Elements((2 * batch * m * n * k) as u64));
         for &kernel in kernels {
             let be = be.clone().with_matmul(kernel);
-            let name = match kernel {
-                MatmulKernel::Own => "own",
-                #[cfg(feature = "cubek")]
-                MatmulKernel::CubekUnit => "cubek_unit",
-                #[cfg(feature = "cubek")]
-                MatmulKernel::CubekDoubleUnit => "cubek_double_unit",
-                #[cfg(feature = "cubek")]
-                MatmulKernel::CubekAuto => "cubek_auto",
-            };
+            let name = kernel.name();
             g.bench_function(format!("{}/{name}", case.name), |it| {
                 it.iter(|| {
                     let r = be.matmul(&a, &b, false, case.tb);

@@ -38,6 +38,21 @@ pub enum MatmulKernel {
     CubekAuto,
 }
 
+impl MatmulKernel {
+    /// A short name for reports and bench ids: `own`, `cubek_unit`, `cubek_double_unit`, `cubek_auto`.
+    pub fn name(self) -> &'static str {
+        match self {
+            MatmulKernel::Own => "own",
+            #[cfg(feature = "cubek")]
+            MatmulKernel::CubekUnit => "cubek_unit",
+            #[cfg(feature = "cubek")]
+            MatmulKernel::CubekDoubleUnit => "cubek_double_unit",
+            #[cfg(feature = "cubek")]
+            MatmulKernel::CubekAuto => "cubek_auto",
+        }
+    }
+}
+
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 fn matmul_kernel(

@@ -154,7 +154,7 @@ unsafe fn kernel<const NV: usize, const PMAJOR: bool>(kc: usize, a: *const f32, 
             let mask = lanes(t.cols.saturating_sub(16 * v));
             let cp = crow.add(16 * v);
             let y = match t.beta {
-                Some(beta) if beta == 0.0 => _mm512_mul_ps(alpha, r),
+                Some(0.0) => _mm512_mul_ps(alpha, r),
                 Some(beta) => {
                     _mm512_fmadd_ps(_mm512_set1_ps(beta), _mm512_maskz_loadu_ps(mask, cp), _mm512_mul_ps(alpha, r))
                 }
