@@ -101,7 +101,7 @@ impl FileTensor {
     }
 
     /// Read the tensor from the file and convert it to `E`, row-major. Only the result is held whole: a
-    /// safetensors range is read and decoded [`CHUNK`] bytes at a time; a `.pt` storage window comes
+    /// safetensors range is read and decoded 1 MiB (`CHUNK`) at a time; a `.pt` storage window comes
     /// whole from `pytorch-reader` and is dropped once decoded.
     pub fn read_as<E: Element>(&self) -> std::result::Result<Vec<E>, String> {
         let (n, size) = (self.len(), self.dtype.size());

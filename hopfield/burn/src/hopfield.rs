@@ -100,7 +100,7 @@ pub struct HopfieldOutput {
     pub update_steps: Vec<usize>,
 }
 
-/// hflayers' `Hopfield` as a burn module. Build it with [`crate::HopfieldInit::init`] on a
+/// hflayers' `Hopfield` as a burn module. Build it with `init` of [`crate::HopfieldInit`] on a
 /// [`HopfieldConfig`]; the parameter names follow hflayers' state_dict.
 ///
 /// # Shapes

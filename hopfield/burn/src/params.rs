@@ -75,7 +75,7 @@ pub struct OutProj {
 
 /// hflayers' `association_core`: the projections, the Hopfield-space norm, the bias patterns and (not in
 /// hflayers) the learnable entmax α. A field is `None` where the configuration does not create it; see
-/// [`HopfieldParams`] for each tensor's meaning.
+/// the layers crate's `HopfieldParams` for each tensor's meaning.
 ///
 /// # Shapes
 /// `in_proj_weight [(q? H·hd) + (k? H·hd) + (v? H·pd), input]` (packed, when all inputs share one size),

@@ -160,7 +160,7 @@ pub struct RunConfig {
     #[serde(default = "batch::one")]
     pub world_size: usize,
     /// The meaning of the stored flags: [`CONFIG_VERSION`] (absent in old checkpoints: 1, whose
-    /// `batch_size` was the global total; see [`batch`]).
+    /// `batch_size` was the global total; see [`RunConfig::global_batch_of_saved`]).
     #[arg(skip = CONFIG_VERSION)]
     #[serde(default = "batch::legacy_version")]
     pub config_version: u32,

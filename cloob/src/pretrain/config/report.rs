@@ -29,7 +29,7 @@ pub(crate) fn report_target(s: &str) -> std::result::Result<ReportTarget, String
 #[derive(Clone, Debug, PartialEq, Eq, clap::Args)]
 pub struct ReportOptions {
     /// Where the metrics go besides metrics.jsonl and the plots: tensorboard (event files in
-    /// <logs>/<name>/tensorboard/: loss, lr, τ⁻¹, grad norm every step, every evaluation figure) or none; a
+    /// `<logs>/<name>/tensorboard/`: loss, lr, τ⁻¹, grad norm every step, every evaluation figure) or none; a
     /// comma list, as open_clip's.
     #[arg(long = "report-to", value_name = "REPORT_TO", value_delimiter = ',', value_parser = report_target)]
     #[arg(default_value = "none")]

@@ -93,7 +93,7 @@ impl fmt::Debug for CubeTensor {
 }
 
 /// A CubeCL runtime the [`Cube`] backend runs on: its type parameter, so that a backend on wgpu and one on
-/// CUDA are different types. Implemented by [`WgpuRuntime`] (feature `wgpu`) and [`CudaRuntime`] (feature
+/// CUDA are different types. Implemented by `WgpuRuntime` (feature `wgpu`) and `CudaRuntime` (feature
 /// `cuda`); sealed.
 pub trait CubeRuntime: sealed::Sealed + 'static {
     /// The backend's name on this runtime ([`Backend::name`]).
@@ -123,8 +123,8 @@ impl CubeRuntime for CudaRuntime {
 }
 
 /// The CubeCL backend (f32) on one device of the runtime `R`. The kernels are written once against
-/// CubeCL's runtime-independent client; each runtime has its own constructor ([`Cube::wgpu`] on
-/// [`Wgpu`], [`Cube::cuda`] on [`Cuda`]).
+/// CubeCL's runtime-independent client; each runtime has its own constructor (`Cube::wgpu` on
+/// `Wgpu`, `Cube::cuda` on `Cuda`, each with its feature).
 pub struct Cube<R: CubeRuntime> {
     pub(crate) client: Client,
     poison: bool,
